@@ -1,0 +1,122 @@
+//! `fleetprompt`: one binary to serve, migrate, administer and benchmark.
+//!
+//! Data (URLs, JSON) goes to stdout; logs and diagnostics go to stderr.
+//!
+//! # Layout
+//! - `main.rs`: the command line and dispatch.
+//! - `settings.rs`: layered settings (defaults, then `FLEETPROMPT_*`
+//!   environment variables, then flags), the master key and logging.
+//! - `serve.rs`: `serve` — the HTTP server and the directive worker.
+//! - `bench.rs`: `bench engine` — directive throughput and start latency.
+
+mod bench;
+mod serve;
+mod settings;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use settings::Common;
+
+#[derive(Parser)]
+#[command(
+    name = "fleetprompt",
+    version,
+    about = "Durable, multi-tenant workflows from customer conversations"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server and/or the directive worker.
+    Serve(serve::ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Measure the engine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its admin token (shown once).
+    Create {
+        /// Unique name: a-z, 0-9 and '-'.
+        slug: String,
+        /// Print JSON: {"tenant_id", "slug", "admin_token"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants.
+    List,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    settings::init_logging(&cli.common);
+    match cli.command {
+        Command::Serve(args) => serve::run(&cli.common, args).await,
+        Command::Migrate => {
+            let db = cli.common.open_db().await?;
+            let n = fleetprompt_store::migrate::run(&db)
+                .await
+                .context("migrating")?;
+            println!("{n} migration(s) applied");
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::Create { slug, json }) => {
+            let db = cli.common.open_db().await?;
+            fleetprompt_store::migrate::run(&db)
+                .await
+                .context("migrating")?;
+            let mut tx = db.begin().await?;
+            let (tenant, token) = fleetprompt_store::tenant::create(&mut tx, &slug).await?;
+            tx.commit().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "tenant_id": tenant.id, "slug": tenant.slug, "admin_token": token.token })
+                );
+            } else {
+                println!("tenant {} created ({})", tenant.slug, tenant.id);
+                println!("admin token (shown once, keep it safe): {}", token.token);
+            }
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::List) => {
+            let db = cli.common.open_db().await?;
+            for t in fleetprompt_store::tenant::list(&db).await? {
+                println!("{}\t{}", t.id, t.slug);
+            }
+            Ok(())
+        }
+        Command::Bench(cmd) => bench::run(&cli.common, cmd).await,
+    }
+}

@@ -1,0 +1,198 @@
+//! `fleetprompt serve`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use fleetprompt_engine::{Engine, EngineConfig};
+use fleetprompt_server::AppState;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use tokio::sync::watch;
+
+use crate::settings::{Common, check_bind, redact_db_url};
+
+/// What this process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Serve HTTP only.
+    Api,
+    /// Run directives only (still serves /healthz, /readyz and /metrics).
+    Worker,
+    /// Both.
+    All,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "FLEETPROMPT_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// What this process does.
+    #[arg(long, env = "FLEETPROMPT_ROLE", value_enum, default_value = "all")]
+    pub role: Role,
+    /// Directives run at once by this process.
+    #[arg(long, env = "FLEETPROMPT_CONCURRENCY", default_value_t = 256)]
+    pub concurrency: usize,
+    /// Seconds a claimed directive stays leased before another node may take it.
+    #[arg(long, env = "FLEETPROMPT_LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+    /// Seconds a handler may run (must be below the lease).
+    #[arg(long, env = "FLEETPROMPT_HANDLER_TIMEOUT_SECS", default_value_t = 20)]
+    pub handler_timeout_secs: u64,
+    /// Milliseconds between polls for delayed retries when nothing wakes the worker.
+    #[arg(long, env = "FLEETPROMPT_POLL_MS", default_value_t = 250)]
+    pub poll_ms: u64,
+    /// Milliseconds between looks for expired leases.
+    #[arg(long, env = "FLEETPROMPT_REAP_MS", default_value_t = 5000)]
+    pub reap_ms: u64,
+}
+
+impl ServeArgs {
+    fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+        if self.handler_timeout_secs >= self.lease_secs {
+            anyhow::bail!(
+                "--handler-timeout-secs must be below --lease-secs, or a slow attempt would be run twice"
+            );
+        }
+        if self.concurrency == 0 {
+            anyhow::bail!("--concurrency must be at least 1");
+        }
+        Ok(EngineConfig {
+            concurrency: self.concurrency,
+            claim_batch: self.concurrency.min(512),
+            lease: Duration::from_secs(self.lease_secs),
+            handler_timeout: Duration::from_secs(self.handler_timeout_secs),
+            poll_interval: Duration::from_millis(self.poll_ms.max(10)),
+            reap_interval: Duration::from_millis(self.reap_ms.max(100)),
+            ..EngineConfig::default()
+        })
+    }
+}
+
+/// Installs the Prometheus recorder with histogram buckets for durations.
+pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0, 300.0, 600.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Suffix("_size".into()),
+            &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    fleetprompt_engine::metrics::describe();
+    fleetprompt_server::ops::describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// Runs until SIGINT or SIGTERM, then drains in-flight work.
+pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
+    let addr = check_bind(&args.bind)?;
+    let config = args.engine_config()?;
+    let metrics = install_metrics()?;
+    let key = common.master_key()?;
+    let db = common.open_db().await?;
+    let applied = fleetprompt_store::migrate::run(&db)
+        .await
+        .context("migrating the database")?;
+    tracing::info!(
+        backend = db.backend().as_str(),
+        database = %redact_db_url(&common.database_url()),
+        migrations_applied = applied,
+        "database ready"
+    );
+    let engine = Engine::new(db.clone(), key, config);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if args.role != Role::Api {
+        tasks.spawn(fleetprompt_engine::worker::supervise(
+            engine.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(fleetprompt_engine::upkeep::run(
+            engine.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(fleetprompt_engine::upkeep::listen(
+            engine.clone(),
+            stop_rx.clone(),
+        ));
+    } else {
+        // API nodes still keep the queue gauges fresh for their /metrics.
+        tasks.spawn(gauges_only(engine.clone(), stop_rx.clone()));
+    }
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    // The one line on stdout: where to go. Tests read it to find port 0's choice.
+    println!("FleetPrompt listening on http://{local}");
+    tracing::info!(%local, role = ?args.role, worker = %engine.config().worker_name, "serving");
+
+    let state = AppState {
+        engine: engine.clone(),
+        metrics,
+    };
+    let mut http_stop = stop_rx.clone();
+    let server = fleetprompt_server::serve(listener, state, async move {
+        let _ = http_stop.changed().await;
+    });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing work in flight");
+        let _ = stop_tx.send(true);
+    });
+    server.await.context("HTTP server")?;
+    while tasks.join_next().await.is_some() {}
+    db.close().await;
+    Ok(())
+}
+
+async fn gauges_only(engine: std::sync::Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => fleetprompt_engine::upkeep::refresh_gauges(&engine).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,25 @@
+//! Domain types of FleetPrompt: ids, signals, directives, retry policy, secrets.
+//!
+//! This crate does no I/O. Everything here is checked once, when built, so the
+//! layers above can trust a value by its type.
+//!
+//! # Layout
+//! - [`id`]: newtype ids with a typed prefix (`ten_…`, `sig_…`, `dir_…`, `dst_…`).
+//! - [`signal`]: signal types, subjects, new signals and payload validation.
+//! - [`directive`]: directive kinds, statuses, origins, attempt outcomes.
+//! - [`retry`]: the retry policy and its exponential backoff with jitter.
+//! - [`secret`]: AEAD sealing of secrets at rest, admin tokens and their
+//!   constant-time verification.
+//! - [`time`]: the one clock representation (milliseconds since the epoch).
+
+pub mod directive;
+pub mod id;
+pub mod retry;
+pub mod secret;
+pub mod signal;
+pub mod time;
+
+pub use directive::{AttemptOutcome, DirectiveKind, DirectiveStatus, Origin};
+pub use id::{DestinationId, DirectiveId, SignalId, TenantId, TokenId};
+pub use retry::RetryPolicy;
+pub use signal::{NewSignal, SignalType, Subject};

@@ -1,0 +1,207 @@
+//! Secrets: sealing at rest, and tokens verified in constant time.
+//!
+//! Stored secrets are sealed with XChaCha20-Poly1305 under the master key, with
+//! the owning row's identity as associated data, so a ciphertext copied into
+//! another tenant's row fails to open. Tokens are stored as SHA-256 hashes of
+//! their secret half and compared with `subtle`, so a timing side channel does
+//! not tell how much of a guess was right.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::id::TokenId;
+
+/// Failures of sealing, opening, or parsing secret material.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The master key is not 32 bytes of hex or base64.
+    #[error("master key must be 32 bytes, as 64 hex characters or base64")]
+    BadMasterKey,
+    /// A sealed value is damaged, or belongs to another row or key.
+    #[error("sealed secret cannot be opened (wrong key or damaged)")]
+    CannotOpen,
+}
+
+/// The 32-byte key that seals every stored secret.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(…)")
+    }
+}
+
+const SEALED_PREFIX: &str = "v1:";
+
+impl MasterKey {
+    /// A new random key.
+    pub fn generate() -> Self {
+        let mut k = [0u8; 32];
+        rand::rng().fill_bytes(&mut k);
+        Self(k)
+    }
+
+    /// Parses a key given as 64 hex characters or as base64 of 32 bytes.
+    pub fn parse(s: &str) -> Result<Self, SecretError> {
+        let s = s.trim();
+        let bytes = hex::decode(s)
+            .ok()
+            .or_else(|| STANDARD.decode(s).ok())
+            .ok_or(SecretError::BadMasterKey)?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| SecretError::BadMasterKey)?;
+        Ok(Self(arr))
+    }
+
+    /// The key as hex, for writing the key file.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Seals `plaintext`, binding it to `context` (e.g. `destination:<tenant>:<name>`).
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> String {
+        let cipher = XChaCha20Poly1305::new((&self.0).into());
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        let ct = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        format!("{SEALED_PREFIX}{}", STANDARD.encode(out))
+    }
+
+    /// Opens a value sealed with the same key and context.
+    pub fn open(&self, context: &str, sealed: &str) -> Result<Vec<u8>, SecretError> {
+        let raw = sealed
+            .strip_prefix(SEALED_PREFIX)
+            .and_then(|b| STANDARD.decode(b).ok())
+            .ok_or(SecretError::CannotOpen)?;
+        if raw.len() < 24 {
+            return Err(SecretError::CannotOpen);
+        }
+        let (nonce, ct) = raw.split_at(24);
+        XChaCha20Poly1305::new((&self.0).into())
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context.as_bytes(),
+                },
+            )
+            .map_err(|_| SecretError::CannotOpen)
+    }
+}
+
+/// `n` random bytes as URL-safe base64.
+pub fn random_token(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand::rng().fill_bytes(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// SHA-256 of a secret, hex encoded: what is stored instead of the secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Compares a presented secret with a stored hash in constant time.
+pub fn verify_secret(presented: &str, stored_hash: &str) -> bool {
+    let presented = hash_secret(presented);
+    presented.as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
+
+/// Prefix of admin API tokens, so they are recognisable in a leak scan.
+pub const ADMIN_TOKEN_PREFIX: &str = "fpa_";
+
+/// A freshly minted admin token: shown once, stored as `(id, secret_hash)`.
+pub struct IssuedToken {
+    /// The public half, used to find the stored hash.
+    pub id: TokenId,
+    /// The whole token string, `fpa_<id>.<secret>`.
+    pub token: String,
+    /// What is stored.
+    pub secret_hash: String,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Mints an admin token.
+pub fn issue_admin_token() -> IssuedToken {
+    let id = TokenId::new();
+    let secret = random_token(32);
+    IssuedToken {
+        token: format!("{ADMIN_TOKEN_PREFIX}{id}.{secret}"),
+        secret_hash: hash_secret(&secret),
+        id,
+    }
+}
+
+/// Splits a presented admin token into its id and secret half.
+pub fn parse_admin_token(token: &str) -> Option<(TokenId, &str)> {
+    let rest = token.strip_prefix(ADMIN_TOKEN_PREFIX)?;
+    let (id, secret) = rest.split_once('.')?;
+    Some((id.parse().ok()?, secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_in_their_context() {
+        let key = MasterKey::generate();
+        let sealed = key.seal("destination:t1:hook", b"https://example.test/hook?key=abc");
+        assert!(!sealed.contains("example"));
+        assert_eq!(
+            key.open("destination:t1:hook", &sealed).unwrap(),
+            b"https://example.test/hook?key=abc"
+        );
+        assert!(key.open("destination:t2:hook", &sealed).is_err());
+        assert!(
+            MasterKey::generate()
+                .open("destination:t1:hook", &sealed)
+                .is_err()
+        );
+        assert!(key.open("destination:t1:hook", "v1:AAAA").is_err());
+    }
+
+    #[test]
+    fn master_key_parses_hex_and_base64() {
+        let key = MasterKey::generate();
+        let hex = key.to_hex();
+        assert_eq!(MasterKey::parse(&hex).unwrap().0, key.0);
+        assert_eq!(MasterKey::parse(&STANDARD.encode(key.0)).unwrap().0, key.0);
+        assert!(MasterKey::parse("short").is_err());
+    }
+
+    #[test]
+    fn admin_tokens_verify_only_with_their_secret() {
+        let t = issue_admin_token();
+        let (id, secret) = parse_admin_token(&t.token).unwrap();
+        assert_eq!(id, t.id);
+        assert!(verify_secret(secret, &t.secret_hash));
+        assert!(!verify_secret("guess", &t.secret_hash));
+        assert!(parse_admin_token("fpa_nope").is_none());
+        assert!(!format!("{t:?}").contains(secret));
+    }
+}

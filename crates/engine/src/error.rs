@@ -1,0 +1,40 @@
+//! Errors of the engine layer.
+
+use fleetprompt_core::signal::ValidationError;
+use fleetprompt_store::StoreError;
+
+/// What can go wrong in an engine call.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The input was refused; nothing was written.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// A named record (destination, directive …) does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A uniqueness rule was broken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The record's state does not allow the change.
+    #[error("{0}")]
+    InvalidState(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// A sealed secret could not be opened (wrong master key?).
+    #[error(
+        "stored secret cannot be opened: is FLEETPROMPT_MASTER_KEY the key it was sealed with?"
+    )]
+    Secret,
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound("record".into()),
+            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::InvalidState(m) => Self::InvalidState(m),
+            other => Self::Store(other),
+        }
+    }
+}

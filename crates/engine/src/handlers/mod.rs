@@ -1,0 +1,30 @@
+//! The platform's directive handlers.
+
+mod noop;
+mod webhook;
+
+pub use noop::Noop;
+pub use webhook::WebhookPost;
+
+use crate::HandlerRegistry;
+
+/// Every handler the platform ships.
+pub fn platform() -> HandlerRegistry {
+    let mut r = HandlerRegistry::default();
+    r.register("noop", Noop);
+    r.register("webhook.post", WebhookPost);
+    r
+}
+
+/// Reads a required string argument.
+pub(crate) fn str_arg<'a>(
+    args: &'a serde_json::Value,
+    name: &'static str,
+) -> Result<&'a str, crate::EngineError> {
+    args.get(name).and_then(|v| v.as_str()).ok_or_else(|| {
+        crate::EngineError::Validation(fleetprompt_core::signal::ValidationError::Invalid {
+            field: "args",
+            reason: format!("`{name}` (a string) is required"),
+        })
+    })
+}

@@ -1,0 +1,219 @@
+//! The engine: records signals, creates directives, and runs them as apalis
+//! jobs over our own directive table.
+//!
+//! # Layout
+//! - [`Engine`] (this file): the entry points the HTTP server and the CLI call.
+//! - [`config`]: engine settings (worker name, concurrency, lease, polling).
+//! - [`error`]: the engine's error enum.
+//! - [`handler`]: the directive handler trait, outcomes and the registry.
+//! - [`handlers`]: the platform's handlers (`noop`, `webhook.post`).
+//! - [`destination`]: creating destinations and opening their sealed config.
+//! - [`worker`]: the apalis backend over the directive table, the worker
+//!   service and the batched completer.
+//! - [`upkeep`]: the lease reaper, queue gauges and PostgreSQL LISTEN.
+//! - [`metrics`]: every metric the engine exports, described in one place.
+
+pub mod config;
+pub mod destination;
+pub mod error;
+pub mod handler;
+pub mod handlers;
+pub mod metrics;
+pub mod upkeep;
+pub mod worker;
+
+use std::sync::Arc;
+
+use fleetprompt_core::secret::MasterKey;
+use fleetprompt_core::signal::{ValidationError, check_dedupe_key, check_payload};
+use fleetprompt_core::time::now_ms;
+use fleetprompt_core::{DirectiveId, DirectiveKind, NewSignal, Origin, RetryPolicy, TenantId};
+use fleetprompt_store::directive::{Created, DirectiveRow, NewDirective};
+use fleetprompt_store::signal::Recorded;
+use fleetprompt_store::{Db, directive, signal};
+use serde_json::Value;
+
+pub use config::EngineConfig;
+pub use error::EngineError;
+pub use handler::{Handler, HandlerRegistry, Outcome};
+
+/// What a caller asks for when creating a directive.
+#[derive(Debug, Clone)]
+pub struct DirectiveRequest {
+    /// Handler name.
+    pub kind: String,
+    /// Handler arguments (a JSON object).
+    pub args: Value,
+    /// Unique per tenant.
+    pub dedupe_key: String,
+    /// Overrides the default attempt count.
+    pub max_attempts: Option<u32>,
+    /// What it is about (defaults to `directive:<id>`).
+    pub subject: Option<String>,
+    /// Delay before the first attempt, in milliseconds.
+    pub delay_ms: Option<u64>,
+}
+
+/// The engine: shared by the HTTP server, the workers and the CLI.
+pub struct Engine {
+    db: Db,
+    key: MasterKey,
+    config: EngineConfig,
+    handlers: HandlerRegistry,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("backend", &self.db.backend())
+            .field("worker", &self.config.worker_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Builds an engine with the platform's handlers.
+    pub fn new(db: Db, key: MasterKey, config: EngineConfig) -> Arc<Self> {
+        let http =
+            fleetprompt_connectors::http::client(config.connect_timeout, config.http_timeout);
+        Arc::new(Self {
+            db,
+            key,
+            handlers: handlers::platform(),
+            config,
+            http,
+        })
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The handler registry (known directive kinds).
+    pub fn handlers(&self) -> &HandlerRegistry {
+        &self.handlers
+    }
+
+    pub(crate) fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Records a signal; a repeated dedupe key records nothing new.
+    pub async fn record_signal(
+        &self,
+        tenant: TenantId,
+        signal: NewSignal,
+    ) -> Result<Recorded, EngineError> {
+        let mut tx = self.db.begin().await?;
+        let recorded = signal::insert(&mut tx, tenant, &signal).await?;
+        tx.commit().await?;
+        if !recorded.duplicate {
+            metrics::signal_recorded(signal.signal_type.as_str());
+        }
+        Ok(recorded)
+    }
+
+    /// Checks a directive request and turns it into a row to insert.
+    pub async fn prepare_directive(
+        &self,
+        tenant: TenantId,
+        req: DirectiveRequest,
+        origin: Origin,
+    ) -> Result<NewDirective, EngineError> {
+        let kind = DirectiveKind::parse(req.kind)?;
+        let handler = self.handlers.get(kind.as_str()).ok_or_else(|| {
+            EngineError::Validation(ValidationError::Invalid {
+                field: "kind",
+                reason: format!(
+                    "unknown directive kind {:?}; known kinds: {}",
+                    kind.as_str(),
+                    self.handlers.kinds().join(", ")
+                ),
+            })
+        })?;
+        check_dedupe_key(&req.dedupe_key)?;
+        check_payload("args", &req.args)?;
+        handler.validate(self, tenant, &req.args).await?;
+        let mut retry = RetryPolicy::default();
+        if let Some(n) = req.max_attempts {
+            retry.max_attempts = n;
+        }
+        retry.validate().map_err(|reason| {
+            EngineError::Validation(ValidationError::Invalid {
+                field: "max_attempts",
+                reason,
+            })
+        })?;
+        let id = DirectiveId::new();
+        let subject = match req.subject {
+            Some(s) => Some(fleetprompt_core::Subject::parse(s)?.to_string()),
+            None => Some(format!("directive:{id}")),
+        };
+        Ok(NewDirective {
+            id,
+            kind,
+            args: req.args,
+            dedupe_key: req.dedupe_key,
+            subject,
+            retry,
+            run_at: now_ms() + req.delay_ms.unwrap_or(0) as i64,
+            origin,
+            caused_by: None,
+        })
+    }
+
+    /// Creates a directive (and so its job) in one transaction; a taken
+    /// dedupe key returns the existing directive and creates nothing.
+    pub async fn create_directive(
+        &self,
+        tenant: TenantId,
+        req: DirectiveRequest,
+        origin: Origin,
+    ) -> Result<(Created, DirectiveRow), EngineError> {
+        let new = self.prepare_directive(tenant, req, origin).await?;
+        let mut tx = self.db.begin().await?;
+        let created = directive::insert(&mut tx, tenant, &new).await?;
+        tx.commit().await?;
+        match created {
+            Created::New(_) => metrics::directive_created(new.kind.as_str()),
+            Created::Existing(_) => metrics::directive_deduplicated(new.kind.as_str()),
+        }
+        let row = directive::get(&self.db, tenant, created.id()).await?;
+        Ok((created, row))
+    }
+
+    /// Cancels a pending directive.
+    pub async fn cancel_directive(
+        &self,
+        tenant: TenantId,
+        id: DirectiveId,
+    ) -> Result<DirectiveRow, EngineError> {
+        let mut tx = self.db.begin().await?;
+        directive::cancel(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(directive::get(&self.db, tenant, id).await?)
+    }
+
+    /// Re-drives a failed or cancelled directive with a fresh attempt budget.
+    pub async fn retry_directive(
+        &self,
+        tenant: TenantId,
+        id: DirectiveId,
+    ) -> Result<DirectiveRow, EngineError> {
+        let mut tx = self.db.begin().await?;
+        directive::redrive(&mut tx, tenant, id).await?;
+        tx.commit().await?;
+        Ok(directive::get(&self.db, tenant, id).await?)
+    }
+}

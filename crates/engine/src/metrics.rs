@@ -1,0 +1,160 @@
+//! Every metric the engine exports, named and described in one place.
+//!
+//! Label values are bounded: directive kinds are platform-owned, outcomes are
+//! an enum, and signal types outside the platform's namespaces are counted
+//! as `custom` so a tenant cannot blow up the series count.
+
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+
+/// Signals recorded, by type.
+pub const SIGNALS_RECORDED: &str = "fleetprompt_signals_recorded_total";
+/// Directives created, by kind.
+pub const DIRECTIVES_CREATED: &str = "fleetprompt_directives_created_total";
+/// Directive creations refused as duplicates, by kind.
+pub const DIRECTIVES_DEDUPLICATED: &str = "fleetprompt_directives_deduplicated_total";
+/// Attempts finished, by kind and outcome.
+pub const ATTEMPTS: &str = "fleetprompt_directive_attempts_total";
+/// Attempt duration, by kind.
+pub const ATTEMPT_DURATION: &str = "fleetprompt_directive_attempt_duration_seconds";
+/// Delay scheduled before a retry, by kind.
+pub const RETRY_DELAY: &str = "fleetprompt_directive_retry_delay_seconds";
+/// Pending directives (due or delayed).
+pub const PENDING: &str = "fleetprompt_directives_pending";
+/// Failed directives (dead letters).
+pub const FAILED: &str = "fleetprompt_directives_failed";
+/// Age of the oldest due pending directive.
+pub const OLDEST_PENDING_AGE: &str = "fleetprompt_directive_oldest_pending_age_seconds";
+/// Directives claimed, in batches.
+pub const CLAIM_BATCH: &str = "fleetprompt_directive_claim_batch_size";
+/// Completions written per transaction.
+pub const COMPLETE_BATCH: &str = "fleetprompt_directive_complete_batch_size";
+/// Leases that expired (a worker vanished mid-attempt).
+pub const LEASES_EXPIRED: &str = "fleetprompt_directive_leases_expired_total";
+/// Directives running in this process.
+pub const IN_FLIGHT: &str = "fleetprompt_directives_in_flight";
+
+/// Describes every engine metric to the recorder. Call once at start.
+pub fn describe() {
+    describe_counter!(
+        SIGNALS_RECORDED,
+        Unit::Count,
+        "Signals recorded, by type (non-platform types as `custom`)."
+    );
+    describe_counter!(
+        DIRECTIVES_CREATED,
+        Unit::Count,
+        "Directives created, by kind."
+    );
+    describe_counter!(
+        DIRECTIVES_DEDUPLICATED,
+        Unit::Count,
+        "Directive creations that found their dedupe key taken, by kind."
+    );
+    describe_counter!(
+        ATTEMPTS,
+        Unit::Count,
+        "Directive attempts finished, by kind and outcome."
+    );
+    describe_histogram!(
+        ATTEMPT_DURATION,
+        Unit::Seconds,
+        "Duration of directive attempts, by kind."
+    );
+    describe_histogram!(
+        RETRY_DELAY,
+        Unit::Seconds,
+        "Delay scheduled before a directive's next attempt, by kind."
+    );
+    describe_gauge!(PENDING, Unit::Count, "Pending directives, due or delayed.");
+    describe_gauge!(
+        FAILED,
+        Unit::Count,
+        "Failed directives (dead letters awaiting a re-drive)."
+    );
+    describe_gauge!(
+        OLDEST_PENDING_AGE,
+        Unit::Seconds,
+        "How long the oldest due pending directive has waited."
+    );
+    describe_histogram!(
+        CLAIM_BATCH,
+        Unit::Count,
+        "Directives claimed per claim statement."
+    );
+    describe_histogram!(
+        COMPLETE_BATCH,
+        Unit::Count,
+        "Completions written per transaction."
+    );
+    describe_counter!(
+        LEASES_EXPIRED,
+        Unit::Count,
+        "Directive leases that expired because their worker vanished."
+    );
+    describe_gauge!(
+        IN_FLIGHT,
+        Unit::Count,
+        "Directives claimed and not yet completed by this process."
+    );
+}
+
+const PLATFORM_NAMESPACES: &[&str] = &["webchat.", "directive.", "email.", "cron.", "workflow."];
+
+fn bounded_type(t: &str) -> &str {
+    if PLATFORM_NAMESPACES.iter().any(|p| t.starts_with(p)) && t.len() <= 64 {
+        t
+    } else {
+        "custom"
+    }
+}
+
+pub(crate) fn signal_recorded(signal_type: &str) {
+    counter!(SIGNALS_RECORDED, "type" => bounded_type(signal_type).to_owned()).increment(1);
+}
+
+pub(crate) fn directive_created(kind: &str) {
+    counter!(DIRECTIVES_CREATED, "kind" => kind.to_owned()).increment(1);
+}
+
+pub(crate) fn directives_created(kind: &str, n: u64) {
+    counter!(DIRECTIVES_CREATED, "kind" => kind.to_owned()).increment(n);
+}
+
+pub(crate) fn directive_deduplicated(kind: &str) {
+    counter!(DIRECTIVES_DEDUPLICATED, "kind" => kind.to_owned()).increment(1);
+}
+
+pub(crate) fn attempt(kind: &str, outcome: &'static str, duration: Duration) {
+    counter!(ATTEMPTS, "kind" => kind.to_owned(), "outcome" => outcome).increment(1);
+    histogram!(ATTEMPT_DURATION, "kind" => kind.to_owned()).record(duration.as_secs_f64());
+}
+
+pub(crate) fn retry_scheduled(kind: &str, delay: Duration) {
+    histogram!(RETRY_DELAY, "kind" => kind.to_owned()).record(delay.as_secs_f64());
+}
+
+pub(crate) fn backlog(pending: i64, failed: i64, oldest_ms: Option<i64>) {
+    gauge!(PENDING).set(pending as f64);
+    gauge!(FAILED).set(failed as f64);
+    gauge!(OLDEST_PENDING_AGE).set(oldest_ms.unwrap_or(0).max(0) as f64 / 1000.0);
+}
+
+pub(crate) fn claimed(n: usize) {
+    histogram!(CLAIM_BATCH).record(n as f64);
+}
+
+pub(crate) fn completed_batch(n: usize) {
+    histogram!(COMPLETE_BATCH).record(n as f64);
+}
+
+pub(crate) fn lease_expired(kind: &str) {
+    counter!(LEASES_EXPIRED, "kind" => kind.to_owned()).increment(1);
+}
+
+pub(crate) fn in_flight(n: usize) {
+    gauge!(IN_FLIGHT).set(n as f64);
+}

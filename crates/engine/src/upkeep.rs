@@ -1,0 +1,145 @@
+//! Background upkeep: the lease reaper, queue gauges, and PostgreSQL LISTEN.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetprompt_core::AttemptOutcome;
+use fleetprompt_core::time::now_ms;
+use fleetprompt_store::db::WAKE_CHANNEL;
+use fleetprompt_store::queue::{self, Claimed, Completion};
+use tokio::sync::watch;
+
+use crate::{Engine, EngineError, metrics};
+
+/// Frees the leases of vanished workers: each such directive gets a
+/// `lease_expired` attempt and goes back to pending (or to failed when it has
+/// no attempts left). Returns how many were reaped.
+pub async fn reap_once(engine: &Engine) -> Result<usize, EngineError> {
+    let now = now_ms();
+    let expired = queue::expired_leases(engine.db(), now, 500).await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let batch: Vec<Completion> = expired
+        .iter()
+        .map(|e| {
+            let last = e.attempt >= e.max_attempts;
+            let error = format!("lease expired: worker {} stopped answering", e.worker);
+            let mut c = Completion {
+                tenant: e.tenant,
+                id: e.id,
+                attempt: e.attempt,
+                worker: e.worker.clone(),
+                started_at: e.claimed_at,
+                finished_at: now,
+                outcome: if last {
+                    AttemptOutcome::Failed
+                } else {
+                    AttemptOutcome::LeaseExpired
+                },
+                error: Some(error),
+                http_status: None,
+                external_ref: None,
+                next_attempt_at: (!last).then_some(now),
+                result: None,
+                signal: None,
+            };
+            if last {
+                let claimed = Claimed {
+                    tenant: e.tenant,
+                    id: e.id,
+                    kind: e.kind.clone(),
+                    args: serde_json::Value::Null,
+                    dedupe_key: String::new(),
+                    subject: e.subject.clone(),
+                    attempt: e.attempt,
+                    max_attempts: e.max_attempts,
+                    retry_policy: Default::default(),
+                    caused_by: None,
+                };
+                let subject = e
+                    .subject
+                    .clone()
+                    .unwrap_or_else(|| format!("directive:{}", e.id));
+                c.signal = crate::worker::result_signal(&claimed, &subject, &c);
+            }
+            c
+        })
+        .collect();
+    let mut tx = engine.db().begin().await?;
+    let applied = queue::complete(&mut tx, &batch).await?;
+    tx.commit().await?;
+    let mut n = 0;
+    for (e, a) in expired.iter().zip(applied) {
+        if a {
+            n += 1;
+            metrics::lease_expired(&e.kind);
+            tracing::warn!(directive = %e.id, worker = %e.worker, attempt = e.attempt, "lease expired; directive reclaimed");
+        }
+    }
+    Ok(n)
+}
+
+/// Runs the reaper and the queue gauges until shutdown.
+pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(engine.config().reap_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = reap_once(&engine).await {
+            tracing::error!(error = %e, "reaping expired leases failed");
+        }
+        refresh_gauges(&engine).await;
+    }
+}
+
+/// Reads the queue's depth into the gauges.
+pub async fn refresh_gauges(engine: &Engine) {
+    match (
+        queue::backlog(engine.db()).await,
+        queue::failed_count(engine.db()).await,
+    ) {
+        (Ok((pending, oldest)), Ok(failed)) => metrics::backlog(pending, failed, oldest),
+        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "reading queue gauges failed"),
+    }
+}
+
+/// On PostgreSQL, wakes this node's worker when another node commits due
+/// work. Reconnects after errors; the worker's poll covers the gap.
+pub async fn listen(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let Some(pool) = engine.db().pg_pool().cloned() else {
+        return;
+    };
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(WAKE_CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
+        }
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(_) => engine.db().wake_workers(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        break;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! Directives as apalis jobs over our own table.
+//!
+//! [`DirectiveBackend`] is an apalis [`Backend`]: it claims due directives in
+//! batches under a lease (never more than the free concurrency slots, so no
+//! claimed row waits in memory while its lease runs down), and sleeps on the
+//! in-process wake-up, PostgreSQL NOTIFY, or a short poll for delayed retries.
+//! The worker service runs the handler, then hands the outcome to the
+//! [`completer`], which writes many attempts, statuses and result signals in
+//! one transaction (group commit) before the service returns.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use apalis::layers::catch_panic::CatchPanicLayer;
+use apalis::prelude::WorkerBuilderExt;
+use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::backend::{Backend, BackendConfig};
+use apalis_core::error::AbortError;
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::data::Data;
+use apalis_core::task::task_id::RandomId;
+use apalis_core::task::task_id::TaskId;
+use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::context::WorkerContext;
+use fleetprompt_core::time::now_ms;
+use fleetprompt_core::{AttemptOutcome, NewSignal};
+use fleetprompt_store::queue::{self, Claimed, Completion};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use serde_json::json;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tower::layer::util::Identity;
+
+use crate::{Engine, EngineError, Outcome, metrics};
+
+/// State shared by the backend, the service and the completer.
+pub struct WorkerRuntime {
+    engine: Arc<Engine>,
+    /// Claimed and not yet completed, buffered ones included.
+    in_flight: AtomicUsize,
+    /// Woken when a slot frees up, so a full worker claims again at once.
+    slot_freed: Notify,
+    completions: mpsc::Sender<(Completion, oneshot::Sender<bool>)>,
+}
+
+impl std::fmt::Debug for WorkerRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerRuntime")
+            .field("in_flight", &self.in_flight.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The apalis backend over the directive table.
+pub struct DirectiveBackend {
+    claims: BoxStream<'static, Result<Task<Claimed>, EngineError>>,
+}
+
+impl DirectiveBackend {
+    fn new(rt: Arc<WorkerRuntime>, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            claims: claim_stream(rt, shutdown).boxed(),
+        }
+    }
+}
+
+impl Backend for DirectiveBackend {
+    type Task = Task<Claimed>;
+    type Error = EngineError;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        self.claims.poll_next_unpin(cx)
+    }
+
+    fn poll_close(
+        &mut self,
+        _: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl BackendConfig for DirectiveBackend {
+    type Args = Claimed;
+    type Id = RandomId;
+    type Kind = Ephemeral;
+    type Config = ();
+    type Layer = Identity;
+
+    fn config(&self) -> &Self::Config {
+        &()
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
+        Identity::new()
+    }
+}
+
+struct ClaimState {
+    rt: Arc<WorkerRuntime>,
+    shutdown: watch::Receiver<bool>,
+    buffer: VecDeque<Claimed>,
+}
+
+/// Yields claimed directives, claiming only as many as there are free slots.
+fn claim_stream(
+    rt: Arc<WorkerRuntime>,
+    shutdown: watch::Receiver<bool>,
+) -> impl futures::Stream<Item = Result<Task<Claimed>, EngineError>> {
+    let state = ClaimState {
+        rt,
+        shutdown,
+        buffer: VecDeque::new(),
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(c) = s.buffer.pop_front() {
+                // The task id is the directive id, so apalis's spans name it.
+                let id = TaskId::String(c.id.to_string());
+                let task = TaskBuilder::new(c).task_id(id).build();
+                return Some((Ok(task), s));
+            }
+            if *s.shutdown.borrow() {
+                return None;
+            }
+            let cfg = s.rt.engine.config();
+            let in_flight = s.rt.in_flight.load(Ordering::Acquire);
+            let free = cfg.concurrency.saturating_sub(in_flight);
+            if free == 0 {
+                tokio::select! {
+                    _ = s.rt.slot_freed.notified() => {}
+                    _ = s.shutdown.changed() => {}
+                }
+                continue;
+            }
+            let limit = free.min(cfg.claim_batch) as i64;
+            match queue::claim(
+                s.rt.engine.db(),
+                &cfg.worker_name,
+                cfg.lease.as_millis() as i64,
+                limit,
+            )
+            .await
+            {
+                Ok(claimed) if !claimed.is_empty() => {
+                    metrics::claimed(claimed.len());
+                    let n =
+                        s.rt.in_flight.fetch_add(claimed.len(), Ordering::AcqRel) + claimed.len();
+                    metrics::in_flight(n);
+                    s.buffer.extend(claimed);
+                }
+                Ok(_) => {
+                    tokio::select! {
+                        _ = s.rt.engine.db().work_available() => {}
+                        _ = tokio::time::sleep(cfg.poll_interval) => {}
+                        _ = s.shutdown.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    // A database hiccup must not end the worker: log, back off, go on.
+                    tracing::error!(error = %e, "claiming directives failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = s.shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// What one attempt did, for the metrics layer.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    kind: String,
+    outcome: AttemptOutcome,
+    duration: Duration,
+    retry_delay: Option<Duration>,
+}
+
+/// The worker service: runs one attempt and waits for its completion to commit.
+async fn run_directive(
+    d: Claimed,
+    rt: Data<Arc<WorkerRuntime>>,
+) -> Result<AttemptReport, BoxDynError> {
+    let engine = &rt.engine;
+    let started_at = now_ms();
+    let clock = Instant::now();
+    let outcome = match engine.handlers().get(&d.kind) {
+        None => Outcome::Fail {
+            error: format!("no handler for directive kind {:?} in this version", d.kind),
+            http_status: None,
+            external_ref: None,
+        },
+        Some(h) => {
+            let run = AssertUnwindSafe(h.execute(engine, &d)).catch_unwind();
+            match tokio::time::timeout(engine.config().handler_timeout, run).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Outcome::Fail {
+                    error: "handler panicked".into(),
+                    http_status: None,
+                    external_ref: None,
+                },
+                Err(_) => Outcome::Retry {
+                    error: format!(
+                        "handler timed out after {:?}",
+                        engine.config().handler_timeout
+                    ),
+                    http_status: None,
+                    retry_after: None,
+                },
+            }
+        }
+    };
+    let duration = clock.elapsed();
+    let (completion, retry_delay) =
+        completion_of(&d, &engine.config().worker_name, started_at, outcome);
+    let report = AttemptReport {
+        kind: d.kind.clone(),
+        outcome: completion.outcome,
+        duration,
+        retry_delay,
+    };
+    let (reply, written) = oneshot::channel();
+    let sent = rt.completions.send((completion, reply)).await.is_ok();
+    let committed = sent && written.await.unwrap_or(false);
+    let left = rt.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
+    metrics::in_flight(left);
+    rt.slot_freed.notify_one();
+    if committed {
+        Ok(report)
+    } else {
+        // The lease will expire and another attempt will run: at-least-once.
+        Err(format!("completion of {} was not written", d.id).into())
+    }
+}
+
+/// Turns a handler outcome into the row changes of its completion.
+fn completion_of(
+    d: &Claimed,
+    worker: &str,
+    started_at: i64,
+    outcome: Outcome,
+) -> (Completion, Option<Duration>) {
+    let finished_at = now_ms();
+    let subject = d
+        .subject
+        .clone()
+        .unwrap_or_else(|| format!("directive:{}", d.id));
+    let mut c = Completion {
+        tenant: d.tenant,
+        id: d.id,
+        attempt: d.attempt,
+        worker: worker.to_owned(),
+        started_at,
+        finished_at,
+        outcome: AttemptOutcome::Succeeded,
+        error: None,
+        http_status: None,
+        external_ref: None,
+        next_attempt_at: None,
+        result: None,
+        signal: None,
+    };
+    let mut retry_delay = None;
+    match outcome {
+        Outcome::Succeeded {
+            result,
+            http_status,
+            external_ref,
+        } => {
+            c.http_status = http_status.map(i32::from);
+            c.external_ref = external_ref;
+            c.result = Some(result);
+        }
+        Outcome::Retry {
+            error,
+            http_status,
+            retry_after,
+        } if d.attempt < d.max_attempts => {
+            let delay = retry_after.unwrap_or_else(|| d.retry_policy.delay_after(d.attempt as u32));
+            c.outcome = AttemptOutcome::Retrying;
+            c.error = Some(error);
+            c.http_status = http_status.map(i32::from);
+            c.next_attempt_at = Some(finished_at + delay.as_millis() as i64);
+            retry_delay = Some(delay);
+        }
+        Outcome::Retry {
+            error, http_status, ..
+        } => {
+            c.outcome = AttemptOutcome::Failed;
+            c.error = Some(format!(
+                "{error} (attempt {} of {}, giving up)",
+                d.attempt, d.max_attempts
+            ));
+            c.http_status = http_status.map(i32::from);
+        }
+        Outcome::Fail {
+            error,
+            http_status,
+            external_ref,
+        } => {
+            c.outcome = AttemptOutcome::Failed;
+            c.error = Some(error);
+            c.http_status = http_status.map(i32::from);
+            c.external_ref = external_ref;
+        }
+    }
+    c.signal = result_signal(d, &subject, &c);
+    (c, retry_delay)
+}
+
+/// `directive.succeeded` / `directive.failed`, caused by the directive.
+pub(crate) fn result_signal(d: &Claimed, subject: &str, c: &Completion) -> Option<NewSignal> {
+    let signal_type = match c.outcome {
+        AttemptOutcome::Succeeded => "directive.succeeded",
+        AttemptOutcome::Failed => "directive.failed",
+        AttemptOutcome::Retrying | AttemptOutcome::LeaseExpired => return None,
+    };
+    let mut payload = json!({
+        "directive_id": d.id,
+        "kind": d.kind,
+        "attempts": d.attempt,
+        "dedupe_key": d.dedupe_key,
+        "http_status": c.http_status,
+        "error": c.error,
+    });
+    // A receiver's error body could echo a credential back; such a body is
+    // left out rather than let into a signal.
+    if fleetprompt_core::signal::check_payload("payload", &payload).is_err() {
+        payload["error"] = json!("(error text withheld: it looked like it held a credential)");
+    }
+    let mut s = NewSignal::new(
+        signal_type,
+        subject,
+        payload,
+        format!(
+            "directive:{}:attempt:{}:{}",
+            d.id,
+            d.attempt,
+            c.outcome.as_str()
+        ),
+        c.finished_at,
+    )
+    .ok()?;
+    s.caused_by = Some(d.id);
+    Some(s)
+}
+
+/// Writes completions in batches: whatever has queued up while the previous
+/// transaction committed goes into the next one.
+async fn completer(
+    engine: Arc<Engine>,
+    mut rx: mpsc::Receiver<(Completion, oneshot::Sender<bool>)>,
+) {
+    let max = engine.config().complete_batch;
+    let mut batch = Vec::with_capacity(max);
+    while rx.recv_many(&mut batch, max).await > 0 {
+        let (completions, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+        metrics::completed_batch(completions.len());
+        let written = write_completions(&engine, &completions).await;
+        for (i, reply) in replies.into_iter().enumerate() {
+            let ok = written.as_ref().map(|w| w[i]).unwrap_or(false);
+            let _ = reply.send(ok);
+        }
+    }
+}
+
+async fn write_completions(
+    engine: &Engine,
+    batch: &[Completion],
+) -> Result<Vec<bool>, EngineError> {
+    let mut last_err = None;
+    // A transient failure (a lost connection, a serialization failure) is
+    // retried a few times before the attempts are left to their leases.
+    for backoff in [0u64, 50, 250, 1000] {
+        if backoff > 0 {
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+        }
+        let result = async {
+            let mut tx = engine.db().begin().await?;
+            let applied = queue::complete(&mut tx, batch).await?;
+            tx.commit().await?;
+            Ok::<_, EngineError>(applied)
+        }
+        .await;
+        match result {
+            Ok(applied) => {
+                for (c, a) in batch.iter().zip(&applied) {
+                    if !a {
+                        tracing::warn!(directive = %c.id, attempt = c.attempt, "attempt finished after its lease was taken over; outcome dropped");
+                    }
+                }
+                return Ok(applied);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, size = batch.len(), "writing directive completions failed");
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.expect("at least one try ran"))
+}
+
+/// A tower layer that records attempt metrics from the service's reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttemptMetricsLayer;
+
+impl<S> tower::Layer<S> for AttemptMetricsLayer {
+    type Service = AttemptMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AttemptMetrics { inner }
+    }
+}
+
+/// See [`AttemptMetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct AttemptMetrics<S> {
+    inner: S,
+}
+
+impl<S, Req> tower::Service<Req> for AttemptMetrics<S>
+where
+    S: tower::Service<Req, Response = AttemptReport>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<(), S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let fut = self.inner.call(req);
+        async move {
+            let report = fut.await?;
+            metrics::attempt(&report.kind, report.outcome.as_str(), report.duration);
+            if let Some(delay) = report.retry_delay {
+                metrics::retry_scheduled(&report.kind, delay);
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// Our handlers catch their own panics and record them as failed attempts;
+/// this is the last line of defence for a panic in the service around them.
+/// Generic over the trait object's lifetime, unlike apalis's default handler
+/// (a `fn` pointer fixed to `'static`), so the worker future stays `Send`.
+fn on_panic<'a>(_: &Box<dyn std::any::Any + Send + 'a>) -> AbortError {
+    AbortError::new("the directive worker service panicked")
+}
+
+/// Runs this process's directive worker until `shutdown` turns true, then
+/// finishes the attempts in flight.
+pub async fn run(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
+    let (tx, rx) = mpsc::channel(engine.config().concurrency * 2 + 16);
+    let completer = tokio::spawn(completer(engine.clone(), rx));
+    let rt = Arc::new(WorkerRuntime {
+        engine: engine.clone(),
+        in_flight: AtomicUsize::new(0),
+        slot_freed: Notify::new(),
+        completions: tx,
+    });
+    let backend = DirectiveBackend::new(rt.clone(), shutdown);
+    let worker = WorkerBuilder::new(engine.config().worker_name.clone())
+        .backend(backend)
+        .data(rt.clone())
+        .concurrency(engine.config().concurrency)
+        .timeout(engine.config().handler_timeout + Duration::from_secs(5))
+        .enable_tracing()
+        .layer(CatchPanicLayer::with_panic_handler(on_panic))
+        .layer(AttemptMetricsLayer)
+        .build(run_directive);
+    tracing::info!(worker = %engine.config().worker_name, concurrency = engine.config().concurrency, "directive worker started");
+    let result = worker.run().await;
+    drop(rt);
+    let _ = completer.await;
+    result.map_err(|e| EngineError::InvalidState(format!("directive worker stopped: {e}")))
+}
+
+/// Runs the worker and restarts it if it ever ends (a database error or a
+/// panic) before shutdown. Attempts of a crashed run are recovered by the
+/// reaper when their leases expire.
+pub async fn supervise(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) {
+    loop {
+        let run = tokio::spawn(run(engine.clone(), shutdown.clone()));
+        match run.await {
+            Ok(Ok(())) if *shutdown.borrow() => return,
+            Ok(Ok(())) => tracing::error!("directive worker ended unexpectedly; restarting"),
+            Ok(Err(e)) => tracing::error!(error = %e, "directive worker failed; restarting"),
+            Err(e) => tracing::error!(error = %e, "directive worker panicked; restarting"),
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

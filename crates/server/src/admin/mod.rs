@@ -1,0 +1,24 @@
+//! `/admin/v1/*`: tenant-scoped by the admin token.
+
+mod destinations;
+mod directives;
+mod signals;
+mod timeline;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+
+use crate::AppState;
+
+/// Largest admin request body.
+const BODY_LIMIT: usize = 256 * 1024;
+
+/// Every admin route.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(destinations::router())
+        .merge(directives::router())
+        .merge(signals::router())
+        .merge(timeline::router())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+}

@@ -1,0 +1,98 @@
+//! The one place where errors become HTTP responses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use fleetprompt_core::signal::ValidationError;
+use fleetprompt_engine::EngineError;
+use serde_json::json;
+
+/// Every error the HTTP layer answers with; the body is always
+/// `{ "error": { "code", "message" } }`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON or not the expected shape.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no valid credentials.
+    #[error("a valid admin token is required (Authorization: Bearer fpa_…)")]
+    Unauthorized,
+    /// 404: no such record for this tenant.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// 409: a uniqueness rule or the record's state forbids the change.
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    /// 413: the body is too large.
+    #[error("request body is too large")]
+    TooLarge,
+    /// 422: the input is well-formed but not acceptable.
+    #[error("{1}")]
+    Unprocessable(&'static str, String),
+    /// 500: our fault; details go to the log, never to the client.
+    #[error("internal error")]
+    Internal(String),
+    /// 503: the database cannot be reached.
+    #[error("service unavailable")]
+    Unavailable,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::Unprocessable(code, _) => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+        }
+        let body = json!({ "error": { "code": code, "message": self.to_string() } });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        match e {
+            ValidationError::SecretInPayload { .. } => {
+                Self::Unprocessable("secret_in_payload", e.to_string())
+            }
+            ValidationError::Invalid { .. } => {
+                Self::Unprocessable("validation_failed", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Validation(v) => v.into(),
+            EngineError::NotFound(what) => Self::NotFound(what),
+            EngineError::Conflict(m) => Self::Conflict("conflict", m),
+            EngineError::InvalidState(m) => Self::Conflict("invalid_state", m),
+            EngineError::Store(fleetprompt_store::StoreError::Database(
+                sqlx::Error::PoolTimedOut,
+            )) => Self::Unavailable,
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<fleetprompt_store::StoreError> for ApiError {
+    fn from(e: fleetprompt_store::StoreError) -> Self {
+        EngineError::from(e).into()
+    }
+}

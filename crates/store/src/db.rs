@@ -1,0 +1,265 @@
+//! Connecting to SQLite or PostgreSQL, and the transaction type.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use tokio::sync::Notify;
+
+use crate::{Result, StoreError};
+
+/// Which database a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend's name, for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// How hard SQLite works to keep a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=NORMAL` in WAL mode: survives a process crash; a power loss
+    /// may lose the last commits (never corrupts).
+    Normal,
+    /// `synchronous=FULL`: survives power loss too, at one fsync per commit.
+    Full,
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "normal" => Ok(Self::Normal),
+            "full" => Ok(Self::Full),
+            _ => Err(format!("durability must be `normal` or `full`, not {s:?}")),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Pools {
+    /// SQLite allows one writer at a time; one writer connection makes that
+    /// queue explicit (no `SQLITE_BUSY` upgrades) while readers run in parallel.
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+#[derive(Debug)]
+struct Inner {
+    pools: Pools,
+    /// Woken after every commit that created due work, so an idle worker in
+    /// this process starts it at once instead of at its next poll.
+    work_available: Notify,
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db(Arc<Inner>);
+
+/// The reading side of a [`Db`], for [`on_db!`](crate::on_db).
+#[doc(hidden)]
+pub enum Reader<'a> {
+    Sqlite(&'a SqlitePool),
+    Postgres(&'a PgPool),
+}
+
+/// The PostgreSQL channel that wakes workers on other nodes.
+pub const WAKE_CHANNEL: &str = "fleetprompt_directives";
+
+impl Db {
+    /// Connects to `url`: `sqlite://path` (created if missing) or `postgres://…`.
+    pub async fn connect(url: &str, durability: Durability) -> Result<Self> {
+        let pools = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            Pools::Postgres(pool)
+        } else {
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(url);
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Database(sqlx::Error::Configuration(
+                        format!("cannot create {}: {e}", dir.display()).into(),
+                    ))
+                })?;
+            }
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(match durability {
+                    Durability::Normal => SqliteSynchronous::Normal,
+                    Durability::Full => SqliteSynchronous::Full,
+                })
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .pragma("cache_size", "-16000")
+                .pragma("temp_store", "memory");
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts.clone())
+                .await?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts.read_only(true))
+                .await?;
+            Pools::Sqlite { writer, reader }
+        };
+        Ok(Self(Arc::new(Inner {
+            pools,
+            work_available: Notify::new(),
+        })))
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self.0.pools {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The PostgreSQL pool, when this is PostgreSQL (for LISTEN).
+    pub fn pg_pool(&self) -> Option<&PgPool> {
+        match &self.0.pools {
+            Pools::Postgres(p) => Some(p),
+            Pools::Sqlite { .. } => None,
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn reader(&self) -> Reader<'_> {
+        match &self.0.pools {
+            Pools::Sqlite { reader, .. } => Reader::Sqlite(reader),
+            Pools::Postgres(p) => Reader::Postgres(p),
+        }
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        let inner = match &self.0.pools {
+            Pools::Sqlite { writer, .. } => TxInner::Sqlite(writer.begin().await?),
+            Pools::Postgres(p) => TxInner::Postgres(p.begin().await?),
+        };
+        Ok(Tx {
+            inner,
+            db: self.clone(),
+            wake: false,
+        })
+    }
+
+    /// Resolves when a commit in this process (or, with PostgreSQL, a
+    /// notification from another node) says due work may exist.
+    pub async fn work_available(&self) {
+        self.0.work_available.notified().await
+    }
+
+    /// Wakes a worker waiting in [`Db::work_available`].
+    pub fn wake_workers(&self) {
+        self.0.work_available.notify_one();
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        crate::on_db!(self, c => {
+            sqlx::query("SELECT 1").execute(c).await?;
+        });
+        Ok(())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match &self.0.pools {
+            Pools::Sqlite { writer, reader } => {
+                writer.close().await;
+                reader.close().await;
+            }
+            Pools::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+#[doc(hidden)]
+pub enum TxInner {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls back.
+pub struct Tx {
+    inner: TxInner,
+    db: Db,
+    /// Set by any write that creates due work, so commit wakes workers.
+    wake: bool,
+}
+
+impl Tx {
+    #[doc(hidden)]
+    pub fn inner_mut(&mut self) -> &mut TxInner {
+        &mut self.inner
+    }
+
+    /// Which backend this transaction runs on.
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    /// Marks that this transaction created work that is due now.
+    pub(crate) async fn mark_due_work(&mut self) -> Result<()> {
+        if !self.wake {
+            self.wake = true;
+            if let TxInner::Postgres(t) = &mut self.inner {
+                // Delivered at commit, and only if it commits.
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(WAKE_CHANNEL)
+                    .execute(&mut **t)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits, then wakes this process's worker if due work was created.
+    pub async fn commit(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Postgres(t) => t.commit().await?,
+        }
+        if self.wake {
+            self.db.wake_workers();
+        }
+        Ok(())
+    }
+}

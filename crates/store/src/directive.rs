@@ -1,0 +1,452 @@
+//! Creating, reading, cancelling and re-driving directives.
+//!
+//! A directive row is also its job: creating one inside the caller's
+//! transaction is all it takes to schedule work, so a state change and the
+//! work that follows from it commit together.
+
+use fleetprompt_core::time::{Millis, now_ms};
+use fleetprompt_core::{
+    AttemptOutcome, DirectiveId, DirectiveKind, DirectiveStatus, Origin, RetryPolicy, SignalId,
+    TenantId,
+};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::{Db, Result, StoreError, Tx, corrupt, on_db, on_tx};
+
+/// A directive about to be created.
+#[derive(Debug, Clone)]
+pub struct NewDirective {
+    /// Its id, chosen by the caller.
+    pub id: DirectiveId,
+    /// Which handler runs it.
+    pub kind: DirectiveKind,
+    /// The handler's arguments.
+    pub args: Value,
+    /// Unique per tenant: a second directive with this key is not created.
+    pub dedupe_key: String,
+    /// What it is about, for the timeline.
+    pub subject: Option<String>,
+    /// How it is retried.
+    pub retry: RetryPolicy,
+    /// When it may first run (now, or later for a delayed directive).
+    pub run_at: Millis,
+    /// Who or what created it.
+    pub origin: Origin,
+    /// The signal that caused it.
+    pub caused_by: Option<SignalId>,
+}
+
+/// What creating a directive did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// A new directive (and so a new job) was stored.
+    New(DirectiveId),
+    /// The tenant already had a directive with this dedupe key.
+    Existing(DirectiveId),
+}
+
+impl Created {
+    /// The directive's id either way.
+    pub fn id(self) -> DirectiveId {
+        match self {
+            Self::New(id) | Self::Existing(id) => id,
+        }
+    }
+}
+
+const INSERT: &str =
+    "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
+    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9, $10, $11, $12, $12)
+    ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id";
+
+/// Creates a directive unless its dedupe key is taken.
+pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &NewDirective) -> Result<Created> {
+    let now = now_ms();
+    let inserted: Option<String> = on_tx!(tx, c => {
+        sqlx::query_scalar(INSERT)
+            .bind(tenant.to_string())
+            .bind(d.id.to_string())
+            .bind(d.kind.as_str())
+            .bind(d.args.to_string())
+            .bind(&d.dedupe_key)
+            .bind(d.subject.as_deref())
+            .bind(d.retry.max_attempts as i32)
+            .bind(serde_json::to_string(&d.retry).map_err(corrupt)?)
+            .bind(d.run_at)
+            .bind(serde_json::to_string(&d.origin).map_err(corrupt)?)
+            .bind(d.caused_by.map(|s| s.to_string()))
+            .bind(now)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    if inserted.is_some() {
+        if d.run_at <= now {
+            tx.mark_due_work().await?;
+        }
+        return Ok(Created::New(d.id));
+    }
+    let existing: String = on_tx!(tx, c => {
+        sqlx::query_scalar("SELECT id FROM directives WHERE tenant_id = $1 AND dedupe_key = $2")
+            .bind(tenant.to_string())
+            .bind(&d.dedupe_key)
+            .fetch_one(&mut *c)
+            .await?
+    });
+    Ok(Created::Existing(existing.parse().map_err(corrupt)?))
+}
+
+/// Creates many directives of one tenant in one statement where the backend
+/// allows it; returns how many were new (the rest were deduplicated).
+pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> Result<usize> {
+    if ds.is_empty() {
+        return Ok(0);
+    }
+    let now = now_ms();
+    let tenant_s = tenant.to_string();
+    let mut created = 0;
+    match tx.inner_mut() {
+        crate::db::TxInner::Postgres(t) => {
+            let mut cols: (
+                Vec<String>,
+                Vec<String>,
+                Vec<String>,
+                Vec<String>,
+                Vec<Option<String>>,
+                Vec<i32>,
+                Vec<String>,
+                Vec<i64>,
+                Vec<String>,
+                Vec<Option<String>>,
+            ) = Default::default();
+            for d in ds {
+                cols.0.push(d.id.to_string());
+                cols.1.push(d.kind.to_string());
+                cols.2.push(d.args.to_string());
+                cols.3.push(d.dedupe_key.clone());
+                cols.4.push(d.subject.clone());
+                cols.5.push(d.retry.max_attempts as i32);
+                cols.6
+                    .push(serde_json::to_string(&d.retry).map_err(corrupt)?);
+                cols.7.push(d.run_at);
+                cols.8
+                    .push(serde_json::to_string(&d.origin).map_err(corrupt)?);
+                cols.9.push(d.caused_by.map(|s| s.to_string()));
+            }
+            let rows = sqlx::query(
+                "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
+                    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at)
+                 SELECT $1, u.id, u.kind, u.args, u.dedupe_key, u.subject, 'pending', 0, u.max_attempts,
+                    u.retry_policy, u.run_at, u.origin, u.caused_by, $12, $12
+                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[],
+                    $8::text[], $9::int8[], $10::text[], $11::text[])
+                    AS u(id, kind, args, dedupe_key, subject, max_attempts, retry_policy, run_at, origin, caused_by)
+                 ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
+            )
+            .bind(&tenant_s)
+            .bind(&cols.0)
+            .bind(&cols.1)
+            .bind(&cols.2)
+            .bind(&cols.3)
+            .bind(&cols.4)
+            .bind(&cols.5)
+            .bind(&cols.6)
+            .bind(&cols.7)
+            .bind(&cols.8)
+            .bind(&cols.9)
+            .bind(now)
+            .fetch_all(&mut **t)
+            .await?;
+            created = rows.len();
+        }
+        crate::db::TxInner::Sqlite(t) => {
+            for d in ds {
+                let r: Option<String> = sqlx::query_scalar(INSERT)
+                    .bind(&tenant_s)
+                    .bind(d.id.to_string())
+                    .bind(d.kind.as_str())
+                    .bind(d.args.to_string())
+                    .bind(&d.dedupe_key)
+                    .bind(d.subject.as_deref())
+                    .bind(d.retry.max_attempts as i32)
+                    .bind(serde_json::to_string(&d.retry).map_err(corrupt)?)
+                    .bind(d.run_at)
+                    .bind(serde_json::to_string(&d.origin).map_err(corrupt)?)
+                    .bind(d.caused_by.map(|s| s.to_string()))
+                    .bind(now)
+                    .fetch_optional(&mut **t)
+                    .await?;
+                created += usize::from(r.is_some());
+            }
+        }
+    }
+    if created > 0 && ds.iter().any(|d| d.run_at <= now) {
+        tx.mark_due_work().await?;
+    }
+    Ok(created)
+}
+
+/// A stored directive.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectiveRow {
+    /// Its id.
+    pub id: DirectiveId,
+    /// Its handler.
+    pub kind: String,
+    /// The handler's arguments.
+    pub args: Value,
+    /// Its dedupe key.
+    pub dedupe_key: String,
+    /// What it is about.
+    pub subject: Option<String>,
+    /// Where it is in its life.
+    pub status: DirectiveStatus,
+    /// Attempts started so far.
+    pub attempts: i32,
+    /// Attempts allowed in all.
+    pub max_attempts: i32,
+    /// Its retry policy.
+    pub retry_policy: RetryPolicy,
+    /// When it may next run (pending only).
+    #[serde(serialize_with = "crate::timeline::ser_ms")]
+    pub next_attempt_at: Millis,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// What the handler returned on success.
+    pub result: Option<Value>,
+    /// Who or what created it.
+    pub origin: Origin,
+    /// The signal that caused it.
+    pub caused_by: Option<SignalId>,
+    /// When it was created.
+    #[serde(serialize_with = "crate::timeline::ser_ms")]
+    pub created_at: Millis,
+    /// When it last changed.
+    #[serde(serialize_with = "crate::timeline::ser_ms")]
+    pub updated_at: Millis,
+    /// When it reached a final status.
+    #[serde(serialize_with = "crate::timeline::ser_opt_ms")]
+    pub finished_at: Option<Millis>,
+}
+
+pub(crate) const COLUMNS: &str =
+    "id, kind, args, dedupe_key, subject, status, attempts, max_attempts, retry_policy,
+    next_attempt_at, last_error, result, origin, caused_by, created_at, updated_at, finished_at";
+
+macro_rules! decode {
+    ($r:expr) => {{
+        let r = $r;
+        DirectiveRow {
+            id: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
+            kind: r.try_get(1)?,
+            args: serde_json::from_str(&r.try_get::<String, _>(2)?).map_err(corrupt)?,
+            dedupe_key: r.try_get(3)?,
+            subject: r.try_get(4)?,
+            status: r.try_get::<String, _>(5)?.parse().map_err(corrupt)?,
+            attempts: r.try_get(6)?,
+            max_attempts: r.try_get(7)?,
+            retry_policy: serde_json::from_str(&r.try_get::<String, _>(8)?).map_err(corrupt)?,
+            next_attempt_at: r.try_get(9)?,
+            last_error: r.try_get(10)?,
+            result: r
+                .try_get::<Option<String>, _>(11)?
+                .map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(corrupt)?,
+            origin: serde_json::from_str(&r.try_get::<String, _>(12)?).map_err(corrupt)?,
+            caused_by: r
+                .try_get::<Option<String>, _>(13)?
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(corrupt)?,
+            created_at: r.try_get(14)?,
+            updated_at: r.try_get(15)?,
+            finished_at: r.try_get(16)?,
+        }
+    }};
+}
+pub(crate) use decode;
+
+/// Reads one directive.
+pub async fn get(db: &Db, tenant: TenantId, id: DirectiveId) -> Result<DirectiveRow> {
+    let sql = format!("SELECT {COLUMNS} FROM directives WHERE tenant_id = $1 AND id = $2");
+    on_db!(db, c => {
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_optional(c)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(decode!(&row))
+    })
+}
+
+/// Lists a tenant's directives, newest first, optionally of one status.
+pub async fn list(
+    db: &Db,
+    tenant: TenantId,
+    status: Option<DirectiveStatus>,
+    limit: i64,
+) -> Result<Vec<DirectiveRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM directives WHERE tenant_id = $1 AND ($2 IS NULL OR status = $2)
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    );
+    on_db!(db, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(status.map(|s| s.as_str()))
+            .bind(limit)
+            .fetch_all(c)
+            .await?;
+        rows.iter().map(|r| Ok(decode!(r))).collect()
+    })
+}
+
+/// Counts a tenant's directives by status.
+pub async fn count_by_status(db: &Db, tenant: TenantId) -> Result<Vec<(String, i64)>> {
+    on_db!(db, c => {
+        Ok(sqlx::query_as(
+            "SELECT status, COUNT(*) FROM directives WHERE tenant_id = $1 GROUP BY status ORDER BY status",
+        )
+        .bind(tenant.to_string())
+        .fetch_all(c)
+        .await?)
+    })
+}
+
+/// One attempt of a directive.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    /// The directive it belongs to.
+    pub directive_id: DirectiveId,
+    /// 1-based attempt number.
+    pub number: i32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// When it started.
+    #[serde(serialize_with = "crate::timeline::ser_ms")]
+    pub started_at: Millis,
+    /// When it ended.
+    #[serde(serialize_with = "crate::timeline::ser_ms")]
+    pub finished_at: Millis,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// The error, if it failed.
+    pub error: Option<String>,
+    /// The receiver's HTTP status, if there was one.
+    pub http_status: Option<i32>,
+    /// A receiver-side reference (error id, message id …).
+    pub external_ref: Option<String>,
+}
+
+pub(crate) const ATTEMPT_COLUMNS: &str = "directive_id, number, worker, started_at, finished_at, outcome, error, http_status, external_ref";
+
+macro_rules! decode_attempt {
+    ($r:expr) => {{
+        let r = $r;
+        AttemptRow {
+            directive_id: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
+            number: r.try_get(1)?,
+            worker: r.try_get(2)?,
+            started_at: r.try_get(3)?,
+            finished_at: r.try_get(4)?,
+            outcome: r.try_get::<String, _>(5)?.parse().map_err(corrupt)?,
+            error: r.try_get(6)?,
+            http_status: r.try_get(7)?,
+            external_ref: r.try_get(8)?,
+        }
+    }};
+}
+pub(crate) use decode_attempt;
+
+/// A directive's attempts in order.
+pub async fn attempts(db: &Db, tenant: TenantId, id: DirectiveId) -> Result<Vec<AttemptRow>> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM directive_attempts WHERE tenant_id = $1 AND directive_id = $2 ORDER BY number"
+    );
+    on_db!(db, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_all(c)
+            .await?;
+        rows.iter().map(|r| Ok(decode_attempt!(r))).collect()
+    })
+}
+
+async fn status_of(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<DirectiveStatus> {
+    let s: Option<String> = on_tx!(tx, c => {
+        sqlx::query_scalar("SELECT status FROM directives WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    s.ok_or(StoreError::NotFound)?.parse().map_err(corrupt)
+}
+
+/// Cancels a pending directive. Running or finished ones cannot be cancelled.
+pub async fn cancel(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<()> {
+    let now = now_ms();
+    let n = on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE directives SET status = 'cancelled', finished_at = $3, updated_at = $3
+             WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+    });
+    if n == 0 {
+        let status = status_of(tx, tenant, id).await?;
+        return Err(StoreError::InvalidState(format!(
+            "directive is {}; only a pending directive can be cancelled",
+            status.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Re-drives a failed or cancelled directive: pending now, with a fresh
+/// budget of attempts from its retry policy.
+pub async fn redrive(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<()> {
+    let now = now_ms();
+    let policy: Option<String> = on_tx!(tx, c => {
+        sqlx::query_scalar("SELECT retry_policy FROM directives WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    let policy: RetryPolicy =
+        serde_json::from_str(&policy.ok_or(StoreError::NotFound)?).map_err(corrupt)?;
+    let n = on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE directives SET status = 'pending', next_attempt_at = $3, updated_at = $3, finished_at = NULL,
+                max_attempts = attempts + $4
+             WHERE tenant_id = $1 AND id = $2 AND status IN ('failed', 'cancelled')",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(now)
+        .bind(policy.max_attempts as i32)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+    });
+    if n == 0 {
+        let status = status_of(tx, tenant, id).await?;
+        return Err(StoreError::InvalidState(format!(
+            "directive is {}; only a failed or cancelled directive can be retried",
+            status.as_str()
+        )));
+    }
+    tx.mark_due_work().await?;
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Storage: every query FleetPrompt makes, for SQLite and PostgreSQL.
+//!
+//! The caller owns the transaction ([`Db::begin`] / [`Tx::commit`]); store
+//! functions take a [`Tx`] for writes or a [`Db`] for reads, and a
+//! [`TenantId`](fleetprompt_core::TenantId) for every tenant-owned record.
+//! Where the two backends can share SQL they do (numbered `$n` parameters work
+//! on both); where batching differs (PostgreSQL `UNNEST` arrays against SQLite
+//! in-process statement loops) each has its own branch.
+//!
+//! # Layout
+//! - [`db`]: connecting, pragmas, the backend enum, transactions, wake-ups.
+//! - [`migrate`]: the embedded, checksummed migrations.
+//! - [`tenant`]: tenants and admin tokens.
+//! - [`destination`]: outbound destinations, sealed at rest.
+//! - [`signal`]: recording and reading signals.
+//! - [`directive`]: creating, reading, cancelling and re-driving directives.
+//! - [`queue`]: claiming due directives, completing attempts, reaping leases.
+//! - [`timeline`]: a subject's causal history.
+
+pub mod db;
+pub mod destination;
+pub mod directive;
+pub mod migrate;
+pub mod queue;
+pub mod signal;
+pub mod tenant;
+pub mod timeline;
+
+pub use db::{Backend, Db, Tx};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The record does not exist for this tenant.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken (e.g. a tenant slug already taken).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The record is not in a state that allows the change.
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+    /// A stored value could not be decoded: a bug or a damaged database.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// Migrations could not be applied.
+    #[error("migration {version} failed: {reason}")]
+    Migration {
+        /// The migration's number.
+        version: i64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// Whether an error is a unique-constraint violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Runs the same code against whichever backend a [`Db`] reads from.
+/// The body is compiled once per backend, with `$c` bound to that pool.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! on_db {
+    ($db:expr, $c:ident => $body:expr) => {
+        match $db.reader() {
+            $crate::db::Reader::Sqlite($c) => $body,
+            $crate::db::Reader::Postgres($c) => $body,
+        }
+    };
+}
+
+/// Runs the same code against a [`Tx`]'s connection, whichever backend it is.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! on_tx {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx.inner_mut() {
+            $crate::db::TxInner::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::db::TxInner::Postgres(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}

@@ -1,0 +1,135 @@
+//! Embedded, checksummed, forward-only migrations.
+//!
+//! A tiny migrator of our own instead of `sqlx::migrate!`: the macro would
+//! compile both database drivers a second time for the host, and we need no
+//! more than "apply what is new, refuse what was edited".
+
+use sha2::{Digest, Sha256};
+
+use crate::{Db, Result, StoreError, on_db};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "engine",
+    sqlite: include_str!("../../../migrations/sqlite/0001_engine.sql"),
+    postgres: include_str!("../../../migrations/postgres/0001_engine.sql"),
+}];
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (
+    version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+
+/// Splits a migration file into statements. Our migrations hold no string
+/// literals or bodies with semicolons, which keeps this honest.
+fn statements(sql: &str) -> Vec<String> {
+    let code: Vec<&str> = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect();
+    code.join("\n")
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Applies every migration not yet recorded; returns how many ran.
+pub async fn run(db: &Db) -> Result<usize> {
+    let mut tx = db.begin().await?;
+    crate::on_tx!(tx, c => {
+        sqlx::query(CREATE_TABLE).execute(&mut *c).await?;
+    });
+    if let crate::db::TxInner::Postgres(t) = tx.inner_mut() {
+        // Several nodes may start together: one migrates, the others wait.
+        sqlx::query("SELECT pg_advisory_xact_lock(7046617)")
+            .execute(&mut **t)
+            .await?;
+    }
+    tx.commit().await?;
+
+    let applied: Vec<(i64, String)> = on_db!(db, c => {
+        sqlx::query_as("SELECT version, checksum FROM fleetprompt_migrations ORDER BY version")
+            .fetch_all(c)
+            .await?
+    });
+    let mut ran = 0;
+    for m in MIGRATIONS {
+        let sql = match db.backend() {
+            crate::Backend::Sqlite => m.sqlite,
+            crate::Backend::Postgres => m.postgres,
+        };
+        let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
+        if let Some((_, seen)) = applied.iter().find(|(v, _)| *v == m.version) {
+            if *seen != checksum {
+                return Err(StoreError::Migration {
+                    version: m.version,
+                    reason: format!(
+                        "{} was edited after it was applied; add a new migration instead",
+                        m.name
+                    ),
+                });
+            }
+            continue;
+        }
+        let mut tx = db.begin().await?;
+        if let crate::db::TxInner::Postgres(t) = tx.inner_mut() {
+            sqlx::query("SELECT pg_advisory_xact_lock(7046617)")
+                .execute(&mut **t)
+                .await?;
+        }
+        let already: Option<i64> = crate::on_tx!(tx, c => {
+            sqlx::query_scalar("SELECT version FROM fleetprompt_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut *c)
+                .await?
+        });
+        if already.is_some() {
+            continue;
+        }
+        for stmt in statements(sql) {
+            crate::on_tx!(tx, c => {
+                sqlx::query(sqlx::AssertSqlSafe(stmt.as_str()))
+                    .execute(&mut *c)
+                    .await
+                    .map_err(|e| StoreError::Migration {
+                        version: m.version,
+                        reason: e.to_string(),
+                    })?;
+            });
+        }
+        crate::on_tx!(tx, c => {
+            sqlx::query(
+                "INSERT INTO fleetprompt_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(&checksum)
+            .bind(fleetprompt_core::time::now_ms())
+            .execute(&mut *c)
+            .await?;
+        });
+        tx.commit().await?;
+        ran += 1;
+    }
+    Ok(ran)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_statements_and_drops_comments() {
+        let s = statements("-- a; b\nCREATE TABLE a (x INT);\n\n-- b\nCREATE INDEX i ON a (x);\n");
+        assert_eq!(s.len(), 2);
+        assert!(s[0].contains("CREATE TABLE a"));
+        assert!(!s[0].contains("--"));
+    }
+}

@@ -1,0 +1,425 @@
+//! The directive table as a queue: batched claims under a lease, batched
+//! completions, and the reaper that frees the leases of vanished workers.
+//!
+//! Claims take the earliest due rows of every tenant; completions are fenced
+//! by `(locked_by, attempts)`, so a worker whose lease was reaped and handed to
+//! another cannot overwrite the newer attempt's outcome.
+
+use fleetprompt_core::time::{Millis, now_ms};
+use fleetprompt_core::{
+    AttemptOutcome, DirectiveId, DirectiveStatus, NewSignal, RetryPolicy, SignalId, TenantId,
+};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::db::TxInner;
+use crate::{Db, Result, Tx, corrupt, on_db};
+
+/// A directive claimed for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// Its id.
+    pub id: DirectiveId,
+    /// Its handler.
+    pub kind: String,
+    /// The handler's arguments.
+    pub args: Value,
+    /// Its dedupe key: a deterministic idempotency key for receivers.
+    pub dedupe_key: String,
+    /// What it is about.
+    pub subject: Option<String>,
+    /// This attempt's number, 1-based.
+    pub attempt: i32,
+    /// Attempts allowed in all.
+    pub max_attempts: i32,
+    /// How it is retried.
+    pub retry_policy: RetryPolicy,
+    /// The signal that caused it.
+    pub caused_by: Option<SignalId>,
+}
+
+const RETURNING: &str = "tenant_id, id, kind, args, dedupe_key, subject, attempts, max_attempts, retry_policy, caused_by";
+
+macro_rules! decode_claimed {
+    ($r:expr) => {{
+        let r = $r;
+        Claimed {
+            tenant: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
+            id: r.try_get::<String, _>(1)?.parse().map_err(corrupt)?,
+            kind: r.try_get(2)?,
+            args: serde_json::from_str(&r.try_get::<String, _>(3)?).map_err(corrupt)?,
+            dedupe_key: r.try_get(4)?,
+            subject: r.try_get(5)?,
+            attempt: r.try_get(6)?,
+            max_attempts: r.try_get(7)?,
+            retry_policy: serde_json::from_str(&r.try_get::<String, _>(8)?).map_err(corrupt)?,
+            caused_by: r
+                .try_get::<Option<String>, _>(9)?
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(corrupt)?,
+        }
+    }};
+}
+
+/// Claims up to `limit` due directives for `worker`, leased for `lease_ms`.
+pub async fn claim(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let claimed = match tx.inner_mut() {
+        TxInner::Postgres(t) => {
+            let sql = format!(
+                "UPDATE directives d SET status = 'running', attempts = d.attempts + 1, locked_by = $1,
+                    lease_until = $2, updated_at = $3
+                 FROM (SELECT tenant_id, id FROM directives
+                       WHERE status = 'pending' AND next_attempt_at <= $3
+                       ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) c
+                 WHERE d.tenant_id = c.tenant_id AND d.id = c.id
+                 RETURNING {}",
+                RETURNING
+                    .split(", ")
+                    .map(|c| format!("d.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(worker)
+                .bind(now + lease_ms)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut **t)
+                .await?;
+            rows.iter()
+                .map(|r| Ok(decode_claimed!(r)))
+                .collect::<Result<Vec<_>>>()?
+        }
+        TxInner::Sqlite(t) => {
+            let sql = format!(
+                "UPDATE directives SET status = 'running', attempts = attempts + 1, locked_by = $1,
+                    lease_until = $2, updated_at = $3
+                 WHERE rowid IN (SELECT rowid FROM directives
+                                 WHERE status = 'pending' AND next_attempt_at <= $3
+                                 ORDER BY next_attempt_at LIMIT $4)
+                 RETURNING {RETURNING}"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(worker)
+                .bind(now + lease_ms)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut **t)
+                .await?;
+            rows.iter()
+                .map(|r| Ok(decode_claimed!(r)))
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
+    if claimed.is_empty() {
+        // Nothing written: a rollback is cheaper than a commit on both backends.
+        drop(tx);
+    } else {
+        tx.commit().await?;
+    }
+    Ok(claimed)
+}
+
+/// The end of one attempt, to be written with its directive's new state.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The directive's tenant.
+    pub tenant: TenantId,
+    /// The directive.
+    pub id: DirectiveId,
+    /// The attempt's number (the fence, with `worker`).
+    pub attempt: i32,
+    /// The worker that held the lease.
+    pub worker: String,
+    /// When the attempt started.
+    pub started_at: Millis,
+    /// When it ended.
+    pub finished_at: Millis,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// The error, if it failed.
+    pub error: Option<String>,
+    /// The receiver's HTTP status.
+    pub http_status: Option<i32>,
+    /// A receiver-side reference.
+    pub external_ref: Option<String>,
+    /// When to try again ([`AttemptOutcome::Retrying`] only).
+    pub next_attempt_at: Option<Millis>,
+    /// What the handler returned on success.
+    pub result: Option<Value>,
+    /// The result signal to record with it.
+    pub signal: Option<NewSignal>,
+}
+
+impl Completion {
+    fn new_status(&self) -> DirectiveStatus {
+        match self.outcome {
+            AttemptOutcome::Succeeded => DirectiveStatus::Succeeded,
+            AttemptOutcome::Retrying | AttemptOutcome::LeaseExpired => DirectiveStatus::Pending,
+            AttemptOutcome::Failed => DirectiveStatus::Failed,
+        }
+    }
+
+    fn finished(&self) -> Option<Millis> {
+        self.new_status().is_terminal().then_some(self.finished_at)
+    }
+}
+
+const SQLITE_COMPLETE: &str =
+    "UPDATE directives SET status = $3, next_attempt_at = COALESCE($4, next_attempt_at),
+    locked_by = NULL, lease_until = NULL, last_error = COALESCE($5, last_error), result = $6,
+    finished_at = $7, updated_at = $8
+    WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $9 AND attempts = $10";
+
+const INSERT_ATTEMPT: &str = "INSERT INTO directive_attempts (tenant_id, directive_id, number, worker, started_at,
+    finished_at, outcome, error, http_status, external_ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    ON CONFLICT (tenant_id, directive_id, number) DO NOTHING";
+
+const INSERT_SIGNAL: &str =
+    "INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by,
+    occurred_at, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (tenant_id, dedupe_key) DO NOTHING";
+
+/// Writes a batch of completions in the caller's transaction: each attempt
+/// row, its directive's new state and its result signal. Returns, per
+/// completion, whether it still held its lease (and so was written).
+pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
+    let now = now_ms();
+    let mut applied = vec![false; batch.len()];
+    match tx.inner_mut() {
+        TxInner::Sqlite(t) => {
+            for (i, c) in batch.iter().enumerate() {
+                let n = sqlx::query(SQLITE_COMPLETE)
+                    .bind(c.tenant.to_string())
+                    .bind(c.id.to_string())
+                    .bind(c.new_status().as_str())
+                    .bind(c.next_attempt_at)
+                    .bind(c.error.as_deref())
+                    .bind(c.result.as_ref().map(Value::to_string))
+                    .bind(c.finished())
+                    .bind(now)
+                    .bind(&c.worker)
+                    .bind(c.attempt)
+                    .execute(&mut **t)
+                    .await?
+                    .rows_affected();
+                if n == 0 {
+                    continue;
+                }
+                applied[i] = true;
+                sqlx::query(INSERT_ATTEMPT)
+                    .bind(c.tenant.to_string())
+                    .bind(c.id.to_string())
+                    .bind(c.attempt)
+                    .bind(&c.worker)
+                    .bind(c.started_at)
+                    .bind(c.finished_at)
+                    .bind(c.outcome.as_str())
+                    .bind(c.error.as_deref())
+                    .bind(c.http_status)
+                    .bind(c.external_ref.as_deref())
+                    .execute(&mut **t)
+                    .await?;
+                if let Some(s) = &c.signal {
+                    sqlx::query(INSERT_SIGNAL)
+                        .bind(c.tenant.to_string())
+                        .bind(SignalId::new().to_string())
+                        .bind(s.signal_type.as_str())
+                        .bind(s.subject.as_str())
+                        .bind(s.payload.to_string())
+                        .bind(&s.dedupe_key)
+                        .bind(s.caused_by.map(|d| d.to_string()))
+                        .bind(s.occurred_at)
+                        .bind(now)
+                        .execute(&mut **t)
+                        .await?;
+                }
+            }
+        }
+        TxInner::Postgres(t) => {
+            let tenants: Vec<String> = batch.iter().map(|c| c.tenant.to_string()).collect();
+            let ids: Vec<String> = batch.iter().map(|c| c.id.to_string()).collect();
+            let statuses: Vec<&str> = batch.iter().map(|c| c.new_status().as_str()).collect();
+            let next: Vec<Option<i64>> = batch.iter().map(|c| c.next_attempt_at).collect();
+            let errors: Vec<Option<String>> = batch.iter().map(|c| c.error.clone()).collect();
+            let results: Vec<Option<String>> = batch
+                .iter()
+                .map(|c| c.result.as_ref().map(Value::to_string))
+                .collect();
+            let finished: Vec<Option<i64>> = batch.iter().map(Completion::finished).collect();
+            let workers: Vec<String> = batch.iter().map(|c| c.worker.clone()).collect();
+            let attempts: Vec<i32> = batch.iter().map(|c| c.attempt).collect();
+            let rows = sqlx::query(
+                "UPDATE directives d SET status = u.status, next_attempt_at = COALESCE(u.next_at, d.next_attempt_at),
+                    locked_by = NULL, lease_until = NULL, last_error = COALESCE(u.error, d.last_error),
+                    result = u.result, finished_at = u.finished, updated_at = $10
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::int8[],
+                    $8::text[], $9::int4[]) AS u(tenant_id, id, status, next_at, error, result, finished, worker, attempt)
+                 WHERE d.tenant_id = u.tenant_id AND d.id = u.id AND d.status = 'running'
+                    AND d.locked_by = u.worker AND d.attempts = u.attempt
+                 RETURNING d.tenant_id, d.id",
+            )
+            .bind(&tenants)
+            .bind(&ids)
+            .bind(&statuses)
+            .bind(&next)
+            .bind(&errors)
+            .bind(&results)
+            .bind(&finished)
+            .bind(&workers)
+            .bind(&attempts)
+            .bind(now)
+            .fetch_all(&mut **t)
+            .await?;
+            let written: std::collections::HashSet<(String, String)> = rows
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_>>()?;
+            for (i, a) in applied.iter_mut().enumerate() {
+                *a = written.contains(&(tenants[i].clone(), ids[i].clone()));
+            }
+            let done: Vec<&Completion> = batch
+                .iter()
+                .zip(&applied)
+                .filter_map(|(c, a)| a.then_some(c))
+                .collect();
+            if done.is_empty() {
+                return Ok(applied);
+            }
+            sqlx::query(
+                "INSERT INTO directive_attempts (tenant_id, directive_id, number, worker, started_at, finished_at,
+                    outcome, error, http_status, external_ref)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[],
+                    $7::text[], $8::text[], $9::int4[], $10::text[])
+                 ON CONFLICT (tenant_id, directive_id, number) DO NOTHING",
+            )
+            .bind(done.iter().map(|c| c.tenant.to_string()).collect::<Vec<_>>())
+            .bind(done.iter().map(|c| c.id.to_string()).collect::<Vec<_>>())
+            .bind(done.iter().map(|c| c.attempt).collect::<Vec<_>>())
+            .bind(done.iter().map(|c| c.worker.clone()).collect::<Vec<_>>())
+            .bind(done.iter().map(|c| c.started_at).collect::<Vec<_>>())
+            .bind(done.iter().map(|c| c.finished_at).collect::<Vec<_>>())
+            .bind(done.iter().map(|c| c.outcome.as_str()).collect::<Vec<_>>())
+            .bind(done.iter().map(|c| c.error.clone()).collect::<Vec<_>>())
+            .bind(done.iter().map(|c| c.http_status).collect::<Vec<_>>())
+            .bind(done.iter().map(|c| c.external_ref.clone()).collect::<Vec<_>>())
+            .execute(&mut **t)
+            .await?;
+            let signals: Vec<(&Completion, &NewSignal)> = done
+                .iter()
+                .filter_map(|c| c.signal.as_ref().map(|s| (*c, s)))
+                .collect();
+            if !signals.is_empty() {
+                sqlx::query(
+                    "INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by,
+                        occurred_at, recorded_at)
+                     SELECT u.*, $9 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                        $6::text[], $7::text[], $8::int8[]) AS u
+                     ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
+                )
+                .bind(signals.iter().map(|(c, _)| c.tenant.to_string()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|_| SignalId::new().to_string()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(_, s)| s.signal_type.to_string()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(_, s)| s.subject.to_string()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(_, s)| s.payload.to_string()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(_, s)| s.dedupe_key.clone()).collect::<Vec<_>>())
+                .bind(
+                    signals
+                        .iter()
+                        .map(|(_, s)| s.caused_by.map(|d| d.to_string()))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(signals.iter().map(|(_, s)| s.occurred_at).collect::<Vec<_>>())
+                .bind(now)
+                .execute(&mut **t)
+                .await?;
+            }
+        }
+    }
+    if batch
+        .iter()
+        .zip(&applied)
+        .any(|(c, a)| *a && c.next_attempt_at.is_some_and(|t| t <= now))
+    {
+        tx.mark_due_work().await?;
+    }
+    Ok(applied)
+}
+
+/// A directive whose worker stopped renewing its lease.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// The directive.
+    pub id: DirectiveId,
+    /// The attempt that was lost.
+    pub attempt: i32,
+    /// Attempts allowed in all.
+    pub max_attempts: i32,
+    /// The worker that held it.
+    pub worker: String,
+    /// When that attempt was claimed.
+    pub claimed_at: Millis,
+    /// What it is about.
+    pub subject: Option<String>,
+    /// Its handler.
+    pub kind: String,
+}
+
+/// Directives whose lease ran out before `now`.
+pub async fn expired_leases(db: &Db, now: Millis, limit: i64) -> Result<Vec<Expired>> {
+    on_db!(db, c => {
+        let rows = sqlx::query(
+            "SELECT tenant_id, id, attempts, max_attempts, locked_by, updated_at, subject, kind FROM directives
+             WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(c)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Expired {
+                    tenant: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
+                    id: r.try_get::<String, _>(1)?.parse().map_err(corrupt)?,
+                    attempt: r.try_get(2)?,
+                    max_attempts: r.try_get(3)?,
+                    worker: r.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+                    claimed_at: r.try_get(5)?,
+                    subject: r.try_get(6)?,
+                    kind: r.try_get(7)?,
+                })
+            })
+            .collect()
+    })
+}
+
+/// Counts due-or-delayed pending directives and the age of the oldest due one.
+pub async fn backlog(db: &Db) -> Result<(i64, Option<Millis>)> {
+    let now = now_ms();
+    on_db!(db, c => {
+        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(CASE WHEN next_attempt_at <= $1 THEN next_attempt_at END)
+             FROM directives WHERE status = 'pending'",
+        )
+        .bind(now)
+        .fetch_one(c)
+        .await?;
+        Ok((count, oldest.map(|o| now - o)))
+    })
+}
+
+/// Counts failed directives (the dead letters), across tenants.
+pub async fn failed_count(db: &Db) -> Result<i64> {
+    on_db!(db, c => {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM directives WHERE status = 'failed'")
+            .fetch_one(c)
+            .await?)
+    })
+}

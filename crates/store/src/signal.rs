@@ -1,0 +1,149 @@
+//! Recording and reading signals.
+
+use fleetprompt_core::time::{Millis, now_ms};
+use fleetprompt_core::{DirectiveId, NewSignal, SignalId, TenantId};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::{Db, Result, StoreError, Tx, corrupt, on_db, on_tx};
+
+/// What recording a signal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The signal's id: new, or the one already holding the dedupe key.
+    pub id: SignalId,
+    /// Whether the tenant already had a signal with this dedupe key.
+    pub duplicate: bool,
+    /// When the signal was recorded.
+    pub recorded_at: Millis,
+}
+
+/// Records a signal unless the tenant already has its dedupe key.
+pub async fn insert(tx: &mut Tx, tenant: TenantId, s: &NewSignal) -> Result<Recorded> {
+    let id = SignalId::new();
+    let now = now_ms();
+    let inserted: Option<String> = on_tx!(tx, c => {
+        sqlx::query_scalar(
+            "INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by, occurred_at, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(s.signal_type.as_str())
+        .bind(s.subject.as_str())
+        .bind(s.payload.to_string())
+        .bind(&s.dedupe_key)
+        .bind(s.caused_by.map(|d| d.to_string()))
+        .bind(s.occurred_at)
+        .bind(now)
+        .fetch_optional(&mut *c)
+        .await?
+    });
+    if inserted.is_some() {
+        return Ok(Recorded {
+            id,
+            duplicate: false,
+            recorded_at: now,
+        });
+    }
+    let (existing, recorded_at): (String, i64) = on_tx!(tx, c => {
+        sqlx::query_as("SELECT id, recorded_at FROM signals WHERE tenant_id = $1 AND dedupe_key = $2")
+            .bind(tenant.to_string())
+            .bind(&s.dedupe_key)
+            .fetch_one(&mut *c)
+            .await?
+    });
+    Ok(Recorded {
+        id: existing.parse().map_err(corrupt)?,
+        duplicate: true,
+        recorded_at,
+    })
+}
+
+/// A stored signal.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignalRow {
+    /// Its id.
+    pub id: SignalId,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub signal_type: String,
+    /// What it is about.
+    pub subject: String,
+    /// Its payload.
+    pub payload: Value,
+    /// Its dedupe key.
+    pub dedupe_key: String,
+    /// The directive whose outcome it reports.
+    pub caused_by: Option<DirectiveId>,
+    /// When it happened.
+    #[serde(serialize_with = "crate::timeline::ser_ms")]
+    pub occurred_at: Millis,
+    /// When it was recorded.
+    #[serde(serialize_with = "crate::timeline::ser_ms")]
+    pub recorded_at: Millis,
+}
+
+pub(crate) const COLUMNS: &str =
+    "id, type, subject, payload, dedupe_key, caused_by, occurred_at, recorded_at";
+
+macro_rules! decode {
+    ($r:expr) => {{
+        let r = $r;
+        SignalRow {
+            id: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
+            signal_type: r.try_get(1)?,
+            subject: r.try_get(2)?,
+            payload: serde_json::from_str(&r.try_get::<String, _>(3)?).map_err(corrupt)?,
+            dedupe_key: r.try_get(4)?,
+            caused_by: r
+                .try_get::<Option<String>, _>(5)?
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(corrupt)?,
+            occurred_at: r.try_get(6)?,
+            recorded_at: r.try_get(7)?,
+        }
+    }};
+}
+
+/// Reads one signal.
+pub async fn get(db: &Db, tenant: TenantId, id: SignalId) -> Result<SignalRow> {
+    let sql = format!("SELECT {COLUMNS} FROM signals WHERE tenant_id = $1 AND id = $2");
+    on_db!(db, c => {
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_optional(c)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(decode!(&row))
+    })
+}
+
+/// A subject's signals in the order they were recorded.
+pub async fn list_by_subject(db: &Db, tenant: TenantId, subject: &str) -> Result<Vec<SignalRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM signals WHERE tenant_id = $1 AND subject = $2 ORDER BY recorded_at, id LIMIT 10000"
+    );
+    on_db!(db, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(subject)
+            .fetch_all(c)
+            .await?;
+        rows.iter().map(|r| Ok(decode!(r))).collect()
+    })
+}
+
+/// Counts a tenant's signals (for tests and status pages).
+pub async fn count(db: &Db, tenant: TenantId) -> Result<i64> {
+    on_db!(db, c => {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM signals WHERE tenant_id = $1")
+            .bind(tenant.to_string())
+            .fetch_one(c)
+            .await?)
+    })
+}

@@ -1,0 +1,111 @@
+//! A subject's audit timeline: signal -> directive -> attempts -> result
+//! signal, in causal and time order.
+
+use fleetprompt_core::TenantId;
+use fleetprompt_core::time::{Millis, to_rfc3339};
+use serde::{Serialize, Serializer};
+use sqlx::Row;
+
+use crate::directive::{ATTEMPT_COLUMNS, AttemptRow, DirectiveRow, decode, decode_attempt};
+use crate::signal::{SignalRow, list_by_subject};
+use crate::{Db, Result, corrupt, on_db};
+
+pub(crate) fn ser_ms<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&to_rfc3339(*ms))
+}
+
+pub(crate) fn ser_opt_ms<S: Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&to_rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+/// One step of a timeline.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+pub enum Entry {
+    /// A signal was recorded.
+    Signal(SignalRow),
+    /// A directive was created.
+    Directive(DirectiveRow),
+    /// A directive's attempt ended.
+    Attempt(AttemptRow),
+}
+
+impl Entry {
+    fn at(&self) -> Millis {
+        match self {
+            Self::Signal(s) => s.recorded_at,
+            Self::Directive(d) => d.created_at,
+            Self::Attempt(a) => a.finished_at,
+        }
+    }
+
+    /// Within one millisecond, causes come before effects.
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Signal(s) if s.caused_by.is_none() => 0,
+            Self::Directive(_) => 1,
+            Self::Attempt(_) => 2,
+            Self::Signal(_) => 3,
+        }
+    }
+}
+
+/// The timeline of `subject`: its signals, the directives they caused or that
+/// are about it, and every attempt, in causal and time order.
+pub async fn for_subject(db: &Db, tenant: TenantId, subject: &str) -> Result<Vec<Entry>> {
+    let signals = list_by_subject(db, tenant, subject).await?;
+    let signal_ids: Vec<String> = signals.iter().map(|s| s.id.to_string()).collect();
+    let directives: Vec<DirectiveRow> = on_db!(db, c => {
+        // SQLite and PostgreSQL share no array syntax, so the cause set is
+        // passed as JSON text and expanded on each side.
+        let sql = match db.backend() {
+            crate::Backend::Sqlite => format!(
+                "SELECT {} FROM directives WHERE tenant_id = $1 AND (subject = $2
+                 OR caused_by IN (SELECT value FROM json_each($3))) ORDER BY created_at, id LIMIT 10000",
+                crate::directive::COLUMNS
+            ),
+            crate::Backend::Postgres => format!(
+                "SELECT {} FROM directives WHERE tenant_id = $1 AND (subject = $2
+                 OR caused_by IN (SELECT jsonb_array_elements_text($3::jsonb))) ORDER BY created_at, id LIMIT 10000",
+                crate::directive::COLUMNS
+            ),
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(subject)
+            .bind(serde_json::to_string(&signal_ids).map_err(corrupt)?)
+            .fetch_all(c)
+            .await?;
+        rows.iter().map(|r| Ok(decode!(r))).collect::<Result<Vec<_>>>()?
+    });
+    let directive_ids: Vec<String> = directives.iter().map(|d| d.id.to_string()).collect();
+    let attempts: Vec<AttemptRow> = on_db!(db, c => {
+        let sql = match db.backend() {
+            crate::Backend::Sqlite => format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM directive_attempts WHERE tenant_id = $1
+                 AND directive_id IN (SELECT value FROM json_each($2)) ORDER BY finished_at"
+            ),
+            crate::Backend::Postgres => format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM directive_attempts WHERE tenant_id = $1
+                 AND directive_id IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY finished_at"
+            ),
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(serde_json::to_string(&directive_ids).map_err(corrupt)?)
+            .fetch_all(c)
+            .await?;
+        rows.iter().map(|r| Ok(decode_attempt!(r))).collect::<Result<Vec<_>>>()?
+    });
+    let mut entries: Vec<Entry> = signals
+        .into_iter()
+        .map(Entry::Signal)
+        .chain(directives.into_iter().map(Entry::Directive))
+        .chain(attempts.into_iter().map(Entry::Attempt))
+        .collect();
+    entries.sort_by_key(|e| (e.at(), e.rank()));
+    Ok(entries)
+}

@@ -1,0 +1,100 @@
+-- Engine core: tenants, admin tokens, destinations, signals, directives (the queue), attempts.
+-- Every tenant-owned table's primary and unique keys begin with tenant_id, so the
+-- schema can be distributed by tenant later without a rewrite.
+-- Times are BIGINT milliseconds since the epoch; ids are their prefixed string form.
+
+CREATE TABLE tenants (
+    id          TEXT PRIMARY KEY,
+    slug        TEXT NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL
+);
+
+CREATE TABLE admin_tokens (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    revoked_at  BIGINT,
+    PRIMARY KEY (tenant_id, id)
+);
+-- Authentication finds a token by its public id before it knows the tenant.
+CREATE UNIQUE INDEX admin_tokens_by_id ON admin_tokens (id);
+
+CREATE TABLE destinations (
+    tenant_id     TEXT NOT NULL REFERENCES tenants (id),
+    id            TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    sealed_config TEXT NOT NULL,
+    public_config TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id),
+    UNIQUE (tenant_id, name)
+);
+
+CREATE TABLE signals (
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    id          TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    dedupe_key  TEXT NOT NULL,
+    caused_by   TEXT,
+    occurred_at BIGINT NOT NULL,
+    recorded_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id),
+    UNIQUE (tenant_id, dedupe_key)
+);
+CREATE INDEX signals_by_subject ON signals (tenant_id, subject, recorded_at);
+CREATE INDEX signals_by_type ON signals (tenant_id, type, recorded_at);
+
+CREATE TABLE directives (
+    tenant_id       TEXT NOT NULL REFERENCES tenants (id),
+    id              TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    args            TEXT NOT NULL,
+    dedupe_key      TEXT NOT NULL,
+    subject         TEXT,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER NOT NULL,
+    retry_policy    TEXT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    locked_by       TEXT,
+    lease_until     BIGINT,
+    last_error      TEXT,
+    result          TEXT,
+    origin          TEXT NOT NULL,
+    caused_by       TEXT,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL,
+    finished_at     BIGINT,
+    PRIMARY KEY (tenant_id, id),
+    UNIQUE (tenant_id, dedupe_key)
+);
+-- The queue: claims scan due pending rows in time order; the reaper scans leases.
+CREATE INDEX directives_due ON directives (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX directives_leased ON directives (lease_until) WHERE status = 'running';
+CREATE INDEX directives_by_subject ON directives (tenant_id, subject, created_at);
+CREATE INDEX directives_by_cause ON directives (tenant_id, caused_by);
+CREATE INDEX directives_by_status ON directives (tenant_id, status, created_at);
+
+CREATE TABLE directive_attempts (
+    tenant_id    TEXT NOT NULL,
+    directive_id TEXT NOT NULL,
+    number       INTEGER NOT NULL,
+    worker       TEXT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    finished_at  BIGINT NOT NULL,
+    outcome      TEXT NOT NULL,
+    error        TEXT,
+    http_status  INTEGER,
+    external_ref TEXT,
+    PRIMARY KEY (tenant_id, directive_id, number)
+);
+
+-- The queue table is updated in place at every claim and completion: leave room
+-- on each page for HOT updates and vacuum it eagerly.
+ALTER TABLE directives SET (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
