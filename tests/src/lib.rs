@@ -1,1 +1,490 @@
-//! system tests
+//! Black-box system tests: they start the real `fleetprompt` binary on port 0
+//! against a fresh database and talk to it over HTTP, like a user would.
+//!
+//! # Layout
+//! - [`TestApp`]: one `fleetprompt serve` process (or several sharing a
+//!   database), with request helpers and a tenant per test.
+//! - [`TestDb`]: a fresh SQLite file or a fresh PostgreSQL database.
+//! - [`Recorder`]: a real HTTP server on loopback that records what it
+//!   receives and answers with scripted statuses, standing in for webhook
+//!   receivers.
+//! - [`both_backends!`]: runs one test body on SQLite and on PostgreSQL.
+//!
+//! PostgreSQL is expected at `FLEETPROMPT_TEST_PG_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); its tests fail, not skip, when
+//! it is not there.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The database backends a test can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in a temp directory.
+    Sqlite,
+    /// A fresh database on the local PostgreSQL server.
+    Postgres,
+}
+
+/// Runs `async fn $name(backend: Backend)` once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// A fixed master key, so several processes on one database agree.
+pub const MASTER_KEY: &str = "9f1c2d3e4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
+
+/// The `fleetprompt` binary built for this test run.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("FLEETPROMPT_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-exe> -> target/<profile>/fleetprompt
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let bin = dir.join("fleetprompt");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run the suite with `cargo test --workspace` so the binary is built",
+        bin.display()
+    );
+    bin
+}
+
+/// A fresh database for one test.
+pub struct TestDb {
+    /// The URL to give `--database-url`.
+    pub url: String,
+    /// The temp directory (data dir, SQLite file, logs).
+    pub dir: PathBuf,
+    /// PostgreSQL: the database to drop at the end.
+    pg_name: Option<String>,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("FLEETPROMPT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fleetprompt-test-{tag}-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+impl TestDb {
+    /// Creates a fresh database on `backend`.
+    pub async fn new(backend: Backend) -> anyhow::Result<Self> {
+        let dir = temp_dir(match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "pg",
+        });
+        match backend {
+            Backend::Sqlite => Ok(Self {
+                url: format!("sqlite://{}", dir.join("fleetprompt.db").display()),
+                dir,
+                pg_name: None,
+            }),
+            Backend::Postgres => {
+                let admin = pg_admin_url();
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .with_context(|| format!("PostgreSQL is required for this test at {admin} (set FLEETPROMPT_TEST_PG_URL)"))?;
+                let name = format!("fp_test_{}", uuid::Uuid::now_v7().simple());
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await?;
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin).to_owned();
+                Ok(Self {
+                    url: format!("{base}/{name}"),
+                    dir,
+                    pg_name: Some(name),
+                })
+            }
+        }
+    }
+
+    /// Counts rows of a query returning one integer.
+    pub async fn scalar(&self, sql: &str) -> anyhow::Result<i64> {
+        if self.pg_name.is_some() {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await?;
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut c).await?)
+        } else {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.url).await?;
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut c).await?)
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            // Best effort, off the async runtime: a leftover database only costs disk.
+            let admin = pg_admin_url();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async move {
+                    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.ok()?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(&mut c)
+                        .await
+                        .ok()
+                })
+            })
+            .join();
+        }
+        if std::env::var_os("FLEETPROMPT_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// One running `fleetprompt serve` process.
+pub struct Server {
+    /// Its base URL.
+    pub url: String,
+    child: Child,
+    /// Where its stderr (the logs) goes.
+    pub log_path: PathBuf,
+}
+
+impl Server {
+    /// Starts `fleetprompt serve` on `db` with extra flags.
+    pub async fn start(db: &TestDb, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let log_path = db.dir.join(format!("{name}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut child = Command::new(binary())
+            .args(["serve", "--bind", "127.0.0.1:0", "--poll-ms", "50", "--reap-ms", "500"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&db.dir)
+            .arg("--database-url")
+            .arg(&db.url)
+            .env("FLEETPROMPT_MASTER_KEY", MASTER_KEY)
+            .env("RUST_LOG", "info,fleetprompt_server=debug")
+            .env("FLEETPROMPT_LOG_FORMAT", "json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting fleetprompt serve")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("fleetprompt serve did not print its URL within 30 s")??
+            .with_context(|| format!("fleetprompt serve exited; see {}", log_path.display()))?;
+        let url = line
+            .strip_prefix("FleetPrompt listening on ")
+            .with_context(|| format!("unexpected first line: {line}"))?
+            .to_owned();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { url, child, log_path })
+    }
+
+    /// SIGKILL: no graceful shutdown, no flushing.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, then waits for a graceful exit.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        if !status.success() {
+            bail!("fleetprompt serve exited with {status}");
+        }
+        Ok(())
+    }
+
+    /// Everything it has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// Runs `fleetprompt` with arguments against `db`; returns stdout.
+pub async fn cli(db: &TestDb, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(binary())
+        .args(args)
+        .arg("--data-dir")
+        .arg(&db.dir)
+        .arg("--database-url")
+        .arg(&db.url)
+        .env("FLEETPROMPT_MASTER_KEY", MASTER_KEY)
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("fleetprompt {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A tenant and its admin token.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// Its id.
+    pub id: String,
+    /// Its slug.
+    pub slug: String,
+    /// Its admin token.
+    pub token: String,
+}
+
+/// Creates a tenant with the CLI, as an operator would.
+pub async fn create_tenant(db: &TestDb, slug: &str) -> anyhow::Result<Tenant> {
+    let out = cli(db, &["tenant", "create", slug, "--json"]).await?;
+    let v: Value = serde_json::from_str(out.trim())?;
+    Ok(Tenant {
+        id: v["tenant_id"].as_str().context("tenant_id")?.to_owned(),
+        slug: v["slug"].as_str().context("slug")?.to_owned(),
+        token: v["admin_token"].as_str().context("admin_token")?.to_owned(),
+    })
+}
+
+/// A database, a tenant, and a running server: the usual start of a test.
+pub struct TestApp {
+    /// The database.
+    pub db: TestDb,
+    /// The server.
+    pub server: Server,
+    /// The tenant the helpers act as.
+    pub tenant: Tenant,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// The HTTP client tests use.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
+impl TestApp {
+    /// Fresh database, tenant `acme`, one server.
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    /// Same, with extra `serve` flags.
+    pub async fn spawn_with(backend: Backend, extra: &[&str]) -> Self {
+        let db = TestDb::new(backend).await.expect("test database");
+        let tenant = create_tenant(&db, "acme").await.expect("tenant");
+        let server = Server::start(&db, "server", extra).await.expect("server");
+        Self {
+            db,
+            server,
+            tenant,
+            http: http_client(),
+        }
+    }
+
+    /// A request as `tenant`.
+    pub async fn request_as(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.server.url))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = StatusCode::from_u16(resp.status().as_u16()).expect("status");
+        let text = resp.text().await.expect("body");
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    /// POST as this app's tenant.
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request_as(&self.tenant.token, reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// GET as this app's tenant.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request_as(&self.tenant.token, reqwest::Method::GET, path, None).await
+    }
+
+    /// Registers a webhook destination pointing at `url`.
+    pub async fn webhook(&self, name: &str, url: &str) -> Value {
+        let (s, v) = self
+            .post("/admin/v1/destinations", json!({ "name": name, "kind": "webhook", "url": url }))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    /// Polls a directive until its status is one of `statuses`.
+    pub async fn wait_for_status(&self, id: &str, statuses: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (s, v) = self.get(&format!("/admin/v1/directives/{id}")).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            if statuses.contains(&v["status"].as_str().unwrap_or("")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "directive {id} still {} after {timeout:?}: {v}", v["status"]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// One request the recorder received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The path.
+    pub path: String,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body, parsed as JSON when it is JSON.
+    pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// A scripted answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status to answer with.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Reply {
+    /// A bare status.
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            headers: vec![],
+            body: String::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct RecorderState {
+    received: Vec<Received>,
+    script: HashMap<String, VecDeque<Reply>>,
+}
+
+/// A real HTTP server on loopback that records requests and answers from a
+/// per-path script (200 when the script is empty).
+#[derive(Clone)]
+pub struct Recorder {
+    /// Its base URL.
+    pub url: String,
+    state: Arc<Mutex<RecorderState>>,
+}
+
+async fn record(State(state): State<Arc<Mutex<RecorderState>>>, uri: axum::http::Uri, headers: HeaderMap, body: String) -> impl IntoResponse {
+    let path = uri.path().to_owned();
+    let mut s = state.lock().expect("recorder lock");
+    s.received.push(Received {
+        path: path.clone(),
+        headers,
+        body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        at: Instant::now(),
+    });
+    let reply = s
+        .script
+        .get_mut(&path)
+        .and_then(VecDeque::pop_front)
+        .unwrap_or_else(|| Reply {
+            status: 200,
+            headers: vec![],
+            body: "ok".into(),
+        });
+    let mut resp = (StatusCode::from_u16(reply.status).expect("status"), reply.body).into_response();
+    for (k, v) in reply.headers {
+        resp.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            v.parse().expect("header value"),
+        );
+    }
+    resp
+}
+
+impl Recorder {
+    /// Starts a recorder on 127.0.0.1:0.
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(RecorderState::default()));
+        let app = axum::Router::new().fallback(record).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, state }
+    }
+
+    /// Queues answers for `path`.
+    pub fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.state
+            .lock()
+            .expect("recorder lock")
+            .script
+            .entry(path.to_owned())
+            .or_default()
+            .extend(replies);
+    }
+
+    /// Everything received on `path`.
+    pub fn received(&self, path: &str) -> Vec<Received> {
+        self.state
+            .lock()
+            .expect("recorder lock")
+            .received
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` has received at least `n` requests.
+    pub async fn wait_for(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received(path);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "{path} received {} of {n} requests in {timeout:?}", got.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -52,6 +52,22 @@ pub struct DirectiveRequest {
     pub subject: Option<String>,
     /// Delay before the first attempt, in milliseconds.
     pub delay_ms: Option<u64>,
+    /// Overrides of the default backoff.
+    pub backoff: BackoffOverride,
+}
+
+/// Per-directive overrides of the default retry backoff.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffOverride {
+    /// Delay before the second attempt, in milliseconds.
+    pub base_ms: Option<u64>,
+    /// Upper bound of any delay, in milliseconds.
+    pub max_ms: Option<u64>,
+    /// Growth per attempt.
+    pub factor: Option<f64>,
+    /// Relative jitter (0.2 = ±20 %).
+    pub jitter: Option<f64>,
 }
 
 /// The engine: shared by the HTTP server, the workers and the CLI.
@@ -101,11 +117,13 @@ impl Engine {
         &self.handlers
     }
 
-    pub(crate) fn key(&self) -> &MasterKey {
+    /// The master key that seals stored secrets.
+    pub fn key(&self) -> &MasterKey {
         &self.key
     }
 
-    pub(crate) fn http(&self) -> &reqwest::Client {
+    /// The shared outbound HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
@@ -149,9 +167,14 @@ impl Engine {
         if let Some(n) = req.max_attempts {
             retry.max_attempts = n;
         }
+        let b = req.backoff;
+        retry.base_ms = b.base_ms.unwrap_or(retry.base_ms);
+        retry.max_ms = b.max_ms.unwrap_or(retry.max_ms.max(retry.base_ms));
+        retry.factor = b.factor.unwrap_or(retry.factor);
+        retry.jitter = b.jitter.unwrap_or(retry.jitter);
         retry.validate().map_err(|reason| {
             EngineError::Validation(ValidationError::Invalid {
-                field: "max_attempts",
+                field: "retry",
                 reason,
             })
         })?;

@@ -484,7 +484,7 @@ pub async fn run(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Result
         slot_freed: Notify::new(),
         completions: tx,
     });
-    let backend = DirectiveBackend::new(rt.clone(), shutdown);
+    let backend = DirectiveBackend::new(rt.clone(), shutdown.clone());
     let worker = WorkerBuilder::new(engine.config().worker_name.clone())
         .backend(backend)
         .data(rt.clone())
@@ -495,7 +495,14 @@ pub async fn run(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Result
         .layer(AttemptMetricsLayer)
         .build(run_directive);
     tracing::info!(worker = %engine.config().worker_name, concurrency = engine.config().concurrency, "directive worker started");
-    let result = worker.run().await;
+    // Stopping the worker context lets apalis drain the attempts in flight.
+    let mut stop = shutdown;
+    let result = worker
+        .run_until(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
     drop(rt);
     let _ = completer.await;
     result.map_err(|e| EngineError::InvalidState(format!("directive worker stopped: {e}")))

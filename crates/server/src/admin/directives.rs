@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleetprompt_core::{DirectiveId, DirectiveStatus, Origin};
-use fleetprompt_engine::DirectiveRequest;
+use fleetprompt_engine::{BackoffOverride, DirectiveRequest};
 use fleetprompt_store::directive::{self, AttemptRow, DirectiveRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,6 +32,8 @@ struct CreateBody {
     max_attempts: Option<u32>,
     subject: Option<String>,
     delay_ms: Option<u64>,
+    #[serde(default)]
+    backoff: BackoffOverride,
 }
 
 fn empty_object() -> Value {
@@ -65,6 +67,7 @@ async fn create(
         max_attempts: b.max_attempts,
         subject: b.subject,
         delay_ms: b.delay_ms,
+        backoff: b.backoff,
     };
     let origin = Origin::Api {
         token_id: admin.token_id,
