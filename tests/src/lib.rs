@@ -70,7 +70,10 @@ pub fn binary() -> PathBuf {
     }
     // target/<profile>/deps/<test-exe> -> target/<profile>/fleetprompt
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
     let bin = dir.join("fleetprompt");
     assert!(
         bin.exists(),
@@ -91,11 +94,15 @@ pub struct TestDb {
 }
 
 fn pg_admin_url() -> String {
-    std::env::var("FLEETPROMPT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("FLEETPROMPT_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fleetprompt-test-{tag}-{}", uuid::Uuid::now_v7().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "fleetprompt-test-{tag}-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
 }
@@ -122,7 +129,11 @@ impl TestDb {
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&mut conn)
                     .await?;
-                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin).to_owned();
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(&admin)
+                    .to_owned();
                 Ok(Self {
                     url: format!("{base}/{name}"),
                     dir,
@@ -136,10 +147,14 @@ impl TestDb {
     pub async fn scalar(&self, sql: &str) -> anyhow::Result<i64> {
         if self.pg_name.is_some() {
             let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await?;
-            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut c).await?)
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(&mut c)
+                .await?)
         } else {
             let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.url).await?;
-            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&mut c).await?)
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(&mut c)
+                .await?)
         }
     }
 }
@@ -150,13 +165,20 @@ impl Drop for TestDb {
             // Best effort, off the async runtime: a leftover database only costs disk.
             let admin = pg_admin_url();
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
                 rt.block_on(async move {
-                    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.ok()?;
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                        .execute(&mut c)
+                    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
                         .await
-                        .ok()
+                        .ok()?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await
+                    .ok()
                 })
             })
             .join();
@@ -180,9 +202,20 @@ impl Server {
     /// Starts `fleetprompt serve` on `db` with extra flags.
     pub async fn start(db: &TestDb, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let log_path = db.dir.join(format!("{name}.log"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let mut child = Command::new(binary())
-            .args(["serve", "--bind", "127.0.0.1:0", "--poll-ms", "50", "--reap-ms", "500"])
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--poll-ms",
+                "50",
+                "--reap-ms",
+                "500",
+            ])
             .args(extra)
             .arg("--data-dir")
             .arg(&db.dir)
@@ -208,7 +241,11 @@ impl Server {
             .to_owned();
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { url, child, log_path })
+        Ok(Self {
+            url,
+            child,
+            log_path,
+        })
     }
 
     /// SIGKILL: no graceful shutdown, no flushing.
@@ -220,7 +257,10 @@ impl Server {
     /// SIGTERM, then waits for a graceful exit.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
         }
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
         if !status.success() {
@@ -247,7 +287,10 @@ pub async fn cli(db: &TestDb, args: &[&str]) -> anyhow::Result<String> {
         .output()
         .await?;
     if !out.status.success() {
-        bail!("fleetprompt {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "fleetprompt {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8(out.stdout)?)
 }
@@ -289,7 +332,10 @@ pub struct TestApp {
 /// The HTTP client tests use.
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }
 
 impl TestApp {
@@ -312,7 +358,13 @@ impl TestApp {
     }
 
     /// A request as `tenant`.
-    pub async fn request_as(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn request_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.server.url))
@@ -329,18 +381,23 @@ impl TestApp {
 
     /// POST as this app's tenant.
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.request_as(&self.tenant.token, reqwest::Method::POST, path, Some(body)).await
+        self.request_as(&self.tenant.token, reqwest::Method::POST, path, Some(body))
+            .await
     }
 
     /// GET as this app's tenant.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.request_as(&self.tenant.token, reqwest::Method::GET, path, None).await
+        self.request_as(&self.tenant.token, reqwest::Method::GET, path, None)
+            .await
     }
 
     /// Registers a webhook destination pointing at `url`.
     pub async fn webhook(&self, name: &str, url: &str) -> Value {
         let (s, v) = self
-            .post("/admin/v1/destinations", json!({ "name": name, "kind": "webhook", "url": url }))
+            .post(
+                "/admin/v1/destinations",
+                json!({ "name": name, "kind": "webhook", "url": url }),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v
@@ -355,7 +412,11 @@ impl TestApp {
             if statuses.contains(&v["status"].as_str().unwrap_or("")) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "directive {id} still {} after {timeout:?}: {v}", v["status"]);
+            assert!(
+                Instant::now() < deadline,
+                "directive {id} still {} after {timeout:?}: {v}",
+                v["status"]
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -400,6 +461,7 @@ impl Reply {
 struct RecorderState {
     received: Vec<Received>,
     script: HashMap<String, VecDeque<Reply>>,
+    delay: HashMap<String, Duration>,
 }
 
 /// A real HTTP server on loopback that records requests and answers from a
@@ -411,8 +473,23 @@ pub struct Recorder {
     state: Arc<Mutex<RecorderState>>,
 }
 
-async fn record(State(state): State<Arc<Mutex<RecorderState>>>, uri: axum::http::Uri, headers: HeaderMap, body: String) -> impl IntoResponse {
+async fn record(
+    State(state): State<Arc<Mutex<RecorderState>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
     let path = uri.path().to_owned();
+    let delay = state
+        .lock()
+        .expect("recorder lock")
+        .delay
+        .get(&path)
+        .copied();
+    if let Some(d) = delay {
+        // A slow receiver, answering after the work is "done".
+        tokio::time::sleep(d).await;
+    }
     let mut s = state.lock().expect("recorder lock");
     s.received.push(Received {
         path: path.clone(),
@@ -429,7 +506,11 @@ async fn record(State(state): State<Arc<Mutex<RecorderState>>>, uri: axum::http:
             headers: vec![],
             body: "ok".into(),
         });
-    let mut resp = (StatusCode::from_u16(reply.status).expect("status"), reply.body).into_response();
+    let mut resp = (
+        StatusCode::from_u16(reply.status).expect("status"),
+        reply.body,
+    )
+        .into_response();
     for (k, v) in reply.headers {
         resp.headers_mut().insert(
             axum::http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
@@ -443,8 +524,12 @@ impl Recorder {
     /// Starts a recorder on 127.0.0.1:0.
     pub async fn start() -> Self {
         let state = Arc::new(Mutex::new(RecorderState::default()));
-        let app = axum::Router::new().fallback(record).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -461,6 +546,15 @@ impl Recorder {
             .entry(path.to_owned())
             .or_default()
             .extend(replies);
+    }
+
+    /// Makes `path` answer only after `delay`.
+    pub fn slow(&self, path: &str, delay: Duration) {
+        self.state
+            .lock()
+            .expect("recorder lock")
+            .delay
+            .insert(path.to_owned(), delay);
     }
 
     /// Everything received on `path`.
@@ -483,7 +577,11 @@ impl Recorder {
             if got.len() >= n {
                 return got;
             }
-            assert!(Instant::now() < deadline, "{path} received {} of {n} requests in {timeout:?}", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "{path} received {} of {n} requests in {timeout:?}",
+                got.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

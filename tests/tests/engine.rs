@@ -45,8 +45,14 @@ async fn signal_validation(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     for (payload, code) in [
         (json!({ "password": "hunter2" }), "secret_in_payload"),
-        (json!({ "nested": { "access_token": "x" } }), "secret_in_payload"),
-        (json!({ "note": app.tenant.token.clone() }), "secret_in_payload"),
+        (
+            json!({ "nested": { "access_token": "x" } }),
+            "secret_in_payload",
+        ),
+        (
+            json!({ "note": app.tenant.token.clone() }),
+            "secret_in_payload",
+        ),
         (json!({ "auth": "Bearer abc" }), "secret_in_payload"),
     ] {
         let (s, v) = app
@@ -59,14 +65,27 @@ async fn signal_validation(backend: Backend) {
         assert_eq!(v["error"]["code"], code, "{v}");
     }
     let (s, v) = app
-        .post("/admin/v1/signals", json!({ "type": "Bad Type", "subject": "s:1", "dedupe_key": "k" }))
+        .post(
+            "/admin/v1/signals",
+            json!({ "type": "Bad Type", "subject": "s:1", "dedupe_key": "k" }),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("type"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("type"),
+        "{v}"
+    );
     let (s, v) = app
-        .post("/admin/v1/signals", json!({ "type": "a.b", "subject": "s:1", "dedupe_key": "k", "tenant_id": "ten_x" }))
+        .post(
+            "/admin/v1/signals",
+            json!({ "type": "a.b", "subject": "s:1", "dedupe_key": "k", "tenant_id": "ten_x" }),
+        )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "unknown fields are refused: {v}");
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown fields are refused: {v}"
+    );
     // Not JSON at all.
     let resp = app
         .http
@@ -80,7 +99,11 @@ async fn signal_validation(backend: Backend) {
     assert_eq!(resp.status().as_u16(), 400);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "bad_request");
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM signals").await.unwrap(), 0, "nothing refused was written");
+    assert_eq!(
+        app.db.scalar("SELECT COUNT(*) FROM signals").await.unwrap(),
+        0,
+        "nothing refused was written"
+    );
 }
 
 async fn directive_dedupe_creates_one_job(backend: Backend) {
@@ -94,19 +117,41 @@ async fn directive_dedupe_creates_one_job(backend: Backend) {
     assert_eq!(v2["id"], v1["id"]);
     assert_eq!(v2["duplicate"], true);
     let id = v1["id"].as_str().unwrap();
-    let done = app.wait_for_status(id, &["succeeded"], Duration::from_secs(10)).await;
+    let done = app
+        .wait_for_status(id, &["succeeded"], Duration::from_secs(10))
+        .await;
     assert_eq!(done["attempts"], 1);
     assert_eq!(done["attempt_log"].as_array().unwrap().len(), 1);
     // A third request after it ran still creates nothing.
-    let (s3, v3) = app.post("/admin/v1/directives", json!({ "kind": "noop", "dedupe_key": "once" })).await;
+    let (s3, v3) = app
+        .post(
+            "/admin/v1/directives",
+            json!({ "kind": "noop", "dedupe_key": "once" }),
+        )
+        .await;
     assert_eq!(s3, StatusCode::OK);
     assert_eq!(v3["status"], "succeeded");
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM directives").await.unwrap(), 1);
-    assert_eq!(app.db.scalar("SELECT COUNT(*) FROM directive_attempts").await.unwrap(), 1);
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM directives")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM directive_attempts")
+            .await
+            .unwrap(),
+        1
+    );
     // Its result signal is in the subject's timeline, caused by the directive.
     let (_, t) = app.get("/admin/v1/timeline?subject=order:1").await;
     let entries = t["entries"].as_array().unwrap();
-    let kinds: Vec<&str> = entries.iter().map(|e| e["entry"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["entry"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["directive", "attempt", "signal"], "{t}");
     assert_eq!(entries[2]["type"], "directive.succeeded");
     assert_eq!(entries[2]["caused_by"], v1["id"]);
@@ -118,9 +163,7 @@ fn attempt_times(d: &Value) -> Vec<(i64, i64)> {
         .unwrap()
         .iter()
         .map(|a| {
-            let t = |k: &str| {
-                chrono_ms(a[k].as_str().unwrap())
-            };
+            let t = |k: &str| chrono_ms(a[k].as_str().unwrap());
             (t("started_at"), t("finished_at"))
         })
         .collect()
@@ -145,7 +188,10 @@ fn chrono_ms(s: &str) -> i64 {
 async fn retries_with_growing_backoff_then_succeeds(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let hook = Recorder::start().await;
-    hook.script("/flaky", [Reply::status(503), Reply::status(503), Reply::status(200)]);
+    hook.script(
+        "/flaky",
+        [Reply::status(503), Reply::status(503), Reply::status(200)],
+    );
     let dest = app.webhook("flaky", &format!("{}/flaky", hook.url)).await;
     let (s, v) = app
         .post(
@@ -160,7 +206,9 @@ async fn retries_with_growing_backoff_then_succeeds(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let id = v["id"].as_str().unwrap();
-    let d = app.wait_for_status(id, &["succeeded", "failed"], Duration::from_secs(20)).await;
+    let d = app
+        .wait_for_status(id, &["succeeded", "failed"], Duration::from_secs(20))
+        .await;
     assert_eq!(d["status"], "succeeded", "{d}");
     assert_eq!(d["attempts"], 3);
     let log = d["attempt_log"].as_array().unwrap();
@@ -171,7 +219,10 @@ async fn retries_with_growing_backoff_then_succeeds(backend: Backend) {
     let times = attempt_times(&d);
     let gap1 = times[1].0 - times[0].1;
     let gap2 = times[2].0 - times[1].1;
-    assert!(gap1 >= 240, "first retry waited {gap1} ms, expected ~300 ms");
+    assert!(
+        gap1 >= 240,
+        "first retry waited {gap1} ms, expected ~300 ms"
+    );
     assert!(gap2 > gap1, "backoff must grow: {gap1} ms then {gap2} ms");
     // The receiver saw three deliveries of the same signed message.
     let got = hook.received("/flaky");
@@ -179,7 +230,12 @@ async fn retries_with_growing_backoff_then_succeeds(backend: Backend) {
     for r in &got {
         assert_eq!(r.body, json!({ "hello": "world" }));
         assert_eq!(r.headers["webhook-id"], id);
-        assert!(r.headers["webhook-signature"].to_str().unwrap().starts_with("v1,"));
+        assert!(
+            r.headers["webhook-signature"]
+                .to_str()
+                .unwrap()
+                .starts_with("v1,")
+        );
     }
     // The signature verifies with the secret shown once at registration.
     let secret = dest["signing_secret"].as_str().unwrap();
@@ -189,7 +245,11 @@ async fn retries_with_growing_backoff_then_succeeds(backend: Backend) {
 }
 
 /// Recomputes a Standard Webhooks signature, independently of the server.
-fn fleetprompt_connectors_sign(secret: &str, id: &str, r: &fleetprompt_system_tests::Received) -> String {
+fn fleetprompt_connectors_sign(
+    secret: &str,
+    id: &str,
+    r: &fleetprompt_system_tests::Received,
+) -> String {
     use base64::Engine;
     use hmac::{Hmac, Mac};
     let ts = r.headers["webhook-timestamp"].to_str().unwrap();
@@ -198,7 +258,10 @@ fn fleetprompt_connectors_sign(secret: &str, id: &str, r: &fleetprompt_system_te
         .unwrap();
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{id}.{ts}.{}", r.body).as_bytes());
-    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
 }
 
 async fn permanent_failure_is_failed_after_one_attempt_and_can_be_redriven(backend: Backend) {
@@ -213,7 +276,9 @@ async fn permanent_failure_is_failed_after_one_attempt_and_can_be_redriven(backe
         )
         .await;
     let id = v["id"].as_str().unwrap().to_owned();
-    let d = app.wait_for_status(&id, &["failed", "succeeded"], Duration::from_secs(10)).await;
+    let d = app
+        .wait_for_status(&id, &["failed", "succeeded"], Duration::from_secs(10))
+        .await;
     assert_eq!(d["status"], "failed", "{d}");
     assert_eq!(d["attempts"], 1);
     assert_eq!(d["attempt_log"][0]["outcome"], "failed");
@@ -231,12 +296,18 @@ async fn permanent_failure_is_failed_after_one_attempt_and_can_be_redriven(backe
     // Visible among failed directives, and re-drivable.
     let (_, list) = app.get("/admin/v1/directives?status=failed").await;
     assert_eq!(list["directives"].as_array().unwrap().len(), 1);
-    let (s, r) = app.post(&format!("/admin/v1/directives/{id}/retry"), json!({})).await;
+    let (s, r) = app
+        .post(&format!("/admin/v1/directives/{id}/retry"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{r}");
-    let d = app.wait_for_status(&id, &["succeeded"], Duration::from_secs(10)).await;
+    let d = app
+        .wait_for_status(&id, &["succeeded"], Duration::from_secs(10))
+        .await;
     assert_eq!(d["attempts"], 2);
     // A succeeded directive cannot be re-driven or cancelled.
-    let (s, r) = app.post(&format!("/admin/v1/directives/{id}/retry"), json!({})).await;
+    let (s, r) = app
+        .post(&format!("/admin/v1/directives/{id}/retry"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{r}");
     assert_eq!(r["error"]["code"], "invalid_state");
 }
@@ -261,25 +332,37 @@ async fn retry_after_is_honoured(backend: Backend) {
         )
         .await;
     let id = v["id"].as_str().unwrap();
-    let d = app.wait_for_status(id, &["succeeded"], Duration::from_secs(15)).await;
+    let d = app
+        .wait_for_status(id, &["succeeded"], Duration::from_secs(15))
+        .await;
     let times = attempt_times(&d);
     assert_eq!(times.len(), 2);
     let gap = times[1].0 - times[0].1;
-    assert!(gap >= 1900, "Retry-After: 2 must delay the retry by ~2 s, not the 100 ms backoff; waited {gap} ms");
+    assert!(
+        gap >= 1900,
+        "Retry-After: 2 must delay the retry by ~2 s, not the 100 ms backoff; waited {gap} ms"
+    );
     assert_eq!(d["attempt_log"][0]["http_status"], 429);
 }
 
 async fn cancel_pending_directive(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, v) = app
-        .post("/admin/v1/directives", json!({ "kind": "noop", "dedupe_key": "later", "delay_ms": 60_000 }))
+        .post(
+            "/admin/v1/directives",
+            json!({ "kind": "noop", "dedupe_key": "later", "delay_ms": 60_000 }),
+        )
         .await;
     let id = v["id"].as_str().unwrap();
     assert_eq!(v["status"], "pending");
-    let (s, c) = app.post(&format!("/admin/v1/directives/{id}/cancel"), json!({})).await;
+    let (s, c) = app
+        .post(&format!("/admin/v1/directives/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{c}");
     assert_eq!(c["status"], "cancelled");
-    let (s, c) = app.post(&format!("/admin/v1/directives/{id}/cancel"), json!({})).await;
+    let (s, c) = app
+        .post(&format!("/admin/v1/directives/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{c}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
@@ -296,8 +379,11 @@ async fn tenants_cannot_see_each_other(backend: Backend) {
         .post("/admin/v1/directives", json!({ "kind": "noop", "dedupe_key": "shared-key", "subject": "order:7", "delay_ms": 60_000 }))
         .await;
     let id = v["id"].as_str().unwrap();
-    app.post("/admin/v1/signals", json!({ "type": "a.b", "subject": "order:7", "dedupe_key": "shared-key" }))
-        .await;
+    app.post(
+        "/admin/v1/signals",
+        json!({ "type": "a.b", "subject": "order:7", "dedupe_key": "shared-key" }),
+    )
+    .await;
     use reqwest::Method;
     for (m, p) in [
         (Method::GET, format!("/admin/v1/directives/{id}")),
@@ -307,11 +393,22 @@ async fn tenants_cannot_see_each_other(backend: Backend) {
         let (s, v) = app.request_as(&other.token, m, &p, Some(json!({}))).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{p}: {v}");
     }
-    let (_, t) = app.request_as(&other.token, Method::GET, "/admin/v1/timeline?subject=order:7", None).await;
+    let (_, t) = app
+        .request_as(
+            &other.token,
+            Method::GET,
+            "/admin/v1/timeline?subject=order:7",
+            None,
+        )
+        .await;
     assert_eq!(t["entries"], json!([]));
-    let (_, l) = app.request_as(&other.token, Method::GET, "/admin/v1/directives", None).await;
+    let (_, l) = app
+        .request_as(&other.token, Method::GET, "/admin/v1/directives", None)
+        .await;
     assert_eq!(l["directives"], json!([]));
-    let (_, d) = app.request_as(&other.token, Method::GET, "/admin/v1/destinations", None).await;
+    let (_, d) = app
+        .request_as(&other.token, Method::GET, "/admin/v1/destinations", None)
+        .await;
     assert_eq!(d["destinations"], json!([]));
     // Another tenant's destination name cannot be used either.
     let (s, e) = app
@@ -325,7 +422,12 @@ async fn tenants_cannot_see_each_other(backend: Backend) {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     // Dedupe keys are per tenant: the same key is a new directive for globex.
     let (s, _) = app
-        .request_as(&other.token, Method::POST, "/admin/v1/directives", Some(json!({ "kind": "noop", "dedupe_key": "shared-key" })))
+        .request_as(
+            &other.token,
+            Method::POST,
+            "/admin/v1/directives",
+            Some(json!({ "kind": "noop", "dedupe_key": "shared-key" })),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let (_, still) = app.get(&format!("/admin/v1/directives/{id}")).await;
@@ -339,7 +441,12 @@ async fn admin_api_requires_a_valid_token(backend: Backend) {
         let (id, _) = app.tenant.token.split_once('.').unwrap();
         format!("{id}.not-the-secret")
     };
-    for auth in [None, Some("Bearer nope".to_owned()), Some(format!("Bearer {forged}")), Some(format!("Basic {}", app.tenant.token))] {
+    for auth in [
+        None,
+        Some("Bearer nope".to_owned()),
+        Some(format!("Bearer {forged}")),
+        Some(format!("Basic {}", app.tenant.token)),
+    ] {
         let mut req = app.http.get(&url);
         if let Some(a) = &auth {
             req = req.header("authorization", a);
@@ -357,17 +464,38 @@ async fn logs_hold_no_secrets(backend: Backend) {
     hook.script("/h", [Reply::status(500)]);
     let dest_url = format!("{}/h?key=supersecretquerykey", hook.url);
     let dest = app.webhook("h", &dest_url).await;
-    assert!(!dest.to_string().contains("supersecretquerykey"), "destination URL secrets are never echoed: {dest}");
+    assert!(
+        !dest.to_string().contains("supersecretquerykey"),
+        "destination URL secrets are never echoed: {dest}"
+    );
     let (_, d) = app
-        .post("/admin/v1/directives", json!({ "kind": "webhook.post", "args": { "destination": "h" }, "dedupe_key": "h1",
-                                              "backoff": { "base_ms": 50 } }))
+        .post(
+            "/admin/v1/directives",
+            json!({ "kind": "webhook.post", "args": { "destination": "h" }, "dedupe_key": "h1",
+                                              "backoff": { "base_ms": 50 } }),
+        )
         .await;
-    app.wait_for_status(d["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(10)).await;
-    let _ = app.request_as("fpa_tok_bogus.secretvalue123", reqwest::Method::GET, "/admin/v1/directives", None).await;
+    app.wait_for_status(
+        d["id"].as_str().unwrap(),
+        &["succeeded"],
+        Duration::from_secs(10),
+    )
+    .await;
+    let _ = app
+        .request_as(
+            "fpa_tok_bogus.secretvalue123",
+            reqwest::Method::GET,
+            "/admin/v1/directives",
+            None,
+        )
+        .await;
     let mut server = app.server;
     server.stop().await.unwrap();
     let logs = server.logs();
-    assert!(logs.contains("directive worker started"), "the log was captured");
+    assert!(
+        logs.contains("directive worker started"),
+        "the log was captured"
+    );
     let (_, secret_half) = app.tenant.token.split_once('.').unwrap();
     for needle in [
         app.tenant.token.as_str(),
@@ -385,10 +513,28 @@ async fn logs_hold_no_secrets(backend: Backend) {
 
 async fn metrics_and_health(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (_, v) = app.post("/admin/v1/directives", json!({ "kind": "noop", "dedupe_key": "m1" })).await;
-    app.post("/admin/v1/directives", json!({ "kind": "noop", "dedupe_key": "m1" })).await;
-    app.post("/admin/v1/signals", json!({ "type": "webchat.message.received", "subject": "c:1", "dedupe_key": "s" })).await;
-    app.wait_for_status(v["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(10)).await;
+    let (_, v) = app
+        .post(
+            "/admin/v1/directives",
+            json!({ "kind": "noop", "dedupe_key": "m1" }),
+        )
+        .await;
+    app.post(
+        "/admin/v1/directives",
+        json!({ "kind": "noop", "dedupe_key": "m1" }),
+    )
+    .await;
+    app.post(
+        "/admin/v1/signals",
+        json!({ "type": "webchat.message.received", "subject": "c:1", "dedupe_key": "s" }),
+    )
+    .await;
+    app.wait_for_status(
+        v["id"].as_str().unwrap(),
+        &["succeeded"],
+        Duration::from_secs(10),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let get = |p: &str| app.http.get(format!("{}{p}", app.server.url)).send();
     assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
@@ -406,8 +552,14 @@ async fn metrics_and_health(backend: Backend) {
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
     }
-    for line in text.lines().filter(|l| l.starts_with("# TYPE fleetprompt_")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("# TYPE fleetprompt_"))
+    {
         let name = line.split_whitespace().nth(2).unwrap();
-        assert!(text.contains(&format!("# HELP {name} ")), "{name} has no description");
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no description"
+        );
     }
 }
