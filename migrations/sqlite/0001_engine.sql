@@ -74,12 +74,14 @@ CREATE TABLE directives (
     PRIMARY KEY (tenant_id, id),
     UNIQUE (tenant_id, dedupe_key)
 );
--- The queue: claims scan due pending rows in time order; the reaper scans leases.
-CREATE INDEX directives_due ON directives (next_attempt_at) WHERE status = 'pending';
-CREATE INDEX directives_leased ON directives (lease_until) WHERE status = 'running';
+-- The queue. A claim sets next_attempt_at to the lease's end, so one index
+-- serves both claims (due pending rows) and the reaper (running rows whose
+-- lease ran out). Every index here is rewritten at each claim and completion,
+-- so there are as few as the timeline and the queue need: listings walk the
+-- primary key, whose UUIDv7 ids are in creation order.
+CREATE INDEX directives_queue ON directives (next_attempt_at) WHERE status IN ('pending', 'running');
 CREATE INDEX directives_by_subject ON directives (tenant_id, subject, created_at);
-CREATE INDEX directives_by_cause ON directives (tenant_id, caused_by);
-CREATE INDEX directives_by_status ON directives (tenant_id, status, created_at);
+CREATE INDEX directives_by_cause ON directives (tenant_id, caused_by) WHERE caused_by IS NOT NULL;
 
 CREATE TABLE directive_attempts (
     tenant_id    TEXT NOT NULL,

@@ -14,6 +14,8 @@ pub struct EngineConfig {
     pub claim_batch: usize,
     /// Most completions written in one transaction.
     pub complete_batch: usize,
+    /// Completion transactions in flight at once on PostgreSQL.
+    pub pg_completers: usize,
     /// How long a claim is held before another node may take it over.
     pub lease: Duration,
     /// Longest a handler may run; must stay well below `lease`.
@@ -35,6 +37,7 @@ impl Default for EngineConfig {
             concurrency: 256,
             claim_batch: 256,
             complete_batch: 512,
+            pg_completers: 4,
             lease: Duration::from_secs(30),
             handler_timeout: Duration::from_secs(20),
             poll_interval: Duration::from_millis(250),

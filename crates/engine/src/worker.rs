@@ -366,15 +366,23 @@ pub(crate) fn result_signal(d: &Claimed, subject: &str, c: &Completion) -> Optio
     Some(s)
 }
 
+type CompletionReceiver = mpsc::Receiver<(Completion, oneshot::Sender<bool>)>;
+
 /// Writes completions in batches: whatever has queued up while the previous
 /// transaction committed goes into the next one.
-async fn completer(
-    engine: Arc<Engine>,
-    mut rx: mpsc::Receiver<(Completion, oneshot::Sender<bool>)>,
-) {
+///
+/// On PostgreSQL several completers write at once (each batch on its own
+/// connection); SQLite has one writer, so one completer.
+async fn completer(engine: Arc<Engine>, rx: Arc<tokio::sync::Mutex<CompletionReceiver>>) {
     let max = engine.config().complete_batch;
     let mut batch = Vec::with_capacity(max);
-    while rx.recv_many(&mut batch, max).await > 0 {
+    loop {
+        // Holding the lock only while receiving lets the next completer
+        // gather a batch while this one writes.
+        let got = rx.lock().await.recv_many(&mut batch, max).await;
+        if got == 0 {
+            return;
+        }
         let (completions, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         metrics::completed_batch(completions.len());
         let written = write_completions(&engine, &completions).await;
@@ -477,7 +485,14 @@ fn on_panic<'a>(_: &Box<dyn std::any::Any + Send + 'a>) -> AbortError {
 /// finishes the attempts in flight.
 pub async fn run(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
     let (tx, rx) = mpsc::channel(engine.config().concurrency * 2 + 16);
-    let completer = tokio::spawn(completer(engine.clone(), rx));
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let writers = match engine.db().backend() {
+        fleetprompt_store::Backend::Sqlite => 1,
+        fleetprompt_store::Backend::Postgres => engine.config().pg_completers.max(1),
+    };
+    let completers: Vec<_> = (0..writers)
+        .map(|_| tokio::spawn(completer(engine.clone(), rx.clone())))
+        .collect();
     let rt = Arc::new(WorkerRuntime {
         engine: engine.clone(),
         in_flight: AtomicUsize::new(0),
@@ -504,7 +519,9 @@ pub async fn run(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Result
         })
         .await;
     drop(rt);
-    let _ = completer.await;
+    for c in completers {
+        let _ = c.await;
+    }
     result.map_err(|e| EngineError::InvalidState(format!("directive worker stopped: {e}")))
 }
 

@@ -292,7 +292,7 @@ pub async fn list(
 ) -> Result<Vec<DirectiveRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM directives WHERE tenant_id = $1 AND ($2 IS NULL OR status = $2)
-         ORDER BY created_at DESC, id DESC LIMIT $3"
+         ORDER BY id DESC LIMIT $3"
     );
     on_db!(db, c => {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -310,6 +310,31 @@ pub async fn count_by_status(db: &Db, tenant: TenantId) -> Result<Vec<(String, i
     on_db!(db, c => {
         Ok(sqlx::query_as(
             "SELECT status, COUNT(*) FROM directives WHERE tenant_id = $1 GROUP BY status ORDER BY status",
+        )
+        .bind(tenant.to_string())
+        .fetch_all(c)
+        .await?)
+    })
+}
+
+/// Counts a tenant's recorded attempts.
+pub async fn count_attempts(db: &Db, tenant: TenantId) -> Result<i64> {
+    on_db!(db, c => {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM directive_attempts WHERE tenant_id = $1")
+            .bind(tenant.to_string())
+            .fetch_one(c)
+            .await?)
+    })
+}
+
+/// Start latency of a tenant's first attempts: first attempt start minus
+/// directive creation, in milliseconds.
+pub async fn start_latencies_ms(db: &Db, tenant: TenantId) -> Result<Vec<i64>> {
+    on_db!(db, c => {
+        Ok(sqlx::query_scalar(
+            "SELECT a.started_at - d.created_at FROM directive_attempts a
+             JOIN directives d ON d.tenant_id = a.tenant_id AND d.id = a.directive_id
+             WHERE a.tenant_id = $1 AND a.number = 1 ORDER BY 1",
         )
         .bind(tenant.to_string())
         .fetch_all(c)

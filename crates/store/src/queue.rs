@@ -64,6 +64,11 @@ macro_rules! decode_claimed {
     }};
 }
 
+// Every queue query repeats the queue index's predicate,
+// `status IN ('pending', 'running')`, word for word: SQLite uses a partial
+// index only when the query contains its WHERE term, and does not infer it
+// from `status = 'pending'`.
+
 /// Claims up to `limit` due directives for `worker`, leased for `lease_ms`.
 pub async fn claim(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
     let now = now_ms();
@@ -72,9 +77,9 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> Result<V
         TxInner::Postgres(t) => {
             let sql = format!(
                 "UPDATE directives d SET status = 'running', attempts = d.attempts + 1, locked_by = $1,
-                    lease_until = $2, updated_at = $3
+                    lease_until = $2, next_attempt_at = $2, updated_at = $3
                  FROM (SELECT tenant_id, id FROM directives
-                       WHERE status = 'pending' AND next_attempt_at <= $3
+                       WHERE status IN ('pending', 'running') AND status = 'pending' AND next_attempt_at <= $3
                        ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) c
                  WHERE d.tenant_id = c.tenant_id AND d.id = c.id
                  RETURNING {}",
@@ -98,9 +103,9 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> Result<V
         TxInner::Sqlite(t) => {
             let sql = format!(
                 "UPDATE directives SET status = 'running', attempts = attempts + 1, locked_by = $1,
-                    lease_until = $2, updated_at = $3
+                    lease_until = $2, next_attempt_at = $2, updated_at = $3
                  WHERE rowid IN (SELECT rowid FROM directives
-                                 WHERE status = 'pending' AND next_attempt_at <= $3
+                                 WHERE status IN ('pending', 'running') AND status = 'pending' AND next_attempt_at <= $3
                                  ORDER BY next_attempt_at LIMIT $4)
                  RETURNING {RETURNING}"
             );
@@ -377,7 +382,7 @@ pub async fn expired_leases(db: &Db, now: Millis, limit: i64) -> Result<Vec<Expi
     on_db!(db, c => {
         let rows = sqlx::query(
             "SELECT tenant_id, id, attempts, max_attempts, locked_by, updated_at, subject, kind FROM directives
-             WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until LIMIT $2",
+             WHERE status IN ('pending', 'running') AND status = 'running' AND next_attempt_at < $1 ORDER BY next_attempt_at LIMIT $2",
         )
         .bind(now)
         .bind(limit)
@@ -406,7 +411,7 @@ pub async fn backlog(db: &Db) -> Result<(i64, Option<Millis>)> {
     on_db!(db, c => {
         let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
             "SELECT COUNT(*), MIN(CASE WHEN next_attempt_at <= $1 THEN next_attempt_at END)
-             FROM directives WHERE status = 'pending'",
+             FROM directives WHERE status IN ('pending', 'running') AND status = 'pending'",
         )
         .bind(now)
         .fetch_one(c)

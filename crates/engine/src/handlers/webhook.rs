@@ -25,13 +25,17 @@ impl Handler for WebhookPost {
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         async move {
             let name = str_arg(args, "destination")?;
-            let d = crate::destination::find(engine, tenant, name).await.map_err(|e| match e {
-                EngineError::NotFound(what) => EngineError::Validation(fleetprompt_core::signal::ValidationError::Invalid {
-                    field: "args",
-                    reason: format!("{what} does not exist"),
-                }),
-                other => other,
-            })?;
+            let d = crate::destination::find(engine, tenant, name)
+                .await
+                .map_err(|e| match e {
+                    EngineError::NotFound(what) => EngineError::Validation(
+                        fleetprompt_core::signal::ValidationError::Invalid {
+                            field: "args",
+                            reason: format!("{what} does not exist"),
+                        },
+                    ),
+                    other => other,
+                })?;
             if d.kind != "webhook" {
                 return Err(EngineError::Validation(
                     fleetprompt_core::signal::ValidationError::Invalid {
