@@ -120,10 +120,6 @@ pub(crate) fn directive_created(kind: &str) {
     counter!(DIRECTIVES_CREATED, "kind" => kind.to_owned()).increment(1);
 }
 
-pub(crate) fn directives_created(kind: &str, n: u64) {
-    counter!(DIRECTIVES_CREATED, "kind" => kind.to_owned()).increment(n);
-}
-
 pub(crate) fn directive_deduplicated(kind: &str) {
     counter!(DIRECTIVES_DEDUPLICATED, "kind" => kind.to_owned()).increment(1);
 }

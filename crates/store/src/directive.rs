@@ -109,32 +109,17 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> 
     let mut created = 0;
     match tx.inner_mut() {
         crate::db::TxInner::Postgres(t) => {
-            let mut cols: (
-                Vec<String>,
-                Vec<String>,
-                Vec<String>,
-                Vec<String>,
-                Vec<Option<String>>,
-                Vec<i32>,
-                Vec<String>,
-                Vec<i64>,
-                Vec<String>,
-                Vec<Option<String>>,
-            ) = Default::default();
-            for d in ds {
-                cols.0.push(d.id.to_string());
-                cols.1.push(d.kind.to_string());
-                cols.2.push(d.args.to_string());
-                cols.3.push(d.dedupe_key.clone());
-                cols.4.push(d.subject.clone());
-                cols.5.push(d.retry.max_attempts as i32);
-                cols.6
-                    .push(serde_json::to_string(&d.retry).map_err(corrupt)?);
-                cols.7.push(d.run_at);
-                cols.8
-                    .push(serde_json::to_string(&d.origin).map_err(corrupt)?);
-                cols.9.push(d.caused_by.map(|s| s.to_string()));
-            }
+            let col = |f: &dyn Fn(&NewDirective) -> String| ds.iter().map(f).collect::<Vec<_>>();
+            let retry: Vec<String> = ds
+                .iter()
+                .map(|d| serde_json::to_string(&d.retry))
+                .collect::<Result<_, _>>()
+                .map_err(corrupt)?;
+            let origin: Vec<String> = ds
+                .iter()
+                .map(|d| serde_json::to_string(&d.origin))
+                .collect::<Result<_, _>>()
+                .map_err(corrupt)?;
             let rows = sqlx::query(
                 "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
                     max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at)
@@ -146,16 +131,16 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> 
                  ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
             )
             .bind(&tenant_s)
-            .bind(&cols.0)
-            .bind(&cols.1)
-            .bind(&cols.2)
-            .bind(&cols.3)
-            .bind(&cols.4)
-            .bind(&cols.5)
-            .bind(&cols.6)
-            .bind(&cols.7)
-            .bind(&cols.8)
-            .bind(&cols.9)
+            .bind(col(&|d| d.id.to_string()))
+            .bind(col(&|d| d.kind.to_string()))
+            .bind(col(&|d| d.args.to_string()))
+            .bind(col(&|d| d.dedupe_key.clone()))
+            .bind(ds.iter().map(|d| d.subject.clone()).collect::<Vec<_>>())
+            .bind(ds.iter().map(|d| d.retry.max_attempts as i32).collect::<Vec<_>>())
+            .bind(retry)
+            .bind(ds.iter().map(|d| d.run_at).collect::<Vec<_>>())
+            .bind(origin)
+            .bind(ds.iter().map(|d| d.caused_by.map(|s| s.to_string())).collect::<Vec<_>>())
             .bind(now)
             .fetch_all(&mut **t)
             .await?;
