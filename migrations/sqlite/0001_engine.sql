@@ -67,6 +67,7 @@ CREATE TABLE directives (
     last_error      TEXT,
     result          TEXT,
     origin          TEXT NOT NULL,
+    rule_id         TEXT,
     caused_by       TEXT,
     created_at      BIGINT NOT NULL,
     updated_at      BIGINT NOT NULL,
@@ -82,6 +83,22 @@ CREATE TABLE directives (
 CREATE INDEX directives_queue ON directives (next_attempt_at) WHERE status IN ('pending', 'running');
 CREATE INDEX directives_by_subject ON directives (tenant_id, subject, created_at);
 CREATE INDEX directives_by_cause ON directives (tenant_id, caused_by) WHERE caused_by IS NOT NULL;
+
+-- Why a rule did or did not act on a signal: the "rule X matched signal Y" /
+-- "rule Z skipped: condition false" lines of the audit timeline.
+CREATE TABLE rule_evaluations (
+    tenant_id    TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    signal_id    TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    rule_id      TEXT NOT NULL,
+    file_hash    TEXT NOT NULL,
+    outcome      TEXT NOT NULL,
+    detail       TEXT NOT NULL,
+    evaluated_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX rule_evaluations_by_subject ON rule_evaluations (tenant_id, subject, evaluated_at);
 
 CREATE TABLE directive_attempts (
     tenant_id    TEXT NOT NULL,

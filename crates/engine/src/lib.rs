@@ -10,6 +10,8 @@
 //! - [`destination`]: creating destinations and opening their sealed config.
 //! - [`worker`]: the apalis backend over the directive table, the worker
 //!   service and the batched completer.
+//! - [`rules`]: the active workflow rule set, reloaded when its files change.
+//! - [`routing`]: rules turn a signal into directives inside its transaction.
 //! - [`upkeep`]: the lease reaper, queue gauges and PostgreSQL LISTEN.
 //! - [`metrics`]: every metric the engine exports, described in one place.
 
@@ -19,6 +21,8 @@ pub mod error;
 pub mod handler;
 pub mod handlers;
 pub mod metrics;
+pub mod routing;
+pub mod rules;
 pub mod upkeep;
 pub mod worker;
 
@@ -77,6 +81,9 @@ pub struct Engine {
     config: EngineConfig,
     handlers: HandlerRegistry,
     http: reqwest::Client,
+    rules: rules::Rules,
+    /// Tenant slugs by id: rules are scoped by slug, completions know ids.
+    slugs: std::sync::RwLock<std::collections::HashMap<TenantId, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -99,6 +106,8 @@ impl Engine {
             handlers: handlers::platform(),
             config,
             http,
+            rules: rules::Rules::default(),
+            slugs: Default::default(),
         })
     }
 
@@ -127,19 +136,52 @@ impl Engine {
         &self.http
     }
 
-    /// Records a signal; a repeated dedupe key records nothing new.
+    /// The workflow rules.
+    pub fn rules(&self) -> &rules::Rules {
+        &self.rules
+    }
+
+    /// A tenant's slug, cached after the first lookup (slugs never change).
+    pub async fn tenant_slug(&self, tenant: TenantId) -> Result<String, EngineError> {
+        if let Some(s) = self.slugs.read().expect("slug cache").get(&tenant) {
+            return Ok(s.clone());
+        }
+        let t = fleetprompt_store::tenant::find_by_id(&self.db, tenant).await?;
+        self.slugs
+            .write()
+            .expect("slug cache")
+            .insert(tenant, t.slug.clone());
+        Ok(t.slug)
+    }
+
+    /// Records a signal and routes it through today's rules in the same
+    /// transaction; a repeated dedupe key records and routes nothing.
     pub async fn record_signal(
         &self,
         tenant: TenantId,
         signal: NewSignal,
-    ) -> Result<Recorded, EngineError> {
+    ) -> Result<(Recorded, routing::RouteReport), EngineError> {
+        let slug = self.tenant_slug(tenant).await?;
         let mut tx = self.db.begin().await?;
         let recorded = signal::insert(&mut tx, tenant, &signal).await?;
+        let mut report = routing::RouteReport::default();
+        if !recorded.duplicate {
+            let view = routing::SignalView {
+                id: recorded.id,
+                signal_type: signal.signal_type.as_str(),
+                subject: signal.subject.as_str(),
+                payload: &signal.payload,
+                occurred_at: signal.occurred_at,
+            };
+            report = self
+                .route_signal(&mut tx, tenant, &slug, &view, false)
+                .await?;
+        }
         tx.commit().await?;
         if !recorded.duplicate {
             metrics::signal_recorded(signal.signal_type.as_str());
         }
-        Ok(recorded)
+        Ok((recorded, report))
     }
 
     /// Checks a directive request and turns it into a row to insert.

@@ -34,6 +34,8 @@ pub const CLAIM_BATCH: &str = "fleetprompt_directive_claim_batch_size";
 pub const COMPLETE_BATCH: &str = "fleetprompt_directive_complete_batch_size";
 /// Leases that expired (a worker vanished mid-attempt).
 pub const LEASES_EXPIRED: &str = "fleetprompt_directive_leases_expired_total";
+/// Workflow rule reloads, by result.
+pub const WORKFLOW_RELOADS: &str = "fleetprompt_workflow_reloads_total";
 /// Directives running in this process.
 pub const IN_FLIGHT: &str = "fleetprompt_directives_in_flight";
 

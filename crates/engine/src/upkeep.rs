@@ -68,6 +68,7 @@ pub async fn reap_once(engine: &Engine) -> Result<usize, EngineError> {
         .collect();
     let mut tx = engine.db().begin().await?;
     let applied = queue::complete(&mut tx, &batch).await?;
+    crate::worker::route_result_signals(engine, &mut tx, &batch, &applied).await?;
     tx.commit().await?;
     let mut n = 0;
     for (e, a) in expired.iter().zip(applied) {

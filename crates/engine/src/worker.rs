@@ -330,7 +330,11 @@ fn completion_of(
 }
 
 /// `directive.succeeded` / `directive.failed`, caused by the directive.
-pub(crate) fn result_signal(d: &Claimed, subject: &str, c: &Completion) -> Option<NewSignal> {
+pub(crate) fn result_signal(
+    d: &Claimed,
+    subject: &str,
+    c: &Completion,
+) -> Option<(fleetprompt_core::SignalId, NewSignal)> {
     let signal_type = match c.outcome {
         AttemptOutcome::Succeeded => "directive.succeeded",
         AttemptOutcome::Failed => "directive.failed",
@@ -363,7 +367,7 @@ pub(crate) fn result_signal(d: &Claimed, subject: &str, c: &Completion) -> Optio
     )
     .ok()?;
     s.caused_by = Some(d.id);
-    Some(s)
+    Some((fleetprompt_core::SignalId::new(), s))
 }
 
 type CompletionReceiver = mpsc::Receiver<(Completion, oneshot::Sender<bool>)>;
@@ -407,6 +411,7 @@ async fn write_completions(
         let result = async {
             let mut tx = engine.db().begin().await?;
             let applied = queue::complete(&mut tx, batch).await?;
+            route_result_signals(engine, &mut tx, batch, &applied).await?;
             tx.commit().await?;
             Ok::<_, EngineError>(applied)
         }
@@ -427,6 +432,33 @@ async fn write_completions(
         }
     }
     Err(last_err.expect("at least one try ran"))
+}
+
+/// Result signals are routed like any signal, in the completion's transaction.
+pub(crate) async fn route_result_signals(
+    engine: &Engine,
+    tx: &mut fleetprompt_store::Tx,
+    batch: &[Completion],
+    applied: &[bool],
+) -> Result<(), EngineError> {
+    if engine.rules().current().is_empty() {
+        return Ok(());
+    }
+    for (c, _) in batch.iter().zip(applied).filter(|(_, a)| **a) {
+        let Some((id, s)) = &c.signal else { continue };
+        let slug = engine.tenant_slug(c.tenant).await?;
+        let view = crate::routing::SignalView {
+            id: *id,
+            signal_type: s.signal_type.as_str(),
+            subject: s.subject.as_str(),
+            payload: &s.payload,
+            occurred_at: s.occurred_at,
+        };
+        engine
+            .route_signal(tx, c.tenant, &slug, &view, false)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A tower layer that records attempt metrics from the service's reports.

@@ -58,9 +58,18 @@ impl Created {
 
 const INSERT: &str =
     "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
-    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9, $10, $11, $12, $12)
+    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id)
+    VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9, $10, $11, $12, $12, $13)
     ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id";
+
+/// The rule a directive came from, kept in its own column so cancel-on can
+/// find a rule's pending directives.
+fn rule_of(origin: &Origin) -> Option<String> {
+    match origin {
+        Origin::Rule { rule_id, .. } => Some(rule_id.clone()),
+        _ => None,
+    }
+}
 
 /// Creates a directive unless its dedupe key is taken.
 pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &NewDirective) -> Result<Created> {
@@ -79,6 +88,7 @@ pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &NewDirective) -> Result<C
             .bind(serde_json::to_string(&d.origin).map_err(corrupt)?)
             .bind(d.caused_by.map(|s| s.to_string()))
             .bind(now)
+            .bind(rule_of(&d.origin))
             .fetch_optional(&mut *c)
             .await?
     });
@@ -122,12 +132,12 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> 
                 .map_err(corrupt)?;
             let rows = sqlx::query(
                 "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
-                    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at)
+                    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id)
                  SELECT $1, u.id, u.kind, u.args, u.dedupe_key, u.subject, 'pending', 0, u.max_attempts,
-                    u.retry_policy, u.run_at, u.origin, u.caused_by, $12, $12
+                    u.retry_policy, u.run_at, u.origin, u.caused_by, $12, $12, u.rule_id
                  FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[],
-                    $8::text[], $9::int8[], $10::text[], $11::text[])
-                    AS u(id, kind, args, dedupe_key, subject, max_attempts, retry_policy, run_at, origin, caused_by)
+                    $8::text[], $9::int8[], $10::text[], $11::text[], $13::text[])
+                    AS u(id, kind, args, dedupe_key, subject, max_attempts, retry_policy, run_at, origin, caused_by, rule_id)
                  ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
             )
             .bind(&tenant_s)
@@ -142,6 +152,7 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> 
             .bind(origin)
             .bind(ds.iter().map(|d| d.caused_by.map(|s| s.to_string())).collect::<Vec<_>>())
             .bind(now)
+            .bind(ds.iter().map(|d| rule_of(&d.origin)).collect::<Vec<_>>())
             .fetch_all(&mut **t)
             .await?;
             created = rows.len();
@@ -161,6 +172,7 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> 
                     .bind(serde_json::to_string(&d.origin).map_err(corrupt)?)
                     .bind(d.caused_by.map(|s| s.to_string()))
                     .bind(now)
+                    .bind(rule_of(&d.origin))
                     .fetch_optional(&mut **t)
                     .await?;
                 created += usize::from(r.is_some());
@@ -459,4 +471,51 @@ pub async fn redrive(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<(
     }
     tx.mark_due_work().await?;
     Ok(())
+}
+
+/// Cancels a subject's pending directives created by the given rules and
+/// kinds (a rule's `cancel_on`): the signal that makes them moot arrived
+/// first. Returns the cancelled ids.
+pub async fn cancel_pending_of_rules(
+    tx: &mut Tx,
+    tenant: TenantId,
+    subject: &str,
+    targets: &[(String, String)],
+    reason: &str,
+) -> Result<Vec<DirectiveId>> {
+    let now = now_ms();
+    let mut cancelled = Vec::new();
+    for (rule_id, kind) in targets {
+        let ids: Vec<String> = on_tx!(tx, c => {
+            sqlx::query_scalar(
+                "UPDATE directives SET status = 'cancelled', finished_at = $5, updated_at = $5, last_error = $6
+                 WHERE tenant_id = $1 AND subject = $2 AND rule_id = $3 AND kind = $4 AND status = 'pending'
+                 RETURNING id",
+            )
+            .bind(tenant.to_string())
+            .bind(subject)
+            .bind(rule_id)
+            .bind(kind)
+            .bind(now)
+            .bind(reason)
+            .fetch_all(&mut *c)
+            .await?
+        });
+        for id in ids {
+            cancelled.push(id.parse().map_err(corrupt)?);
+        }
+    }
+    Ok(cancelled)
+}
+
+/// Whether a tenant already has a directive with this dedupe key.
+pub async fn dedupe_key_taken(db: &Db, tenant: TenantId, key: &str) -> Result<bool> {
+    on_db!(db, c => {
+        let found: Option<String> = sqlx::query_scalar("SELECT id FROM directives WHERE tenant_id = $1 AND dedupe_key = $2")
+            .bind(tenant.to_string())
+            .bind(key)
+            .fetch_optional(c)
+            .await?;
+        Ok(found.is_some())
+    })
 }

@@ -14,12 +14,14 @@
 //! - [`destination`]: outbound destinations, sealed at rest.
 //! - [`signal`]: recording and reading signals.
 //! - [`directive`]: creating, reading, cancelling and re-driving directives.
+//! - [`evaluation`]: rule evaluations (why a rule did or did not act).
 //! - [`queue`]: claiming due directives, completing attempts, reaping leases.
 //! - [`timeline`]: a subject's causal history.
 
 pub mod db;
 pub mod destination;
 pub mod directive;
+pub mod evaluation;
 pub mod migrate;
 pub mod queue;
 pub mod signal;

@@ -157,8 +157,8 @@ pub struct Completion {
     pub next_attempt_at: Option<Millis>,
     /// What the handler returned on success.
     pub result: Option<Value>,
-    /// The result signal to record with it.
-    pub signal: Option<NewSignal>,
+    /// The result signal to record with it, and the id it gets.
+    pub signal: Option<(SignalId, NewSignal)>,
 }
 
 impl Completion {
@@ -230,10 +230,10 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
                     .bind(c.external_ref.as_deref())
                     .execute(&mut **t)
                     .await?;
-                if let Some(s) = &c.signal {
+                if let Some((signal_id, s)) = &c.signal {
                     sqlx::query(INSERT_SIGNAL)
                         .bind(c.tenant.to_string())
-                        .bind(SignalId::new().to_string())
+                        .bind(signal_id.to_string())
                         .bind(s.signal_type.as_str())
                         .bind(s.subject.as_str())
                         .bind(s.payload.to_string())
@@ -315,9 +315,9 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
             .bind(done.iter().map(|c| c.external_ref.clone()).collect::<Vec<_>>())
             .execute(&mut **t)
             .await?;
-            let signals: Vec<(&Completion, &NewSignal)> = done
+            let signals: Vec<(&Completion, &SignalId, &NewSignal)> = done
                 .iter()
-                .filter_map(|c| c.signal.as_ref().map(|s| (*c, s)))
+                .filter_map(|c| c.signal.as_ref().map(|(id, s)| (*c, id, s)))
                 .collect();
             if !signals.is_empty() {
                 sqlx::query(
@@ -327,19 +327,19 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
                         $6::text[], $7::text[], $8::int8[]) AS u
                      ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
                 )
-                .bind(signals.iter().map(|(c, _)| c.tenant.to_string()).collect::<Vec<_>>())
-                .bind(signals.iter().map(|_| SignalId::new().to_string()).collect::<Vec<_>>())
-                .bind(signals.iter().map(|(_, s)| s.signal_type.to_string()).collect::<Vec<_>>())
-                .bind(signals.iter().map(|(_, s)| s.subject.to_string()).collect::<Vec<_>>())
-                .bind(signals.iter().map(|(_, s)| s.payload.to_string()).collect::<Vec<_>>())
-                .bind(signals.iter().map(|(_, s)| s.dedupe_key.clone()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(c, _, _)| c.tenant.to_string()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(_, id, _)| id.to_string()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(_, _, s)| s.signal_type.to_string()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(_, _, s)| s.subject.to_string()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(_, _, s)| s.payload.to_string()).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(_, _, s)| s.dedupe_key.clone()).collect::<Vec<_>>())
                 .bind(
                     signals
                         .iter()
-                        .map(|(_, s)| s.caused_by.map(|d| d.to_string()))
+                        .map(|(_, _, s)| s.caused_by.map(|d| d.to_string()))
                         .collect::<Vec<_>>(),
                 )
-                .bind(signals.iter().map(|(_, s)| s.occurred_at).collect::<Vec<_>>())
+                .bind(signals.iter().map(|(_, _, s)| s.occurred_at).collect::<Vec<_>>())
                 .bind(now)
                 .execute(&mut **t)
                 .await?;

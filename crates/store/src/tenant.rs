@@ -91,6 +91,21 @@ pub async fn find_by_slug(db: &Db, slug: &str) -> Result<Tenant> {
     })
 }
 
+/// Finds a tenant by id.
+pub async fn find_by_id(db: &Db, id: TenantId) -> Result<Tenant> {
+    let row: Option<(String, String)> = on_db!(db, c => {
+        sqlx::query_as("SELECT id, slug FROM tenants WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(c)
+            .await?
+    });
+    let (id, slug) = row.ok_or(StoreError::NotFound)?;
+    Ok(Tenant {
+        id: id.parse().map_err(corrupt)?,
+        slug,
+    })
+}
+
 /// Lists every tenant.
 pub async fn list(db: &Db) -> Result<Vec<Tenant>> {
     let rows: Vec<(String, String)> = on_db!(db, c => {

@@ -7,6 +7,7 @@ use serde::{Serialize, Serializer};
 use sqlx::Row;
 
 use crate::directive::{ATTEMPT_COLUMNS, AttemptRow, DirectiveRow, decode, decode_attempt};
+use crate::evaluation::EvaluationRow;
 use crate::signal::{SignalRow, list_by_subject};
 use crate::{Db, Result, corrupt, on_db};
 
@@ -31,6 +32,8 @@ pub enum Entry {
     Directive(DirectiveRow),
     /// A directive's attempt ended.
     Attempt(AttemptRow),
+    /// A rule matched, skipped or failed on a signal.
+    Rule(EvaluationRow),
 }
 
 impl Entry {
@@ -39,6 +42,7 @@ impl Entry {
             Self::Signal(s) => s.recorded_at,
             Self::Directive(d) => d.created_at,
             Self::Attempt(a) => a.finished_at,
+            Self::Rule(r) => r.evaluated_at,
         }
     }
 
@@ -46,9 +50,10 @@ impl Entry {
     fn rank(&self) -> u8 {
         match self {
             Self::Signal(s) if s.caused_by.is_none() => 0,
-            Self::Directive(_) => 1,
-            Self::Attempt(_) => 2,
-            Self::Signal(_) => 3,
+            Self::Rule(_) => 1,
+            Self::Directive(_) => 2,
+            Self::Attempt(_) => 3,
+            Self::Signal(_) => 4,
         }
     }
 }
@@ -100,9 +105,11 @@ pub async fn for_subject(db: &Db, tenant: TenantId, subject: &str) -> Result<Vec
             .await?;
         rows.iter().map(|r| Ok(decode_attempt!(r))).collect::<Result<Vec<_>>>()?
     });
+    let evaluations = crate::evaluation::list_by_subject(db, tenant, subject).await?;
     let mut entries: Vec<Entry> = signals
         .into_iter()
         .map(Entry::Signal)
+        .chain(evaluations.into_iter().map(Entry::Rule))
         .chain(directives.into_iter().map(Entry::Directive))
         .chain(attempts.into_iter().map(Entry::Attempt))
         .collect();

@@ -24,7 +24,7 @@ use crate::rule::{
 use crate::template::Template;
 
 /// Retry policy when a directive says nothing.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub const DEFAULT_BACKOFF_BASE_MS: u64 = 2_000;
 pub const DEFAULT_BACKOFF_MAX_MS: u64 = 600_000;
 
@@ -527,11 +527,11 @@ impl Builder<'_> {
         };
         if let Some(n) = &r.max_attempts {
             match u32::try_from(*n.get_ref()) {
-                Ok(v) if (1..=1000).contains(&v) => max_attempts = v,
+                Ok(v) if (1..=100).contains(&v) => max_attempts = v,
                 _ => self.err(ctx.src.at(
                     n.span().start,
                     format!(
-                        "`max_attempts` must be between 1 and 1000, got {}",
+                        "`max_attempts` must be between 1 and 100, got {}",
                         n.get_ref()
                     ),
                 )),

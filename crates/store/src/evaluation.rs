@@ -1,0 +1,84 @@
+//! Rule evaluations: why a rule did or did not act on a signal.
+
+use fleetprompt_core::time::Millis;
+use fleetprompt_core::{SignalId, TenantId};
+use serde::Serialize;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::{Db, Result, Tx, corrupt, on_db, on_tx};
+
+/// One rule's verdict on one signal.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluationRow {
+    /// The signal evaluated.
+    pub signal_id: SignalId,
+    /// Its subject.
+    pub subject: String,
+    /// The rule.
+    pub rule_id: String,
+    /// SHA-256 of the rule's file at the time.
+    pub file_hash: String,
+    /// `matched`, `skipped` or `error`.
+    pub outcome: String,
+    /// Human-readable: what was created, why it was skipped, or the error.
+    pub detail: String,
+    /// When.
+    #[serde(serialize_with = "crate::timeline::ser_ms")]
+    pub evaluated_at: Millis,
+}
+
+/// Records evaluations.
+pub async fn insert_many(tx: &mut Tx, tenant: TenantId, rows: &[EvaluationRow]) -> Result<()> {
+    for r in rows {
+        on_tx!(tx, c => {
+            sqlx::query(
+                "INSERT INTO rule_evaluations (tenant_id, id, signal_id, subject, rule_id, file_hash, outcome, detail, evaluated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(tenant.to_string())
+            .bind(Uuid::now_v7().simple().to_string())
+            .bind(r.signal_id.to_string())
+            .bind(&r.subject)
+            .bind(&r.rule_id)
+            .bind(&r.file_hash)
+            .bind(&r.outcome)
+            .bind(&r.detail)
+            .bind(r.evaluated_at)
+            .execute(&mut *c)
+            .await?;
+        });
+    }
+    Ok(())
+}
+
+/// A subject's evaluations in time order.
+pub async fn list_by_subject(
+    db: &Db,
+    tenant: TenantId,
+    subject: &str,
+) -> Result<Vec<EvaluationRow>> {
+    on_db!(db, c => {
+        let rows = sqlx::query(
+            "SELECT signal_id, subject, rule_id, file_hash, outcome, detail, evaluated_at FROM rule_evaluations
+             WHERE tenant_id = $1 AND subject = $2 ORDER BY evaluated_at, id LIMIT 10000",
+        )
+        .bind(tenant.to_string())
+        .bind(subject)
+        .fetch_all(c)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EvaluationRow {
+                    signal_id: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
+                    subject: r.try_get(1)?,
+                    rule_id: r.try_get(2)?,
+                    file_hash: r.try_get(3)?,
+                    outcome: r.try_get(4)?,
+                    detail: r.try_get(5)?,
+                    evaluated_at: r.try_get(6)?,
+                })
+            })
+            .collect()
+    })
+}
