@@ -12,6 +12,7 @@
 //!   service and the batched completer.
 //! - [`upkeep`]: the lease reaper, queue gauges and PostgreSQL LISTEN.
 //! - [`metrics`]: every metric the engine exports, described in one place.
+//! - [`webchat`]: the `website_chat` package (sites, widget tokens, ingestion).
 
 pub mod config;
 pub mod destination;
@@ -20,6 +21,7 @@ pub mod handler;
 pub mod handlers;
 pub mod metrics;
 pub mod upkeep;
+pub mod webchat;
 pub mod worker;
 
 use std::sync::Arc;

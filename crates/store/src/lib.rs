@@ -16,6 +16,7 @@
 //! - [`directive`]: creating, reading, cancelling and re-driving directives.
 //! - [`queue`]: claiming due directives, completing attempts, reaping leases.
 //! - [`timeline`]: a subject's causal history.
+//! - [`webchat`]: the website chat package's sites, conversations, messages.
 
 pub mod db;
 pub mod destination;
@@ -25,6 +26,7 @@ pub mod queue;
 pub mod signal;
 pub mod tenant;
 pub mod timeline;
+pub mod webchat;
 
 pub use db::{Backend, Db, Tx};
 
