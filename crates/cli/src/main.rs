@@ -8,8 +8,10 @@
 //!   environment variables, then flags), the master key and logging.
 //! - `serve.rs`: `serve` — the HTTP server and the directive worker.
 //! - `bench.rs`: `bench engine` — directive throughput and start latency.
+//! - `demo.rs`: the demo tenant and site that `serve` sets up for `/demo`.
 
 mod bench;
+mod demo;
 mod serve;
 mod settings;
 

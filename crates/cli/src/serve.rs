@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// Milliseconds between looks for expired leases.
     #[arg(long, env = "FLEETPROMPT_REAP_MS", default_value_t = 5000)]
     pub reap_ms: u64,
+    /// Serve /demo with a demo tenant and site, created on first start (SQLite only).
+    #[arg(long, env = "FLEETPROMPT_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo: bool,
+    /// Milliseconds between sweeps that end idle chat conversations.
+    #[arg(long, env = "FLEETPROMPT_WEBCHAT_SWEEP_MS", default_value_t = 30_000)]
+    pub webchat_sweep_ms: u64,
 }
 
 impl ServeArgs {
@@ -88,6 +94,7 @@ pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::Promethe
         .context("installing the metrics recorder")?;
     fleetprompt_engine::metrics::describe();
     fleetprompt_server::ops::describe();
+    fleetprompt_server::widget::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -132,6 +139,11 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             engine.clone(),
             stop_rx.clone(),
         ));
+        tasks.spawn(fleetprompt_engine::webchat::sweep::run(
+            engine.clone(),
+            Duration::from_millis(args.webchat_sweep_ms.max(100)),
+            stop_rx.clone(),
+        ));
     } else {
         // API nodes still keep the queue gauges fresh for their /metrics.
         tasks.spawn(gauges_only(engine.clone(), stop_rx.clone()));
@@ -143,6 +155,9 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     // The one line on stdout: where to go. Tests read it to find port 0's choice.
     println!("FleetPrompt listening on http://{local}");
+    if args.demo && db.backend() == fleetprompt_store::Backend::Sqlite {
+        crate::demo::setup(&engine, common, local).await;
+    }
     tracing::info!(%local, role = ?args.role, worker = %engine.config().worker_name, "serving");
 
     let state = AppState {

@@ -118,6 +118,22 @@ typed_id!(
     /// An admin API token (the public half of the token string).
     TokenId, "tok", "token"
 );
+typed_id!(
+    /// A website registered for the chat widget.
+    SiteId, "site", "site"
+);
+typed_id!(
+    /// A chat conversation between a visitor and the tenant.
+    ConversationId, "conv", "conversation"
+);
+typed_id!(
+    /// One chat message (visitor, assistant or agent).
+    MessageId, "msg", "message"
+);
+typed_id!(
+    /// An anonymous website visitor, remembered by the widget.
+    VisitorId, "vis", "visitor"
+);
 
 #[cfg(test)]
 mod tests {

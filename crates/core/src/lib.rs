@@ -11,6 +11,7 @@
 //! - [`secret`]: AEAD sealing of secrets at rest, admin tokens and their
 //!   constant-time verification.
 //! - [`time`]: the one clock representation (milliseconds since the epoch).
+//! - [`webchat`]: widget tokens, origin allowlists and visitor data reduction.
 
 pub mod directive;
 pub mod id;
@@ -18,6 +19,7 @@ pub mod retry;
 pub mod secret;
 pub mod signal;
 pub mod time;
+pub mod webchat;
 
 pub use directive::{AttemptOutcome, DirectiveKind, DirectiveStatus, Origin};
 pub use id::{DestinationId, DirectiveId, SignalId, TenantId, TokenId};

@@ -14,6 +14,7 @@
 //! - [`routing`]: rules turn a signal into directives inside its transaction.
 //! - [`upkeep`]: the lease reaper, queue gauges and PostgreSQL LISTEN.
 //! - [`metrics`]: every metric the engine exports, described in one place.
+//! - [`webchat`]: the `website_chat` package (sites, widget tokens, ingestion).
 
 pub mod config;
 pub mod destination;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod routing;
 pub mod rules;
 pub mod upkeep;
+pub mod webchat;
 pub mod worker;
 
 use std::sync::Arc;

@@ -29,6 +29,18 @@ pub enum ApiError {
     /// 422: the input is well-formed but not acceptable.
     #[error("{1}")]
     Unprocessable(&'static str, String),
+    /// 401: the widget token is missing or not valid (any reason alike).
+    #[error("{0}")]
+    InvalidToken(&'static str),
+    /// 403: the caller may not do this (e.g. an origin not in the allowlist).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 413: a message is longer than its limit (the limit is named).
+    #[error("{0}")]
+    MessageTooLarge(String),
+    /// 429: a rate limit was hit; retry after the given seconds.
+    #[error("too many requests; retry in {0} s")]
+    TooManyRequests(u64),
     /// 500: our fault; details go to the log, never to the client.
     #[error("internal error")]
     Internal(String),
@@ -46,6 +58,10 @@ impl ApiError {
             Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unprocessable(code, _) => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::MessageTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
@@ -59,7 +75,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "internal error");
         }
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if let Self::TooManyRequests(secs) = self {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+        }
+        resp
     }
 }
 
@@ -94,5 +115,19 @@ impl From<EngineError> for ApiError {
 impl From<fleetprompt_store::StoreError> for ApiError {
     fn from(e: fleetprompt_store::StoreError) -> Self {
         EngineError::from(e).into()
+    }
+}
+
+impl From<fleetprompt_engine::webchat::WebchatError> for ApiError {
+    fn from(e: fleetprompt_engine::webchat::WebchatError) -> Self {
+        use fleetprompt_engine::webchat::WebchatError as W;
+        match e {
+            W::Unauthorized(m) => Self::InvalidToken(m),
+            W::Forbidden(m) => Self::Forbidden(m),
+            W::NotFound(what) => Self::NotFound(what),
+            W::TooLarge { .. } => Self::MessageTooLarge(e.to_string()),
+            W::Invalid(v) => v.into(),
+            W::Engine(e) => e.into(),
+        }
     }
 }

@@ -7,11 +7,13 @@
 //! - [`extract`]: JSON bodies with JSON errors, and admin authentication.
 //! - [`admin`]: `/admin/v1/*`, one module per noun.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the HTTP metrics layer.
+//! - [`widget`]: `/v1/widget/*`, `/widget.js` and `/demo`.
 
 pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod widget;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .nest("/admin/v1", admin::router())
+        .merge(widget::router(&state))
         .layer(axum::middleware::from_fn(ops::track_http))
         .with_state(state)
 }

@@ -17,6 +17,7 @@
 //! - [`evaluation`]: rule evaluations (why a rule did or did not act).
 //! - [`queue`]: claiming due directives, completing attempts, reaping leases.
 //! - [`timeline`]: a subject's causal history.
+//! - [`webchat`]: the website chat package's sites, conversations, messages.
 
 pub mod db;
 pub mod destination;
@@ -27,6 +28,7 @@ pub mod queue;
 pub mod signal;
 pub mod tenant;
 pub mod timeline;
+pub mod webchat;
 
 pub use db::{Backend, Db, Tx};
 

@@ -15,12 +15,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "engine",
-    sqlite: include_str!("../../../migrations/sqlite/0001_engine.sql"),
-    postgres: include_str!("../../../migrations/postgres/0001_engine.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "engine",
+        sqlite: include_str!("../../../migrations/sqlite/0001_engine.sql"),
+        postgres: include_str!("../../../migrations/postgres/0001_engine.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "webchat",
+        sqlite: include_str!("../../../migrations/sqlite/0002_webchat.sql"),
+        postgres: include_str!("../../../migrations/postgres/0002_webchat.sql"),
+    },
+];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (
     version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)";

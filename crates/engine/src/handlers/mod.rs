@@ -7,12 +7,16 @@ pub use noop::Noop;
 pub use webhook::WebhookPost;
 
 use crate::HandlerRegistry;
+use crate::webchat::handlers::{SiteDisable, SiteRegister, SiteRotateSecret};
 
 /// Every handler the platform ships.
 pub fn platform() -> HandlerRegistry {
     let mut r = HandlerRegistry::default();
     r.register("noop", Noop);
     r.register("webhook.post", WebhookPost);
+    r.register("webchat.site.register", SiteRegister);
+    r.register("webchat.site.rotate_secret", SiteRotateSecret);
+    r.register("webchat.site.disable", SiteDisable);
     r
 }
 

@@ -1,8 +1,11 @@
 //! `/admin/v1/*`: tenant-scoped by the admin token.
 
+mod conversations;
 mod destinations;
 mod directives;
+mod installations;
 mod signals;
+mod sites;
 mod timeline;
 
 use axum::Router;
@@ -20,5 +23,8 @@ pub fn router() -> Router<AppState> {
         .merge(directives::router())
         .merge(signals::router())
         .merge(timeline::router())
+        .merge(installations::router())
+        .merge(sites::router())
+        .merge(conversations::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }

@@ -1,0 +1,49 @@
+//! Errors of the website chat package.
+
+use fleetprompt_core::signal::ValidationError;
+use fleetprompt_store::StoreError;
+
+use crate::EngineError;
+
+/// What can go wrong in a website chat call.
+#[derive(Debug, thiserror::Error)]
+pub enum WebchatError {
+    /// The widget token is missing, malformed, forged, expired, for a
+    /// disabled site, or signed with a retired key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The request's origin is not allowed, or the site is not active.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such record for this tenant.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A message is longer than the site allows.
+    #[error("message is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The site's limit.
+        limit: usize,
+    },
+    /// The input was refused; nothing was written.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The engine or the database failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<StoreError> for WebchatError {
+    fn from(e: StoreError) -> Self {
+        Self::Engine(e.into())
+    }
+}
+
+/// A validation error on `field`.
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> WebchatError {
+    WebchatError::Invalid(ValidationError::Invalid {
+        field,
+        reason: reason.into(),
+    })
+}

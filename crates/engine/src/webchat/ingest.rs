@@ -1,0 +1,367 @@
+//! What a visitor does: send messages, give contact details, close the
+//! chat, read the history. Each state change and its signals commit in one
+//! transaction.
+
+use fleetprompt_core::NewSignal;
+use fleetprompt_core::id::{ConversationId, MessageId, SiteId, VisitorId};
+use fleetprompt_core::time::{Millis, now_ms};
+use fleetprompt_core::webchat::token::Claims;
+use fleetprompt_core::webchat::visitor::check_email;
+use fleetprompt_store::webchat::conversation::{self, ConversationRow};
+use fleetprompt_store::webchat::identity;
+use fleetprompt_store::webchat::message::{self, MessageRow, Role};
+use fleetprompt_store::webchat::site::SiteRow;
+use fleetprompt_store::{StoreError, Tx, signal};
+use serde_json::{Value, json};
+
+use super::error::{WebchatError, invalid};
+use super::settings::SiteSettings;
+use super::{conversation_subject, count_signals};
+use crate::{Engine, EngineError};
+
+/// What a message ingest did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The message.
+    pub message_id: MessageId,
+    /// Its conversation.
+    pub conversation_id: ConversationId,
+    /// Whether this `client_message_id` had been accepted before (nothing
+    /// new was written).
+    pub duplicate: bool,
+}
+
+/// A message as the widget sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The widget's id for the message (a UUID), kept across retries.
+    pub client_message_id: &'a str,
+    /// The text.
+    pub content: &'a str,
+    /// The page it was sent from.
+    pub page_url: Option<&'a str>,
+}
+
+/// Puts `content` into a payload unless it looks like a credential, in which
+/// case the signal says so instead (the message row keeps the text).
+pub(crate) fn with_content(mut payload: Value, content: &str) -> Value {
+    payload["content"] = json!(content);
+    if fleetprompt_core::signal::check_payload("payload", &payload).is_err() {
+        payload["content"] = json!("(withheld from the signal: it looked like a credential)");
+        payload["content_withheld"] = json!(true);
+    }
+    payload
+}
+
+/// A page URL without its query string or fragment, which may carry
+/// personal data or one-time tokens.
+fn clean_page_url(url: &str) -> Result<String, WebchatError> {
+    let base = url.split(['?', '#']).next().unwrap_or("");
+    if base.len() > 2048 || !(base.starts_with("https://") || base.starts_with("http://")) {
+        return Err(invalid(
+            "page_url",
+            "must be an http(s) URL of at most 2048 bytes",
+        ));
+    }
+    if base.chars().any(char::is_control) {
+        return Err(invalid("page_url", "may not contain control characters"));
+    }
+    Ok(base.to_owned())
+}
+
+fn is_unique_violation(e: &WebchatError) -> bool {
+    matches!(e, WebchatError::Engine(EngineError::Store(StoreError::Database(sqlx::Error::Database(d)))) if d.is_unique_violation())
+}
+
+fn signal_of(
+    kind: &str,
+    subject: &str,
+    payload: Value,
+    dedupe: String,
+    at: Millis,
+) -> Result<NewSignal, WebchatError> {
+    Ok(NewSignal::new(kind, subject, payload, dedupe, at)?)
+}
+
+/// Stores a visitor's message. The first message of a conversation opens it
+/// (`webchat.session.started`); every message records
+/// `webchat.message.received`. A repeated `client_message_id` returns the
+/// first ids and writes nothing.
+pub async fn send_message(
+    engine: &Engine,
+    site: &SiteRow,
+    claims: &Claims,
+    m: Incoming<'_>,
+) -> Result<Accepted, WebchatError> {
+    let settings = SiteSettings::from_stored(&site.settings);
+    let limit = settings.max_message_bytes as usize;
+    if m.content.len() > limit {
+        return Err(WebchatError::TooLarge {
+            size: m.content.len(),
+            limit,
+        });
+    }
+    if m.content.trim().is_empty() {
+        return Err(invalid("content", "may not be empty"));
+    }
+    if uuid::Uuid::try_parse(m.client_message_id).is_err() {
+        return Err(invalid("client_message_id", "must be a UUID"));
+    }
+    let page_url = m.page_url.map(clean_page_url).transpose()?;
+    // Two sends of one message racing on PostgreSQL: the loser's insert hits
+    // the unique key, and its second pass finds the winner's row.
+    let mut pass = 0;
+    loop {
+        pass += 1;
+        match try_send(engine, site, claims, &m, page_url.as_deref()).await {
+            Err(e) if pass < 3 && is_unique_violation(&e) => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn try_send(
+    engine: &Engine,
+    site: &SiteRow,
+    claims: &Claims,
+    m: &Incoming<'_>,
+    page_url: Option<&str>,
+) -> Result<Accepted, WebchatError> {
+    let tenant = site.tenant;
+    let mut tx = engine.db().begin().await?;
+    conversation::lock_visitor(&mut tx, tenant, site.id, claims.visitor).await?;
+    if let Some((message_id, conversation_id)) = message::find_by_client_id(
+        &mut tx,
+        tenant,
+        site.id,
+        claims.visitor,
+        m.client_message_id,
+    )
+    .await?
+    {
+        return Ok(Accepted {
+            message_id,
+            conversation_id,
+            duplicate: true,
+        });
+    }
+    let now = now_ms();
+    let mut types = vec![];
+    let conversation_id = match conversation::open_for_visitor(
+        &mut tx,
+        tenant,
+        site.id,
+        claims.visitor,
+    )
+    .await?
+    {
+        Some(c) => c,
+        None => {
+            let c = ConversationRow {
+                id: ConversationId::new(),
+                site_id: site.id,
+                visitor_id: claims.visitor,
+                status: "open".into(),
+                page_url: page_url.map(str::to_owned),
+                started_at: now,
+                last_message_at: now,
+                ended_at: None,
+                ended_reason: None,
+            };
+            conversation::insert(&mut tx, tenant, &c).await?;
+            let s = signal_of(
+                "webchat.session.started",
+                &conversation_subject(c.id),
+                json!({ "site_id": site.id, "visitor_id": claims.visitor, "conversation_id": c.id, "page_url": page_url }),
+                format!("webchat_session:{tenant}:{}:started", c.id),
+                now,
+            )?;
+            signal::insert(&mut tx, tenant, &s).await?;
+            types.push("webchat.session.started");
+            c.id
+        }
+    };
+    let message_id = MessageId::new();
+    let payload = with_content(
+        json!({
+            "site_id": site.id,
+            "visitor_id": claims.visitor,
+            "conversation_id": conversation_id,
+            "message_id": message_id,
+            "client_message_id": m.client_message_id,
+            "role": "visitor",
+            "page_url": page_url,
+        }),
+        m.content,
+    );
+    let s = signal_of(
+        "webchat.message.received",
+        &conversation_subject(conversation_id),
+        payload,
+        format!(
+            "webchat_msg:{tenant}:{}:{conversation_id}:{}",
+            site.id, m.client_message_id
+        ),
+        now,
+    )?;
+    let recorded = signal::insert(&mut tx, tenant, &s).await?;
+    types.push("webchat.message.received");
+    let row = MessageRow {
+        id: message_id,
+        conversation_id,
+        site_id: site.id,
+        visitor_id: claims.visitor,
+        role: Role::Visitor,
+        content: m.content.to_owned(),
+        client_message_id: Some(m.client_message_id.to_owned()),
+        created_at: now,
+    };
+    message::insert(&mut tx, tenant, &row, Some(&recorded.id.to_string())).await?;
+    conversation::touch(&mut tx, tenant, conversation_id, now).await?;
+    tx.commit().await?;
+    count_signals(&types);
+    Ok(Accepted {
+        message_id,
+        conversation_id,
+        duplicate: false,
+    })
+}
+
+/// Stores the contact details a visitor gave and records
+/// `webchat.contact.captured` (once per address).
+pub async fn capture_contact(
+    engine: &Engine,
+    site: &SiteRow,
+    claims: &Claims,
+    email: &str,
+    name: Option<&str>,
+) -> Result<(), WebchatError> {
+    let email = email.trim();
+    check_email(email).map_err(|r| invalid("email", r))?;
+    let name = name.map(str::trim).filter(|n| !n.is_empty());
+    if let Some(n) = name
+        && (n.chars().count() > 100 || n.chars().any(char::is_control))
+    {
+        return Err(invalid("name", "must be at most 100 characters"));
+    }
+    let tenant = site.tenant;
+    let now = now_ms();
+    let mut tx = engine.db().begin().await?;
+    conversation::lock_visitor(&mut tx, tenant, site.id, claims.visitor).await?;
+    identity::set_contact(&mut tx, tenant, site.id, claims.visitor, email, name, now).await?;
+    let conv = conversation::open_for_visitor(&mut tx, tenant, site.id, claims.visitor).await?;
+    let subject = match conv {
+        Some(c) => conversation_subject(c),
+        None => format!("visitor:{}", claims.visitor),
+    };
+    let s = signal_of(
+        "webchat.contact.captured",
+        &subject,
+        json!({ "site_id": site.id, "visitor_id": claims.visitor, "conversation_id": conv, "email": email, "name": name }),
+        format!(
+            "webchat_contact:{tenant}:{}:{}:{}",
+            site.id,
+            claims.visitor,
+            email.to_lowercase()
+        ),
+        now,
+    )?;
+    let r = signal::insert(&mut tx, tenant, &s).await?;
+    tx.commit().await?;
+    if !r.duplicate {
+        count_signals(&["webchat.contact.captured"]);
+    }
+    Ok(())
+}
+
+/// Ends a conversation and records `webchat.session.ended`, in `tx`.
+/// False when it had already ended.
+pub(crate) async fn end_conversation(
+    tx: &mut Tx,
+    tenant: fleetprompt_core::TenantId,
+    site: SiteId,
+    visitor: VisitorId,
+    id: ConversationId,
+    reason: &str,
+    now: Millis,
+) -> Result<bool, WebchatError> {
+    if !conversation::end(tx, tenant, id, reason, now).await? {
+        return Ok(false);
+    }
+    let s = signal_of(
+        "webchat.session.ended",
+        &conversation_subject(id),
+        json!({ "site_id": site, "visitor_id": visitor, "conversation_id": id, "reason": reason }),
+        format!("webchat_session:{tenant}:{id}:ended"),
+        now,
+    )?;
+    signal::insert(tx, tenant, &s).await?;
+    Ok(true)
+}
+
+/// The visitor closes the chat: their open conversation ends.
+pub async fn close(
+    engine: &Engine,
+    site: &SiteRow,
+    claims: &Claims,
+) -> Result<Option<ConversationId>, WebchatError> {
+    let mut tx = engine.db().begin().await?;
+    let Some(id) =
+        conversation::open_for_visitor(&mut tx, site.tenant, site.id, claims.visitor).await?
+    else {
+        return Ok(None);
+    };
+    let ended = end_conversation(
+        &mut tx,
+        site.tenant,
+        site.id,
+        claims.visitor,
+        id,
+        "visitor_closed",
+        now_ms(),
+    )
+    .await?;
+    tx.commit().await?;
+    if ended {
+        count_signals(&["webchat.session.ended"]);
+    }
+    Ok(Some(id))
+}
+
+/// The visitor's latest conversation and its messages after `after`.
+pub async fn history(
+    engine: &Engine,
+    site: &SiteRow,
+    claims: &Claims,
+    after: Option<MessageId>,
+) -> Result<(Option<ConversationRow>, Vec<MessageRow>), WebchatError> {
+    let Some(conv) =
+        conversation::latest_for_visitor(engine.db(), site.tenant, site.id, claims.visitor).await?
+    else {
+        return Ok((None, vec![]));
+    };
+    let messages = message::list(engine.db(), site.tenant, conv.id, after, 500).await?;
+    Ok((Some(conv), messages))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_urls_lose_query_and_fragment() {
+        assert_eq!(
+            clean_page_url("https://shop.test/a?reset=abc#x").unwrap(),
+            "https://shop.test/a"
+        );
+        assert!(clean_page_url("javascript:alert(1)").is_err());
+    }
+
+    #[test]
+    fn credential_like_content_is_withheld_from_signals() {
+        let p = with_content(json!({ "m": 1 }), "Bearer abc.def");
+        assert_eq!(p["content_withheld"], true);
+        let p = with_content(json!({ "m": 1 }), "where is my order?");
+        assert_eq!(p["content"], "where is my order?");
+    }
+}

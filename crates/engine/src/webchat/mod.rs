@@ -1,0 +1,53 @@
+//! The `website_chat` package, native mode: sites and their signed widget
+//! tokens, message ingestion, live replies and the idle sweep.
+//!
+//! Every write that changes conversation state records its signals in the
+//! same transaction (the one invariant). The tenant and site of a widget
+//! request come only from the site record behind the public key or the
+//! token, never from the request body.
+//!
+//! # Layout
+//! - [`error`]: this package's error enum.
+//! - [`settings`]: a site's widget settings, with defaults and limits.
+//! - [`site`]: installing the package; registering, rotating and disabling
+//!   sites (as directives, so they appear in the audit timeline).
+//! - [`handlers`]: the `webchat.site.*` directive handlers.
+//! - [`session`]: bootstrap (site key + origin -> token) and token checks.
+//! - [`ingest`]: visitor messages, contact capture, closing, history.
+//! - [`reply`]: operator replies.
+//! - [`live`]: the in-process broadcast that feeds the widget's event stream.
+//! - [`sweep`]: ends idle conversations.
+//! - [`demo`]: the demo tenant and site of the embedded setup.
+
+pub mod demo;
+pub mod error;
+pub mod handlers;
+pub mod ingest;
+pub mod live;
+pub mod reply;
+pub mod session;
+pub mod settings;
+pub mod site;
+pub mod sweep;
+
+pub use error::WebchatError;
+
+/// The package's name in installations.
+pub const PACKAGE: &str = "website_chat";
+
+/// `conversation:<id>`: the subject of every conversation signal.
+pub fn conversation_subject(id: fleetprompt_core::id::ConversationId) -> String {
+    format!("conversation:{id}")
+}
+
+/// `site:<id>`: the subject of site administration directives.
+pub fn site_subject(id: fleetprompt_core::id::SiteId) -> String {
+    format!("site:{id}")
+}
+
+/// Records signals that were inserted in a committed transaction.
+pub(crate) fn count_signals(types: &[&str]) {
+    for t in types {
+        crate::metrics::signal_recorded(t);
+    }
+}

@@ -1,0 +1,382 @@
+//! Installing the package, and the life of a site: registered, secret
+//! rotated, disabled. Each site change is a directive (run by the handlers
+//! in [`super::handlers`]) so that it appears in the audit timeline.
+
+use std::time::{Duration, Instant};
+
+use fleetprompt_core::id::SiteId;
+use fleetprompt_core::secret::{MasterKey, random_token};
+use fleetprompt_core::time::{Millis, now_ms, to_rfc3339};
+use fleetprompt_core::webchat::origin::Origin as WebOrigin;
+use fleetprompt_core::{DirectiveId, Origin, TenantId};
+use fleetprompt_store::directive::{self, Created, DirectiveRow};
+use fleetprompt_store::webchat::installation::{self, InstallationRow};
+use fleetprompt_store::webchat::site::{self as store_site, SiteRow};
+use fleetprompt_store::{StoreError, Tx};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::error::{WebchatError, invalid};
+use super::settings::SiteSettings;
+use super::{PACKAGE, site_subject};
+use crate::{BackoffOverride, DirectiveRequest, Engine};
+
+/// Most origins one site may allow.
+const MAX_ORIGINS: usize = 20;
+
+/// The sealing context of a site's signing secret `key_id`: a sealed secret
+/// copied into another tenant's or site's row, or under another key id,
+/// does not open.
+pub(crate) fn secret_context(tenant: TenantId, site: SiteId, key_id: i32) -> String {
+    format!("webchat-site:{tenant}:{site}:{key_id}")
+}
+
+fn ip_key_context(tenant: TenantId) -> String {
+    format!("webchat-ip-key:{tenant}")
+}
+
+/// A new signing secret, sealed for `key_id`.
+pub(crate) fn new_sealed_secret(
+    key: &MasterKey,
+    tenant: TenantId,
+    site: SiteId,
+    key_id: i32,
+) -> String {
+    key.seal(
+        &secret_context(tenant, site, key_id),
+        random_token(32).as_bytes(),
+    )
+}
+
+/// An installation as shown to admins.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallationView {
+    /// The package.
+    pub package: String,
+    /// Its configuration.
+    pub config: Value,
+    /// When it was installed.
+    pub installed_at: String,
+    /// When it was last configured.
+    pub updated_at: String,
+}
+
+impl From<InstallationRow> for InstallationView {
+    fn from(r: InstallationRow) -> Self {
+        Self {
+            package: r.package,
+            config: r.config,
+            installed_at: to_rfc3339(r.installed_at),
+            updated_at: to_rfc3339(r.updated_at),
+        }
+    }
+}
+
+/// Installs the package inside `tx` unless it already is.
+pub(crate) async fn ensure_installed(
+    engine: &Engine,
+    tx: &mut Tx,
+    tenant: TenantId,
+    config: Option<&Value>,
+) -> Result<bool, WebchatError> {
+    let sealed = engine
+        .key()
+        .seal(&ip_key_context(tenant), random_token(32).as_bytes());
+    match config {
+        Some(c) => Ok(installation::upsert(tx, tenant, PACKAGE, c, &sealed).await?),
+        None => {
+            if installation::get_tx(tx, tenant, PACKAGE).await?.is_some() {
+                return Ok(false);
+            }
+            Ok(installation::upsert(tx, tenant, PACKAGE, &json!({}), &sealed).await?)
+        }
+    }
+}
+
+/// Installs a package (only `website_chat` exists), or reconfigures it.
+/// Returns the installation and whether it is new.
+pub async fn install(
+    engine: &Engine,
+    tenant: TenantId,
+    package: &str,
+    config: &Value,
+) -> Result<(InstallationView, bool), WebchatError> {
+    if package != PACKAGE {
+        return Err(invalid(
+            "package",
+            format!("unknown package {package:?}; known packages: {PACKAGE}"),
+        ));
+    }
+    if !config.is_object() {
+        return Err(invalid("config", "must be a JSON object"));
+    }
+    fleetprompt_core::signal::check_payload("config", config)?;
+    let mut tx = engine.db().begin().await?;
+    let created = ensure_installed(engine, &mut tx, tenant, Some(config)).await?;
+    tx.commit().await?;
+    let row = installation::get(engine.db(), tenant, PACKAGE)
+        .await?
+        .ok_or_else(|| WebchatError::NotFound("installation".into()))?;
+    Ok((row.into(), created))
+}
+
+/// The tenant's key for hashing visitor IPs.
+pub(crate) fn open_ip_key(
+    engine: &Engine,
+    tenant: TenantId,
+    row: &InstallationRow,
+) -> Option<Vec<u8>> {
+    engine
+        .key()
+        .open(&ip_key_context(tenant), &row.sealed_ip_key)
+        .ok()
+}
+
+/// What an admin asks for when registering a site.
+#[derive(Debug, Clone)]
+pub struct RegisterRequest {
+    /// Hosts (`shop.example.com`, meaning https) or full origins.
+    pub domains: Vec<String>,
+    /// Only `native` for now.
+    pub mode: String,
+    /// Widget settings (defaults for anything left out).
+    pub settings: Value,
+}
+
+/// A site as shown to admins: never its secrets.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteView {
+    /// Its id.
+    pub site_id: SiteId,
+    /// The public widget key.
+    pub public_key: String,
+    /// `native`.
+    pub mode: String,
+    /// `pending`, `active` or `disabled`.
+    pub status: String,
+    /// Origins the widget may run on.
+    pub allowed_origins: Vec<String>,
+    /// Widget settings, defaults filled in.
+    pub settings: SiteSettings,
+    /// The current signing key's id.
+    pub key_id: i32,
+    /// Until when tokens of the previous key still work, after a rotation.
+    pub previous_key_valid_until: Option<String>,
+    /// When it was registered.
+    pub created_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+}
+
+impl From<&SiteRow> for SiteView {
+    fn from(r: &SiteRow) -> Self {
+        Self {
+            site_id: r.id,
+            public_key: r.public_key.clone(),
+            mode: r.mode.clone(),
+            status: r.status.clone(),
+            allowed_origins: r.allowed_origins.clone(),
+            settings: SiteSettings::from_stored(&r.settings),
+            key_id: r.key_id,
+            previous_key_valid_until: r.prev_valid_until.map(to_rfc3339),
+            created_at: to_rfc3339(r.created_at),
+            updated_at: to_rfc3339(r.updated_at),
+        }
+    }
+}
+
+/// Turns admin-given domains into a checked, deduplicated origin list.
+pub fn parse_origins(domains: &[String]) -> Result<Vec<String>, WebchatError> {
+    if domains.is_empty() || domains.len() > MAX_ORIGINS {
+        return Err(invalid(
+            "domains",
+            format!("must list 1 to {MAX_ORIGINS} domains or origins"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for d in domains {
+        let o = WebOrigin::from_domain(d).map_err(|e| invalid("domains", e.to_string()))?;
+        if !out.iter().any(|x| x == o.as_str()) {
+            out.push(o.as_str().to_owned());
+        }
+    }
+    Ok(out)
+}
+
+fn site_directive(kind: &str, args: Value, dedupe_key: String, site: SiteId) -> DirectiveRequest {
+    DirectiveRequest {
+        kind: kind.into(),
+        args,
+        dedupe_key,
+        max_attempts: Some(5),
+        subject: Some(site_subject(site)),
+        delay_ms: None,
+        backoff: BackoffOverride {
+            base_ms: Some(200),
+            max_ms: Some(5_000),
+            ..Default::default()
+        },
+    }
+}
+
+async fn insert_directive(
+    engine: &Engine,
+    tx: &mut Tx,
+    tenant: TenantId,
+    req: DirectiveRequest,
+    origin: Origin,
+) -> Result<DirectiveId, WebchatError> {
+    let new = engine.prepare_directive(tenant, req, origin).await?;
+    let created = directive::insert(tx, tenant, &new).await?;
+    if let Created::New(_) = created {
+        crate::metrics::directive_created(new.kind.as_str());
+    }
+    Ok(created.id())
+}
+
+/// Registers a site: stores it `pending` with a fresh sealed signing secret
+/// and creates the `webchat.site.register` directive that activates it, in
+/// one transaction. Installs the package first if needed.
+pub async fn register(
+    engine: &Engine,
+    tenant: TenantId,
+    req: RegisterRequest,
+    origin: Origin,
+) -> Result<(SiteRow, DirectiveId), WebchatError> {
+    if req.mode != "native" {
+        return Err(invalid("mode", "only \"native\" is supported"));
+    }
+    let origins = parse_origins(&req.domains)?;
+    let settings = SiteSettings::parse(&req.settings)?;
+    let id = SiteId::new();
+    let now = now_ms();
+    let row = SiteRow {
+        tenant,
+        id,
+        public_key: format!("pk_{}", random_token(18)),
+        mode: req.mode,
+        status: "pending".into(),
+        allowed_origins: origins,
+        settings: serde_json::to_value(&settings)
+            .map_err(|e| invalid("settings", e.to_string()))?,
+        key_id: 1,
+        sealed_secret: new_sealed_secret(engine.key(), tenant, id, 1),
+        prev_key_id: None,
+        prev_sealed_secret: None,
+        prev_valid_until: None,
+        idle_timeout_ms: settings.idle_timeout_secs as i64 * 1000,
+        created_at: now,
+        updated_at: now,
+    };
+    let req = site_directive(
+        "webchat.site.register",
+        json!({ "site_id": id }),
+        format!("webchat.site.register:{id}"),
+        id,
+    );
+    let mut tx = engine.db().begin().await?;
+    ensure_installed(engine, &mut tx, tenant, None).await?;
+    store_site::insert(&mut tx, tenant, &row).await?;
+    let directive = insert_directive(engine, &mut tx, tenant, req, origin).await?;
+    tx.commit().await?;
+    Ok((row, directive))
+}
+
+/// Reads a tenant's site.
+pub async fn get(engine: &Engine, tenant: TenantId, id: SiteId) -> Result<SiteRow, WebchatError> {
+    store_site::get(engine.db(), tenant, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => WebchatError::NotFound("site".into()),
+            other => other.into(),
+        })
+}
+
+/// Asks for a new signing secret. Tokens signed with the old one keep
+/// working for `grace_secs` (0: none do, from the moment it runs).
+pub async fn rotate_secret(
+    engine: &Engine,
+    tenant: TenantId,
+    id: SiteId,
+    grace_secs: u64,
+    origin: Origin,
+) -> Result<DirectiveId, WebchatError> {
+    if grace_secs > 7 * 86_400 {
+        return Err(invalid("grace_secs", "must be at most 7 days"));
+    }
+    let site = get(engine, tenant, id).await?;
+    if site.status == "disabled" {
+        return Err(WebchatError::Engine(crate::EngineError::InvalidState(
+            "the site is disabled".into(),
+        )));
+    }
+    let req = site_directive(
+        "webchat.site.rotate_secret",
+        json!({ "site_id": id, "from_key_id": site.key_id, "grace_secs": grace_secs }),
+        format!("webchat.site.rotate_secret:{id}:{}", site.key_id),
+        id,
+    );
+    let mut tx = engine.db().begin().await?;
+    let d = insert_directive(engine, &mut tx, tenant, req, origin).await?;
+    tx.commit().await?;
+    Ok(d)
+}
+
+/// Asks for a site to be disabled: its tokens stop working at once.
+pub async fn disable(
+    engine: &Engine,
+    tenant: TenantId,
+    id: SiteId,
+    origin: Origin,
+) -> Result<DirectiveId, WebchatError> {
+    get(engine, tenant, id).await?;
+    let req = site_directive(
+        "webchat.site.disable",
+        json!({ "site_id": id }),
+        format!("webchat.site.disable:{id}"),
+        id,
+    );
+    let mut tx = engine.db().begin().await?;
+    let d = insert_directive(engine, &mut tx, tenant, req, origin).await?;
+    tx.commit().await?;
+    Ok(d)
+}
+
+/// Waits until a directive has finished (or `timeout` passes) and returns it.
+pub async fn wait_for(
+    engine: &Engine,
+    tenant: TenantId,
+    id: DirectiveId,
+    timeout: Duration,
+) -> Result<DirectiveRow, WebchatError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let row = directive::get(engine.db(), tenant, id).await?;
+        if row.status.is_terminal() || Instant::now() >= deadline {
+            return Ok(row);
+        }
+        // Waking is cheap: the worker runs the directive within milliseconds.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The secret that signed tokens with `key_id`, if that key is still valid
+/// at `now`: the current key, or the previous one within its grace period.
+pub(crate) fn signing_secret(
+    engine: &Engine,
+    site: &SiteRow,
+    key_id: i32,
+    now: Millis,
+) -> Option<Vec<u8>> {
+    let sealed = if key_id == site.key_id {
+        &site.sealed_secret
+    } else if site.prev_key_id == Some(key_id) && site.prev_valid_until.is_some_and(|t| now < t) {
+        site.prev_sealed_secret.as_ref()?
+    } else {
+        return None;
+    };
+    engine
+        .key()
+        .open(&secret_context(site.tenant, site.id, key_id), sealed)
+        .ok()
+}

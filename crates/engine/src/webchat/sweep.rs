@@ -1,0 +1,50 @@
+//! Ends conversations that have been idle longer than their site allows,
+//! recording `webchat.session.ended` for each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetprompt_core::time::now_ms;
+use fleetprompt_store::webchat::conversation;
+use tokio::sync::watch;
+
+use super::count_signals;
+use super::error::WebchatError;
+use super::ingest::end_conversation;
+use crate::Engine;
+
+/// One pass; returns how many conversations it ended.
+pub async fn sweep_once(engine: &Engine) -> Result<usize, WebchatError> {
+    let now = now_ms();
+    let idle = conversation::idle(engine.db(), now, 500).await?;
+    let mut ended = 0;
+    for (tenant, c) in idle {
+        let mut tx = engine.db().begin().await?;
+        if end_conversation(&mut tx, tenant, c.site_id, c.visitor_id, c.id, "idle", now).await? {
+            tx.commit().await?;
+            ended += 1;
+        }
+    }
+    if ended > 0 {
+        count_signals(&vec!["webchat.session.ended"; ended]);
+        tracing::debug!(ended, "idle conversations ended");
+    }
+    Ok(ended)
+}
+
+/// Sweeps every `interval` until shutdown. On several nodes each sweeps;
+/// the conditional end (`status = 'open'`) and the signal's dedupe key make
+/// a conversation end once.
+pub async fn run(engine: Arc<Engine>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = sweep_once(&engine).await {
+            tracing::warn!(error = %e, "ending idle conversations failed");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! `/admin/v1/sites`: register, list, show, rotate the signing secret,
+//! disable. The changes run as directives; the API waits for them.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fleetprompt_core::id::SiteId;
+use fleetprompt_core::{DirectiveId, DirectiveStatus, Origin};
+use fleetprompt_engine::webchat::site::{self, RegisterRequest, SiteView};
+use fleetprompt_store::webchat::site::SiteRow;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{Admin, ApiJson};
+
+/// How long the API waits for a site directive before answering 202.
+const WAIT: Duration = Duration::from_secs(10);
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sites", post(register).get(list))
+        .route("/sites/{id}", get(show))
+        .route("/sites/{id}/rotate_secret", post(rotate))
+        .route("/sites/{id}/disable", post(disable))
+}
+
+fn parse_id(id: &str) -> Result<SiteId, ApiError> {
+    id.parse().map_err(|_| ApiError::NotFound("site".into()))
+}
+
+/// `https://HOST` as the client addressed this server (the scheme from a
+/// proxy's `X-Forwarded-Proto`, else http).
+fn public_base(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    format!("{proto}://{host}")
+}
+
+fn view(row: &SiteRow, headers: &HeaderMap) -> Value {
+    let mut v = serde_json::to_value(SiteView::from(row)).unwrap_or_default();
+    v["embed_snippet"] = json!(format!(
+        "<script async src=\"{}/widget.js\" data-site-key=\"{}\"></script>",
+        public_base(headers),
+        row.public_key
+    ));
+    v
+}
+
+/// Waits for the directive, then answers with the site as it now is: 200
+/// (or `done`) when it succeeded, 202 while it is still running, 409 when it
+/// failed.
+async fn finish(
+    s: &AppState,
+    admin: &Admin,
+    id: SiteId,
+    directive: DirectiveId,
+    headers: &HeaderMap,
+    done: StatusCode,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let d = site::wait_for(&s.engine, admin.tenant.id, directive, WAIT).await?;
+    let row = site::get(&s.engine, admin.tenant.id, id).await?;
+    let mut body = view(&row, headers);
+    body["directive"] =
+        json!({ "id": d.id, "kind": d.kind, "status": d.status, "last_error": d.last_error });
+    let status = match d.status {
+        DirectiveStatus::Succeeded => done,
+        DirectiveStatus::Failed | DirectiveStatus::Cancelled => StatusCode::CONFLICT,
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(body)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    domains: Vec<String>,
+    #[serde(default = "native")]
+    mode: String,
+    #[serde(default)]
+    settings: Value,
+}
+
+fn native() -> String {
+    "native".into()
+}
+
+async fn register(
+    State(s): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<RegisterBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let origin = Origin::Api {
+        token_id: admin.token_id,
+    };
+    let req = RegisterRequest {
+        domains: b.domains,
+        mode: b.mode,
+        settings: b.settings,
+    };
+    let (row, directive) = site::register(&s.engine, admin.tenant.id, req, origin).await?;
+    finish(&s, &admin, row.id, directive, &headers, StatusCode::CREATED).await
+}
+
+async fn list(
+    State(s): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let rows = fleetprompt_store::webchat::site::list(s.engine.db(), admin.tenant.id).await?;
+    let sites: Vec<Value> = rows.iter().map(|r| view(r, &headers)).collect();
+    Ok(Json(json!({ "sites": sites })))
+}
+
+async fn show(
+    State(s): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = site::get(&s.engine, admin.tenant.id, parse_id(&id)?).await?;
+    Ok(Json(view(&row, &headers)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    grace_secs: u64,
+}
+
+async fn rotate(
+    State(s): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    // The body is optional: none means no grace period.
+    let b: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Unprocessable("validation_failed", e.to_string()))?
+    };
+    let origin = Origin::Api {
+        token_id: admin.token_id,
+    };
+    let d = site::rotate_secret(&s.engine, admin.tenant.id, id, b.grace_secs, origin).await?;
+    finish(&s, &admin, id, d, &headers, StatusCode::OK).await
+}
+
+async fn disable(
+    State(s): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let origin = Origin::Api {
+        token_id: admin.token_id,
+    };
+    let d = site::disable(&s.engine, admin.tenant.id, id, origin).await?;
+    finish(&s, &admin, id, d, &headers, StatusCode::OK).await
+}

@@ -1,0 +1,112 @@
+//! `/v1/widget/*`: the public API the chat widget calls, plus `/widget.js`
+//! and `/demo`.
+//!
+//! Every widget request is answered with `Vary: Origin`. CORS is granted
+//! (and preflights pass) only for an origin in the allowlist of the site
+//! named by the `site_key` query parameter, which the widget adds to every
+//! call; the site key only decides CORS — who the caller is comes from the
+//! signed token (or, at bootstrap, from the site record behind the key).
+//!
+//! # Layout
+//! - [`cors`]: the CORS layer.
+//! - [`limit`]: per-visitor and per-site message rate limits.
+//! - [`api`]: bootstrap, messages, history, contact, close.
+//! - [`stream`]: the live event stream (SSE).
+//! - [`assets`]: the embedded widget script and the demo page.
+
+mod api;
+pub mod assets;
+mod cors;
+pub mod limit;
+mod stream;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderMap;
+use fleetprompt_core::webchat::token::Claims;
+use fleetprompt_engine::webchat::WebchatError;
+use fleetprompt_store::webchat::site::SiteRow;
+use metrics::{Unit, counter, describe_counter};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Widget requests refused, by reason.
+pub const REJECTED: &str = "fleetprompt_widget_rejected_total";
+
+/// Describes the widget's metrics. Call once at start.
+pub fn describe() {
+    describe_counter!(
+        REJECTED,
+        Unit::Count,
+        "Widget requests refused, by reason (origin, token, rate_limit_visitor, rate_limit_site, too_large, invalid, site_inactive)."
+    );
+}
+
+/// Counts a refusal; `reason` is from a fixed set.
+pub(crate) fn rejected(reason: &'static str) {
+    counter!(REJECTED, "reason" => reason).increment(1);
+}
+
+/// Counts and converts an error of the package.
+pub(crate) fn refuse(e: WebchatError) -> ApiError {
+    let reason = match &e {
+        WebchatError::Unauthorized(_) => Some("token"),
+        WebchatError::Forbidden(m) if m.contains("origin") || m.contains("Origin") => {
+            Some("origin")
+        }
+        WebchatError::Forbidden(_) => Some("site_inactive"),
+        WebchatError::TooLarge { .. } => Some("too_large"),
+        WebchatError::Invalid(_) => Some("invalid"),
+        WebchatError::NotFound(_) | WebchatError::Engine(_) => None,
+    };
+    if let Some(r) = reason {
+        rejected(r);
+    }
+    e.into()
+}
+
+/// Largest widget request body; messages have their own, smaller limit.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The widget API, the script and the demo page.
+pub fn router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .merge(api::router())
+        .merge(stream::router())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::layer,
+        ))
+        .merge(assets::router())
+}
+
+/// The bearer token of a widget request, checked against its site.
+pub(crate) async fn authenticate(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<(SiteRow, Claims), ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| {
+            rejected("token");
+            ApiError::InvalidToken("a valid widget token is required (Authorization: Bearer fpw_…)")
+        })?;
+    fleetprompt_engine::webchat::session::authenticate(&s.engine, token, origin(headers))
+        .await
+        .map_err(refuse)
+}
+
+/// The request's `Origin` header, if any.
+pub(crate) fn origin(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,16 @@
+//! The website chat package's tables. Every function takes the
+//! [`TenantId`](fleetprompt_core::TenantId) first, except the two lookups that
+//! find a tenant: a site by its public widget key, and the idle sweep.
+//!
+//! # Layout
+//! - [`installation`]: the package installed for a tenant, with its IP-hash key.
+//! - [`site`]: sites, their allowlists, settings and sealed signing secrets.
+//! - [`identity`]: what is kept about a visitor (reduced).
+//! - [`conversation`]: conversations and the idle sweep.
+//! - [`message`]: visitor, assistant and agent messages.
+
+pub mod conversation;
+pub mod identity;
+pub mod installation;
+pub mod message;
+pub mod site;

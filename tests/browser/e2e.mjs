@@ -1,0 +1,92 @@
+// Real-browser end-to-end test of the chat widget, driven by
+// tests/tests/browser.rs, which starts FleetPrompt, registers a site and
+// serves the host pages. Inputs come from the environment; the result is
+// one JSON line on stdout.
+//
+//   FP_URL        FleetPrompt's base URL (serves /widget.js and the API)
+//   HOST_URL      a page on an allowed origin that embeds the widget
+//   BAD_URL       the same page on an origin the site does not allow
+//   ADMIN_TOKEN   the tenant's admin token, to read signals and reply
+//   SCREENSHOT    where to save a screenshot of the open widget
+//   CHROMIUM      the browser binary (default /usr/bin/chromium)
+import { chromium } from "playwright-core";
+
+const env = (k, d) => process.env[k] ?? d ?? (() => { throw new Error(`${k} is required`); })();
+const FP = env("FP_URL"), HOST = env("HOST_URL"), BAD = env("BAD_URL"), TOKEN = env("ADMIN_TOKEN");
+const SHOT = env("SCREENSHOT"), BIN = env("CHROMIUM", "/usr/bin/chromium");
+
+async function admin(path, body) {
+  const r = await fetch(FP + path, {
+    method: body ? "POST" : "GET",
+    headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await r.json();
+  if (!r.ok) throw new Error(`${path}: ${r.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function until(what, f, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: BIN,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const result = {};
+try {
+  const ctx = await browser.newContext({ viewport: { width: 1000, height: 720 } });
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(HOST);
+  // Playwright's CSS locators pierce open shadow roots.
+  const launch = page.locator("#fleetprompt-chat button.launch");
+  await launch.waitFor({ timeout: 15000 });
+  await launch.click();
+  const skip = page.locator("#fleetprompt-chat button.link", { hasText: "Skip" });
+  if (await skip.count()) await skip.click();
+  const text = page.locator("#fleetprompt-chat textarea");
+  await text.fill("Hello from a real browser");
+  await text.press("Enter");
+  // Sent once the bubble is no longer pending.
+  await page.locator("#fleetprompt-chat .m.visitor:not([data-cmid])", { hasText: "Hello from a real browser" })
+    .waitFor({ timeout: 15000 });
+
+  const convs = await until("a conversation", async () => (await admin("/admin/v1/conversations")).conversations[0]);
+  result.conversation_id = convs.id;
+  const tl = await admin(`/admin/v1/timeline?subject=conversation:${convs.id}`);
+  result.message_signal = tl.entries.some((e) => e.entry === "signal" && e.type === "webchat.message.received"
+    && e.payload.content === "Hello from a real browser");
+
+  await admin(`/admin/v1/conversations/${convs.id}/reply`, { content: "Hi! An operator here." });
+  await page.locator("#fleetprompt-chat .m.agent", { hasText: "Hi! An operator here." }).waitFor({ timeout: 15000 });
+  result.reply_seen = true;
+  await page.screenshot({ path: SHOT });
+
+  // After a reload the conversation comes back from the history.
+  await page.reload();
+  await page.locator("#fleetprompt-chat button.launch").click();
+  await page.locator("#fleetprompt-chat .m.agent", { hasText: "Hi! An operator here." }).waitFor({ timeout: 15000 });
+  result.history_after_reload = true;
+  result.page_errors = errors;
+
+  // A page on an origin the site does not allow gets no working widget.
+  const bad = await ctx.newPage();
+  const warnings = [];
+  bad.on("console", (m) => warnings.push(m.text()));
+  await bad.goto(BAD);
+  await until("the refused bootstrap", async () => warnings.some((w) => w.includes("FleetPrompt chat disabled")), 15000);
+  result.bad_origin_widget = await bad.locator("#fleetprompt-chat").count();
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));

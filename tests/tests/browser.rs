@@ -1,0 +1,130 @@
+//! A real browser (headless Debian Chromium, driven by Playwright in
+//! `tests/browser/e2e.mjs`) embeds the widget served by FleetPrompt into a
+//! page on another origin, chats, and receives an operator's reply live; a
+//! page on an origin the site does not allow gets no widget. The screenshot
+//! of the open widget is saved as `target/widget-e2e.png`.
+//!
+//! Needs `node`, `/usr/bin/chromium` (`apt-get install chromium`) and
+//! `npm ci --prefix tests/browser` (run here when `node_modules` is missing).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use axum::http::StatusCode;
+use axum::response::Html;
+use fleetprompt_system_tests::{Backend, TestApp};
+use serde_json::{Value, json};
+
+/// Serves one HTML page on 127.0.0.1:0; returns its URL.
+async fn host_page(html: String) -> String {
+    let app = axum::Router::new().route("/", axum::routing::get(move || async move { Html(html) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widget_works_in_a_real_browser() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: apt-get install -y chromium"
+    );
+    let dir = repo_root().join("tests/browser");
+    if !dir.join("node_modules/playwright-core").exists() {
+        let ok = tokio::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .await
+            .expect("npm")
+            .success();
+        assert!(ok, "npm ci in tests/browser failed");
+    }
+
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    // Two host pages on two origins; the site allows only the first.
+    let page = |key: &str, fp: &str| {
+        format!(
+            "<!doctype html><html><head><meta charset=utf-8><title>Shop</title></head>\
+             <body><h1>A shop</h1><p>Our products.</p>\
+             <script async src=\"{fp}/widget.js\" data-site-key=\"{key}\"></script></body></html>"
+        )
+    };
+    // The site must name the host's origin before the page exists: bind
+    // first with a placeholder key, then register, then serve the real page.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host_url = format!("http://{}", listener.local_addr().unwrap());
+    let (s, site) = app
+        .post(
+            "/admin/v1/sites",
+            json!({ "domains": [host_url], "settings": { "title": "Acme help" } }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{site}");
+    let key = site["public_key"].as_str().unwrap().to_owned();
+    let html = page(&key, &app.server.url);
+    let router = axum::Router::new().route(
+        "/",
+        axum::routing::get({
+            let html = html.clone();
+            move || async move { Html(html) }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let bad_url = host_page(html).await;
+
+    let shot = repo_root().join("target/widget-e2e.png");
+    let out = tokio::process::Command::new("node")
+        .arg("e2e.mjs")
+        .current_dir(&dir)
+        .env("FP_URL", &app.server.url)
+        .env("HOST_URL", &host_url)
+        .env("BAD_URL", &bad_url)
+        .env("ADMIN_TOKEN", &app.tenant.token)
+        .env("SCREENSHOT", &shot)
+        .env("CHROMIUM", &chromium)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "e2e.mjs failed:\n{stdout}\n{}\nserver log: {}",
+        String::from_utf8_lossy(&out.stderr),
+        app.server.log_path.display()
+    );
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("JSON result");
+    assert_eq!(r["message_signal"], true, "{r}");
+    assert_eq!(r["reply_seen"], true, "{r}");
+    assert_eq!(r["history_after_reload"], true, "{r}");
+    assert_eq!(r["bad_origin_widget"], 0, "{r}");
+    assert_eq!(r["page_errors"], json!([]), "{r}");
+    assert!(shot.exists(), "screenshot saved");
+
+    // The message and its signal, seen through the admin API.
+    let conv = r["conversation_id"].as_str().unwrap();
+    let (_, v) = app.get(&format!("/admin/v1/conversations/{conv}")).await;
+    let roles: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["visitor", "agent"]);
+    assert_eq!(v["visitor"]["browser"], "chrome");
+}
