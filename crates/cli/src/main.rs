@@ -14,6 +14,7 @@ mod bench;
 mod demo;
 mod serve;
 mod settings;
+mod workflows;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,11 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Check and explain workflow rules.
+    #[command(subcommand)]
+    Workflows(workflows::WorkflowsCommand),
+    /// Re-route stored signals through today's rules (dedupe keys make it safe).
+    Replay(workflows::ReplayArgs),
     /// Measure the engine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -120,5 +126,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(cmd) => bench::run(&cli.common, cmd).await,
+        Command::Replay(args) => workflows::replay(&cli.common, args).await,
+        Command::Workflows(cmd) => {
+            if workflows::run(cmd)? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
     }
 }

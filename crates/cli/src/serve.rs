@@ -46,6 +46,16 @@ pub struct ServeArgs {
     /// Milliseconds between looks for expired leases.
     #[arg(long, env = "FLEETPROMPT_REAP_MS", default_value_t = 5000)]
     pub reap_ms: u64,
+    /// Directory of workflow rules: `*.toml` defaults and `tenants/<slug>/*.toml`.
+    #[arg(
+        long = "workflows",
+        env = "FLEETPROMPT_WORKFLOWS_DIR",
+        default_value = "./workflows"
+    )]
+    pub workflows: std::path::PathBuf,
+    /// Milliseconds between checks of the workflow directory for changes.
+    #[arg(long, env = "FLEETPROMPT_WORKFLOWS_POLL_MS", default_value_t = 2000)]
+    pub workflows_poll_ms: u64,
     /// Serve /demo with a demo tenant and site, created on first start (SQLite only).
     #[arg(long, env = "FLEETPROMPT_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
@@ -123,7 +133,25 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         "database ready"
     );
     let engine = Engine::new(db.clone(), key, config);
+    if let Err(e) = fleetprompt_engine::rules::load(&engine, &args.workflows) {
+        let problems: Vec<String> = e.diagnostics().iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "workflow rules in {} are invalid:\n{}",
+            args.workflows.display(),
+            if problems.is_empty() {
+                e.to_string()
+            } else {
+                problems.join("\n")
+            }
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(fleetprompt_engine::rules::watch(
+        engine.clone(),
+        args.workflows.clone(),
+        Duration::from_millis(args.workflows_poll_ms.max(50)),
+        stop_rx.clone(),
+    ));
 
     let mut tasks = tokio::task::JoinSet::new();
     if args.role != Role::Api {

@@ -156,6 +156,29 @@ impl Engine {
         Ok(t.slug)
     }
 
+    /// Records a signal in the caller's transaction and, if it is new, routes
+    /// it through today's rules in that same transaction.
+    pub async fn record_in_tx(
+        &self,
+        tx: &mut fleetprompt_store::Tx,
+        tenant: TenantId,
+        signal: &NewSignal,
+    ) -> Result<Recorded, EngineError> {
+        let recorded = signal::insert(tx, tenant, signal).await?;
+        if !recorded.duplicate {
+            let slug = self.tenant_slug(tenant).await?;
+            let view = routing::SignalView {
+                id: recorded.id,
+                signal_type: signal.signal_type.as_str(),
+                subject: signal.subject.as_str(),
+                payload: &signal.payload,
+                occurred_at: signal.occurred_at,
+            };
+            self.route_signal(tx, tenant, &slug, &view, false).await?;
+        }
+        Ok(recorded)
+    }
+
     /// Records a signal and routes it through today's rules in the same
     /// transaction; a repeated dedupe key records and routes nothing.
     pub async fn record_signal(

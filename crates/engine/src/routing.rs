@@ -267,3 +267,70 @@ impl Engine {
         })
     }
 }
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayReport {
+    /// Signals re-routed.
+    pub signals: u64,
+    /// New directives.
+    pub directives_created: u64,
+    /// Directives whose dedupe key was already taken.
+    pub directives_deduplicated: u64,
+    /// Pending directives cancelled by `cancel_on`.
+    pub directives_cancelled: u64,
+    /// Rules that failed at run time.
+    pub rule_errors: u64,
+}
+
+impl Engine {
+    /// Re-routes a tenant's stored signals through today's rules, a page per
+    /// transaction. Dedupe keys make a second replay create nothing.
+    pub async fn replay(
+        &self,
+        tenant: TenantId,
+        filter: &fleetprompt_store::signal::ReplayFilter,
+        dry_run: bool,
+    ) -> Result<ReplayReport, EngineError> {
+        const PAGE: i64 = 500;
+        let slug = self.tenant_slug(tenant).await?;
+        let mut out = ReplayReport::default();
+        let mut after = None;
+        loop {
+            let page =
+                fleetprompt_store::signal::page_for_replay(self.db(), tenant, filter, after, PAGE)
+                    .await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.recorded_at, last.id));
+            let mut tx = self.db().begin().await?;
+            let mut report = RouteReport::default();
+            for s in &page {
+                let view = SignalView {
+                    id: s.id,
+                    signal_type: &s.signal_type,
+                    subject: &s.subject,
+                    payload: &s.payload,
+                    occurred_at: s.occurred_at,
+                };
+                report.add(
+                    self.route_signal(&mut tx, tenant, &slug, &view, dry_run)
+                        .await?,
+                );
+            }
+            if dry_run {
+                drop(tx);
+            } else {
+                tx.commit().await?;
+            }
+            out.signals += page.len() as u64;
+            out.directives_created += report.directives_created;
+            out.directives_deduplicated += report.directives_deduplicated;
+            out.directives_cancelled += report.directives_cancelled;
+            out.rule_errors += report.rule_errors;
+            if (page.len() as i64) < PAGE {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

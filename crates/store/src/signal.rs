@@ -147,3 +147,47 @@ pub async fn count(db: &Db, tenant: TenantId) -> Result<i64> {
             .await?)
     })
 }
+
+/// Which stored signals a replay re-routes.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    /// Only this type.
+    pub signal_type: Option<String>,
+    /// Only this subject.
+    pub subject: Option<String>,
+    /// Recorded at or after.
+    pub since: Option<Millis>,
+    /// Recorded before.
+    pub until: Option<Millis>,
+}
+
+/// A page of a tenant's signals in recording order, after `(recorded_at, id)`.
+pub async fn page_for_replay(
+    db: &Db,
+    tenant: TenantId,
+    f: &ReplayFilter,
+    after: Option<(Millis, SignalId)>,
+    limit: i64,
+) -> Result<Vec<SignalRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM signals WHERE tenant_id = $1
+           AND ($2 IS NULL OR type = $2) AND ($3 IS NULL OR subject = $3)
+           AND ($4 IS NULL OR recorded_at >= $4) AND ($5 IS NULL OR recorded_at < $5)
+           AND ($6 IS NULL OR recorded_at > $6 OR (recorded_at = $6 AND id > $7))
+         ORDER BY recorded_at, id LIMIT $8"
+    );
+    on_db!(db, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(f.signal_type.as_deref())
+            .bind(f.subject.as_deref())
+            .bind(f.since)
+            .bind(f.until)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1.to_string()).unwrap_or_default())
+            .bind(limit)
+            .fetch_all(c)
+            .await?;
+        rows.iter().map(|r| Ok(decode!(r))).collect()
+    })
+}

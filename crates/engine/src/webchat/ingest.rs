@@ -11,7 +11,7 @@ use fleetprompt_store::webchat::conversation::{self, ConversationRow};
 use fleetprompt_store::webchat::identity;
 use fleetprompt_store::webchat::message::{self, MessageRow, Role};
 use fleetprompt_store::webchat::site::SiteRow;
-use fleetprompt_store::{StoreError, Tx, signal};
+use fleetprompt_store::{StoreError, Tx};
 use serde_json::{Value, json};
 
 use super::error::{WebchatError, invalid};
@@ -176,7 +176,7 @@ async fn try_send(
                 format!("webchat_session:{tenant}:{}:started", c.id),
                 now,
             )?;
-            signal::insert(&mut tx, tenant, &s).await?;
+            engine.record_in_tx(&mut tx, tenant, &s).await?;
             types.push("webchat.session.started");
             c.id
         }
@@ -204,7 +204,7 @@ async fn try_send(
         ),
         now,
     )?;
-    let recorded = signal::insert(&mut tx, tenant, &s).await?;
+    let recorded = engine.record_in_tx(&mut tx, tenant, &s).await?;
     types.push("webchat.message.received");
     let row = MessageRow {
         id: message_id,
@@ -266,7 +266,7 @@ pub async fn capture_contact(
         ),
         now,
     )?;
-    let r = signal::insert(&mut tx, tenant, &s).await?;
+    let r = engine.record_in_tx(&mut tx, tenant, &s).await?;
     tx.commit().await?;
     if !r.duplicate {
         count_signals(&["webchat.contact.captured"]);
@@ -277,6 +277,7 @@ pub async fn capture_contact(
 /// Ends a conversation and records `webchat.session.ended`, in `tx`.
 /// False when it had already ended.
 pub(crate) async fn end_conversation(
+    engine: &Engine,
     tx: &mut Tx,
     tenant: fleetprompt_core::TenantId,
     site: SiteId,
@@ -295,7 +296,7 @@ pub(crate) async fn end_conversation(
         format!("webchat_session:{tenant}:{id}:ended"),
         now,
     )?;
-    signal::insert(tx, tenant, &s).await?;
+    engine.record_in_tx(tx, tenant, &s).await?;
     Ok(true)
 }
 
@@ -312,6 +313,7 @@ pub async fn close(
         return Ok(None);
     };
     let ended = end_conversation(
+        engine,
         &mut tx,
         site.tenant,
         site.id,

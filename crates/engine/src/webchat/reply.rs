@@ -4,9 +4,9 @@
 use fleetprompt_core::id::{ConversationId, MessageId};
 use fleetprompt_core::time::{now_ms, to_rfc3339};
 use fleetprompt_core::{NewSignal, Origin, TenantId};
+use fleetprompt_store::StoreError;
 use fleetprompt_store::webchat::conversation;
 use fleetprompt_store::webchat::message::{self, MessageRow, Role};
-use fleetprompt_store::{StoreError, signal};
 use serde_json::json;
 
 use super::error::{WebchatError, invalid};
@@ -83,7 +83,7 @@ pub async fn reply(
         now,
     )?;
     let mut tx = engine.db().begin().await?;
-    let recorded = signal::insert(&mut tx, tenant, &s).await?;
+    let recorded = engine.record_in_tx(&mut tx, tenant, &s).await?;
     message::insert(&mut tx, tenant, &row, Some(&recorded.id.to_string())).await?;
     if conv.status == "open" {
         conversation::touch(&mut tx, tenant, id, now).await?;

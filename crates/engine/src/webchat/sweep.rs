@@ -20,7 +20,18 @@ pub async fn sweep_once(engine: &Engine) -> Result<usize, WebchatError> {
     let mut ended = 0;
     for (tenant, c) in idle {
         let mut tx = engine.db().begin().await?;
-        if end_conversation(&mut tx, tenant, c.site_id, c.visitor_id, c.id, "idle", now).await? {
+        if end_conversation(
+            engine,
+            &mut tx,
+            tenant,
+            c.site_id,
+            c.visitor_id,
+            c.id,
+            "idle",
+            now,
+        )
+        .await?
+        {
             tx.commit().await?;
             ended += 1;
         }

@@ -7,6 +7,7 @@ mod installations;
 mod signals;
 mod sites;
 mod timeline;
+mod workflows;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -26,5 +27,6 @@ pub fn router() -> Router<AppState> {
         .merge(installations::router())
         .merge(sites::router())
         .merge(conversations::router())
+        .merge(workflows::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
