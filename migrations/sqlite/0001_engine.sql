@@ -100,6 +100,15 @@ CREATE TABLE rule_evaluations (
 );
 CREATE INDEX rule_evaluations_by_subject ON rule_evaluations (tenant_id, subject, evaluated_at);
 
+-- The last tick each schedule rule fired for each tenant: the compare-and-set
+-- that makes a tick fire once across nodes, and what catch-up starts from.
+CREATE TABLE cron_ticks (
+    tenant_id TEXT NOT NULL,
+    rule_id   TEXT NOT NULL,
+    last_tick BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, rule_id)
+);
+
 CREATE TABLE directive_attempts (
     tenant_id    TEXT NOT NULL,
     directive_id TEXT NOT NULL,

@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Milliseconds between checks of the workflow directory for changes.
     #[arg(long, env = "FLEETPROMPT_WORKFLOWS_POLL_MS", default_value_t = 2000)]
     pub workflows_poll_ms: u64,
+    /// Ticks of schedule rules missed while no node ran: `run-once` (the latest) or `skip`.
+    #[arg(long, env = "FLEETPROMPT_CRON_CATCH_UP", default_value = "run-once")]
+    pub cron_catch_up: String,
     /// Serve /demo with a demo tenant and site, created on first start (SQLite only).
     #[arg(long, env = "FLEETPROMPT_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
@@ -165,6 +168,13 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         ));
         tasks.spawn(fleetprompt_engine::upkeep::listen(
             engine.clone(),
+            stop_rx.clone(),
+        ));
+        let catch_up: fleetprompt_engine::cron::CatchUp =
+            args.cron_catch_up.parse().map_err(anyhow::Error::msg)?;
+        tasks.spawn(fleetprompt_engine::cron::run(
+            engine.clone(),
+            catch_up,
             stop_rx.clone(),
         ));
         tasks.spawn(fleetprompt_engine::webchat::sweep::run(

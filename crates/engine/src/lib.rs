@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`Engine`] (this file): the entry points the HTTP server and the CLI call.
+//! - [`cron`]: schedule rules, each tick fired once across nodes.
 //! - [`config`]: engine settings (worker name, concurrency, lease, polling).
 //! - [`error`]: the engine's error enum.
 //! - [`handler`]: the directive handler trait, outcomes and the registry.
@@ -17,6 +18,7 @@
 //! - [`webchat`]: the `website_chat` package (sites, widget tokens, ingestion).
 
 pub mod config;
+pub mod cron;
 pub mod destination;
 pub mod error;
 pub mod handler;

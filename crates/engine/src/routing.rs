@@ -54,6 +54,23 @@ impl RouteReport {
     }
 }
 
+fn evaluation_row(
+    signal: &SignalView<'_>,
+    ev: RuleEvaluation,
+    outcome: &str,
+    detail: String,
+) -> EvaluationRow {
+    EvaluationRow {
+        signal_id: signal.id,
+        subject: signal.subject.to_owned(),
+        rule_id: ev.rule_id,
+        file_hash: ev.file_hash,
+        outcome: outcome.into(),
+        detail,
+        evaluated_at: now_ms(),
+    }
+}
+
 fn input(s: &SignalView<'_>) -> SignalInput {
     SignalInput {
         id: s.id.to_string(),
@@ -106,20 +123,25 @@ impl Engine {
             let (outcome, detail) = self
                 .apply(tx, tenant, signal, &ev, dry_run, &mut report)
                 .await?;
-            rows.push(EvaluationRow {
-                signal_id: signal.id,
-                subject: signal.subject.to_owned(),
-                rule_id: ev.rule_id,
-                file_hash: ev.file_hash,
-                outcome: outcome.into(),
-                detail,
-                evaluated_at: now_ms(),
-            });
+            rows.push(evaluation_row(signal, ev, outcome, detail));
         }
         if !dry_run {
             evaluation::insert_many(tx, tenant, &rows).await?;
         }
         Ok(report)
+    }
+
+    /// Applies one evaluation (a cron tick's) and returns its timeline row.
+    pub(crate) async fn apply_evaluation(
+        &self,
+        tx: &mut Tx,
+        tenant: TenantId,
+        signal: &SignalView<'_>,
+        ev: &RuleEvaluation,
+        report: &mut RouteReport,
+    ) -> Result<EvaluationRow, EngineError> {
+        let (outcome, detail) = self.apply(tx, tenant, signal, ev, false, report).await?;
+        Ok(evaluation_row(signal, ev.clone(), outcome, detail))
     }
 
     async fn apply(

@@ -8,6 +8,7 @@
 //! in-process statement loops) each has its own branch.
 //!
 //! # Layout
+//! - [`cron`]: the last tick of each schedule rule, per tenant.
 //! - [`db`]: connecting, pragmas, the backend enum, transactions, wake-ups.
 //! - [`migrate`]: the embedded, checksummed migrations.
 //! - [`tenant`]: tenants and admin tokens.
@@ -19,6 +20,7 @@
 //! - [`timeline`]: a subject's causal history.
 //! - [`webchat`]: the website chat package's sites, conversations, messages.
 
+pub mod cron;
 pub mod db;
 pub mod destination;
 pub mod directive;
