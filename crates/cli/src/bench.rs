@@ -29,6 +29,19 @@ use crate::settings::Common;
 pub enum BenchCommand {
     /// No-op directives created and executed per second, and idle start latency.
     Engine(EngineArgs),
+    /// Workflow rule evaluation: N rules against one signal, and routing throughput.
+    Rules(RulesArgs),
+}
+
+/// Flags of `bench rules`.
+#[derive(Args)]
+pub struct RulesArgs {
+    /// Rules listening to the benchmark signal's type.
+    #[arg(long, default_value_t = 1_000)]
+    pub rules: usize,
+    /// Routing passes to time.
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
 }
 
 /// Flags of `bench engine`.
@@ -59,6 +72,7 @@ pub struct EngineArgs {
 pub async fn run(common: &Common, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Engine(args) => engine(common, args).await,
+        BenchCommand::Rules(args) => rules(args),
     }
 }
 
@@ -308,4 +322,73 @@ async fn start_latency(db: &Db, args: &EngineArgs) -> anyhow::Result<Vec<i64>> {
     let _ = stop.send(true);
     let _ = worker.await;
     Ok(directive::start_latencies_ms(db, tenant).await?)
+}
+
+/// Writes `n` rules on one signal type (each with a CEL condition, half of
+/// them true, and templated args and dedupe key) plus 50 rules on other
+/// types, loads them as the server would, and times routing.
+fn rules(args: RulesArgs) -> anyhow::Result<()> {
+    use fleetprompt_workflows::{RouteContext, RuleSet, SignalInput};
+    let dir = tempfile::TempDir::new()?;
+    let mut text = String::new();
+    for i in 0..args.rules {
+        text.push_str(&format!(
+            "[[rule]]\nid = \"r{i}\"\non = \"webchat.message.received\"\nwhen = 'signal.payload.n % 2 == {parity} && tenant == \"acme\"'\n\
+             [[rule.directive]]\nkind = \"noop\"\ndedupe_key = \"r{i}:{{{{ signal.payload.conversation_id }}}}\"\n\
+             args = {{ text = \"New chat: {{{{ signal.payload.content | truncate(50) }}}}\" }}\n\n",
+            parity = i % 2
+        ));
+    }
+    for i in 0..50 {
+        text.push_str(&format!("[[rule]]\nid = \"other{i}\"\non = \"order.created\"\n[[rule.directive]]\nkind = \"noop\"\n\n"));
+    }
+    std::fs::create_dir_all(dir.path().join("tenants/acme"))?;
+    std::fs::write(dir.path().join("tenants/acme/bench.toml"), text)?;
+    let load_start = Instant::now();
+    let set =
+        RuleSet::load_dir(dir.path(), &Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let load = load_start.elapsed();
+    let ctx = RouteContext::new(serde_json::Value::Null, chrono::Utc::now());
+    let signal = |n: usize| SignalInput {
+        id: format!("sig_{n}"),
+        r#type: "webchat.message.received".into(),
+        subject: "conversation:c1".into(),
+        payload: json!({ "n": n, "conversation_id": "c1", "content": "Hello, I would like to know about your pricing plans" }),
+        occurred_at: "2026-01-01T00:00:00Z".into(),
+    };
+    let mut matched = 0;
+    let start = Instant::now();
+    for i in 0..args.iterations {
+        let evs = set.route("acme", &signal(i), &ctx);
+        matched += evs.len();
+    }
+    let per_signal = start.elapsed() / args.iterations as u32;
+    anyhow::ensure!(
+        matched == args.rules * args.iterations,
+        "every rule on the type is evaluated"
+    );
+    // Throughput of the router on a signal type no rule listens to, and on
+    // one that one rule listens to: the common case of a large rule set.
+    let quiet = SignalInput {
+        r#type: "webchat.session.started".into(),
+        ..signal(0)
+    };
+    let n = 200_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(set.route("acme", &quiet, &ctx));
+    }
+    let quiet_rate = n as f64 / t.elapsed().as_secs_f64();
+    println!("rules on the signal's type     {}", args.rules);
+    println!(
+        "load and compile               {:.1} ms",
+        load.as_secs_f64() * 1000.0
+    );
+    println!(
+        "route one signal through them  {:.3} ms ({:.0} signals/s)",
+        per_signal.as_secs_f64() * 1000.0,
+        1.0 / per_signal.as_secs_f64()
+    );
+    println!("route a signal no rule wants   {:.0} signals/s", quiet_rate);
+    Ok(())
 }
