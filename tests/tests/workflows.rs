@@ -268,10 +268,11 @@ async fn wait_status(app: &TestApp, dedupe_key: &str, status: &str, timeout: Dur
     let deadline = Instant::now() + timeout;
     loop {
         let ds = directives(app).await;
-        if let Some(d) = ds.iter().find(|d| d["dedupe_key"] == dedupe_key) {
-            if d["status"] == status {
-                return d.clone();
-            }
+        if let Some(d) = ds
+            .iter()
+            .find(|d| d["dedupe_key"] == dedupe_key && d["status"] == status)
+        {
+            return d.clone();
         }
         assert!(
             Instant::now() < deadline,

@@ -187,28 +187,14 @@ impl Engine {
         &self,
         tenant: TenantId,
         signal: NewSignal,
-    ) -> Result<(Recorded, routing::RouteReport), EngineError> {
-        let slug = self.tenant_slug(tenant).await?;
+    ) -> Result<Recorded, EngineError> {
         let mut tx = self.db.begin().await?;
-        let recorded = signal::insert(&mut tx, tenant, &signal).await?;
-        let mut report = routing::RouteReport::default();
-        if !recorded.duplicate {
-            let view = routing::SignalView {
-                id: recorded.id,
-                signal_type: signal.signal_type.as_str(),
-                subject: signal.subject.as_str(),
-                payload: &signal.payload,
-                occurred_at: signal.occurred_at,
-            };
-            report = self
-                .route_signal(&mut tx, tenant, &slug, &view, false)
-                .await?;
-        }
+        let recorded = self.record_in_tx(&mut tx, tenant, &signal).await?;
         tx.commit().await?;
         if !recorded.duplicate {
             metrics::signal_recorded(signal.signal_type.as_str());
         }
-        Ok((recorded, report))
+        Ok(recorded)
     }
 
     /// Checks a directive request and turns it into a row to insert.

@@ -97,6 +97,11 @@ pub fn describe() {
         Unit::Count,
         "Directive leases that expired because their worker vanished."
     );
+    describe_counter!(
+        WORKFLOW_RELOADS,
+        Unit::Count,
+        "Workflow rule set loads, by result (ok, error)."
+    );
     describe_gauge!(
         IN_FLIGHT,
         Unit::Count,

@@ -114,9 +114,18 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> 
     if ds.is_empty() {
         return Ok(0);
     }
+    if tx.backend() == crate::Backend::Sqlite {
+        // One in-process writer: a prepared statement per row costs
+        // microseconds, so the single-row path serves.
+        let mut created = 0;
+        for d in ds {
+            created += usize::from(matches!(insert(tx, tenant, d).await?, Created::New(_)));
+        }
+        return Ok(created);
+    }
     let now = now_ms();
     let tenant_s = tenant.to_string();
-    let mut created = 0;
+    let created;
     match tx.inner_mut() {
         crate::db::TxInner::Postgres(t) => {
             let col = |f: &dyn Fn(&NewDirective) -> String| ds.iter().map(f).collect::<Vec<_>>();
@@ -157,27 +166,7 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> 
             .await?;
             created = rows.len();
         }
-        crate::db::TxInner::Sqlite(t) => {
-            for d in ds {
-                let r: Option<String> = sqlx::query_scalar(INSERT)
-                    .bind(&tenant_s)
-                    .bind(d.id.to_string())
-                    .bind(d.kind.as_str())
-                    .bind(d.args.to_string())
-                    .bind(&d.dedupe_key)
-                    .bind(d.subject.as_deref())
-                    .bind(d.retry.max_attempts as i32)
-                    .bind(serde_json::to_string(&d.retry).map_err(corrupt)?)
-                    .bind(d.run_at)
-                    .bind(serde_json::to_string(&d.origin).map_err(corrupt)?)
-                    .bind(d.caused_by.map(|s| s.to_string()))
-                    .bind(now)
-                    .bind(rule_of(&d.origin))
-                    .fetch_optional(&mut **t)
-                    .await?;
-                created += usize::from(r.is_some());
-            }
-        }
+        crate::db::TxInner::Sqlite(_) => unreachable!("handled above"),
     }
     if created > 0 && ds.iter().any(|d| d.run_at <= now) {
         tx.mark_due_work().await?;

@@ -274,18 +274,33 @@ pub async fn capture_contact(
     Ok(())
 }
 
+/// Which conversation ends, and why.
+pub(crate) struct Ending<'a> {
+    /// Its site.
+    pub site: SiteId,
+    /// Its visitor.
+    pub visitor: VisitorId,
+    /// The conversation.
+    pub id: ConversationId,
+    /// `idle`, `visitor_closed` …
+    pub reason: &'a str,
+}
+
 /// Ends a conversation and records `webchat.session.ended`, in `tx`.
 /// False when it had already ended.
 pub(crate) async fn end_conversation(
     engine: &Engine,
     tx: &mut Tx,
     tenant: fleetprompt_core::TenantId,
-    site: SiteId,
-    visitor: VisitorId,
-    id: ConversationId,
-    reason: &str,
+    ending: Ending<'_>,
     now: Millis,
 ) -> Result<bool, WebchatError> {
+    let Ending {
+        site,
+        visitor,
+        id,
+        reason,
+    } = ending;
     if !conversation::end(tx, tenant, id, reason, now).await? {
         return Ok(false);
     }
@@ -316,10 +331,12 @@ pub async fn close(
         engine,
         &mut tx,
         site.tenant,
-        site.id,
-        claims.visitor,
-        id,
-        "visitor_closed",
+        Ending {
+            site: site.id,
+            visitor: claims.visitor,
+            id,
+            reason: "visitor_closed",
+        },
         now_ms(),
     )
     .await?;

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::count_signals;
 use super::error::WebchatError;
-use super::ingest::end_conversation;
+use super::ingest::{Ending, end_conversation};
 use crate::Engine;
 
 /// One pass; returns how many conversations it ended.
@@ -24,10 +24,12 @@ pub async fn sweep_once(engine: &Engine) -> Result<usize, WebchatError> {
             engine,
             &mut tx,
             tenant,
-            c.site_id,
-            c.visitor_id,
-            c.id,
-            "idle",
+            Ending {
+                site: c.site_id,
+                visitor: c.visitor_id,
+                id: c.id,
+                reason: "idle",
+            },
             now,
         )
         .await?

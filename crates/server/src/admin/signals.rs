@@ -54,7 +54,7 @@ async fn record(
         b.dedupe_key,
         occurred_at,
     )?;
-    let (r, _) = s.engine.record_signal(admin.tenant.id, signal).await?;
+    let r = s.engine.record_signal(admin.tenant.id, signal).await?;
     Ok(if r.duplicate {
         (
             StatusCode::OK,
