@@ -57,9 +57,11 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = 1_000)]
     pub batch: usize,
     /// Worker concurrency: directives claimed and not yet completed. High
-    /// values let the next claim overlap the previous batch's commit.
-    #[arg(long, default_value_t = 2048)]
-    pub concurrency: usize,
+    /// values let the next claim overlap the previous batch's commit on
+    /// PostgreSQL; SQLite's single writer does best with smaller batches.
+    /// Default: 512 on SQLite, 2048 on PostgreSQL.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// Directives created one at a time on an idle worker to measure start latency.
     #[arg(long, default_value_t = 200)]
     pub latency_samples: usize,
@@ -113,10 +115,18 @@ async fn new_tenant(db: &Db) -> anyhow::Result<fleetprompt_core::TenantId> {
     Ok(t.id)
 }
 
-fn engine_config(args: &EngineArgs) -> EngineConfig {
+fn concurrency(args: &EngineArgs, db: &Db) -> usize {
+    args.concurrency.unwrap_or(match db.backend() {
+        fleetprompt_store::Backend::Sqlite => 512,
+        fleetprompt_store::Backend::Postgres => 2048,
+    })
+}
+
+fn engine_config(args: &EngineArgs, db: &Db) -> EngineConfig {
+    let concurrency = concurrency(args, db);
     EngineConfig {
-        concurrency: args.concurrency,
-        claim_batch: args.concurrency.min(1000),
+        concurrency,
+        claim_batch: concurrency.min(1000),
         complete_batch: 1000,
         ..EngineConfig::default()
     }
@@ -130,7 +140,10 @@ async fn engine(common: &Common, args: EngineArgs) -> anyhow::Result<()> {
     let backend = db.backend().as_str();
     eprintln!(
         "bench engine: {backend}, {} noop directives x {} runs, batch {}, concurrency {}",
-        args.directives, args.runs, args.batch, args.concurrency
+        args.directives,
+        args.runs,
+        args.batch,
+        concurrency(&args, &db)
     );
     let mut results = Vec::new();
     for run in 1..=args.runs {
@@ -196,7 +209,7 @@ async fn start_worker(
     watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
 ) {
-    let engine = Engine::new(db.clone(), MasterKey::generate(), engine_config(args));
+    let engine = Engine::new(db.clone(), MasterKey::generate(), engine_config(args, db));
     let (stop, stop_rx) = watch::channel(false);
     let handle = tokio::spawn(fleetprompt_engine::worker::supervise(
         engine.clone(),
