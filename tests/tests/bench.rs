@@ -5,7 +5,7 @@
 use fleetprompt_system_tests::{Backend, TestDb, binary, both_backends};
 use serde_json::Value;
 
-both_backends!(bench_engine_smoke);
+both_backends!(bench_engine_smoke, bench_ingest_smoke);
 
 async fn bench_engine_smoke(backend: Backend) {
     let db = TestDb::new(backend).await.unwrap();
@@ -57,4 +57,41 @@ async fn bench_engine_smoke(backend: Backend) {
             0
         );
     }
+}
+
+async fn bench_ingest_smoke(backend: Backend) {
+    let db = TestDb::new(backend).await.unwrap();
+    let mut cmd = tokio::process::Command::new(binary());
+    cmd.args([
+        "bench",
+        "ingest",
+        "--messages",
+        "300",
+        "--connections",
+        "8",
+        "--visitors",
+        "16",
+        "--rate",
+        "100",
+        "--seconds",
+        "1",
+        "--json",
+    ]);
+    if backend == Backend::Postgres {
+        cmd.args(["--database-url", &db.url]);
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Every message accepted over HTTP is persisted exactly once (the bench
+    // counts message rows and signals and fails otherwise).
+    assert_eq!(v["accepted"], 300, "{v}");
+    assert_eq!(v["refused"], 0, "{v}");
+    assert_eq!(v["persisted_exactly_once"], true);
+    assert_eq!(v["latency_ms"]["samples"], 100);
+    assert!(v["rss_kib"]["idle"].as_u64().unwrap() > 0);
 }

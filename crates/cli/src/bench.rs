@@ -31,6 +31,8 @@ pub enum BenchCommand {
     Engine(EngineArgs),
     /// Workflow rule evaluation: N rules against one signal, and routing throughput.
     Rules(RulesArgs),
+    /// Visitor messages over HTTP against a real server: throughput, latency, memory.
+    Ingest(crate::bench_ingest::IngestArgs),
 }
 
 /// Flags of `bench rules`.
@@ -75,6 +77,7 @@ pub async fn run(common: &Common, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Engine(args) => engine(common, args).await,
         BenchCommand::Rules(args) => rules(args),
+        BenchCommand::Ingest(args) => crate::bench_ingest::run(common, args).await,
     }
 }
 
@@ -404,4 +407,14 @@ fn rules(args: RulesArgs) -> anyhow::Result<()> {
     );
     println!("route a signal no rule wants   {:.0} signals/s", quiet_rate);
     Ok(())
+}
+
+/// An HTTP client for load generation: a connection per sender.
+pub fn http_client(connections: usize) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(connections * 2)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("static client configuration")
 }

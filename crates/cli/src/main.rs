@@ -11,6 +11,7 @@
 //! - `demo.rs`: the demo tenant and site that `serve` sets up for `/demo`.
 
 mod bench;
+mod bench_ingest;
 mod demo;
 mod serve;
 mod settings;

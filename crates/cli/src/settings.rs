@@ -72,6 +72,16 @@ impl Common {
             .with_context(|| format!("connecting to {}", redact_db_url(&url)))
     }
 
+    /// Connects to this configuration's database as if the data directory were `dir`.
+    pub async fn open_db_at(&self, dir: &Path) -> anyhow::Result<Db> {
+        let durability: Durability = self.durability.parse().map_err(anyhow::Error::msg)?;
+        let url = self
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("fleetprompt.db").display()));
+        Ok(Db::connect(&url, durability).await?)
+    }
+
     /// The master key: `FLEETPROMPT_MASTER_KEY`, else `<data dir>/master.key`,
     /// created with mode 0600 on first use.
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {

@@ -88,6 +88,10 @@ pub struct Engine {
     rules: rules::Rules,
     /// Tenant slugs by id: rules are scoped by slug, completions know ids.
     slugs: std::sync::RwLock<std::collections::HashMap<TenantId, String>>,
+    /// This engine, for the background tasks it starts on first use.
+    me: std::sync::Weak<Engine>,
+    /// The group-commit queue of visitor messages, started on first use.
+    ingest: std::sync::OnceLock<webchat::ingest::IngestQueue>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -104,7 +108,7 @@ impl Engine {
     pub fn new(db: Db, key: MasterKey, config: EngineConfig) -> Arc<Self> {
         let http =
             fleetprompt_connectors::http::client(config.connect_timeout, config.http_timeout);
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             db,
             key,
             handlers: handlers::platform(),
@@ -112,6 +116,8 @@ impl Engine {
             http,
             rules: rules::Rules::default(),
             slugs: Default::default(),
+            me: me.clone(),
+            ingest: Default::default(),
         })
     }
 
@@ -138,6 +144,12 @@ impl Engine {
     /// The shared outbound HTTP client.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The visitor message queue, whose batches commit together.
+    pub(crate) fn ingest_queue(&self) -> &webchat::ingest::IngestQueue {
+        self.ingest
+            .get_or_init(|| webchat::ingest::IngestQueue::start(self.me.clone(), self.db.backend()))
     }
 
     /// The workflow rules.

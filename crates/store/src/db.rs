@@ -124,12 +124,20 @@ impl Db {
                 .foreign_keys(true)
                 .pragma("cache_size", "-16000")
                 .pragma("temp_store", "memory");
+            // The writer never checkpoints: its checkpoints (with their
+            // fsyncs) would stall every transaction queued behind it. A
+            // separate connection checkpoints in the background instead.
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
+                .await?;
+            let checkpointer = SqlitePoolOptions::new()
+                .max_connections(1)
                 .connect_with(opts.clone())
                 .await?;
+            tokio::spawn(checkpoint_loop(checkpointer, writer.clone()));
             let reader = SqlitePoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(Duration::from_secs(30))
@@ -209,6 +217,27 @@ impl Db {
             Pools::Postgres(p) => p.close().await,
         }
     }
+}
+
+/// Copies the WAL into the database every 250 ms, off the writer's path,
+/// until the writer pool closes. `PASSIVE` never blocks the writer or readers.
+async fn checkpoint_loop(checkpointer: SqlitePool, writer: SqlitePool) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !writer.is_closed() {
+        tick.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&checkpointer)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+    // A last, complete checkpoint so the WAL does not outlive the process.
+    let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&checkpointer)
+        .await;
+    checkpointer.close().await;
 }
 
 #[doc(hidden)]

@@ -13,6 +13,8 @@ use fleetprompt_store::webchat::message::{self, MessageRow, Role};
 use fleetprompt_store::webchat::site::SiteRow;
 use fleetprompt_store::{StoreError, Tx};
 use serde_json::{Value, json};
+use std::sync::{Arc, Weak};
+use tokio::sync::{mpsc, oneshot};
 
 use super::error::{WebchatError, invalid};
 use super::settings::SiteSettings;
@@ -108,12 +110,150 @@ pub async fn send_message(
         return Err(invalid("client_message_id", "must be a UUID"));
     }
     let page_url = m.page_url.map(clean_page_url).transpose()?;
-    // Two sends of one message racing on PostgreSQL: the loser's insert hits
-    // the unique key, and its second pass finds the winner's row.
+    let job = Job {
+        site: site.clone(),
+        claims: *claims,
+        client_message_id: m.client_message_id.to_owned(),
+        content: m.content.to_owned(),
+        page_url,
+    };
+    engine.ingest_queue().submit(engine, job).await
+}
+
+/// A validated message waiting for its group commit.
+pub(crate) struct Job {
+    site: SiteRow,
+    claims: Claims,
+    client_message_id: String,
+    content: String,
+    page_url: Option<String>,
+}
+
+impl Job {
+    fn incoming(&self) -> Incoming<'_> {
+        Incoming {
+            client_message_id: &self.client_message_id,
+            content: &self.content,
+            page_url: self.page_url.as_deref(),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Accepted, WebchatError>>;
+
+/// Group commit of visitor messages: messages that arrive while a
+/// transaction commits are written together in the next one, so a burst
+/// costs one commit per batch instead of one per message. SQLite has one
+/// writer, so one batch at a time; PostgreSQL runs several at once. Within a
+/// batch, visitors are locked in a fixed order, so concurrent batches (on
+/// this node or another) cannot deadlock.
+pub(crate) struct IngestQueue {
+    jobs: mpsc::Sender<(Job, Reply)>,
+}
+
+/// Most messages written in one transaction.
+const BATCH: usize = 256;
+
+impl IngestQueue {
+    pub(crate) fn start(engine: Weak<Engine>, backend: fleetprompt_store::Backend) -> Self {
+        let (jobs, rx) = mpsc::channel(BATCH * 8);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let writers = match backend {
+            fleetprompt_store::Backend::Sqlite => 1,
+            fleetprompt_store::Backend::Postgres => 12,
+        };
+        for _ in 0..writers {
+            tokio::spawn(batcher(engine.clone(), rx.clone()));
+        }
+        Self { jobs }
+    }
+
+    async fn submit(&self, engine: &Engine, job: Job) -> Result<Accepted, WebchatError> {
+        let (reply, result) = oneshot::channel();
+        if let Err(mpsc::error::SendError((job, _))) = self.jobs.send((job, reply)).await {
+            // The queue is gone (shutting down): write it alone.
+            return send_alone(engine, &job).await;
+        }
+        result.await.map_err(|_| {
+            WebchatError::Engine(EngineError::InvalidState("message ingest stopped".into()))
+        })?
+    }
+}
+
+async fn batcher(engine: Weak<Engine>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Reply)>>>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        if rx.lock().await.recv_many(&mut batch, BATCH).await == 0 {
+            return;
+        }
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        batch.sort_by(|(a, _), (b, _)| {
+            (a.site.tenant, a.site.id, a.claims.visitor).cmp(&(
+                b.site.tenant,
+                b.site.id,
+                b.claims.visitor,
+            ))
+        });
+        match write_batch(&engine, &batch).await {
+            Ok(results) => {
+                for ((_, reply), r) in batch.drain(..).zip(results) {
+                    let _ = reply.send(Ok(r));
+                }
+            }
+            // One bad apple (a race with another node, say) must not fail the
+            // others: write each alone, with its own error.
+            Err(_) => {
+                for (job, reply) in batch.drain(..) {
+                    let _ = reply.send(send_alone(&engine, &job).await);
+                }
+            }
+        }
+    }
+}
+
+async fn write_batch(
+    engine: &Engine,
+    batch: &[(Job, Reply)],
+) -> Result<Vec<Accepted>, WebchatError> {
+    let mut tx = engine.db().begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut types = Vec::new();
+    for (job, _) in batch {
+        let (accepted, t) = ingest_in_tx(
+            engine,
+            &mut tx,
+            &job.site,
+            &job.claims,
+            &job.incoming(),
+            job.page_url.as_deref(),
+        )
+        .await?;
+        results.push(accepted);
+        types.extend(t);
+    }
+    tx.commit().await?;
+    count_signals(&types);
+    Ok(results)
+}
+
+/// One message in its own transaction. Two sends of one message racing on
+/// PostgreSQL: the loser's insert hits the unique key, and its second pass
+/// finds the winner's row.
+async fn send_alone(engine: &Engine, job: &Job) -> Result<Accepted, WebchatError> {
     let mut pass = 0;
     loop {
         pass += 1;
-        match try_send(engine, site, claims, &m, page_url.as_deref()).await {
+        match try_send(
+            engine,
+            &job.site,
+            &job.claims,
+            &job.incoming(),
+            job.page_url.as_deref(),
+        )
+        .await
+        {
             Err(e) if pass < 3 && is_unique_violation(&e) => continue,
             other => return other,
         }
@@ -127,33 +267,41 @@ async fn try_send(
     m: &Incoming<'_>,
     page_url: Option<&str>,
 ) -> Result<Accepted, WebchatError> {
-    let tenant = site.tenant;
     let mut tx = engine.db().begin().await?;
-    conversation::lock_visitor(&mut tx, tenant, site.id, claims.visitor).await?;
-    if let Some((message_id, conversation_id)) = message::find_by_client_id(
-        &mut tx,
-        tenant,
-        site.id,
-        claims.visitor,
-        m.client_message_id,
-    )
-    .await?
+    let (accepted, types) = ingest_in_tx(engine, &mut tx, site, claims, m, page_url).await?;
+    tx.commit().await?;
+    count_signals(&types);
+    Ok(accepted)
+}
+
+/// Writes one message in `tx`; returns what it did and the signal types it
+/// recorded (counted once the transaction commits).
+async fn ingest_in_tx(
+    engine: &Engine,
+    tx: &mut Tx,
+    site: &SiteRow,
+    claims: &Claims,
+    m: &Incoming<'_>,
+    page_url: Option<&str>,
+) -> Result<(Accepted, Vec<&'static str>), WebchatError> {
+    let tenant = site.tenant;
+    conversation::lock_visitor(tx, tenant, site.id, claims.visitor).await?;
+    if let Some((message_id, conversation_id)) =
+        message::find_by_client_id(tx, tenant, site.id, claims.visitor, m.client_message_id).await?
     {
-        return Ok(Accepted {
-            message_id,
-            conversation_id,
-            duplicate: true,
-        });
+        return Ok((
+            Accepted {
+                message_id,
+                conversation_id,
+                duplicate: true,
+            },
+            vec![],
+        ));
     }
     let now = now_ms();
     let mut types = vec![];
-    let conversation_id = match conversation::open_for_visitor(
-        &mut tx,
-        tenant,
-        site.id,
-        claims.visitor,
-    )
-    .await?
+    let conversation_id = match conversation::open_for_visitor(tx, tenant, site.id, claims.visitor)
+        .await?
     {
         Some(c) => c,
         None => {
@@ -168,7 +316,7 @@ async fn try_send(
                 ended_at: None,
                 ended_reason: None,
             };
-            conversation::insert(&mut tx, tenant, &c).await?;
+            conversation::insert(tx, tenant, &c).await?;
             let s = signal_of(
                 "webchat.session.started",
                 &conversation_subject(c.id),
@@ -176,7 +324,7 @@ async fn try_send(
                 format!("webchat_session:{tenant}:{}:started", c.id),
                 now,
             )?;
-            engine.record_in_tx(&mut tx, tenant, &s).await?;
+            engine.record_in_tx(tx, tenant, &s).await?;
             types.push("webchat.session.started");
             c.id
         }
@@ -204,7 +352,7 @@ async fn try_send(
         ),
         now,
     )?;
-    let recorded = engine.record_in_tx(&mut tx, tenant, &s).await?;
+    let recorded = engine.record_in_tx(tx, tenant, &s).await?;
     types.push("webchat.message.received");
     let row = MessageRow {
         id: message_id,
@@ -216,15 +364,16 @@ async fn try_send(
         client_message_id: Some(m.client_message_id.to_owned()),
         created_at: now,
     };
-    message::insert(&mut tx, tenant, &row, Some(&recorded.id.to_string())).await?;
-    conversation::touch(&mut tx, tenant, conversation_id, now).await?;
-    tx.commit().await?;
-    count_signals(&types);
-    Ok(Accepted {
-        message_id,
-        conversation_id,
-        duplicate: false,
-    })
+    message::insert(tx, tenant, &row, Some(&recorded.id.to_string())).await?;
+    conversation::touch(tx, tenant, conversation_id, now).await?;
+    Ok((
+        Accepted {
+            message_id,
+            conversation_id,
+            duplicate: false,
+        },
+        types,
+    ))
 }
 
 /// Stores the contact details a visitor gave and records

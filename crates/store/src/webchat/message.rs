@@ -172,3 +172,23 @@ pub async fn list(
         rows.iter().map(|r| Ok(decode!(r))).collect()
     })
 }
+
+/// Counts a tenant's visitor messages and `webchat.message.received` signals
+/// (the bench checks they match what was accepted).
+pub async fn count_with_signals(db: &Db, tenant: TenantId) -> Result<(i64, i64)> {
+    crate::on_db!(db, c => {
+        let messages: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM website_chat_messages WHERE tenant_id = $1 AND role = 'visitor'",
+        )
+        .bind(tenant.to_string())
+        .fetch_one(c)
+        .await?;
+        let signals: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM signals WHERE tenant_id = $1 AND type = 'webchat.message.received'",
+        )
+        .bind(tenant.to_string())
+        .fetch_one(c)
+        .await?;
+        Ok((messages, signals))
+    })
+}

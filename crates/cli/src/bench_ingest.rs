@@ -1,0 +1,330 @@
+//! `fleetprompt bench ingest`: visitor messages over HTTP, the way widgets
+//! send them, against a real `fleetprompt serve` child process.
+//!
+//! It starts the server (this same binary) on a fresh SQLite file or the
+//! given PostgreSQL database, registers a site with rate limits raised out of
+//! the way, bootstraps visitors, then measures:
+//! - throughput: `--connections` concurrent senders, closed loop, until
+//!   `--messages` are accepted; every accepted message is then checked to be
+//!   persisted exactly once (message row and `webchat.message.received`);
+//! - latency: an open loop at `--rate` messages/s for `--seconds`, p50/p99;
+//! - the server's resident memory, idle and at its peak (`/proc`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::settings::Common;
+
+/// Flags of `bench ingest`.
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Messages to accept in the throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Concurrent senders in the throughput phase.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Distinct visitors (each sender uses its own).
+    #[arg(long, default_value_t = 256)]
+    pub visitors: usize,
+    /// Messages per second in the latency phase (0 skips it).
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: u64,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const ORIGIN: &str = "http://bench.fleetprompt.test";
+
+struct ServerProc {
+    child: Child,
+    url: String,
+    pid: u32,
+}
+
+async fn start_server(common: &Common, data: &Path) -> anyhow::Result<ServerProc> {
+    let exe = std::env::current_exe()?;
+    let workflows = data.join("workflows");
+    std::fs::create_dir_all(&workflows)?;
+    let mut cmd = Command::new(&exe);
+    cmd.args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--demo",
+        "false",
+        "--durability",
+        &common.durability,
+    ])
+    .arg("--workflows")
+    .arg(&workflows)
+    .arg("--data-dir")
+    .arg(data)
+    .env("RUST_LOG", "warn")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::inherit())
+    .kill_on_drop(true);
+    if let Some(url) = &common.database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    let mut child = cmd.spawn().context("starting fleetprompt serve")?;
+    let pid = child.id().context("server pid")?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .context("the server did not start within 30 s")??
+        .context("the server exited")?;
+    let url = first
+        .strip_prefix("FleetPrompt listening on ")
+        .context("unexpected first line")?
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(ServerProc { child, url, pid })
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn send(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<u16> {
+    let resp = http
+        .post(format!("{url}/v1/widget/messages"))
+        .header("origin", ORIGIN)
+        .bearer_auth(token)
+        .json(&json!({ "client_message_id": uuid::Uuid::now_v7(), "content": "Hello, do you ship to Norway? I'd like to order two of the blue ones." }))
+        .send()
+        .await?;
+    Ok(resp.status().as_u16())
+}
+
+/// Runs the ingest benchmark.
+pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
+    let dir = tempfile::TempDir::new()?;
+    let mut server = start_server(common, dir.path()).await?;
+    let url = server.url.clone();
+    let http = crate::bench::http_client(args.connections);
+
+    // A tenant, through the CLI as an operator would; then a site.
+    let exe = std::env::current_exe()?;
+    let slug = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let mut cmd = Command::new(&exe);
+    cmd.args(["tenant", "create", &slug[..30], "--json"])
+        .arg("--data-dir")
+        .arg(dir.path());
+    if let Some(u) = &common.database_url {
+        cmd.arg("--database-url").arg(u);
+    }
+    let out = cmd.output().await?;
+    if !out.status.success() {
+        bail!(
+            "tenant create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tenant: Value = serde_json::from_slice(&out.stdout)?;
+    let admin = tenant["admin_token"]
+        .as_str()
+        .context("admin token")?
+        .to_owned();
+    let site: Value = http
+        .post(format!("{url}/admin/v1/sites"))
+        .bearer_auth(&admin)
+        .json(&json!({ "domains": [ORIGIN], "mode": "native",
+                       "settings": { "rate_limit_visitor_per_min": 10000, "rate_limit_site_per_min": 1000000 } }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = site["public_key"]
+        .as_str()
+        .with_context(|| format!("site: {site}"))?
+        .to_owned();
+
+    let mut tokens = Vec::with_capacity(args.visitors);
+    for _ in 0..args.visitors.max(args.connections) {
+        let b: Value = http
+            .post(format!("{url}/v1/widget/bootstrap?site_key={key}"))
+            .header("origin", ORIGIN)
+            .json(&json!({ "site_key": key }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        tokens.push(
+            b["token"]
+                .as_str()
+                .with_context(|| format!("bootstrap: {b}"))?
+                .to_owned(),
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (idle_rss, _) = memory_kib(server.pid);
+
+    // Throughput: closed loop.
+    let tokens = Arc::new(tokens);
+    let remaining = Arc::new(AtomicUsize::new(args.messages));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for c in 0..args.connections {
+        let (http, url, tokens, remaining, refused) = (
+            http.clone(),
+            url.clone(),
+            tokens.clone(),
+            remaining.clone(),
+            refused.clone(),
+        );
+        senders.spawn(async move {
+            let mut i = c;
+            while remaining
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                // Each sender keeps to its own visitors: no two in-flight
+                // messages of one visitor, as with real widgets.
+                let token = &tokens[i % tokens.len()];
+                i += args.connections;
+                match send(&http, &url, token).await {
+                    Ok(202) => {}
+                    _ => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    while senders.join_next().await.is_some() {}
+    let elapsed = start.elapsed();
+    let refused = refused.load(Ordering::Relaxed);
+    let accepted = args.messages - refused;
+    let throughput = accepted as f64 / elapsed.as_secs_f64();
+
+    // Latency: open loop at a fixed rate.
+    let mut latencies = Vec::new();
+    if args.rate > 0 {
+        let total = (args.rate * args.seconds) as usize;
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut inflight = tokio::task::JoinSet::new();
+        for n in 0..total {
+            tick.tick().await;
+            let (http, url, token) = (http.clone(), url.clone(), tokens[n % tokens.len()].clone());
+            inflight.spawn(async move {
+                let t = Instant::now();
+                let ok = matches!(send(&http, &url, &token).await, Ok(202));
+                (ok, t.elapsed())
+            });
+        }
+        while let Some(r) = inflight.join_next().await {
+            let (ok, d) = r?;
+            if !ok {
+                bail!("a message was refused during the latency phase");
+            }
+            latencies.push(d);
+        }
+        latencies.sort();
+    }
+    let (_, peak_rss) = memory_kib(server.pid);
+
+    // Every accepted message persisted exactly once.
+    let expected = accepted + latencies.len();
+    let db = common.open_db_at(dir.path()).await?;
+    let tenant_id: fleetprompt_core::TenantId =
+        tenant["tenant_id"].as_str().context("tenant id")?.parse()?;
+    let (messages, signals) =
+        fleetprompt_store::webchat::message::count_with_signals(&db, tenant_id).await?;
+    if messages as usize != expected || signals as usize != expected {
+        bail!(
+            "{expected} messages accepted, but {messages} message rows and {signals} message signals persisted"
+        );
+    }
+    db.close().await;
+    if let Some(pid) = server.child.id() {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+    }
+    let _ = server.child.wait().await;
+
+    let backend = if common
+        .database_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres"))
+    {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let (p50, p99, max) = (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+    );
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "backend": backend, "durability": common.durability,
+                "accepted": accepted, "refused": refused, "throughput_per_s": throughput.round(),
+                "latency_rate_per_s": args.rate, "latency_ms": { "p50": p50, "p99": p99, "max": max, "samples": latencies.len() },
+                "rss_kib": { "idle": idle_rss, "peak": peak_rss },
+                "persisted_exactly_once": true,
+            })
+        );
+    } else {
+        println!(
+            "backend                     {backend} (durability {})",
+            common.durability
+        );
+        println!(
+            "accepted and persisted      {accepted} in {:.2} s = {throughput:.0} messages/s ({} connections)",
+            elapsed.as_secs_f64(),
+            args.connections
+        );
+        if args.rate > 0 {
+            println!(
+                "latency at {} msg/s        p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms ({} samples)",
+                args.rate,
+                latencies.len()
+            );
+        }
+        println!(
+            "server RSS                  idle {} MiB, peak {} MiB",
+            idle_rss / 1024,
+            peak_rss / 1024
+        );
+        println!("persisted exactly once      yes ({expected} messages, {expected} signals)");
+    }
+    Ok(())
+}
