@@ -43,6 +43,9 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Install a package for a tenant.
+    #[command(subcommand)]
+    Package(PackageCommand),
     /// Check and explain workflow rules.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
@@ -51,6 +54,21 @@ enum Command {
     /// Measure the engine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum PackageCommand {
+    /// Install a package (today: website_chat) for a tenant; installing twice is harmless.
+    Install {
+        /// The package.
+        package: String,
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The package's configuration, as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,6 +145,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(cmd) => bench::run(&cli.common, cmd).await,
+        Command::Package(PackageCommand::Install {
+            package,
+            tenant,
+            config,
+        }) => {
+            let config: serde_json::Value =
+                serde_json::from_str(&config).context("--config must be JSON")?;
+            let db = cli.common.open_db().await?;
+            fleetprompt_store::migrate::run(&db)
+                .await
+                .context("migrating")?;
+            let t = fleetprompt_store::tenant::find_by_slug(&db, &tenant)
+                .await
+                .with_context(|| format!("tenant {tenant:?}"))?;
+            let engine = fleetprompt_engine::Engine::new(
+                db.clone(),
+                cli.common.master_key()?,
+                Default::default(),
+            );
+            let (view, created) =
+                fleetprompt_engine::webchat::site::install(&engine, t.id, &package, &config)
+                    .await?;
+            println!("{}", serde_json::to_string(&view)?);
+            eprintln!(
+                "{} {package} for {tenant}",
+                if created {
+                    "installed"
+                } else {
+                    "already installed:"
+                }
+            );
+            db.close().await;
+            Ok(())
+        }
         Command::Replay(args) => workflows::replay(&cli.common, args).await,
         Command::Workflows(cmd) => {
             if workflows::run(cmd)? {
