@@ -9,9 +9,11 @@
 //! - `serve.rs`: `serve` — the HTTP server and the directive worker.
 //! - `bench.rs`: `bench engine` — directive throughput and start latency.
 //! - `demo.rs`: the demo tenant and site that `serve` sets up for `/demo`.
+//! - `prune.rs`: `prune` — retention, deleting what has aged out.
 
 mod bench;
 mod demo;
+mod prune;
 mod serve;
 mod settings;
 mod workflows;
@@ -50,6 +52,8 @@ enum Command {
     /// Measure the engine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Delete finished directives, signals and ended conversations older than a cutoff.
+    Prune(prune::PruneArgs),
 }
 
 #[derive(Subcommand)]
@@ -126,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(cmd) => bench::run(&cli.common, cmd).await,
+        Command::Prune(args) => prune::run(&cli.common, args).await,
         Command::Replay(args) => workflows::replay(&cli.common, args).await,
         Command::Workflows(cmd) => {
             if workflows::run(cmd)? {
