@@ -106,6 +106,14 @@ fn panel_queries() -> Vec<(String, String, String)> {
         .collect();
     files.sort();
     assert!(files.len() >= 2, "expected at least two dashboards");
+    let datasource =
+        std::fs::read_to_string(dashboards_dir().join("provisioning/datasources/prometheus.yaml"))
+            .expect("provisioning/datasources/prometheus.yaml");
+    assert!(
+        datasource.contains("uid: fleetprompt-prometheus"),
+        "the provisioned datasource must have the uid the dashboards use"
+    );
+    let mut uids = BTreeSet::new();
     for path in files {
         let text = std::fs::read_to_string(&path).expect("read dashboard");
         assert!(
@@ -115,10 +123,9 @@ fn panel_queries() -> Vec<(String, String, String)> {
         );
         let d: Value = serde_json::from_str(&text).expect("dashboard JSON");
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            d["uid"].as_str().is_some_and(|u| !u.is_empty()),
-            "{name} has no uid"
-        );
+        let uid = d["uid"].as_str().unwrap_or_default().to_owned();
+        assert!(!uid.is_empty(), "{name} has no uid");
+        assert!(uids.insert(uid.clone()), "{name}: uid {uid} is used twice");
         fn walk(panels: &Value, name: &str, out: &mut Vec<(String, String, String)>) {
             for p in panels.as_array().into_iter().flatten() {
                 walk(&p["panels"], name, out);
