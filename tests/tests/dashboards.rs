@@ -1,7 +1,7 @@
 //! The dashboards and alerts, proven against a real Prometheus.
 //!
 //! Starts `fleetprompt serve` (fresh SQLite, port 0), then Prometheus (the
-//! Debian `prometheus` package, or `PROMETHEUS_BIN`) scraping it every second
+//! Debian `prometheus` package, or `PROMETHEUS_BIN` and `PROMTOOL_BIN`) scraping it every second
 //! with `dashboards/alerts.yml` loaded, drives a short synthetic load that
 //! touches every metric (signals, directives that succeed, retry and fail,
 //! an expired lease, widget messages and refusals, a refused workflow

@@ -13,6 +13,12 @@
 //! points at: the signal or directive in its `caused_by`, that signal's rule
 //! evaluations, and the conversation named by its `subject`.
 //!
+//! Signals go by age alone otherwise: a message kept in an open (or
+//! protected) conversation may name a signal that was pruned. Its
+//! `signal_id` then points at nothing, which the timeline tolerates; keeping
+//! such signals would need an index on `website_chat_messages.signal_id`
+//! that nothing else uses.
+//!
 //! Every batch is its own transaction, so a prune never holds locks for long
 //! and can be stopped and rerun at any time. Ids are UUIDv7 in their string
 //! form, so `id < prefix_<cutoff ms in hex>` bounds each scan to rows created
