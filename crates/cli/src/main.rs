@@ -9,10 +9,12 @@
 //! - `serve.rs`: `serve` — the HTTP server and the directive worker.
 //! - `bench.rs`: `bench engine` — directive throughput and start latency.
 //! - `demo.rs`: the demo tenant and site that `serve` sets up for `/demo`.
+//! - `prune.rs`: `prune` — retention, deleting what has aged out.
 
 mod bench;
 mod bench_ingest;
 mod demo;
+mod prune;
 mod serve;
 mod settings;
 mod workflows;
@@ -54,6 +56,8 @@ enum Command {
     /// Measure the engine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Delete finished directives, signals and ended conversations older than a cutoff.
+    Prune(prune::PruneArgs),
 }
 
 #[derive(Subcommand)]
@@ -179,6 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
+        Command::Prune(args) => prune::run(&cli.common, args).await,
         Command::Replay(args) => workflows::replay(&cli.common, args).await,
         Command::Workflows(cmd) => {
             if workflows::run(cmd)? {

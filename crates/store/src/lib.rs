@@ -17,6 +17,7 @@
 //! - [`directive`]: creating, reading, cancelling and re-driving directives.
 //! - [`evaluation`]: rule evaluations (why a rule did or did not act).
 //! - [`queue`]: claiming due directives, completing attempts, reaping leases.
+//! - [`retention`]: pruning what has aged out (`fleetprompt prune`).
 //! - [`timeline`]: a subject's causal history.
 //! - [`webchat`]: the website chat package's sites, conversations, messages.
 
@@ -27,6 +28,7 @@ pub mod directive;
 pub mod evaluation;
 pub mod migrate;
 pub mod queue;
+pub mod retention;
 pub mod signal;
 pub mod tenant;
 pub mod timeline;
