@@ -13,6 +13,11 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Engine throughput and start latency on SQLite (pass a URL for PostgreSQL).
+# Benchmarks: `just bench engine`, `just bench ingest`, `just bench rules`
+# (add `--database-url postgres://…` for PostgreSQL).
 bench *ARGS:
-    cargo run --release -- bench engine {{ARGS}}
+    cargo run --release -- bench {{ARGS}}
+
+# Delete finished work older than the retention period.
+prune AGE="30d":
+    cargo run --release -- prune --older-than {{AGE}}
