@@ -147,7 +147,9 @@ async fn try_send(
     }
     let now = now_ms();
     let mut types = vec![];
-    let conversation_id = match conversation::open_for_visitor(
+    // For the escalation rules: a new conversation, or how long it was quiet.
+    let mut quiet_ms = None;
+    let conversation_id = match conversation::open_for_visitor_with_activity(
         &mut tx,
         tenant,
         site.id,
@@ -155,7 +157,10 @@ async fn try_send(
     )
     .await?
     {
-        Some(c) => c,
+        Some((c, last)) => {
+            quiet_ms = Some((now - last).max(0));
+            c
+        }
         None => {
             let c = ConversationRow {
                 id: ConversationId::new(),
@@ -191,6 +196,8 @@ async fn try_send(
             "client_message_id": m.client_message_id,
             "role": "visitor",
             "page_url": page_url,
+            "first_in_conversation": quiet_ms.is_none(),
+            "quiet_ms": quiet_ms,
         }),
         m.content,
     );
