@@ -2,8 +2,8 @@
 //!
 //! With an `llm` destination it asks an OpenAI-compatible chat completion,
 //! given the conversation so far and the tenant's knowledge file
-//! (`<workflows>/tenants/<slug>/knowledge.md`). Without one it ranks the
-//! tenant's FAQ (`<workflows>/tenants/<slug>/faq.toml`, `[[faq]] question /
+//! (`<workflows>/tenants/<slug>/knowledge/knowledge.md`). Without one it ranks the
+//! tenant's FAQ (`<workflows>/tenants/<slug>/knowledge/faq.toml`, `[[faq]] question /
 //! answer`) with BM25 and drafts the best answer, or nothing when nothing
 //! matches well. The draft is stored and `webchat.reply.generated` recorded
 //! (model, latency, token usage); it waits for an operator's approval unless
@@ -145,7 +145,7 @@ pub fn best_faq(entries: &[FaqEntry], query: &str) -> Option<(usize, f64)> {
 
 fn tenant_file(engine: &Engine, slug: &str, name: &str) -> Option<PathBuf> {
     let dir = engine.rules().status().dir?;
-    Some(dir.join("tenants").join(slug).join(name))
+    Some(dir.join("tenants").join(slug).join("knowledge").join(name))
 }
 
 /// `webchat.reply_generate`.
@@ -179,7 +179,7 @@ impl Handler for ReplyGenerate {
                 let faq = tenant_file(engine, &slug, "faq.toml");
                 if !faq.as_ref().is_some_and(|p| p.is_file()) {
                     return Err(EngineError::NotConfigured(format!(
-                        "no LLM destination given and no FAQ at workflows/tenants/{slug}/faq.toml"
+                        "no LLM destination given and no FAQ at workflows/tenants/{slug}/knowledge/faq.toml"
                     )));
                 }
             }

@@ -48,7 +48,7 @@ pub async fn test_message(
         expires_at: now + 60_000,
         key_id: site.key_id,
     };
-    let client_id = format!("test-{}", DirectiveId::new());
+    let client_id = uuid::Uuid::now_v7().to_string();
     let accepted = send_message(
         engine,
         &site,

@@ -102,6 +102,12 @@ async fn send_reply(
     ApiJson(b): ApiJson<ReplyBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
+    conversation::get(s.engine.db(), admin.tenant.id, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound("conversation".into()),
+            other => other.into(),
+        })?;
     let origin = Origin::Api {
         token_id: admin.token_id,
     };
