@@ -735,8 +735,8 @@ async fn live_replies_and_idle_sessions(backend: Backend) {
             json!({ "content": "Hi, Ada here!" }),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["message"]["role"], "agent");
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["directive"]["kind"], "webchat.reply_send");
 
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);

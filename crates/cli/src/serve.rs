@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Serve /demo with a demo tenant and site, created on first start (SQLite only).
     #[arg(long, env = "FLEETPROMPT_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
+    /// Base URL of links sent outside (console deep links in Mattermost
+    /// notifications); defaults to the listen URL.
+    #[arg(long, env = "FLEETPROMPT_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Milliseconds between sweeps that end idle chat conversations.
     #[arg(long, env = "FLEETPROMPT_WEBCHAT_SWEEP_MS", default_value_t = 30_000)]
     pub webchat_sweep_ms: u64,
@@ -193,6 +197,16 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     // The one line on stdout: where to go. Tests read it to find port 0's choice.
     println!("FleetPrompt listening on http://{local}");
+    match &args.public_url {
+        Some(u) => {
+            let parsed = reqwest::Url::parse(u).context("--public-url is not a URL")?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                anyhow::bail!("--public-url must be an http or https URL");
+            }
+            engine.set_public_url(u);
+        }
+        None => engine.set_public_url(&format!("http://{local}")),
+    }
     if args.demo && db.backend() == fleetprompt_store::Backend::Sqlite {
         crate::demo::setup(&engine, common, local).await;
     }

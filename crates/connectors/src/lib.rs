@@ -5,8 +5,12 @@
 //! # Layout
 //! - [`http`]: the shared HTTP client and the classification of responses.
 //! - [`webhook`]: signed JSON webhooks (Standard Webhooks / Svix style).
+//! - [`mattermost`]: incoming webhooks and REST API v4 posts.
+//! - [`llm`]: OpenAI-compatible chat completions.
 
 pub mod http;
+pub mod llm;
+pub mod mattermost;
 pub mod webhook;
 
 pub use http::{Delivery, Failure};

@@ -18,6 +18,38 @@ pub struct WebhookConfig {
     pub signing_secret: String,
 }
 
+/// What `mattermost` (incoming webhook) destinations keep sealed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MattermostConfig {
+    /// The incoming webhook URL (its path is the credential).
+    pub webhook_url: String,
+}
+
+/// What `mattermost_api` (REST API v4) destinations keep sealed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MattermostApiConfig {
+    /// Server URL, e.g. `https://chat.example.com`.
+    pub base_url: String,
+    /// Bot or personal access token.
+    pub token: String,
+    /// Channel to post in.
+    pub channel_id: String,
+}
+
+/// What `llm` (OpenAI-compatible) destinations keep sealed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LlmConfig {
+    /// e.g. `http://localhost:11434` or `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// Bearer key, when the server needs one.
+    pub api_key: Option<String>,
+    /// Longest one completion may take, in milliseconds (default 15 s,
+    /// always below the handler timeout).
+    pub timeout_ms: Option<u64>,
+}
+
 /// A destination as shown to admins: never its secrets.
 #[derive(Debug, Clone, Serialize)]
 pub struct DestinationView {
@@ -54,12 +86,31 @@ fn seal_context(tenant: TenantId, id: DestinationId) -> String {
 }
 
 fn check_url(url: &str) -> Result<(), EngineError> {
-    let u = reqwest::Url::parse(url).map_err(|e| invalid("url", format!("not a URL: {e}")))?;
+    check_url_field("url", url)
+}
+
+fn check_url_field(field: &'static str, url: &str) -> Result<(), EngineError> {
+    let u = reqwest::Url::parse(url).map_err(|e| invalid(field, format!("not a URL: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err(invalid("url", "must be an http or https URL with a host"));
+        return Err(invalid(field, "must be an http or https URL with a host"));
     }
     Ok(())
 }
+
+fn required<'a>(config: &'a Value, field: &'static str) -> Result<&'a str, EngineError> {
+    config
+        .get(field)
+        .and_then(Value::as_str)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| invalid(field, "is required"))
+}
+
+fn sealed_bytes<T: Serialize>(cfg: &T) -> Result<Vec<u8>, EngineError> {
+    serde_json::to_vec(cfg).map_err(|e| invalid("config", e.to_string()))
+}
+
+/// The destination kinds `create` accepts.
+pub const KINDS: &[&str] = &["webhook", "mattermost", "mattermost_api", "llm"];
 
 /// Creates a destination. For webhooks, returns the signing secret once.
 pub async fn create(
@@ -109,10 +160,78 @@ pub async fn create(
                 Some(secret),
             )
         }
+        "mattermost" => {
+            let url = required(config, "webhook_url")?;
+            check_url_field("webhook_url", url)?;
+            let cfg = MattermostConfig {
+                webhook_url: url.to_owned(),
+            };
+            (
+                sealed_bytes(&cfg)?,
+                json!({ "webhook_url": fleetprompt_connectors::http::redact_url(url) }),
+                None,
+            )
+        }
+        "mattermost_api" => {
+            let base_url = required(config, "base_url")?;
+            check_url_field("base_url", base_url)?;
+            let token = required(config, "token")?;
+            let channel_id = required(config, "channel_id")?;
+            let cfg = MattermostApiConfig {
+                base_url: base_url.trim_end_matches('/').to_owned(),
+                token: token.to_owned(),
+                channel_id: channel_id.to_owned(),
+            };
+            (
+                sealed_bytes(&cfg)?,
+                json!({
+                    "base_url": fleetprompt_connectors::http::redact_url(base_url),
+                    "channel_id": channel_id,
+                    "token": "(sealed)",
+                }),
+                None,
+            )
+        }
+        "llm" => {
+            let base_url = required(config, "base_url")?;
+            check_url_field("base_url", base_url)?;
+            let model = required(config, "model")?;
+            let api_key = config
+                .get("api_key")
+                .and_then(Value::as_str)
+                .filter(|k| !k.is_empty());
+            let timeout_ms = match config.get("timeout_ms") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .filter(|t| (100..=600_000).contains(t))
+                        .ok_or_else(|| invalid("timeout_ms", "must be 100 to 600000"))?,
+                ),
+            };
+            let cfg = LlmConfig {
+                base_url: base_url.to_owned(),
+                model: model.to_owned(),
+                api_key: api_key.map(str::to_owned),
+                timeout_ms,
+            };
+            (
+                sealed_bytes(&cfg)?,
+                json!({
+                    "base_url": fleetprompt_connectors::http::redact_url(base_url),
+                    "model": model,
+                    "api_key": api_key.map(|_| "(sealed)"),
+                    "timeout_ms": timeout_ms,
+                }),
+                None,
+            )
+        }
         other => {
             return Err(invalid(
                 "kind",
-                format!("unknown destination kind {other:?}; known kinds: webhook"),
+                format!(
+                    "unknown destination kind {other:?}; known kinds: {}",
+                    KINDS.join(", ")
+                ),
             ));
         }
     };

@@ -18,6 +18,11 @@ pub enum EngineError {
     /// The record's state does not allow the change.
     #[error("{0}")]
     InvalidState(String),
+    /// Something the directive needs is not set up for this tenant (a
+    /// destination, an FAQ). Rules record this as *skipped*, not as an
+    /// error, so shipped defaults stay quiet for tenants that did not opt in.
+    #[error("{0}")]
+    NotConfigured(String),
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),

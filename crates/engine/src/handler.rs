@@ -68,8 +68,38 @@ impl Outcome {
     }
 }
 
+/// The signal types that report how a kind's directives ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultSignals {
+    /// Recorded when a directive succeeds.
+    pub succeeded: &'static str,
+    /// Recorded when a directive fails for good.
+    pub failed: &'static str,
+}
+
+impl Default for ResultSignals {
+    fn default() -> Self {
+        Self {
+            succeeded: "directive.succeeded",
+            failed: "directive.failed",
+        }
+    }
+}
+
 /// One kind of directive.
 pub trait Handler: Send + Sync + 'static {
+    /// The signals that report this kind's end; `directive.succeeded` /
+    /// `directive.failed` unless the kind has its own vocabulary.
+    fn result_signals(&self) -> ResultSignals {
+        ResultSignals::default()
+    }
+
+    /// A signal recorded (not routed) in the transaction that creates a
+    /// directive of this kind, e.g. `webchat.escalation.created`.
+    fn created_signal(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Checks arguments when the directive is created, so bad input is
     /// refused with a clear error instead of failing later.
     fn validate<'a>(

@@ -43,7 +43,7 @@ use serde_json::Value;
 
 pub use config::EngineConfig;
 pub use error::EngineError;
-pub use handler::{Handler, HandlerRegistry, Outcome};
+pub use handler::{Handler, HandlerRegistry, Outcome, ResultSignals};
 
 /// What a caller asks for when creating a directive.
 #[derive(Debug, Clone)]
@@ -86,6 +86,8 @@ pub struct Engine {
     handlers: HandlerRegistry,
     http: reqwest::Client,
     rules: rules::Rules,
+    /// Base URL of links sent outside (console deep links in notifications).
+    public_url: std::sync::RwLock<String>,
     /// Tenant slugs by id: rules are scoped by slug, completions know ids.
     slugs: std::sync::RwLock<std::collections::HashMap<TenantId, String>>,
     /// This engine, for the background tasks it starts on first use.
@@ -115,6 +117,7 @@ impl Engine {
             config,
             http,
             rules: rules::Rules::default(),
+            public_url: std::sync::RwLock::new("http://127.0.0.1:8080".into()),
             slugs: Default::default(),
             me: me.clone(),
             ingest: Default::default(),
@@ -150,6 +153,16 @@ impl Engine {
     pub(crate) fn ingest_queue(&self) -> &webchat::ingest::IngestQueue {
         self.ingest
             .get_or_init(|| webchat::ingest::IngestQueue::start(self.me.clone(), self.db.backend()))
+    }
+
+    /// The public base URL (`--public-url`, default the listen URL).
+    pub fn public_url(&self) -> String {
+        self.public_url.read().expect("public url lock").clone()
+    }
+
+    /// Sets the public base URL, once the listen address is known.
+    pub fn set_public_url(&self, url: &str) {
+        *self.public_url.write().expect("public url lock") = url.trim_end_matches('/').to_owned();
     }
 
     /// The workflow rules.
@@ -274,6 +287,9 @@ impl Engine {
         let new = self.prepare_directive(tenant, req, origin).await?;
         let mut tx = self.db.begin().await?;
         let created = directive::insert(&mut tx, tenant, &new).await?;
+        if let Created::New(id) = created {
+            self.record_created(&mut tx, tenant, id, &new).await?;
+        }
         tx.commit().await?;
         match created {
             Created::New(_) => metrics::directive_created(new.kind.as_str()),
@@ -281,6 +297,46 @@ impl Engine {
         }
         let row = directive::get(&self.db, tenant, created.id()).await?;
         Ok((created, row))
+    }
+
+    /// Records the kind's creation signal (e.g. `webchat.escalation.created`),
+    /// if it has one, in the transaction that created the directive. It is
+    /// an audit record: not routed, so no rule can loop on it.
+    pub(crate) async fn record_created(
+        &self,
+        tx: &mut fleetprompt_store::Tx,
+        tenant: TenantId,
+        id: DirectiveId,
+        new: &NewDirective,
+    ) -> Result<(), EngineError> {
+        let Some(signal_type) = self
+            .handlers
+            .get(new.kind.as_str())
+            .and_then(|h| h.created_signal())
+        else {
+            return Ok(());
+        };
+        let subject = new
+            .subject
+            .clone()
+            .unwrap_or_else(|| format!("directive:{id}"));
+        let mut s = NewSignal::new(
+            signal_type,
+            &subject,
+            serde_json::json!({
+                "directive_id": id,
+                "kind": new.kind.as_str(),
+                "destination": new.args.get("destination"),
+                "dedupe_key": new.dedupe_key,
+                "run_at": fleetprompt_core::time::to_rfc3339(new.run_at),
+            }),
+            format!("directive:{id}:created"),
+            now_ms(),
+        )?;
+        s.caused_by = Some(id);
+        signal::insert(tx, tenant, &s).await?;
+        metrics::signal_recorded(signal_type);
+        Ok(())
     }
 
     /// Cancels a pending directive.

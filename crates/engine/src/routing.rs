@@ -165,9 +165,15 @@ impl Engine {
             }
         };
         let mut notes = Vec::new();
+        let mut not_configured = 0;
         for p in planned {
             let new = match self.directive_from_plan(tenant, signal, ev, p).await {
                 Ok(new) => new,
+                Err(EngineError::NotConfigured(why)) => {
+                    not_configured += 1;
+                    notes.push(format!("skipped {}: {why}", p.kind));
+                    continue;
+                }
                 Err(e) => {
                     report.rule_errors += 1;
                     return Ok((
@@ -199,6 +205,7 @@ impl Engine {
                 Created::New(id) => {
                     report.directives_created += 1;
                     metrics::directive_created(p.kind.as_str());
+                    self.record_created(tx, tenant, id, &new).await?;
                     notes.push(format!("created {} {id}", p.kind));
                 }
                 Created::Existing(id) => {
@@ -210,6 +217,12 @@ impl Engine {
                     ));
                 }
             }
+        }
+        if not_configured == planned.len() {
+            return Ok((
+                "skipped",
+                format!("rule {}: {}", ev.rule_id, notes.join("; ")),
+            ));
         }
         Ok((
             "matched",

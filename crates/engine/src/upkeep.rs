@@ -61,7 +61,7 @@ pub async fn reap_once(engine: &Engine) -> Result<usize, EngineError> {
                     .subject
                     .clone()
                     .unwrap_or_else(|| format!("directive:{}", e.id));
-                c.signal = crate::worker::result_signal(&claimed, &subject, &c);
+                c.signal = crate::worker::result_signal(engine, &claimed, &subject, &c);
             }
             c
         })

@@ -232,8 +232,7 @@ async fn run_directive(
         }
     };
     let duration = clock.elapsed();
-    let (completion, retry_delay) =
-        completion_of(&d, &engine.config().worker_name, started_at, outcome);
+    let (completion, retry_delay) = completion_of(engine, &d, started_at, outcome);
     let report = AttemptReport {
         kind: d.kind.clone(),
         outcome: completion.outcome,
@@ -256,8 +255,8 @@ async fn run_directive(
 
 /// Turns a handler outcome into the row changes of its completion.
 fn completion_of(
+    engine: &Engine,
     d: &Claimed,
-    worker: &str,
     started_at: i64,
     outcome: Outcome,
 ) -> (Completion, Option<Duration>) {
@@ -270,7 +269,7 @@ fn completion_of(
         tenant: d.tenant,
         id: d.id,
         attempt: d.attempt,
-        worker: worker.to_owned(),
+        worker: engine.config().worker_name.clone(),
         started_at,
         finished_at,
         outcome: AttemptOutcome::Succeeded,
@@ -325,19 +324,27 @@ fn completion_of(
             c.external_ref = external_ref;
         }
     }
-    c.signal = result_signal(d, &subject, &c);
+    c.signal = result_signal(engine, d, &subject, &c);
     (c, retry_delay)
 }
 
-/// `directive.succeeded` / `directive.failed`, caused by the directive.
+/// The signal that reports a directive's end, caused by the directive:
+/// `directive.succeeded` / `directive.failed`, or the kind's own pair when
+/// its handler names one (`webchat.escalation.notified` / `.failed` …).
 pub(crate) fn result_signal(
+    engine: &Engine,
     d: &Claimed,
     subject: &str,
     c: &Completion,
 ) -> Option<(fleetprompt_core::SignalId, NewSignal)> {
+    let types = engine
+        .handlers()
+        .get(&d.kind)
+        .map(|h| h.result_signals())
+        .unwrap_or_default();
     let signal_type = match c.outcome {
-        AttemptOutcome::Succeeded => "directive.succeeded",
-        AttemptOutcome::Failed => "directive.failed",
+        AttemptOutcome::Succeeded => types.succeeded,
+        AttemptOutcome::Failed => types.failed,
         AttemptOutcome::Retrying | AttemptOutcome::LeaseExpired => return None,
     };
     let mut payload = json!({
@@ -346,6 +353,7 @@ pub(crate) fn result_signal(
         "attempts": d.attempt,
         "dedupe_key": d.dedupe_key,
         "http_status": c.http_status,
+        "external_ref": c.external_ref,
         "error": c.error,
     });
     // A receiver's error body could echo a credential back; such a body is

@@ -102,6 +102,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Validation(v) => v.into(),
             EngineError::NotFound(what) => Self::NotFound(what),
+            EngineError::NotConfigured(m) => Self::Unprocessable("not_configured", m),
             EngineError::Conflict(m) => Self::Conflict("conflict", m),
             EngineError::InvalidState(m) => Self::Conflict("invalid_state", m),
             EngineError::Store(fleetprompt_store::StoreError::Database(

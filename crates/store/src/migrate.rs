@@ -28,6 +28,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0002_webchat.sql"),
         postgres: include_str!("../../../migrations/postgres/0002_webchat.sql"),
     },
+    Migration {
+        version: 3,
+        name: "escalation",
+        sqlite: include_str!("../../../migrations/sqlite/0003_escalation.sql"),
+        postgres: include_str!("../../../migrations/postgres/0003_escalation.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

@@ -7,7 +7,10 @@ pub use noop::Noop;
 pub use webhook::WebhookPost;
 
 use crate::HandlerRegistry;
+use crate::webchat::assist::ReplyGenerate;
+use crate::webchat::escalation::{EmailSend, EscalateToEmail, EscalateToMattermost};
 use crate::webchat::handlers::{SiteDisable, SiteRegister, SiteRotateSecret};
+use crate::webchat::outbound::{ConversationClose, ReplySend};
 
 /// Every handler the platform ships.
 pub fn platform() -> HandlerRegistry {
@@ -17,6 +20,12 @@ pub fn platform() -> HandlerRegistry {
     r.register("webchat.site.register", SiteRegister);
     r.register("webchat.site.rotate_secret", SiteRotateSecret);
     r.register("webchat.site.disable", SiteDisable);
+    r.register("webchat.escalate_to_mattermost", EscalateToMattermost);
+    r.register("webchat.escalate_to_email", EscalateToEmail);
+    r.register("webchat.reply_send", ReplySend);
+    r.register("webchat.reply_generate", ReplyGenerate);
+    r.register("webchat.conversation.close", ConversationClose);
+    r.register("email.send", EmailSend);
     r
 }
 

@@ -300,10 +300,20 @@ async fn ingest_in_tx(
     }
     let now = now_ms();
     let mut types = vec![];
-    let conversation_id = match conversation::open_for_visitor(tx, tenant, site.id, claims.visitor)
-        .await?
+    // For the escalation rules: a new conversation, or how long it was quiet.
+    let mut quiet_ms = None;
+    let conversation_id = match conversation::open_for_visitor_with_activity(
+        tx,
+        tenant,
+        site.id,
+        claims.visitor,
+    )
+    .await?
     {
-        Some(c) => c,
+        Some((c, last)) => {
+            quiet_ms = Some((now - last).max(0));
+            c
+        }
         None => {
             let c = ConversationRow {
                 id: ConversationId::new(),
@@ -339,6 +349,8 @@ async fn ingest_in_tx(
             "client_message_id": m.client_message_id,
             "role": "visitor",
             "page_url": page_url,
+            "first_in_conversation": quiet_ms.is_none(),
+            "quiet_ms": quiet_ms,
         }),
         m.content,
     );

@@ -14,21 +14,29 @@
 //! - [`handlers`]: the `webchat.site.*` directive handlers.
 //! - [`session`]: bootstrap (site key + origin -> token) and token checks.
 //! - [`ingest`]: visitor messages, contact capture, closing, history.
-//! - [`reply`]: operator replies.
+//! - [`reply`]: replies to the visitor (operator or approved assistant).
+//! - [`escalation`]: `webchat.escalate_to_mattermost` / `_to_email`.
+//! - [`outbound`]: `webchat.reply_send`, `webchat.conversation.close`.
+//! - [`assist`]: `webchat.reply_generate` (LLM, or BM25 over the FAQ).
 //! - [`live`]: the in-process broadcast that feeds the widget's event stream.
 //! - [`sweep`]: ends idle conversations.
+//! - [`verify`]: installation verification (a test message end to end).
 //! - [`demo`]: the demo tenant and site of the embedded setup.
 
+pub mod assist;
 pub mod demo;
 pub mod error;
+pub mod escalation;
 pub mod handlers;
 pub mod ingest;
 pub mod live;
+pub mod outbound;
 pub mod reply;
 pub mod session;
 pub mod settings;
 pub mod site;
 pub mod sweep;
+pub mod verify;
 
 pub use error::WebchatError;
 

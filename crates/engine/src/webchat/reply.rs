@@ -1,9 +1,11 @@
-//! Operator (agent) replies: stored, recorded as `webchat.reply.sent`, and
-//! pushed live to the visitor's widget.
+//! Replies to the visitor (an operator's, or an approved assistant draft):
+//! stored, recorded as `webchat.reply.sent` with who sent them, and pushed
+//! live to the visitor's widget. They run as `webchat.reply_send`
+//! directives, so each appears on the conversation's audit timeline.
 
 use fleetprompt_core::id::{ConversationId, MessageId};
 use fleetprompt_core::time::{now_ms, to_rfc3339};
-use fleetprompt_core::{NewSignal, Origin, TenantId};
+use fleetprompt_core::{NewSignal, TenantId};
 use fleetprompt_store::StoreError;
 use fleetprompt_store::webchat::conversation;
 use fleetprompt_store::webchat::message::{self, MessageRow, Role};
@@ -30,14 +32,8 @@ pub fn widget_view(m: &MessageRow) -> serde_json::Value {
     })
 }
 
-/// Stores an agent reply in a conversation and pushes it to the visitor.
-pub async fn reply(
-    engine: &Engine,
-    tenant: TenantId,
-    id: ConversationId,
-    content: &str,
-    author: &Origin,
-) -> Result<MessageRow, WebchatError> {
+/// Checks a reply's text.
+pub fn check_content(content: &str) -> Result<(), WebchatError> {
     if content.trim().is_empty() {
         return Err(invalid("content", "may not be empty"));
     }
@@ -47,6 +43,23 @@ pub async fn reply(
             limit: MAX_REPLY_BYTES,
         });
     }
+    Ok(())
+}
+
+/// Stores a reply in a conversation and pushes it to the visitor.
+///
+/// `directive` names the work: a second call for the same directive
+/// stores nothing and returns `None`, so retried attempts reply once.
+pub async fn reply(
+    engine: &Engine,
+    tenant: TenantId,
+    id: ConversationId,
+    content: &str,
+    role: Role,
+    author: &serde_json::Value,
+    directive: fleetprompt_core::DirectiveId,
+) -> Result<Option<MessageRow>, WebchatError> {
+    check_content(content)?;
     let conv = conversation::get(engine.db(), tenant, id)
         .await
         .map_err(|e| match e {
@@ -59,7 +72,7 @@ pub async fn reply(
         conversation_id: id,
         site_id: conv.site_id,
         visitor_id: conv.visitor_id,
-        role: Role::Agent,
+        role,
         content: content.to_owned(),
         client_message_id: None,
         created_at: now,
@@ -70,20 +83,25 @@ pub async fn reply(
             "visitor_id": conv.visitor_id,
             "conversation_id": id,
             "message_id": row.id,
-            "role": "agent",
+            "role": role.as_str(),
             "author": author,
         }),
         content,
     );
-    let s = NewSignal::new(
+    let mut s = NewSignal::new(
         "webchat.reply.sent",
         &conversation_subject(id),
         payload,
-        format!("webchat_reply:{tenant}:{}", row.id),
+        format!("webchat_reply:{tenant}:{directive}"),
         now,
     )?;
+    s.caused_by = Some(directive);
     let mut tx = engine.db().begin().await?;
     let recorded = engine.record_in_tx(&mut tx, tenant, &s).await?;
+    if recorded.duplicate {
+        // An earlier attempt stored and pushed it.
+        return Ok(None);
+    }
     message::insert(&mut tx, tenant, &row, Some(&recorded.id.to_string())).await?;
     if conv.status == "open" {
         conversation::touch(&mut tx, tenant, id, now).await?;
@@ -97,5 +115,5 @@ pub async fn reply(
         conv.visitor_id,
         LiveEvent(widget_view(&row)),
     );
-    Ok(row)
+    Ok(Some(row))
 }

@@ -43,6 +43,9 @@ pub struct SiteSettings {
     pub idle_timeout_secs: u64,
     /// Lifetime of a widget token, in seconds.
     pub token_ttl_secs: u64,
+    /// Whether notifications (Mattermost) may show the visitor's name and
+    /// email. Off by default: a channel is often wider than the team.
+    pub notify_contact: bool,
 }
 
 impl Default for SiteSettings {
@@ -59,6 +62,7 @@ impl Default for SiteSettings {
             max_message_bytes: 4096,
             idle_timeout_secs: 1800,
             token_ttl_secs: 900,
+            notify_contact: false,
         }
     }
 }

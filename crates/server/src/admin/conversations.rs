@@ -1,4 +1,6 @@
-//! `/admin/v1/conversations`: list, show, and reply as an operator.
+//! `/admin/v1/conversations`: list, show, reply as an operator (a
+//! `webchat.reply_send` directive, so it is on the audit timeline), and
+//! review and approve reply drafts.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -6,9 +8,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleetprompt_core::Origin;
 use fleetprompt_core::id::{ConversationId, SiteId};
-use fleetprompt_engine::webchat::reply;
+use fleetprompt_core::time::now_ms;
+use fleetprompt_engine::DirectiveRequest;
+use fleetprompt_engine::webchat::assist::reply_send_directive;
 use fleetprompt_store::StoreError;
-use fleetprompt_store::webchat::{conversation, identity, message};
+use fleetprompt_store::directive::{self, Created};
+use fleetprompt_store::webchat::{conversation, escalation, identity, message};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,6 +26,11 @@ pub(super) fn router() -> Router<AppState> {
         .route("/conversations", get(list))
         .route("/conversations/{id}", get(show))
         .route("/conversations/{id}/reply", post(send_reply))
+        .route("/conversations/{id}/drafts", get(drafts))
+        .route(
+            "/conversations/{id}/drafts/{draft_id}/approve",
+            post(approve_draft),
+        )
 }
 
 fn parse_id(id: &str) -> Result<ConversationId, ApiError> {
@@ -92,9 +102,95 @@ async fn send_reply(
     ApiJson(b): ApiJson<ReplyBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
-    let author = Origin::Api {
+    conversation::get(s.engine.db(), admin.tenant.id, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound("conversation".into()),
+            other => other.into(),
+        })?;
+    let origin = Origin::Api {
         token_id: admin.token_id,
     };
-    let row = reply::reply(&s.engine, admin.tenant.id, id, &b.content, &author).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "message": row }))))
+    // A fresh key per call: an operator may well send the same words twice.
+    let key = format!(
+        "webchat_reply_send:{}:{id}:{}",
+        admin.tenant.id,
+        fleetprompt_core::DirectiveId::new()
+    );
+    let req = DirectiveRequest {
+        kind: "webchat.reply_send".into(),
+        args: json!({
+            "conversation_id": id,
+            "content": b.content,
+            "role": "agent",
+            "author": { "kind": "operator", "token_id": admin.token_id },
+        }),
+        dedupe_key: key,
+        max_attempts: None,
+        subject: Some(format!("conversation:{id}")),
+        delay_ms: None,
+        backoff: Default::default(),
+    };
+    let (_, row) = s
+        .engine
+        .create_directive(admin.tenant.id, req, origin)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "directive": row }))))
+}
+
+async fn drafts(
+    State(s): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let rows = escalation::drafts(s.engine.db(), admin.tenant.id, id).await?;
+    Ok(Json(json!({ "drafts": rows })))
+}
+
+/// Approving a draft creates the `webchat.reply_send` directive that
+/// delivers it (role `assistant`, approved by this token), once.
+async fn approve_draft(
+    State(s): State<AppState>,
+    admin: Admin,
+    Path((id, draft_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let tenant = admin.tenant.id;
+    let draft = escalation::draft(s.engine.db(), tenant, id, &draft_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound("draft".into()),
+            other => other.into(),
+        })?;
+    if draft.status != "pending" {
+        return Err(ApiError::Conflict(
+            "invalid_state",
+            format!("draft is already {}", draft.status),
+        ));
+    }
+    let send = reply_send_directive(
+        id,
+        &draft,
+        json!({ "kind": "assistant", "approved_by": admin.token_id }),
+        Origin::Api {
+            token_id: admin.token_id,
+        },
+    )?;
+    let mut tx = s.engine.db().begin().await?;
+    if !escalation::approve_draft(&mut tx, tenant, &draft.id, &send.id.to_string(), now_ms())
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            "invalid_state",
+            "draft is no longer pending".into(),
+        ));
+    }
+    let created = directive::insert(&mut tx, tenant, &send).await?;
+    tx.commit().await?;
+    let directive_id = match created {
+        Created::New(d) | Created::Existing(d) => d,
+    };
+    let row = directive::get(s.engine.db(), tenant, directive_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "directive": row }))))
 }

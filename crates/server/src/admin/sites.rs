@@ -27,6 +27,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/sites/{id}", get(show))
         .route("/sites/{id}/rotate_secret", post(rotate))
         .route("/sites/{id}/disable", post(disable))
+        .route("/sites/{id}/test-message", post(test_message))
 }
 
 fn parse_id(id: &str) -> Result<SiteId, ApiError> {
@@ -179,4 +180,18 @@ async fn disable(
     };
     let d = site::disable(&s.engine, admin.tenant.id, id, origin).await?;
     finish(&s, &admin, id, d, &headers, StatusCode::OK).await
+}
+
+/// Sends a test visitor message through the whole path and reports the
+/// signal and, when Mattermost is set up, the notification's outcome.
+async fn test_message(
+    State(s): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let report =
+        fleetprompt_engine::webchat::verify::test_message(&s.engine, admin.tenant.id, id, WAIT)
+            .await?;
+    Ok(Json(report))
 }

@@ -117,6 +117,30 @@ pub async fn open_for_visitor(
     id.map(|s| s.parse().map_err(corrupt)).transpose()
 }
 
+/// The visitor's open conversation on a site and when it last saw a
+/// message, if any (one query, so ingest can tell a quiet period).
+pub async fn open_for_visitor_with_activity(
+    tx: &mut Tx,
+    tenant: TenantId,
+    site: SiteId,
+    visitor: VisitorId,
+) -> Result<Option<(ConversationId, Millis)>> {
+    let row: Option<(String, i64)> = on_tx!(tx, c => {
+        sqlx::query_as(
+            "SELECT id, last_message_at FROM website_chat_conversations
+             WHERE tenant_id = $1 AND site_id = $2 AND visitor_id = $3 AND status = 'open'
+             ORDER BY started_at DESC, id DESC LIMIT 1",
+        )
+        .bind(tenant.to_string())
+        .bind(site.to_string())
+        .bind(visitor.to_string())
+        .fetch_optional(&mut *c)
+        .await?
+    });
+    row.map(|(id, at)| Ok((id.parse().map_err(corrupt)?, at)))
+        .transpose()
+}
+
 /// Marks activity on a conversation.
 pub async fn touch(tx: &mut Tx, tenant: TenantId, id: ConversationId, now: Millis) -> Result<()> {
     on_tx!(tx, c => {

@@ -8,8 +8,10 @@
 //! - [`identity`]: what is kept about a visitor (reduced).
 //! - [`conversation`]: conversations and the idle sweep.
 //! - [`message`]: visitor, assistant and agent messages.
+//! - [`escalation`]: Mattermost threads per conversation and reply drafts.
 
 pub mod conversation;
+pub mod escalation;
 pub mod identity;
 pub mod installation;
 pub mod message;

@@ -1,0 +1,519 @@
+//! Escalation to Mattermost, operator replies and reply drafts, end to end,
+//! with the shipped `workflows/website_chat.toml` defaults and local
+//! stand-ins for Mattermost and an OpenAI-compatible server.
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use fleetprompt_system_tests::{
+    Backend, Recorder, Reply, Server, TestApp, TestDb, both_backends, cli, create_tenant,
+    http_client,
+};
+use serde_json::{Value, json};
+
+const ORIGIN: &str = "https://shop.example.com";
+const PUBLIC: &str = "https://fleet.example.com";
+const HOOK: &str = "/hooks/k3y";
+
+const FAQ: &str = r#"
+[[faq]]
+question = "What are your opening hours?"
+answer = "We are open from 9:00 to 17:00, Monday to Friday."
+
+[[faq]]
+question = "How do I reset my password?"
+answer = "Use the 'Forgot password' link on the sign-in page."
+
+[[faq]]
+question = "Do you ship internationally?"
+answer = "Yes, we ship to 30 countries; delivery abroad takes 5 to 10 days."
+"#;
+
+/// A server running the shipped defaults (plus an FAQ for tenant acme when asked).
+async fn spawn(backend: Backend, faq: bool) -> TestApp {
+    let db = TestDb::new(backend).await.unwrap();
+    let dir = db.dir.join("workflows");
+    // Knowledge lives in a subdirectory: every *.toml directly in
+    // tenants/<slug>/ is a rule file.
+    std::fs::create_dir_all(dir.join("tenants/acme/knowledge")).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../workflows/website_chat.toml"
+        ),
+        dir.join("website_chat.toml"),
+    )
+    .unwrap();
+    if faq {
+        std::fs::write(dir.join("tenants/acme/knowledge/faq.toml"), FAQ).unwrap();
+    }
+    let tenant = create_tenant(&db, "acme").await.unwrap();
+    let server = Server::start(
+        &db,
+        "server",
+        &["--workflows", dir.to_str().unwrap(), "--public-url", PUBLIC],
+    )
+    .await
+    .unwrap();
+    TestApp {
+        db,
+        server,
+        tenant,
+        http: http_client(),
+    }
+}
+
+async fn destination(app: &TestApp, body: Value) {
+    let (s, v) = app.post("/admin/v1/destinations", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let text = v.to_string();
+    assert!(
+        !text.contains("k3y") && !text.contains("s3cret"),
+        "secret echoed: {text}"
+    );
+}
+
+async fn site(app: &TestApp) -> Value {
+    let (s, v) = app
+        .post(
+            "/admin/v1/sites",
+            json!({ "domains": ["shop.example.com"], "mode": "native" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v
+}
+
+/// A visitor's token on the site.
+async fn visitor(app: &TestApp, key: &str) -> String {
+    let r = app
+        .http
+        .post(format!(
+            "{}/v1/widget/bootstrap?site_key={key}",
+            app.server.url
+        ))
+        .header("origin", ORIGIN)
+        .json(&json!({ "site_key": key }))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    v["token"].as_str().expect("token").to_owned()
+}
+
+/// Sends a visitor message; returns the conversation id.
+async fn say(app: &TestApp, token: &str, content: &str) -> String {
+    let r = app
+        .http
+        .post(format!("{}/v1/widget/messages", app.server.url))
+        .header("origin", ORIGIN)
+        .bearer_auth(token)
+        .json(&json!({ "client_message_id": uuid::Uuid::now_v7().to_string(), "content": content }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let v: Value = r.json().await.unwrap();
+    v["conversation_id"]
+        .as_str()
+        .expect("conversation_id")
+        .to_owned()
+}
+
+async fn timeline(app: &TestApp, conv: &str) -> Vec<Value> {
+    let (s, v) = app
+        .get(&format!("/admin/v1/timeline?subject=conversation:{conv}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["entries"].as_array().cloned().unwrap_or_default()
+}
+
+fn signals_of<'a>(entries: &'a [Value], t: &str) -> Vec<&'a Value> {
+    entries
+        .iter()
+        .filter(|e| e["entry"] == "signal" && (e["type"] == t || e["signal_type"] == t))
+        .collect()
+}
+
+fn directives_of<'a>(entries: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    entries
+        .iter()
+        .filter(|e| e["entry"] == "directive" && e["kind"] == kind)
+        .collect()
+}
+
+/// Waits until the conversation's timeline has a signal of type `t`.
+async fn wait_signal(app: &TestApp, conv: &str, t: &str, timeout: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let entries = timeline(app, conv).await;
+        if !signals_of(&entries, t).is_empty() {
+            return entries;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {t} within {timeout:?}: {}",
+            serde_json::to_string_pretty(&entries).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn first_message_posts_once_with_deep_link(backend: Backend) {
+    let app = spawn(backend, false).await;
+    let mm = Recorder::start().await;
+    destination(
+        &app,
+        json!({ "name": "mattermost", "kind": "mattermost", "webhook_url": format!("{}{HOOK}", mm.url) }),
+    )
+    .await;
+    let site = site(&app).await;
+    let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
+    let conv = say(&app, &token, "Hello @channel, where is my order #123?").await;
+    say(&app, &token, "Still there?").await;
+    let posts = mm.wait_for(HOOK, 1, Duration::from_secs(10)).await;
+    let text = posts[0].body["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.contains(&format!("{PUBLIC}/console/conversations/{conv}")),
+        "{text}"
+    );
+    assert!(text.contains("where is my order #123?"), "{text}");
+    assert!(!text.contains("@channel"), "mention not defused: {text}");
+    let entries = wait_signal(
+        &app,
+        &conv,
+        "webchat.escalation.notified",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(signals_of(&entries, "webchat.escalation.created").len(), 1);
+
+    // Replaying every signal creates no second notification.
+    let out = cli(
+        &app.db,
+        &[
+            "replay",
+            "--tenant",
+            "acme",
+            "--json",
+            "--workflows",
+            app.db.dir.join("workflows").to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("\"directives_created\":0"), "{out}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(mm.received(HOOK).len(), 1);
+    // The installation check goes through the same path.
+    let sid = site["site_id"].as_str().unwrap();
+    let (s, v) = app
+        .post(&format!("/admin/v1/sites/{sid}/test-message"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["signal"]["type"], "webchat.message.received", "{v}");
+    assert_eq!(v["escalations"][0]["status"], "succeeded", "{v}");
+    assert_eq!(v["escalations"][0]["http_status"], 200, "{v}");
+    assert_eq!(mm.received(HOOK).len(), 2);
+}
+
+async fn retries_503_then_notifies(backend: Backend) {
+    let app = spawn(backend, false).await;
+    let mm = Recorder::start().await;
+    mm.script(HOOK, [Reply::status(503), Reply::status(503)]);
+    destination(
+        &app,
+        json!({ "name": "mattermost", "kind": "mattermost", "webhook_url": format!("{}{HOOK}", mm.url) }),
+    )
+    .await;
+    let site = site(&app).await;
+    let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
+    let conv = say(&app, &token, "Help please").await;
+    let entries = wait_signal(
+        &app,
+        &conv,
+        "webchat.escalation.notified",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(mm.received(HOOK).len(), 3);
+    let d = directives_of(&entries, "webchat.escalate_to_mattermost");
+    let id = d[0]["id"].as_str().unwrap();
+    let v = app
+        .wait_for_status(id, &["succeeded"], Duration::from_secs(5))
+        .await;
+    assert_eq!(v["attempts"], 3, "{v}");
+}
+
+async fn mattermost_404_fails_visibly(backend: Backend) {
+    let app = spawn(backend, false).await;
+    let mm = Recorder::start().await;
+    mm.script(
+        HOOK,
+        [Reply {
+            status: 404,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: r#"{"id":"web.incoming_webhook.invalid.app_error","message":"Invalid webhook.","detailed_error":"","request_id":"x","status_code":404}"#.into(),
+        }],
+    );
+    destination(
+        &app,
+        json!({ "name": "mattermost", "kind": "mattermost", "webhook_url": format!("{}{HOOK}", mm.url) }),
+    )
+    .await;
+    let site = site(&app).await;
+    let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
+    let conv = say(&app, &token, "Anyone?").await;
+    let entries = wait_signal(
+        &app,
+        &conv,
+        "webchat.escalation.failed",
+        Duration::from_secs(10),
+    )
+    .await;
+    let d = directives_of(&entries, "webchat.escalate_to_mattermost");
+    let id = d[0]["id"].as_str().unwrap();
+    let v = app
+        .wait_for_status(id, &["failed"], Duration::from_secs(5))
+        .await;
+    assert_eq!(v["attempts"], 1, "{v}");
+    let attempt = entries
+        .iter()
+        .find(|e| e["entry"] == "attempt")
+        .expect("attempt on the timeline");
+    assert_eq!(attempt["http_status"], 404, "{attempt}");
+    assert_eq!(
+        attempt["external_ref"],
+        "web.incoming_webhook.invalid.app_error"
+    );
+    assert_eq!(mm.received(HOOK).len(), 1);
+}
+
+async fn rest_mode_threads_follow_ups(backend: Backend) {
+    let app = spawn(backend, false).await;
+    let mm = Recorder::start().await;
+    let path = "/api/v4/posts";
+    mm.script(
+        path,
+        [
+            Reply {
+                status: 201,
+                headers: vec![],
+                body: r#"{"id":"rootpost1","message":"x"}"#.into(),
+            },
+            Reply {
+                status: 201,
+                headers: vec![],
+                body: r#"{"id":"reply2","root_id":"rootpost1"}"#.into(),
+            },
+        ],
+    );
+    destination(
+        &app,
+        json!({ "name": "mattermost", "kind": "mattermost_api", "base_url": mm.url, "token": "s3cret-token", "channel_id": "chan1" }),
+    )
+    .await;
+    let site = site(&app).await;
+    let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
+    let conv = say(&app, &token, "First question").await;
+    let posts = mm.wait_for(path, 1, Duration::from_secs(10)).await;
+    assert_eq!(posts[0].body["channel_id"], "chan1");
+    assert!(posts[0].body.get("root_id").is_none(), "{}", posts[0].body);
+    assert_eq!(
+        posts[0].headers["authorization"].to_str().unwrap(),
+        "Bearer s3cret-token"
+    );
+    wait_signal(
+        &app,
+        &conv,
+        "webchat.escalation.notified",
+        Duration::from_secs(10),
+    )
+    .await;
+    // A follow-up notification of the same conversation goes into the thread.
+    let (s, v) = app
+        .post(
+            "/admin/v1/directives",
+            json!({
+                "kind": "webchat.escalate_to_mattermost",
+                "args": { "destination": "mattermost", "conversation_id": conv },
+                "dedupe_key": format!("followup:{conv}"),
+            }),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let posts = mm.wait_for(path, 2, Duration::from_secs(10)).await;
+    assert_eq!(posts[1].body["root_id"], "rootpost1", "{}", posts[1].body);
+    assert!(
+        posts[1].body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Follow-up")
+    );
+}
+
+async fn llm_draft_is_stored_and_approval_sends_it(backend: Backend) {
+    let app = spawn(backend, false).await;
+    let llm = Recorder::start().await;
+    let path = "/v1/chat/completions";
+    llm.script(
+        path,
+        [Reply {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: json!({
+                "id": "c1", "model": "tiny-1",
+                "choices": [{ "index": 0, "message": { "role": "assistant", "content": "Your order ships tomorrow." } }],
+                "usage": { "prompt_tokens": 42, "completion_tokens": 6, "total_tokens": 48 }
+            })
+            .to_string(),
+        }],
+    );
+    destination(
+        &app,
+        json!({ "name": "llm", "kind": "llm", "base_url": llm.url, "model": "tiny-1", "api_key": "sk-s3cret" }),
+    )
+    .await;
+    let site = site(&app).await;
+    let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
+    let conv = say(&app, &token, "When does my order ship?").await;
+    let entries = wait_signal(
+        &app,
+        &conv,
+        "webchat.reply.generated",
+        Duration::from_secs(10),
+    )
+    .await;
+    let generated = signals_of(&entries, "webchat.reply.generated")[0].clone();
+    assert_eq!(
+        generated["payload"]["usage"]["total_tokens"], 48,
+        "{generated}"
+    );
+    assert_eq!(generated["payload"]["model"], "tiny-1");
+    let req = &llm.received(path)[0];
+    assert_eq!(req.body["model"], "tiny-1");
+    assert_eq!(
+        req.body["messages"].as_array().unwrap().last().unwrap()["content"],
+        "When does my order ship?"
+    );
+    let (_, d) = app
+        .get(&format!("/admin/v1/conversations/{conv}/drafts"))
+        .await;
+    let draft = d["drafts"][0].clone();
+    assert_eq!(draft["status"], "pending", "{d}");
+    assert_eq!(draft["usage"]["prompt_tokens"], 42);
+    // Approval sends it to the visitor as the assistant.
+    let did = draft["id"].as_str().unwrap();
+    let (s, v) = app
+        .post(
+            &format!("/admin/v1/conversations/{conv}/drafts/{did}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    wait_signal(&app, &conv, "webchat.reply.sent", Duration::from_secs(10)).await;
+    let (_, c) = app.get(&format!("/admin/v1/conversations/{conv}")).await;
+    let m = c["messages"].as_array().unwrap();
+    assert!(
+        m.iter()
+            .any(|m| m["role"] == "assistant" && m["content"] == "Your order ships tomorrow."),
+        "{c}"
+    );
+    // A second approval is refused.
+    let (s, _) = app
+        .post(
+            &format!("/admin/v1/conversations/{conv}/drafts/{did}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+
+async fn llm_timeout_retries_then_fails(backend: Backend) {
+    let app = spawn(backend, false).await;
+    let llm = Recorder::start().await;
+    let path = "/v1/chat/completions";
+    llm.slow(path, Duration::from_secs(3));
+    destination(
+        &app,
+        json!({ "name": "llm", "kind": "llm", "base_url": llm.url, "model": "slow", "timeout_ms": 300 }),
+    )
+    .await;
+    let site = site(&app).await;
+    let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
+    let conv = say(&app, &token, "Hello?").await;
+    let entries = wait_signal(&app, &conv, "directive.failed", Duration::from_secs(30)).await;
+    let d = directives_of(&entries, "webchat.reply_generate");
+    let id = d[0]["id"].as_str().unwrap();
+    let v = app
+        .wait_for_status(id, &["failed"], Duration::from_secs(5))
+        .await;
+    assert_eq!(v["attempts"], 3, "{v}");
+    let err = v["last_error"].as_str().unwrap();
+    assert!(err.contains("timed out"), "{err}");
+}
+
+async fn faq_drafts_paraphrases_and_nothing_for_unrelated(backend: Backend) {
+    let app = spawn(backend, true).await;
+    let site = site(&app).await;
+    let key = site["public_key"].as_str().unwrap().to_owned();
+    let token = visitor(&app, &key).await;
+    let conv = say(&app, &token, "when are you open on mondays?").await;
+    wait_signal(
+        &app,
+        &conv,
+        "webchat.reply.generated",
+        Duration::from_secs(10),
+    )
+    .await;
+    let (_, d) = app
+        .get(&format!("/admin/v1/conversations/{conv}/drafts"))
+        .await;
+    assert_eq!(d["drafts"].as_array().unwrap().len(), 1, "{d}");
+    assert!(
+        d["drafts"][0]["content"].as_str().unwrap().contains("9:00"),
+        "{d}"
+    );
+    assert_eq!(d["drafts"][0]["source"], "faq");
+
+    let other = visitor(&app, &key).await;
+    let conv2 = say(&app, &other, "what is the capital of France?").await;
+    let entries = wait_signal(&app, &conv2, "directive.succeeded", Duration::from_secs(10)).await;
+    assert!(signals_of(&entries, "webchat.reply.generated").is_empty());
+    let (_, d) = app
+        .get(&format!("/admin/v1/conversations/{conv2}/drafts"))
+        .await;
+    assert_eq!(d["drafts"].as_array().unwrap().len(), 0, "{d}");
+}
+
+async fn operator_reply_is_a_directive_on_the_timeline(backend: Backend) {
+    let app = spawn(backend, false).await;
+    let site = site(&app).await;
+    let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
+    let conv = say(&app, &token, "hi there").await;
+    // Without a Mattermost destination the defaults skip, not fail.
+    let entries = timeline(&app, &conv).await;
+    assert!(directives_of(&entries, "webchat.escalate_to_mattermost").is_empty());
+    let (s, v) = app
+        .post(
+            &format!("/admin/v1/conversations/{conv}/reply"),
+            json!({ "content": "Hello from the team" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let entries = wait_signal(&app, &conv, "webchat.reply.sent", Duration::from_secs(10)).await;
+    let sent = signals_of(&entries, "webchat.reply.sent")[0];
+    assert_eq!(sent["payload"]["author"]["kind"], "operator", "{sent}");
+    assert_eq!(directives_of(&entries, "webchat.reply_send").len(), 1);
+}
+
+both_backends!(
+    first_message_posts_once_with_deep_link,
+    retries_503_then_notifies,
+    mattermost_404_fails_visibly,
+    rest_mode_threads_follow_ups,
+    llm_draft_is_stored_and_approval_sends_it,
+    llm_timeout_retries_then_fails,
+    faq_drafts_paraphrases_and_nothing_for_unrelated,
+    operator_reply_is_a_directive_on_the_timeline,
+);
