@@ -274,6 +274,79 @@ async fn try_send(
     Ok(accepted)
 }
 
+/// Opens a conversation for the visitor and records `webchat.session.started`.
+async fn start_conversation(
+    engine: &Engine,
+    tx: &mut Tx,
+    site: &SiteRow,
+    claims: &Claims,
+    page_url: Option<&str>,
+    now: Millis,
+) -> Result<ConversationId, WebchatError> {
+    let tenant = site.tenant;
+    let c = ConversationRow {
+        id: ConversationId::new(),
+        site_id: site.id,
+        visitor_id: claims.visitor,
+        status: "open".into(),
+        page_url: page_url.map(str::to_owned),
+        started_at: now,
+        last_message_at: now,
+        ended_at: None,
+        ended_reason: None,
+    };
+    conversation::insert(tx, tenant, &c).await?;
+    let s = signal_of(
+        "webchat.session.started",
+        &conversation_subject(c.id),
+        json!({ "site_id": site.id, "visitor_id": claims.visitor, "conversation_id": c.id, "page_url": page_url }),
+        format!("webchat_session:{tenant}:{}:started", c.id),
+        now,
+    )?;
+    engine.record_in_tx(tx, tenant, &s).await?;
+    Ok(c.id)
+}
+
+/// The `webchat.message.received` signal of a message. `quiet_ms` is how
+/// long the conversation was quiet (`None` for its first message), for the
+/// escalation rules.
+#[allow(clippy::too_many_arguments)]
+fn message_signal(
+    site: &SiteRow,
+    claims: &Claims,
+    conversation_id: ConversationId,
+    message_id: MessageId,
+    m: &Incoming<'_>,
+    page_url: Option<&str>,
+    quiet_ms: Option<Millis>,
+    now: Millis,
+) -> Result<NewSignal, WebchatError> {
+    let payload = with_content(
+        json!({
+            "site_id": site.id,
+            "visitor_id": claims.visitor,
+            "conversation_id": conversation_id,
+            "message_id": message_id,
+            "client_message_id": m.client_message_id,
+            "role": "visitor",
+            "page_url": page_url,
+            "first_in_conversation": quiet_ms.is_none(),
+            "quiet_ms": quiet_ms,
+        }),
+        m.content,
+    );
+    signal_of(
+        "webchat.message.received",
+        &conversation_subject(conversation_id),
+        payload,
+        format!(
+            "webchat_msg:{}:{}:{conversation_id}:{}",
+            site.tenant, site.id, m.client_message_id
+        ),
+        now,
+    )
+}
+
 /// Writes one message in `tx`; returns what it did and the signal types it
 /// recorded (counted once the transaction commits).
 async fn ingest_in_tx(
@@ -302,66 +375,29 @@ async fn ingest_in_tx(
     let mut types = vec![];
     // For the escalation rules: a new conversation, or how long it was quiet.
     let mut quiet_ms = None;
-    let conversation_id = match conversation::open_for_visitor_with_activity(
-        tx,
-        tenant,
-        site.id,
-        claims.visitor,
-    )
-    .await?
-    {
-        Some((c, last)) => {
-            quiet_ms = Some((now - last).max(0));
-            c
-        }
-        None => {
-            let c = ConversationRow {
-                id: ConversationId::new(),
-                site_id: site.id,
-                visitor_id: claims.visitor,
-                status: "open".into(),
-                page_url: page_url.map(str::to_owned),
-                started_at: now,
-                last_message_at: now,
-                ended_at: None,
-                ended_reason: None,
-            };
-            conversation::insert(tx, tenant, &c).await?;
-            let s = signal_of(
-                "webchat.session.started",
-                &conversation_subject(c.id),
-                json!({ "site_id": site.id, "visitor_id": claims.visitor, "conversation_id": c.id, "page_url": page_url }),
-                format!("webchat_session:{tenant}:{}:started", c.id),
-                now,
-            )?;
-            engine.record_in_tx(tx, tenant, &s).await?;
-            types.push("webchat.session.started");
-            c.id
-        }
-    };
+    let conversation_id =
+        match conversation::open_for_visitor_with_activity(tx, tenant, site.id, claims.visitor)
+            .await?
+        {
+            Some((c, last)) => {
+                quiet_ms = Some((now - last).max(0));
+                c
+            }
+            None => {
+                let c = start_conversation(engine, tx, site, claims, page_url, now).await?;
+                types.push("webchat.session.started");
+                c
+            }
+        };
     let message_id = MessageId::new();
-    let payload = with_content(
-        json!({
-            "site_id": site.id,
-            "visitor_id": claims.visitor,
-            "conversation_id": conversation_id,
-            "message_id": message_id,
-            "client_message_id": m.client_message_id,
-            "role": "visitor",
-            "page_url": page_url,
-            "first_in_conversation": quiet_ms.is_none(),
-            "quiet_ms": quiet_ms,
-        }),
-        m.content,
-    );
-    let s = signal_of(
-        "webchat.message.received",
-        &conversation_subject(conversation_id),
-        payload,
-        format!(
-            "webchat_msg:{tenant}:{}:{conversation_id}:{}",
-            site.id, m.client_message_id
-        ),
+    let s = message_signal(
+        site,
+        claims,
+        conversation_id,
+        message_id,
+        m,
+        page_url,
+        quiet_ms,
         now,
     )?;
     let recorded = engine.record_in_tx(tx, tenant, &s).await?;
