@@ -91,7 +91,9 @@ impl Db {
         let pools = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
-                .max_connections(16)
+                // Room for the message batchers (8), the completers (4), the claim
+                // loop, LISTEN and the HTTP handlers' reads at once.
+                .max_connections(32)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)

@@ -160,7 +160,7 @@ impl IngestQueue {
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let writers = match backend {
             fleetprompt_store::Backend::Sqlite => 1,
-            fleetprompt_store::Backend::Postgres => 12,
+            fleetprompt_store::Backend::Postgres => 8,
         };
         for _ in 0..writers {
             tokio::spawn(batcher(engine.clone(), rx.clone()));
