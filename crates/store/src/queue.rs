@@ -75,6 +75,14 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> Result<V
     let mut tx = db.begin().await?;
     let claimed = match tx.inner_mut() {
         TxInner::Postgres(t) => {
+            // A plain index scan marks the index entries of finished rows as
+            // dead when it meets them, so later claims skip them; a bitmap
+            // scan (which the planner prefers on stale statistics) revisits
+            // every one of them until autovacuum runs: 40 ms per claim after
+            // a burst of 150,000 directives, against 0.2 ms.
+            sqlx::query("SET LOCAL enable_bitmapscan = off")
+                .execute(&mut **t)
+                .await?;
             let sql = format!(
                 "UPDATE directives d SET status = 'running', attempts = d.attempts + 1, locked_by = $1,
                     lease_until = $2, next_attempt_at = $2, updated_at = $3
