@@ -215,6 +215,25 @@ async fn first_message_posts_once_with_deep_link(backend: Backend) {
     assert_eq!(v["escalations"][0]["status"], "succeeded", "{v}");
     assert_eq!(v["escalations"][0]["http_status"], 200, "{v}");
     assert_eq!(mm.received(HOOK).len(), 2);
+    // And so does the CLI's.
+    let out = cli(
+        &app.db,
+        &[
+            "site",
+            "test-message",
+            sid,
+            "--tenant",
+            "acme",
+            "--workflows",
+            app.db.dir.join("workflows").to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["signal"]["type"], "webchat.message.received", "{v}");
+    assert_eq!(v["escalations"][0]["status"], "succeeded", "{v}");
+    assert_eq!(mm.received(HOOK).len(), 3);
 }
 
 async fn retries_503_then_notifies(backend: Backend) {

@@ -48,6 +48,9 @@ enum Command {
     /// Install a package for a tenant.
     #[command(subcommand)]
     Package(PackageCommand),
+    /// Website chat sites.
+    #[command(subcommand)]
+    Site(SiteCommand),
     /// Check and explain workflow rules.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
@@ -58,6 +61,30 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Delete finished directives, signals and ended conversations older than a cutoff.
     Prune(prune::PruneArgs),
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Send a test visitor message through the whole path and report the
+    /// signal and each escalation's outcome (runs a worker meanwhile, so it
+    /// works with or without a server).
+    TestMessage {
+        /// The site's id (`site_…`).
+        site: String,
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The workflows directory whose rules route the message.
+        #[arg(
+            long = "workflows",
+            env = "FLEETPROMPT_WORKFLOWS_DIR",
+            default_value = "./workflows"
+        )]
+        workflows: std::path::PathBuf,
+        /// Seconds to wait for escalations to finish.
+        #[arg(long, default_value_t = 10)]
+        wait_secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +176,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(cmd) => bench::run(&cli.common, cmd).await,
+        Command::Site(SiteCommand::TestMessage {
+            site,
+            tenant,
+            workflows,
+            wait_secs,
+        }) => {
+            let site: fleetprompt_core::id::SiteId = site
+                .parse()
+                .with_context(|| format!("{site:?} is not a site id"))?;
+            let db = cli.common.open_db().await?;
+            fleetprompt_store::migrate::run(&db)
+                .await
+                .context("migrating")?;
+            let t = fleetprompt_store::tenant::find_by_slug(&db, &tenant)
+                .await
+                .with_context(|| format!("tenant {tenant:?}"))?;
+            let engine = fleetprompt_engine::Engine::new(
+                db.clone(),
+                cli.common.master_key()?,
+                Default::default(),
+            );
+            fleetprompt_engine::rules::load(&engine, &workflows)
+                .map_err(|e| anyhow::anyhow!("{workflows:?}: {e}"))?;
+            // Deep links in notifications point at the public URL.
+            if let Ok(url) = std::env::var("FLEETPROMPT_PUBLIC_URL") {
+                engine.set_public_url(&url);
+            }
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let worker = tokio::spawn(fleetprompt_engine::worker::supervise(
+                engine.clone(),
+                stop_rx,
+            ));
+            let report = fleetprompt_engine::webchat::verify::test_message(
+                &engine,
+                t.id,
+                site,
+                std::time::Duration::from_secs(wait_secs),
+            )
+            .await;
+            let _ = stop.send(true);
+            let _ = worker.await;
+            db.close().await;
+            println!("{}", serde_json::to_string_pretty(&report?)?);
+            Ok(())
+        }
         Command::Package(PackageCommand::Install {
             package,
             tenant,
