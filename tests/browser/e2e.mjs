@@ -9,11 +9,13 @@
 //   ADMIN_TOKEN   the tenant's admin token, to read signals and reply
 //   SCREENSHOT    where to save a screenshot of the open widget
 //   CHROMIUM      the browser binary (default /usr/bin/chromium)
+//   MM_POSTS_URL  returns {"texts": [...]}: what the Mattermost stand-in received
 import { chromium } from "playwright-core";
 
 const env = (k, d) => process.env[k] ?? d ?? (() => { throw new Error(`${k} is required`); })();
 const FP = env("FP_URL"), HOST = env("HOST_URL"), BAD = env("BAD_URL"), TOKEN = env("ADMIN_TOKEN");
 const SHOT = env("SCREENSHOT"), BIN = env("CHROMIUM", "/usr/bin/chromium");
+const MM = env("MM_POSTS_URL");
 
 async function admin(path, body) {
   const r = await fetch(FP + path, {
@@ -66,6 +68,11 @@ try {
   const tl = await admin(`/admin/v1/timeline?subject=conversation:${convs.id}`);
   result.message_signal = tl.entries.some((e) => e.entry === "signal" && e.type === "webchat.message.received"
     && e.payload.content === "Hello from a real browser");
+
+  // The team hears of it in Mattermost before anyone replies.
+  const post = await until("a Mattermost post", async () =>
+    (await (await fetch(MM)).json()).texts.find((t) => t.includes(`/console/conversations/${convs.id}`)));
+  result.mattermost_post = post.includes("Hello from a real browser");
 
   await admin(`/admin/v1/conversations/${convs.id}/reply`, { content: "Hi! An operator here." });
   await page.locator("#fleetprompt-chat .m.agent", { hasText: "Hi! An operator here." }).waitFor({ timeout: 15000 });

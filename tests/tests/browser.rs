@@ -12,7 +12,7 @@ use std::process::Stdio;
 
 use axum::http::StatusCode;
 use axum::response::Html;
-use fleetprompt_system_tests::{Backend, TestApp};
+use fleetprompt_system_tests::{Backend, Recorder, TestApp};
 use serde_json::{Value, json};
 
 /// Serves one HTML page on 127.0.0.1:0; returns its URL.
@@ -52,7 +52,21 @@ async fn widget_works_in_a_real_browser() {
         assert!(ok, "npm ci in tests/browser failed");
     }
 
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    // The shipped website_chat rules, and a Mattermost stand-in.
+    let workflows = repo_root().join("workflows");
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &["--workflows", workflows.to_str().unwrap()],
+    )
+    .await;
+    let mm = Recorder::start().await;
+    let (s, v) = app
+        .post(
+            "/admin/v1/destinations",
+            json!({ "name": "mattermost", "kind": "mattermost", "webhook_url": format!("{}/hooks/e2e", mm.url) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     // Two host pages on two origins; the site allows only the first.
     let page = |key: &str, fp: &str| {
         format!(
@@ -74,13 +88,30 @@ async fn widget_works_in_a_real_browser() {
     assert_eq!(s, StatusCode::CREATED, "{site}");
     let key = site["public_key"].as_str().unwrap().to_owned();
     let html = page(&key, &app.server.url);
-    let router = axum::Router::new().route(
-        "/",
-        axum::routing::get({
-            let html = html.clone();
-            move || async move { Html(html) }
-        }),
-    );
+    let posts = mm.clone();
+    let router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get({
+                let html = html.clone();
+                move || async move { Html(html) }
+            }),
+        )
+        // What the Mattermost stand-in received, for the script to wait on.
+        .route(
+            "/mm-posts",
+            axum::routing::get(move || {
+                let posts = posts.clone();
+                async move {
+                    let texts: Vec<Value> = posts
+                        .received("/hooks/e2e")
+                        .into_iter()
+                        .map(|r| r.body["text"].clone())
+                        .collect();
+                    axum::Json(json!({ "texts": texts }))
+                }
+            }),
+        );
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -96,6 +127,7 @@ async fn widget_works_in_a_real_browser() {
         .env("ADMIN_TOKEN", &app.tenant.token)
         .env("SCREENSHOT", &shot)
         .env("CHROMIUM", &chromium)
+        .env("MM_POSTS_URL", format!("{host_url}/mm-posts"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -110,6 +142,7 @@ async fn widget_works_in_a_real_browser() {
     );
     let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("JSON result");
     assert_eq!(r["message_signal"], true, "{r}");
+    assert_eq!(r["mattermost_post"], true, "{r}");
     assert_eq!(r["reply_seen"], true, "{r}");
     assert_eq!(r["history_after_reload"], true, "{r}");
     assert_eq!(r["bad_origin_widget"], 0, "{r}");
@@ -127,4 +160,13 @@ async fn widget_works_in_a_real_browser() {
         .collect();
     assert_eq!(roles, ["visitor", "agent"]);
     assert_eq!(v["visitor"]["browser"], "chrome");
+    // Exactly one post for the conversation, with its deep link.
+    let posts = mm.received("/hooks/e2e");
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert!(
+        posts[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/console/conversations/{conv}"))
+    );
 }

@@ -33,6 +33,8 @@ pub enum BenchCommand {
     Rules(RulesArgs),
     /// Visitor messages over HTTP against a real server: throughput, latency, memory.
     Ingest(crate::bench_ingest::IngestArgs),
+    /// From a visitor's message to the Mattermost post, with the shipped rules.
+    Escalation(crate::bench_escalation::EscalationArgs),
 }
 
 /// Flags of `bench rules`.
@@ -78,6 +80,7 @@ pub async fn run(common: &Common, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Engine(args) => engine(common, args).await,
         BenchCommand::Rules(args) => rules(args),
         BenchCommand::Ingest(args) => crate::bench_ingest::run(common, args).await,
+        BenchCommand::Escalation(args) => crate::bench_escalation::run(common, args).await,
     }
 }
 

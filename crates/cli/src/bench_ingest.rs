@@ -46,18 +46,29 @@ pub struct IngestArgs {
     pub json: bool,
 }
 
-const ORIGIN: &str = "http://bench.fleetprompt.test";
+/// The origin every benchmark site allows.
+pub(crate) const ORIGIN: &str = "http://bench.fleetprompt.test";
 
-struct ServerProc {
-    child: Child,
-    url: String,
-    pid: u32,
+/// A `fleetprompt serve` child process.
+pub(crate) struct ServerProc {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) pid: u32,
 }
 
-async fn start_server(common: &Common, data: &Path) -> anyhow::Result<ServerProc> {
+/// Starts `fleetprompt serve` on port 0 with `data` as its data directory and
+/// `rules` (file name, text) as its workflows.
+pub(crate) async fn start_server(
+    common: &Common,
+    data: &Path,
+    rules: &[(&str, &str)],
+) -> anyhow::Result<ServerProc> {
     let exe = std::env::current_exe()?;
     let workflows = data.join("workflows");
     std::fs::create_dir_all(&workflows)?;
+    for (name, text) in rules {
+        std::fs::write(workflows.join(name), text)?;
+    }
     let mut cmd = Command::new(&exe);
     cmd.args([
         "serve",
@@ -95,7 +106,7 @@ async fn start_server(common: &Common, data: &Path) -> anyhow::Result<ServerProc
 }
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
+pub(crate) fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -108,7 +119,7 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -116,7 +127,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn send(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<u16> {
+pub(crate) async fn send(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<u16> {
     let resp = http
         .post(format!("{url}/v1/widget/messages"))
         .header("origin", ORIGIN)
@@ -127,20 +138,21 @@ async fn send(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<
     Ok(resp.status().as_u16())
 }
 
-/// Runs the ingest benchmark.
-pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
-    let dir = tempfile::TempDir::new()?;
-    let mut server = start_server(common, dir.path()).await?;
-    let url = server.url.clone();
-    let http = crate::bench::http_client(args.connections);
-
-    // A tenant, through the CLI as an operator would; then a site.
+/// A tenant created with the CLI, as an operator would, and a site whose
+/// rate limits are raised out of the benchmark's way. Returns the CLI's JSON,
+/// the admin token and the site key.
+pub(crate) async fn tenant_and_site(
+    common: &Common,
+    data: &Path,
+    http: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<(Value, String, String)> {
     let exe = std::env::current_exe()?;
     let slug = format!("bench-{}", uuid::Uuid::now_v7().simple());
     let mut cmd = Command::new(&exe);
     cmd.args(["tenant", "create", &slug[..30], "--json"])
         .arg("--data-dir")
-        .arg(dir.path());
+        .arg(data);
     if let Some(u) = &common.database_url {
         cmd.arg("--database-url").arg(u);
     }
@@ -169,23 +181,40 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
         .as_str()
         .with_context(|| format!("site: {site}"))?
         .to_owned();
+    Ok((tenant, admin, key))
+}
 
+/// A widget token for a new visitor.
+pub(crate) async fn bootstrap(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+) -> anyhow::Result<String> {
+    let b: Value = http
+        .post(format!("{url}/v1/widget/bootstrap?site_key={key}"))
+        .header("origin", ORIGIN)
+        .json(&json!({ "site_key": key }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(b["token"]
+        .as_str()
+        .with_context(|| format!("bootstrap: {b}"))?
+        .to_owned())
+}
+
+/// Runs the ingest benchmark.
+pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
+    let dir = tempfile::TempDir::new()?;
+    let mut server = start_server(common, dir.path(), &[]).await?;
+    let url = server.url.clone();
+    let http = crate::bench::http_client(args.connections);
+
+    let (tenant, _admin, key) = tenant_and_site(common, dir.path(), &http, &url).await?;
     let mut tokens = Vec::with_capacity(args.visitors);
     for _ in 0..args.visitors.max(args.connections) {
-        let b: Value = http
-            .post(format!("{url}/v1/widget/bootstrap?site_key={key}"))
-            .header("origin", ORIGIN)
-            .json(&json!({ "site_key": key }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        tokens.push(
-            b["token"]
-                .as_str()
-                .with_context(|| format!("bootstrap: {b}"))?
-                .to_owned(),
-        );
+        tokens.push(bootstrap(&http, &url, &key).await?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (idle_rss, _) = memory_kib(server.pid);

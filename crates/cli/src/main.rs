@@ -12,6 +12,7 @@
 //! - `prune.rs`: `prune` — retention, deleting what has aged out.
 
 mod bench;
+mod bench_escalation;
 mod bench_ingest;
 mod demo;
 mod prune;
