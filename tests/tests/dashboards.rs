@@ -402,6 +402,15 @@ async fn every_panel_and_alert_works_against_real_prometheus() {
         "[[rule]]\nid = \"echo\"\non = \"order.created\"\n\n[[rule.directive]]\nkind = \"noop\"\ndedupe_key = \"echo:{{ signal.id }}\"\n",
     )
     .unwrap();
+    // The shipped website_chat rules too, so widget messages are escalated.
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../workflows/website_chat.toml"
+        ),
+        wf.join("website_chat.toml"),
+    )
+    .unwrap();
     let tenant = create_tenant(&db, "acme").await.unwrap();
     let mut flags = vec!["--workflows", wf.to_str().unwrap()];
     flags.extend_from_slice(FLAGS);
@@ -422,6 +431,14 @@ async fn every_panel_and_alert_works_against_real_prometheus() {
     for name in ["ok", "flaky", "gone", "slow"] {
         app.webhook(name, &format!("{}/{name}", hook.url)).await;
     }
+    // The team's Mattermost, for the escalation panel and alert.
+    let (s, v) = post(
+        &app,
+        "/admin/v1/destinations",
+        json!({ "name": "mattermost", "kind": "mattermost", "webhook_url": format!("{}/mm", hook.url) }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
 
     // An expired lease: kill -9 the node mid-attempt; its successor reaps it.
     let (s, slow) = post(
