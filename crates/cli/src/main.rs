@@ -138,6 +138,28 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The database (migrated), a tenant by slug, and an engine over them: what
+/// one-shot commands acting for a tenant need.
+async fn tenant_engine(
+    common: &settings::Common,
+    slug: &str,
+) -> anyhow::Result<(
+    fleetprompt_store::Db,
+    fleetprompt_store::tenant::Tenant,
+    std::sync::Arc<fleetprompt_engine::Engine>,
+)> {
+    let db = common.open_db().await?;
+    fleetprompt_store::migrate::run(&db)
+        .await
+        .context("migrating")?;
+    let tenant = fleetprompt_store::tenant::find_by_slug(&db, slug)
+        .await
+        .with_context(|| format!("tenant {slug:?}"))?;
+    let engine =
+        fleetprompt_engine::Engine::new(db.clone(), common.master_key()?, Default::default());
+    Ok((db, tenant, engine))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     settings::init_logging(&cli.common);
     match cli.command {
@@ -186,18 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let site: fleetprompt_core::id::SiteId = site
                 .parse()
                 .with_context(|| format!("{site:?} is not a site id"))?;
-            let db = cli.common.open_db().await?;
-            fleetprompt_store::migrate::run(&db)
-                .await
-                .context("migrating")?;
-            let t = fleetprompt_store::tenant::find_by_slug(&db, &tenant)
-                .await
-                .with_context(|| format!("tenant {tenant:?}"))?;
-            let engine = fleetprompt_engine::Engine::new(
-                db.clone(),
-                cli.common.master_key()?,
-                Default::default(),
-            );
+            let (db, t, engine) = tenant_engine(&cli.common, &tenant).await?;
             fleetprompt_engine::rules::load(&engine, &workflows)
                 .map_err(|e| anyhow::anyhow!("{workflows:?}: {e}"))?;
             // Deep links in notifications point at the public URL.
@@ -229,18 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let config: serde_json::Value =
                 serde_json::from_str(&config).context("--config must be JSON")?;
-            let db = cli.common.open_db().await?;
-            fleetprompt_store::migrate::run(&db)
-                .await
-                .context("migrating")?;
-            let t = fleetprompt_store::tenant::find_by_slug(&db, &tenant)
-                .await
-                .with_context(|| format!("tenant {tenant:?}"))?;
-            let engine = fleetprompt_engine::Engine::new(
-                db.clone(),
-                cli.common.master_key()?,
-                Default::default(),
-            );
+            let (db, t, engine) = tenant_engine(&cli.common, &tenant).await?;
             let (view, created) =
                 fleetprompt_engine::webchat::site::install(&engine, t.id, &package, &config)
                     .await?;

@@ -207,13 +207,7 @@ pub async fn replay(common: &Common, args: ReplayArgs) -> anyhow::Result<()> {
         since: time(&args.since, "since")?,
         until: time(&args.until, "until")?,
     };
-    let db = common.open_db().await?;
-    fleetprompt_store::migrate::run(&db).await?;
-    let tenant = fleetprompt_store::tenant::find_by_slug(&db, &args.tenant)
-        .await
-        .with_context(|| format!("tenant {:?}", args.tenant))?;
-    let engine =
-        fleetprompt_engine::Engine::new(db.clone(), common.master_key()?, Default::default());
+    let (db, tenant, engine) = crate::tenant_engine(common, &args.tenant).await?;
     fleetprompt_engine::rules::load(&engine, &args.dir).map_err(|e| {
         anyhow::anyhow!(
             "{}",
