@@ -210,7 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("{site:?} is not a site id"))?;
             let (db, t, engine) = tenant_engine(&cli.common, &tenant).await?;
             fleetprompt_engine::rules::load(&engine, &workflows)
-                .map_err(|e| anyhow::anyhow!("{workflows:?}: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("{}", e.report()))?;
             // Deep links in notifications point at the public URL.
             if let Ok(url) = std::env::var("FLEETPROMPT_PUBLIC_URL") {
                 engine.set_public_url(&url);

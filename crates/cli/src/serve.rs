@@ -141,15 +141,10 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     );
     let engine = Engine::new(db.clone(), key, config);
     if let Err(e) = fleetprompt_engine::rules::load(&engine, &args.workflows) {
-        let problems: Vec<String> = e.diagnostics().iter().map(ToString::to_string).collect();
         anyhow::bail!(
             "workflow rules in {} are invalid:\n{}",
             args.workflows.display(),
-            if problems.is_empty() {
-                e.to_string()
-            } else {
-                problems.join("\n")
-            }
+            e.report()
         );
     }
     let (stop_tx, stop_rx) = watch::channel(false);

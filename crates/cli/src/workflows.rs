@@ -88,14 +88,7 @@ fn check_options() -> CheckOptions {
 
 /// Loads a rule set or turns its problems into one error listing each.
 fn load(dir: &Path) -> anyhow::Result<RuleSet> {
-    RuleSet::load_dir(dir, &check_options()).map_err(|e| {
-        let problems: Vec<String> = e.diagnostics().iter().map(ToString::to_string).collect();
-        if problems.is_empty() {
-            anyhow::anyhow!("{e}")
-        } else {
-            anyhow::anyhow!("{}", problems.join("\n"))
-        }
-    })
+    RuleSet::load_dir(dir, &check_options()).map_err(|e| anyhow::anyhow!("{}", e.report()))
 }
 
 /// Runs a workflows command; `Ok(false)` means problems were reported.
@@ -112,16 +105,14 @@ pub fn run(cmd: WorkflowsCommand) -> anyhow::Result<bool> {
                 Ok(true)
             }
             Err(e) => {
+                // Never empty: an I/O failure is a diagnostic too.
                 let problems = e.diagnostics();
-                if problems.is_empty() {
-                    eprintln!("{}: {e}", dir.display());
-                }
                 for p in &problems {
                     eprintln!("{p}");
                 }
                 eprintln!(
                     "{} problem(s); no rule from this set would take effect",
-                    problems.len().max(1)
+                    problems.len()
                 );
                 Ok(false)
             }
@@ -208,16 +199,8 @@ pub async fn replay(common: &Common, args: ReplayArgs) -> anyhow::Result<()> {
         until: time(&args.until, "until")?,
     };
     let (db, tenant, engine) = crate::tenant_engine(common, &args.tenant).await?;
-    fleetprompt_engine::rules::load(&engine, &args.dir).map_err(|e| {
-        anyhow::anyhow!(
-            "{}",
-            e.diagnostics()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    fleetprompt_engine::rules::load(&engine, &args.dir)
+        .map_err(|e| anyhow::anyhow!("{}", e.report()))?;
     let report = engine.replay(tenant.id, &filter, args.dry_run).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -156,13 +156,7 @@ async fn fire(
         engine.record_in_tx(tx, tenant, &s).await?;
         return Ok(());
     }
-    let view = SignalView {
-        id: recorded.id,
-        signal_type: "cron.tick",
-        subject: &subject,
-        payload: &tick_signal.payload,
-        occurred_at: tick.timestamp_millis(),
-    };
+    let view = SignalView::of(recorded.id, &tick_signal);
     let mut report = RouteReport::default();
     let row = engine
         .apply_evaluation(tx, tenant, &view, &ev, &mut report)

@@ -194,13 +194,7 @@ impl Engine {
         let recorded = signal::insert(tx, tenant, signal).await?;
         if !recorded.duplicate {
             let slug = self.tenant_slug(tenant).await?;
-            let view = routing::SignalView {
-                id: recorded.id,
-                signal_type: signal.signal_type.as_str(),
-                subject: signal.subject.as_str(),
-                payload: &signal.payload,
-                occurred_at: signal.occurred_at,
-            };
+            let view = routing::SignalView::of(recorded.id, signal);
             self.route_signal(tx, tenant, &slug, &view, false).await?;
         }
         Ok(recorded)

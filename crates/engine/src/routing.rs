@@ -31,6 +31,19 @@ pub struct SignalView<'a> {
     pub occurred_at: Millis,
 }
 
+impl<'a> SignalView<'a> {
+    /// A signal about to be (or just) recorded under `id`.
+    pub fn of(id: SignalId, s: &'a fleetprompt_core::NewSignal) -> Self {
+        Self {
+            id,
+            signal_type: s.signal_type.as_str(),
+            subject: s.subject.as_str(),
+            payload: &s.payload,
+            occurred_at: s.occurred_at,
+        }
+    }
+}
+
 /// What routing one or more signals did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RouteReport {

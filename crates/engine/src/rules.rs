@@ -120,13 +120,7 @@ pub fn load(engine: &Engine, dir: &Path) -> Result<usize, LoadError> {
             Ok(n)
         }
         Err(e) => {
-            let text = e
-                .diagnostics()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n");
-            let text = if text.is_empty() { e.to_string() } else { text };
+            let text = e.report();
             status.last_error = Some(text.clone());
             status.last_error_at = Some(now_ms());
             counter!(WORKFLOW_RELOADS, "result" => "error").increment(1);

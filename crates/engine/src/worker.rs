@@ -455,13 +455,7 @@ pub(crate) async fn route_result_signals(
     for (c, _) in batch.iter().zip(applied).filter(|(_, a)| **a) {
         let Some((id, s)) = &c.signal else { continue };
         let slug = engine.tenant_slug(c.tenant).await?;
-        let view = crate::routing::SignalView {
-            id: *id,
-            signal_type: s.signal_type.as_str(),
-            subject: s.subject.as_str(),
-            payload: &s.payload,
-            occurred_at: s.occurred_at,
-        };
+        let view = crate::routing::SignalView::of(*id, s);
         engine
             .route_signal(tx, c.tenant, &slug, &view, false)
             .await?;

@@ -34,6 +34,15 @@ impl LoadError {
             }],
         }
     }
+
+    /// Every diagnostic, one `file:line:col: message` per line.
+    pub fn report(&self) -> String {
+        self.diagnostics()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 struct Listing<'a>(&'a [Diagnostic]);
