@@ -46,6 +46,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// A permanent failure with no receiver status.
+    pub fn fail(error: impl Into<String>) -> Self {
+        Self::Fail {
+            error: error.into(),
+            http_status: None,
+            external_ref: None,
+        }
+    }
+
     /// Maps a connector's [`Delivery`](fleetprompt_connectors::Delivery).
     pub fn from_delivery(d: fleetprompt_connectors::Delivery) -> Self {
         match d {

@@ -206,20 +206,15 @@ async fn run_directive(
     let started_at = now_ms();
     let clock = Instant::now();
     let outcome = match engine.handlers().get(&d.kind) {
-        None => Outcome::Fail {
-            error: format!("no handler for directive kind {:?} in this version", d.kind),
-            http_status: None,
-            external_ref: None,
-        },
+        None => Outcome::fail(format!(
+            "no handler for directive kind {:?} in this version",
+            d.kind
+        )),
         Some(h) => {
             let run = AssertUnwindSafe(h.execute(engine, &d)).catch_unwind();
             match tokio::time::timeout(engine.config().handler_timeout, run).await {
                 Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) => Outcome::Fail {
-                    error: "handler panicked".into(),
-                    http_status: None,
-                    external_ref: None,
-                },
+                Ok(Err(_)) => Outcome::fail("handler panicked"),
                 Err(_) => Outcome::Retry {
                     error: format!(
                         "handler timed out after {:?}",

@@ -56,12 +56,12 @@ impl Handler for WebhookPost {
         async move {
             let name = match str_arg(&d.args, "destination") {
                 Ok(n) => n,
-                Err(e) => return fail(e.to_string()),
+                Err(e) => return Outcome::fail(e.to_string()),
             };
             let dest = match crate::destination::find(engine, d.tenant, name).await {
                 Ok(dest) => dest,
                 Err(EngineError::NotFound(_)) => {
-                    return fail(format!("destination {name:?} no longer exists"));
+                    return Outcome::fail(format!("destination {name:?} no longer exists"));
                 }
                 Err(e) => {
                     return Outcome::Retry {
@@ -73,7 +73,7 @@ impl Handler for WebhookPost {
             };
             let config: WebhookConfig = match open_config(engine, d.tenant, &dest) {
                 Ok(c) => c,
-                Err(e) => return fail(e.to_string()),
+                Err(e) => return Outcome::fail(e.to_string()),
             };
             let body = d
                 .args
@@ -91,13 +91,5 @@ impl Handler for WebhookPost {
             Outcome::from_delivery(delivery)
         }
         .boxed()
-    }
-}
-
-fn fail(error: String) -> Outcome {
-    Outcome::Fail {
-        error,
-        http_status: None,
-        external_ref: None,
     }
 }

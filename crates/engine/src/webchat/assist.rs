@@ -26,9 +26,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::escalation::{
-    conversation_of, fail, retry, validate_conversation, validate_destination,
-};
+use super::escalation::{claimed_conversation, retry, validate_conversation, validate_destination};
 use super::ingest::with_content;
 use crate::destination::{LlmConfig, open_config};
 use crate::{Engine, EngineError, Handler, Outcome};
@@ -203,8 +201,9 @@ struct Drafted {
 }
 
 async fn generate(engine: &Engine, d: &Claimed) -> Outcome {
-    let Some(conv) = conversation_of(&d.args, d.subject.as_deref()) else {
-        return fail("no conversation: give `conversation_id` or a conversation subject");
+    let conv = match claimed_conversation(d) {
+        Ok(c) => c,
+        Err(failed) => return failed,
     };
     let slug = match engine.tenant_slug(d.tenant).await {
         Ok(s) => s,
@@ -215,7 +214,7 @@ async fn generate(engine: &Engine, d: &Claimed) -> Outcome {
         Err(e) => return retry(e),
     };
     let Some(question) = history.iter().rev().find(|m| m.role == Role::Visitor) else {
-        return fail("the conversation has no visitor message to answer");
+        return Outcome::fail("the conversation has no visitor message to answer");
     };
     let drafted = match d.args.get("destination").and_then(Value::as_str) {
         Some(dest) => match ask_llm(engine, d, dest, &slug, &history).await {
@@ -224,15 +223,15 @@ async fn generate(engine: &Engine, d: &Claimed) -> Outcome {
         },
         None => {
             let Some(path) = tenant_file(engine, &slug, "faq.toml") else {
-                return fail("no workflows directory");
+                return Outcome::fail("no workflows directory");
             };
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
-                Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
+                Err(e) => return Outcome::fail(format!("cannot read {}: {e}", path.display())),
             };
             let entries = match parse_faq(&text) {
                 Ok(e) => e,
-                Err(e) => return fail(format!("{}: {e}", path.display())),
+                Err(e) => return Outcome::fail(format!("{}: {e}", path.display())),
             };
             let min = d
                 .args
@@ -275,11 +274,14 @@ async fn ask_llm(
     let dest = match crate::destination::find(engine, d.tenant, dest_name).await {
         Ok(x) => x,
         Err(EngineError::NotFound(_)) => {
-            return Err(fail(format!("destination {dest_name:?} no longer exists")));
+            return Err(Outcome::fail(format!(
+                "destination {dest_name:?} no longer exists"
+            )));
         }
         Err(e) => return Err(retry(e)),
     };
-    let cfg: LlmConfig = open_config(engine, d.tenant, &dest).map_err(|e| fail(e.to_string()))?;
+    let cfg: LlmConfig =
+        open_config(engine, d.tenant, &dest).map_err(|e| Outcome::fail(e.to_string()))?;
     let knowledge = tenant_file(engine, slug, "knowledge.md")
         .and_then(|p| std::fs::read_to_string(p).ok())
         .map(|k| k.chars().take(MAX_KNOWLEDGE).collect::<String>())
@@ -331,7 +333,7 @@ async fn ask_llm(
             usage: c.usage,
             latency: c.latency,
         }),
-        Ok(_) => Err(fail("the model answered with empty text")),
+        Ok(_) => Err(Outcome::fail("the model answered with empty text")),
         Err(f) if f.retriable => Err(Outcome::Retry {
             error: f.error,
             http_status: f.status,

@@ -42,14 +42,6 @@ pub(crate) fn invalid(reason: impl Into<String>) -> EngineError {
     })
 }
 
-pub(crate) fn fail(error: impl Into<String>) -> Outcome {
-    Outcome::Fail {
-        error: error.into(),
-        http_status: None,
-        external_ref: None,
-    }
-}
-
 pub(crate) fn retry(error: impl std::fmt::Display) -> Outcome {
     Outcome::Retry {
         error: error.to_string(),
@@ -65,6 +57,14 @@ pub(crate) fn conversation_of(args: &Value, subject: Option<&str>) -> Option<Con
         .and_then(Value::as_str)
         .or_else(|| subject.and_then(|s| s.strip_prefix("conversation:")))
         .and_then(|s| s.parse().ok())
+}
+
+/// The conversation a claimed directive is about, or the failed attempt
+/// that says none was named.
+pub(crate) fn claimed_conversation(d: &Claimed) -> Result<ConversationId, Outcome> {
+    conversation_of(&d.args, d.subject.as_deref()).ok_or_else(|| {
+        Outcome::fail("no conversation: give `conversation_id` or a conversation subject")
+    })
 }
 
 /// Checks that `conversation_id`, when given, is a conversation id.
@@ -213,23 +213,24 @@ impl Handler for EscalateToMattermost {
 }
 
 async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
-    let Some(conv_id) = conversation_of(&d.args, d.subject.as_deref()) else {
-        return fail("no conversation: give `conversation_id` or a conversation subject");
+    let conv_id = match claimed_conversation(d) {
+        Ok(c) => c,
+        Err(failed) => return failed,
     };
     let Ok(dest_name) = crate::handlers::str_arg(&d.args, "destination") else {
-        return fail("`destination` is required");
+        return Outcome::fail("`destination` is required");
     };
     let dest = match crate::destination::find(engine, d.tenant, dest_name).await {
         Ok(x) => x,
         Err(EngineError::NotFound(_)) => {
-            return fail(format!("destination {dest_name:?} no longer exists"));
+            return Outcome::fail(format!("destination {dest_name:?} no longer exists"));
         }
         Err(e) => return retry(e),
     };
     let db = engine.db();
     let conv = match conversation::get(db, d.tenant, conv_id).await {
         Ok(c) => c,
-        Err(StoreError::NotFound) => return fail("conversation does not exist"),
+        Err(StoreError::NotFound) => return Outcome::fail("conversation does not exist"),
         Err(e) => return retry(e),
     };
     let site = match site::get(db, d.tenant, conv.site_id).await {
@@ -302,14 +303,14 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
         "mattermost" => {
             let cfg: MattermostConfig = match open_config(engine, d.tenant, &dest) {
                 Ok(c) => c,
-                Err(e) => return fail(e.to_string()),
+                Err(e) => return Outcome::fail(e.to_string()),
             };
             mattermost::post_webhook(engine.http(), &cfg.webhook_url, &text).await
         }
         "mattermost_api" => {
             let cfg: MattermostApiConfig = match open_config(engine, d.tenant, &dest) {
                 Ok(c) => c,
-                Err(e) => return fail(e.to_string()),
+                Err(e) => return Outcome::fail(e.to_string()),
             };
             mattermost::post_api(
                 engine.http(),
@@ -324,7 +325,7 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
             .await
         }
         other => {
-            return fail(format!(
+            return Outcome::fail(format!(
                 "destination {dest_name:?} is a {other} destination"
             ));
         }
@@ -414,8 +415,9 @@ impl Handler for EscalateToEmail {
 
     fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
         async move {
-            let Some(conv_id) = conversation_of(&d.args, d.subject.as_deref()) else {
-                return fail("no conversation: give `conversation_id` or a conversation subject");
+            let conv_id = match claimed_conversation(d) {
+                Ok(c) => c,
+                Err(failed) => return failed,
             };
             let to = d.args.get("to").and_then(Value::as_str);
             let link = conversation_link(engine, conv_id);
@@ -484,7 +486,7 @@ impl Handler for EmailSend {
     }
 
     fn execute<'a>(&'a self, _: &'a Engine, _: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        futures::future::ready(fail(
+        futures::future::ready(Outcome::fail(
             "email delivery needs the Edge Connector, which this version does not include",
         ))
         .boxed()

@@ -55,14 +55,6 @@ fn succeeded(result: Value) -> Outcome {
     }
 }
 
-fn fail(error: impl Into<String>) -> Outcome {
-    Outcome::Fail {
-        error: error.into(),
-        http_status: None,
-        external_ref: None,
-    }
-}
-
 fn retry(e: impl std::fmt::Display) -> Outcome {
     Outcome::Retry {
         error: e.to_string(),
@@ -75,7 +67,7 @@ fn retry(e: impl std::fmt::Display) -> Outcome {
 async fn transition(engine: &Engine, d: &Claimed, from: &[&str], to: &str) -> Outcome {
     let id = match site_arg(&d.args) {
         Ok(id) => id,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return Outcome::fail(e.to_string()),
     };
     let result = async {
         let mut tx = engine.db().begin().await?;
@@ -87,8 +79,8 @@ async fn transition(engine: &Engine, d: &Claimed, from: &[&str], to: &str) -> Ou
     .await;
     match result {
         Ok((_, status)) if status == to => succeeded(json!({ "site_id": id, "status": status })),
-        Ok((_, status)) => fail(format!("site is {status}; cannot make it {to}")),
-        Err(StoreError::NotFound) => fail("site does not exist"),
+        Ok((_, status)) => Outcome::fail(format!("site is {status}; cannot make it {to}")),
+        Err(StoreError::NotFound) => Outcome::fail("site does not exist"),
         Err(e) => retry(e),
     }
 }
@@ -157,10 +149,10 @@ impl Handler for SiteRotateSecret {
         async move {
             let id = match site_arg(&d.args) {
                 Ok(id) => id,
-                Err(e) => return fail(e.to_string()),
+                Err(e) => return Outcome::fail(e.to_string()),
             };
             let Some(from) = d.args.get("from_key_id").and_then(Value::as_i64) else {
-                return fail("`from_key_id` is required");
+                return Outcome::fail("`from_key_id` is required");
             };
             let from = from as i32;
             let grace = d
@@ -183,8 +175,8 @@ impl Handler for SiteRotateSecret {
                 Ok(key_id) if key_id > from => {
                     succeeded(json!({ "site_id": id, "key_id": key_id, "grace_secs": grace }))
                 }
-                Ok(key_id) => fail(format!("site key is {key_id}, expected {from}")),
-                Err(StoreError::NotFound) => fail("site does not exist"),
+                Ok(key_id) => Outcome::fail(format!("site key is {key_id}, expected {from}")),
+                Err(StoreError::NotFound) => Outcome::fail("site does not exist"),
                 Err(e) => retry(e),
             }
         }

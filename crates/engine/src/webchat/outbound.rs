@@ -11,7 +11,9 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::WebchatError;
-use super::escalation::{conversation_of, fail, invalid, retry, validate_conversation};
+use super::escalation::{
+    claimed_conversation, conversation_of, invalid, retry, validate_conversation,
+};
 use super::ingest::{Ending, end_conversation};
 use crate::{Engine, EngineError, Handler, Outcome};
 
@@ -57,14 +59,14 @@ impl Handler for ReplySend {
     fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
         async move {
             let Some(conv) = conversation_of(&d.args, d.subject.as_deref()) else {
-                return fail("`conversation_id` is required");
+                return Outcome::fail("`conversation_id` is required");
             };
             let Some(content) = d.args.get("content").and_then(Value::as_str) else {
-                return fail("`content` is required");
+                return Outcome::fail("`content` is required");
             };
             let role = match role_arg(&d.args) {
                 Ok(r) => r,
-                Err(e) => return fail(e.to_string()),
+                Err(e) => return Outcome::fail(e.to_string()),
             };
             let author = d.args.get("author").cloned().unwrap_or(Value::Null);
             match super::reply::reply(engine, d.tenant, conv, content, role, &author, d.id).await {
@@ -77,9 +79,9 @@ impl Handler for ReplySend {
                     http_status: None,
                     external_ref: row.map(|r| r.id.to_string()),
                 },
-                Err(WebchatError::NotFound(what)) => fail(format!("{what} not found")),
+                Err(WebchatError::NotFound(what)) => Outcome::fail(format!("{what} not found")),
                 Err(e @ (WebchatError::Invalid(_) | WebchatError::TooLarge { .. })) => {
-                    fail(e.to_string())
+                    Outcome::fail(e.to_string())
                 }
                 Err(e) => retry(e),
             }
@@ -104,8 +106,9 @@ impl Handler for ConversationClose {
 
     fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
         async move {
-            let Some(id) = conversation_of(&d.args, d.subject.as_deref()) else {
-                return fail("no conversation: give `conversation_id` or a conversation subject");
+            let id = match claimed_conversation(d) {
+                Ok(c) => c,
+                Err(failed) => return failed,
             };
             let reason = d
                 .args
@@ -140,7 +143,7 @@ impl Handler for ConversationClose {
                     external_ref: None,
                 },
                 Err(WebchatError::Engine(EngineError::Store(StoreError::NotFound))) => {
-                    fail("conversation does not exist")
+                    Outcome::fail("conversation does not exist")
                 }
                 Err(e) => retry(e),
             }
