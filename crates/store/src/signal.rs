@@ -138,16 +138,6 @@ pub async fn list_by_subject(db: &Db, tenant: TenantId, subject: &str) -> Result
     })
 }
 
-/// Counts a tenant's signals (for tests and status pages).
-pub async fn count(db: &Db, tenant: TenantId) -> Result<i64> {
-    on_db!(db, c => {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM signals WHERE tenant_id = $1")
-            .bind(tenant.to_string())
-            .fetch_one(c)
-            .await?)
-    })
-}
-
 /// Which stored signals a replay re-routes.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
