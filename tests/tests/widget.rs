@@ -585,6 +585,130 @@ async fn tokens_are_checked(backend: Backend) {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
+/// A metric's value in a Prometheus exposition (0 when absent).
+fn metric_value(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Many visitors sending at once, with retries racing their originals:
+/// the group commit writes each message exactly once, opens one
+/// conversation per visitor, and answers a retry with the original's ids,
+/// whether or not they landed in the same transaction.
+async fn concurrent_messages_are_written_exactly_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let site = register(&app, json!({})).await;
+    let key = site["public_key"].as_str().unwrap();
+    let mut sends = Vec::new();
+    for _ in 0..8 {
+        let (tok, visitor) = token(&app, key).await;
+        let ids: Vec<String> = (0..6).map(|_| cmid()).collect();
+        for id in &ids {
+            sends.push((tok.clone(), visitor.clone(), id.clone()));
+        }
+        for id in &ids[..2] {
+            sends.push((tok.clone(), visitor.clone(), id.clone()));
+        }
+    }
+    let answers = futures::future::join_all(
+        sends
+            .iter()
+            .map(|(tok, _, id)| send(&app, tok, id, "Is this in stock?")),
+    )
+    .await;
+
+    let mut by_message: std::collections::HashMap<&str, Vec<&Value>> = Default::default();
+    let mut conversations: std::collections::HashMap<&str, HashSet<String>> = Default::default();
+    for ((_, visitor, id), r) in sends.iter().zip(&answers) {
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        by_message.entry(id).or_default().push(&r.body);
+        conversations
+            .entry(visitor)
+            .or_default()
+            .insert(r.body["conversation_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(by_message.len(), 48);
+    for (id, bodies) in &by_message {
+        let firsts = bodies.iter().filter(|b| b["duplicate"] == false).count();
+        assert_eq!(
+            firsts, 1,
+            "{id}: exactly one send is the original: {bodies:?}"
+        );
+        assert!(
+            bodies
+                .iter()
+                .all(|b| b["message_id"] == bodies[0]["message_id"]
+                    && b["conversation_id"] == bodies[0]["conversation_id"]),
+            "{id}: a retry answers with the original's ids: {bodies:?}"
+        );
+    }
+    assert_eq!(conversations.len(), 8);
+    assert!(
+        conversations.values().all(|c| c.len() == 1),
+        "one conversation per visitor: {conversations:?}"
+    );
+    let db = &app.db;
+    let count = |sql: &'static str| db.scalar(sql);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM website_chat_messages")
+            .await
+            .unwrap(),
+        48
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM website_chat_conversations")
+            .await
+            .unwrap(),
+        8
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM signals WHERE type = 'webchat.message.received'")
+            .await
+            .unwrap(),
+        48
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM signals WHERE type = 'webchat.session.started'")
+            .await
+            .unwrap(),
+        8
+    );
+    // Every message row points at its own signal.
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM website_chat_messages m JOIN signals s
+               ON s.tenant_id = m.tenant_id AND s.id = m.signal_id
+             WHERE s.payload LIKE '%' || m.client_message_id || '%'"
+        )
+        .await
+        .unwrap(),
+        48
+    );
+    // All of it went through the batch path, none of it through the
+    // message-by-message fallback.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric_value(&metrics, "fleetprompt_webchat_ingest_batch_size_sum"),
+        sends.len() as f64,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "fleetprompt_webchat_ingest_batch_fallbacks_total"),
+        0.0
+    );
+}
+
 async fn rate_limits_hold_under_a_burst(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let site = register(&app, json!({})).await;
@@ -971,6 +1095,7 @@ async fn script_and_demo_are_served(backend: Backend) {
 both_backends!(
     sites_and_bootstrap,
     messages_contact_history_close,
+    concurrent_messages_are_written_exactly_once,
     tokens_are_checked,
     rate_limits_hold_under_a_burst,
     live_replies_and_idle_sessions,

@@ -32,6 +32,10 @@ pub const OLDEST_PENDING_AGE: &str = "fleetprompt_directive_oldest_pending_age_s
 pub const CLAIM_BATCH: &str = "fleetprompt_directive_claim_batch_size";
 /// Completions written per transaction.
 pub const COMPLETE_BATCH: &str = "fleetprompt_directive_complete_batch_size";
+/// Visitor messages written per ingest transaction.
+pub const INGEST_BATCH: &str = "fleetprompt_webchat_ingest_batch_size";
+/// Ingest batches that failed and were written message by message.
+pub const INGEST_FALLBACKS: &str = "fleetprompt_webchat_ingest_batch_fallbacks_total";
 /// Leases that expired (a worker vanished mid-attempt).
 pub const LEASES_EXPIRED: &str = "fleetprompt_directive_leases_expired_total";
 /// Workflow rule reloads, by result.
@@ -91,6 +95,16 @@ pub fn describe() {
         COMPLETE_BATCH,
         Unit::Count,
         "Completions written per transaction."
+    );
+    describe_histogram!(
+        INGEST_BATCH,
+        Unit::Count,
+        "Visitor messages written per ingest transaction (group commit)."
+    );
+    describe_counter!(
+        INGEST_FALLBACKS,
+        Unit::Count,
+        "Ingest batches that failed as a whole and were written message by message."
     );
     describe_counter!(
         LEASES_EXPIRED,
@@ -152,6 +166,14 @@ pub(crate) fn claimed(n: usize) {
 
 pub(crate) fn completed_batch(n: usize) {
     histogram!(COMPLETE_BATCH).record(n as f64);
+}
+
+pub(crate) fn ingest_batch(n: usize) {
+    histogram!(INGEST_BATCH).record(n as f64);
+}
+
+pub(crate) fn ingest_fallback() {
+    counter!(INGEST_FALLBACKS).increment(1);
 }
 
 pub(crate) fn lease_expired(kind: &str) {

@@ -71,6 +71,21 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
+/// A batch of rows bound as one JSON parameter (`$1`, an array of arrays)
+/// and read as the table `k`: `k.key` is a row's 0-based position and
+/// `k.value ->> n` its n-th column, as text (cast numbers). A batch of any
+/// size is then one statement with one prepared plan, instead of a statement
+/// per row (each a round trip, or on SQLite a hand-off to the connection's
+/// thread) or a plan per batch size.
+pub(crate) fn json_rows(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "json_each($1) AS k",
+        Backend::Postgres => {
+            "(SELECT e.value, e.ord - 1 AS key FROM json_array_elements($1::json) WITH ORDINALITY AS e(value, ord)) AS k"
+        }
+    }
+}
+
 /// Whether an error is a unique-constraint violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())

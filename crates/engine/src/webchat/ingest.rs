@@ -7,19 +7,22 @@ use fleetprompt_core::id::{ConversationId, MessageId, SiteId, VisitorId};
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::webchat::token::Claims;
 use fleetprompt_core::webchat::visitor::check_email;
-use fleetprompt_store::webchat::conversation::{self, ConversationRow};
+use fleetprompt_core::{SignalId, TenantId};
+use fleetprompt_store::signal;
+use fleetprompt_store::webchat::conversation::{self, ConversationRow, VisitorKey};
 use fleetprompt_store::webchat::identity;
 use fleetprompt_store::webchat::message::{self, MessageRow, Role};
 use fleetprompt_store::webchat::site::SiteRow;
 use fleetprompt_store::{StoreError, Tx};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{WebchatError, invalid};
 use super::settings::SiteSettings;
 use super::{conversation_subject, count_signals};
-use crate::{Engine, EngineError};
+use crate::{Engine, EngineError, routing};
 
 /// What a message ingest did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +133,14 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    fn visitor_key(&self) -> VisitorKey {
+        VisitorKey {
+            tenant: self.site.tenant,
+            site: self.site.id,
+            visitor: self.claims.visitor,
+        }
+    }
+
     fn incoming(&self) -> Incoming<'_> {
         Incoming {
             client_message_id: &self.client_message_id,
@@ -189,22 +200,20 @@ async fn batcher(engine: Weak<Engine>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
         let Some(engine) = engine.upgrade() else {
             return;
         };
-        batch.sort_by(|(a, _), (b, _)| {
-            (a.site.tenant, a.site.id, a.claims.visitor).cmp(&(
-                b.site.tenant,
-                b.site.id,
-                b.claims.visitor,
-            ))
-        });
+        // Stable: a visitor's messages keep their order.
+        batch.sort_by_key(|(job, _)| job.visitor_key());
         match write_batch(&engine, &batch).await {
             Ok(results) => {
+                crate::metrics::ingest_batch(batch.len());
                 for ((_, reply), r) in batch.drain(..).zip(results) {
                     let _ = reply.send(Ok(r));
                 }
             }
             // One bad apple (a race with another node, say) must not fail the
             // others: write each alone, with its own error.
-            Err(_) => {
+            Err(e) => {
+                tracing::warn!(error = %e, messages = batch.len(), "batch write failed; writing its messages one by one");
+                crate::metrics::ingest_fallback();
                 for (job, reply) in batch.drain(..) {
                     let _ = reply.send(send_alone(&engine, &job).await);
                 }
@@ -213,29 +222,160 @@ async fn batcher(engine: Weak<Engine>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
     }
 }
 
+/// Writes a batch with a fixed number of statements, whatever its size:
+/// lock the visitors, look up their earlier sends and open conversations,
+/// then insert every signal, conversation and message and touch every
+/// conversation in one statement each. Any surprise (a dedupe key already
+/// taken, say) fails the batch, and the caller writes each message alone.
 async fn write_batch(
     engine: &Engine,
     batch: &[(Job, Reply)],
 ) -> Result<Vec<Accepted>, WebchatError> {
+    let jobs: Vec<&Job> = batch.iter().map(|(j, _)| j).collect();
+    let mut visitors: Vec<VisitorKey> = jobs.iter().map(|j| j.visitor_key()).collect();
+    visitors.dedup();
     let mut tx = engine.db().begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    let mut types = Vec::new();
-    for (job, _) in batch {
-        let (accepted, t) = ingest_in_tx(
-            engine,
-            &mut tx,
-            &job.site,
-            &job.claims,
-            &job.incoming(),
-            job.page_url.as_deref(),
-        )
-        .await?;
+    conversation::lock_visitors(&mut tx, &visitors).await?;
+    let keys: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.site.tenant,
+                j.site.id,
+                j.claims.visitor,
+                j.client_message_id.as_str(),
+            )
+        })
+        .collect();
+    let sent = message::find_by_client_ids(&mut tx, &keys).await?;
+    let open = conversation::open_for_visitors(&mut tx, &visitors).await?;
+    let now = now_ms();
+    let mut plan = BatchPlan {
+        current: visitors
+            .iter()
+            .zip(open)
+            .filter_map(|(v, o)| o.map(|(c, last)| (*v, (c, last, true))))
+            .collect(),
+        ..BatchPlan::default()
+    };
+    let mut results = Vec::with_capacity(jobs.len());
+    for (job, earlier) in jobs.iter().zip(sent) {
+        let accepted = match earlier {
+            Some((message_id, conversation_id)) => Accepted {
+                message_id,
+                conversation_id,
+                duplicate: true,
+            },
+            None => plan.add(job, now)?,
+        };
         results.push(accepted);
-        types.extend(t);
+    }
+    let signals: Vec<_> = plan.signals.iter().map(|(t, id, s)| (*t, *id, s)).collect();
+    if signal::insert_many(&mut tx, &signals).await? != signals.len() {
+        return Err(WebchatError::Engine(EngineError::InvalidState(
+            "a message's signal was recorded already".into(),
+        )));
+    }
+    let conversations: Vec<_> = plan.conversations.iter().map(|(t, c)| (*t, c)).collect();
+    conversation::insert_many(&mut tx, &conversations).await?;
+    let messages: Vec<_> = plan
+        .messages
+        .iter()
+        .map(|(t, m, sig)| (*t, m, Some(*sig)))
+        .collect();
+    message::insert_many(&mut tx, &messages).await?;
+    conversation::touch_many(&mut tx, &plan.touched, now).await?;
+    // Routed once every row is in place, in the order the signals happened.
+    for (tenant, id, s) in &plan.signals {
+        let slug = engine.tenant_slug(*tenant).await?;
+        let view = routing::SignalView::of(*id, s);
+        engine
+            .route_signal(&mut tx, *tenant, &slug, &view, false)
+            .await?;
     }
     tx.commit().await?;
+    let types: Vec<&str> = plan
+        .signals
+        .iter()
+        .map(|(_, _, s)| s.signal_type.as_str())
+        .collect();
     count_signals(&types);
     Ok(results)
+}
+
+/// The rows a batch will write, built in memory in arrival order.
+#[derive(Default)]
+struct BatchPlan {
+    /// Each visitor's open conversation, when it last saw a message, and
+    /// whether it was stored before this batch (so needs touching).
+    current: HashMap<VisitorKey, (ConversationId, Millis, bool)>,
+    /// What this batch accepted, by visitor and client message id, so a
+    /// widget's retry that lands in the same batch is a duplicate too.
+    accepted: HashMap<(VisitorKey, String), Accepted>,
+    signals: Vec<(TenantId, SignalId, NewSignal)>,
+    conversations: Vec<(TenantId, ConversationRow)>,
+    messages: Vec<(TenantId, MessageRow, SignalId)>,
+    touched: Vec<(TenantId, ConversationId)>,
+}
+
+impl BatchPlan {
+    fn add(&mut self, job: &Job, now: Millis) -> Result<Accepted, WebchatError> {
+        let (site, claims) = (&job.site, &job.claims);
+        let visitor = job.visitor_key();
+        let key = (visitor, job.client_message_id.clone());
+        if let Some(a) = self.accepted.get(&key) {
+            return Ok(Accepted {
+                duplicate: true,
+                ..*a
+            });
+        }
+        let page_url = job.page_url.as_deref();
+        // For the escalation rules: a new conversation, or how long it was quiet.
+        let (conversation_id, quiet_ms) = match self.current.get_mut(&visitor) {
+            Some((c, last, stored)) => {
+                if std::mem::take(stored) {
+                    self.touched.push((site.tenant, *c));
+                }
+                let quiet = (now - *last).max(0);
+                *last = now;
+                (*c, Some(quiet))
+            }
+            None => {
+                let (row, started) = new_conversation(site, claims, page_url, now)?;
+                self.signals.push((site.tenant, SignalId::new(), started));
+                self.current.insert(visitor, (row.id, now, false));
+                let id = row.id;
+                self.conversations.push((site.tenant, row));
+                (id, None)
+            }
+        };
+        let message_id = MessageId::new();
+        let m = job.incoming();
+        let s = message_signal(
+            site,
+            claims,
+            conversation_id,
+            message_id,
+            &m,
+            page_url,
+            quiet_ms,
+            now,
+        )?;
+        let signal_id = SignalId::new();
+        self.signals.push((site.tenant, signal_id, s));
+        self.messages.push((
+            site.tenant,
+            visitor_message(site, claims, conversation_id, message_id, &m, now),
+            signal_id,
+        ));
+        let accepted = Accepted {
+            message_id,
+            conversation_id,
+            duplicate: false,
+        };
+        self.accepted.insert(key, accepted);
+        Ok(accepted)
+    }
 }
 
 /// One message in its own transaction. Two sends of one message racing on
@@ -274,16 +414,14 @@ async fn try_send(
     Ok(accepted)
 }
 
-/// Opens a conversation for the visitor and records `webchat.session.started`.
-async fn start_conversation(
-    engine: &Engine,
-    tx: &mut Tx,
+/// A new open conversation for the visitor and its
+/// `webchat.session.started` signal.
+fn new_conversation(
     site: &SiteRow,
     claims: &Claims,
     page_url: Option<&str>,
     now: Millis,
-) -> Result<ConversationId, WebchatError> {
-    let tenant = site.tenant;
+) -> Result<(ConversationRow, NewSignal), WebchatError> {
     let c = ConversationRow {
         id: ConversationId::new(),
         site_id: site.id,
@@ -295,16 +433,50 @@ async fn start_conversation(
         ended_at: None,
         ended_reason: None,
     };
-    conversation::insert(tx, tenant, &c).await?;
     let s = signal_of(
         "webchat.session.started",
         &conversation_subject(c.id),
         json!({ "site_id": site.id, "visitor_id": claims.visitor, "conversation_id": c.id, "page_url": page_url }),
-        format!("webchat_session:{tenant}:{}:started", c.id),
+        format!("webchat_session:{}:{}:started", site.tenant, c.id),
         now,
     )?;
-    engine.record_in_tx(tx, tenant, &s).await?;
+    Ok((c, s))
+}
+
+/// Opens a conversation for the visitor and records `webchat.session.started`.
+async fn start_conversation(
+    engine: &Engine,
+    tx: &mut Tx,
+    site: &SiteRow,
+    claims: &Claims,
+    page_url: Option<&str>,
+    now: Millis,
+) -> Result<ConversationId, WebchatError> {
+    let (c, s) = new_conversation(site, claims, page_url, now)?;
+    conversation::insert(tx, site.tenant, &c).await?;
+    engine.record_in_tx(tx, site.tenant, &s).await?;
     Ok(c.id)
+}
+
+/// A visitor's message as stored.
+fn visitor_message(
+    site: &SiteRow,
+    claims: &Claims,
+    conversation_id: ConversationId,
+    message_id: MessageId,
+    m: &Incoming<'_>,
+    now: Millis,
+) -> MessageRow {
+    MessageRow {
+        id: message_id,
+        conversation_id,
+        site_id: site.id,
+        visitor_id: claims.visitor,
+        role: Role::Visitor,
+        content: m.content.to_owned(),
+        client_message_id: Some(m.client_message_id.to_owned()),
+        created_at: now,
+    }
 }
 
 /// The `webchat.message.received` signal of a message. `quiet_ms` is how
@@ -402,16 +574,7 @@ async fn ingest_in_tx(
     )?;
     let recorded = engine.record_in_tx(tx, tenant, &s).await?;
     types.push("webchat.message.received");
-    let row = MessageRow {
-        id: message_id,
-        conversation_id,
-        site_id: site.id,
-        visitor_id: claims.visitor,
-        role: Role::Visitor,
-        content: m.content.to_owned(),
-        client_message_id: Some(m.client_message_id.to_owned()),
-        created_at: now,
-    };
+    let row = visitor_message(site, claims, conversation_id, message_id, m, now);
     message::insert(tx, tenant, &row, Some(&recorded.id.to_string())).await?;
     conversation::touch(tx, tenant, conversation_id, now).await?;
     Ok((
