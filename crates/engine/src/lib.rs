@@ -94,6 +94,8 @@ pub struct Engine {
     me: std::sync::Weak<Engine>,
     /// The group-commit queue of visitor messages, started on first use.
     ingest: std::sync::OnceLock<webchat::ingest::IngestQueue>,
+    /// Sites as widget requests read them.
+    sites: webchat::site_cache::SiteCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -119,6 +121,7 @@ impl Engine {
             rules: rules::Rules::default(),
             public_url: std::sync::RwLock::new("http://127.0.0.1:8080".into()),
             slugs: Default::default(),
+            sites: Default::default(),
             me: me.clone(),
             ingest: Default::default(),
         })
@@ -150,6 +153,10 @@ impl Engine {
     }
 
     /// The visitor message queue, whose batches commit together.
+    pub(crate) fn site_cache(&self) -> &webchat::site_cache::SiteCache {
+        &self.sites
+    }
+
     pub(crate) fn ingest_queue(&self) -> &webchat::ingest::IngestQueue {
         self.ingest
             .get_or_init(|| webchat::ingest::IngestQueue::start(self.me.clone(), self.db.backend()))

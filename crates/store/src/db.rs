@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -69,6 +70,9 @@ struct Inner {
     /// Woken after every commit that created due work, so an idle worker in
     /// this process starts it at once instead of at its next poll.
     work_available: Notify,
+    /// Bumped whenever a site record may have changed (a commit here, or a
+    /// notification from another node), so caches of sites can tell.
+    sites_generation: AtomicU64,
 }
 
 /// A handle to the database; cheap to clone.
@@ -84,6 +88,9 @@ pub enum Reader<'a> {
 
 /// The PostgreSQL channel that wakes workers on other nodes.
 pub const WAKE_CHANNEL: &str = "fleetprompt_directives";
+
+/// The PostgreSQL channel that tells other nodes a site record changed.
+pub const SITES_CHANNEL: &str = "fleetprompt_sites";
 
 impl Db {
     /// Connects to `url`: `sqlite://path` (created if missing) or `postgres://…`.
@@ -150,6 +157,7 @@ impl Db {
         Ok(Self(Arc::new(Inner {
             pools,
             work_available: Notify::new(),
+            sites_generation: AtomicU64::new(0),
         })))
     }
 
@@ -180,13 +188,20 @@ impl Db {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         let inner = match &self.0.pools {
-            Pools::Sqlite { writer, .. } => TxInner::Sqlite(writer.begin().await?),
+            // IMMEDIATE takes the write lock at once, waiting (busy
+            // timeout) if a checkpoint holds it; a deferred transaction that
+            // read first would instead fail with "database is locked" when
+            // its first write finds the lock taken.
+            Pools::Sqlite { writer, .. } => {
+                TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?)
+            }
             Pools::Postgres(p) => TxInner::Postgres(p.begin().await?),
         };
         Ok(Tx {
             inner,
             db: self.clone(),
             wake: false,
+            sites: false,
         })
     }
 
@@ -199,6 +214,18 @@ impl Db {
     /// Wakes a worker waiting in [`Db::work_available`].
     pub fn wake_workers(&self) {
         self.0.work_available.notify_one();
+    }
+
+    /// A number that changes whenever a site record may have changed: a
+    /// cached site read under an older number is stale.
+    pub fn sites_generation(&self) -> u64 {
+        self.0.sites_generation.load(Ordering::Acquire)
+    }
+
+    /// Marks every cached site stale: another node changed one, or the
+    /// notifications that would say so were interrupted.
+    pub fn sites_changed(&self) {
+        self.0.sites_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Checks that the database answers.
@@ -254,6 +281,8 @@ pub struct Tx {
     db: Db,
     /// Set by any write that creates due work, so commit wakes workers.
     wake: bool,
+    /// Set by any write to a site record, so commit marks cached sites stale.
+    sites: bool,
 }
 
 impl Tx {
@@ -282,11 +311,28 @@ impl Tx {
         Ok(())
     }
 
+    /// Marks that this transaction changed a site record.
+    pub(crate) async fn mark_sites_changed(&mut self) -> Result<()> {
+        if !self.sites {
+            self.sites = true;
+            if let TxInner::Postgres(t) = &mut self.inner {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(SITES_CHANNEL)
+                    .execute(&mut **t)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Commits, then wakes this process's worker if due work was created.
     pub async fn commit(self) -> Result<()> {
         match self.inner {
             TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
+        }
+        if self.sites {
+            self.db.sites_changed();
         }
         if self.wake {
             self.db.wake_workers();

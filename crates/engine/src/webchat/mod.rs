@@ -12,6 +12,7 @@
 //! - [`site`]: installing the package; registering, rotating and disabling
 //!   sites (as directives, so they appear in the audit timeline).
 //! - [`handlers`]: the `webchat.site.*` directive handlers.
+//! - `site_cache`: site records as widget requests read them.
 //! - [`session`]: bootstrap (site key + origin -> token) and token checks.
 //! - [`ingest`]: visitor messages, contact capture, closing, history.
 //! - [`reply`]: replies to the visitor (operator or approved assistant).
@@ -35,6 +36,7 @@ pub mod reply;
 pub mod session;
 pub mod settings;
 pub mod site;
+pub(crate) mod site_cache;
 pub mod sweep;
 pub mod verify;
 

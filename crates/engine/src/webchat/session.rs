@@ -7,7 +7,7 @@ use fleetprompt_core::webchat::origin::{Origin as WebOrigin, is_allowed};
 use fleetprompt_core::webchat::token::{self, Claims, Unverified};
 use fleetprompt_core::webchat::visitor::{hash_ip, reduce_user_agent};
 use fleetprompt_store::StoreError;
-use fleetprompt_store::webchat::site::{self as store_site, SiteRow};
+use fleetprompt_store::webchat::site::SiteRow;
 use fleetprompt_store::webchat::{identity, installation};
 
 use super::PACKAGE;
@@ -59,7 +59,9 @@ pub async fn site_by_key(engine: &Engine, public_key: &str) -> Result<SiteRow, W
     if !public_key.starts_with("pk_") || public_key.len() > 64 {
         return Err(WebchatError::NotFound("site".into()));
     }
-    store_site::find_by_public_key(engine.db(), public_key)
+    engine
+        .site_cache()
+        .by_public_key(engine.db(), public_key)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => WebchatError::NotFound("site".into()),
@@ -148,7 +150,11 @@ pub async fn authenticate(
 ) -> Result<(SiteRow, Claims), WebchatError> {
     const BAD: &str = "a valid widget token is required (Authorization: Bearer fpw_…)";
     let unverified = Unverified::parse(token).map_err(|_| WebchatError::Unauthorized(BAD))?;
-    let site = match store_site::get(engine.db(), unverified.tenant(), unverified.site()).await {
+    let site = match engine
+        .site_cache()
+        .get(engine.db(), unverified.tenant(), unverified.site())
+        .await
+    {
         Ok(s) => s,
         Err(StoreError::NotFound) => return Err(WebchatError::Unauthorized(BAD)),
         Err(e) => return Err(e.into()),
