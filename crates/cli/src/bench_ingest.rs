@@ -119,6 +119,23 @@ pub(crate) fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time a process has used (user + system), in milliseconds; the
+/// throughput phase reports the server's CPU per message, which unlike
+/// messages per second does not depend on what else the machine runs.
+pub(crate) fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3 on:
+    // utime and stime are fields 14 and 15, in ticks of 1/100 s.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    ticks * 10
+}
+
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -224,6 +241,7 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
     let remaining = Arc::new(AtomicUsize::new(args.messages));
     let refused = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
+    let cpu_start = cpu_ms(server.pid);
     let mut senders = tokio::task::JoinSet::new();
     for c in 0..args.connections {
         let (http, url, tokens, remaining, refused) = (
@@ -254,8 +272,10 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
     }
     while senders.join_next().await.is_some() {}
     let elapsed = start.elapsed();
+    let cpu = cpu_ms(server.pid) - cpu_start;
     let refused = refused.load(Ordering::Relaxed);
     let accepted = args.messages - refused;
+    let cpu_us_per_message = cpu as f64 * 1000.0 / accepted.max(1) as f64;
     let throughput = accepted as f64 / elapsed.as_secs_f64();
 
     // Latency: open loop at a fixed rate.
@@ -326,6 +346,7 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
             json!({
                 "backend": backend, "durability": common.durability,
                 "accepted": accepted, "refused": refused, "throughput_per_s": throughput.round(),
+                "server_cpu_us_per_message": cpu_us_per_message.round(),
                 "latency_rate_per_s": args.rate, "latency_ms": { "p50": p50, "p99": p99, "max": max, "samples": latencies.len() },
                 "rss_kib": { "idle": idle_rss, "peak": peak_rss },
                 "persisted_exactly_once": true,
@@ -341,6 +362,7 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
             elapsed.as_secs_f64(),
             args.connections
         );
+        println!("server CPU                  {cpu_us_per_message:.0} µs per message");
         if args.rate > 0 {
             println!(
                 "latency at {} msg/s        p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms ({} samples)",
