@@ -22,6 +22,6 @@ pub mod time;
 pub mod webchat;
 
 pub use directive::{AttemptOutcome, DirectiveKind, DirectiveStatus, Origin};
-pub use id::{DestinationId, DirectiveId, SignalId, TenantId, TokenId};
+pub use id::{DestinationId, DirectiveId, EdgeConnectorId, SignalId, TenantId, TokenId};
 pub use retry::RetryPolicy;
 pub use signal::{NewSignal, SignalType, Subject};

@@ -9,6 +9,7 @@
 //! - [`handler`]: the directive handler trait, outcomes and the registry.
 //! - [`handlers`]: the platform's handlers (`noop`, `webhook.post`).
 //! - [`destination`]: creating destinations and opening their sealed config.
+//! - [`edge`]: Edge Connectors: registration, heartbeats, edge-lane tasks.
 //! - [`worker`]: the apalis backend over the directive table, the worker
 //!   service and the batched completer.
 //! - [`rules`]: the active workflow rule set, reloaded when its files change.
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod cron;
 pub mod destination;
+pub mod edge;
 pub mod error;
 pub mod handler;
 pub mod handlers;

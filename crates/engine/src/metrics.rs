@@ -38,6 +38,8 @@ pub const LEASES_EXPIRED: &str = "fleetprompt_directive_leases_expired_total";
 pub const WORKFLOW_RELOADS: &str = "fleetprompt_workflow_reloads_total";
 /// Directives running in this process.
 pub const IN_FLIGHT: &str = "fleetprompt_directives_in_flight";
+/// When each Edge Connector was last heard from, by connector id.
+pub const EDGE_LAST_SEEN: &str = "fleetprompt_edge_connector_last_seen_timestamp_seconds";
 
 /// Describes every engine metric to the recorder. Call once at start.
 pub fn describe() {
@@ -107,6 +109,11 @@ pub fn describe() {
         Unit::Count,
         "Directives claimed and not yet completed by this process."
     );
+    describe_gauge!(
+        EDGE_LAST_SEEN,
+        Unit::Seconds,
+        "Unix time of each Edge Connector's last heartbeat, by connector id (read from the database, so every node reports every connector)."
+    );
 }
 
 const PLATFORM_NAMESPACES: &[&str] = &["webchat.", "directive.", "email.", "cron.", "workflow."];
@@ -160,4 +167,10 @@ pub(crate) fn lease_expired(kind: &str) {
 
 pub(crate) fn in_flight(n: usize) {
     gauge!(IN_FLIGHT).set(n as f64);
+}
+
+/// Connector ids are bounded by what operators register (one or two per
+/// mail server), never by traffic, so they are safe as a label.
+pub(crate) fn edge_last_seen(connector: &str, at_ms: i64) {
+    gauge!(EDGE_LAST_SEEN, "connector" => connector.to_owned()).set(at_ms as f64 / 1000.0);
 }
