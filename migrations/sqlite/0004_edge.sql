@@ -16,3 +16,22 @@ CREATE TABLE edge_connectors (
 );
 -- Authentication finds a connector by its public id before it knows the tenant.
 CREATE UNIQUE INDEX edge_connectors_by_id ON edge_connectors (id);
+
+-- The queue's lanes. `platform` directives are claimed by the platform's
+-- workers; `edge` ones (email.send) only by an Edge Connector of their
+-- tenant. Each lane has its own partial index, and every queue query repeats
+-- its lane's predicate word for word (SQLite uses a partial index only then):
+-- the platform claim walks only platform rows, so edge tasks waiting for a
+-- connector never slow it down; an edge claim walks one tenant's edge rows.
+ALTER TABLE directives ADD COLUMN runner TEXT NOT NULL DEFAULT 'platform';
+DROP INDEX directives_queue;
+CREATE INDEX directives_queue ON directives (next_attempt_at)
+    WHERE status IN ('pending', 'running') AND runner = 'platform';
+CREATE INDEX directives_edge_queue ON directives (tenant_id, next_attempt_at)
+    WHERE status IN ('pending', 'running') AND runner = 'edge';
+
+-- email.send tasks were parked ten years ahead until a connector existed:
+-- move them to the edge lane and make the parked ones due, oldest first.
+UPDATE directives SET runner = 'edge' WHERE kind = 'email.send';
+UPDATE directives SET next_attempt_at = created_at
+    WHERE kind = 'email.send' AND status = 'pending' AND next_attempt_at > created_at + 31536000000;

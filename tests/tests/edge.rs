@@ -1,16 +1,270 @@
 //! Edge Connectors against the real server: registration (admin API and
-//! CLI), heartbeats, the last-seen gauge, and token refusals.
+//! CLI), heartbeats, the last-seen gauge, token refusals, and the edge lane
+//! of the queue (claims, results, fencing, reaping) over plain HTTP.
 
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use fleetprompt_system_tests::{Backend, TestApp, both_backends, cli};
+use fleetprompt_system_tests::{
+    Backend, Server, TestApp, TestDb, both_backends, cli, create_tenant, http_client,
+};
 use serde_json::{Value, json};
 
 both_backends!(
     connectors_register_heartbeat_and_report_last_seen,
     bad_tokens_are_refused_alike,
+    edge_tasks_are_claimed_by_their_tenants_connector_and_completed_like_platform_ones,
 );
+
+/// A rule that escalates every `order.created` to email.
+const EMAIL_RULE: &str = r#"[[rule]]
+id = "email-the-team"
+on = "order.created"
+
+[[rule.directive]]
+kind = "webchat.escalate_to_email"
+dedupe_key = "email:{{ signal.id }}"
+args = { conversation_id = "{{ signal.payload.conversation_id }}", to = "team@example.com" }
+"#;
+
+/// A server whose tenant `acme` escalates `order.created` to email, with a
+/// quick reaper.
+pub async fn email_app(backend: Backend) -> TestApp {
+    let db = TestDb::new(backend).await.expect("test database");
+    let wf = db.dir.join("workflows");
+    std::fs::create_dir_all(wf.join("tenants/acme")).unwrap();
+    std::fs::write(wf.join("tenants/acme/rules.toml"), EMAIL_RULE).unwrap();
+    let tenant = create_tenant(&db, "acme").await.expect("tenant");
+    let server = Server::start(&db, "server", &["--workflows", wf.to_str().unwrap()])
+        .await
+        .expect("server");
+    TestApp {
+        db,
+        server,
+        tenant,
+        http: http_client(),
+    }
+}
+
+/// A fresh conversation id, as the widget would have made.
+fn conversation_id() -> String {
+    format!("conv_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Records an `order.created` about `conv` (the rule escalates it).
+async fn escalate(app: &TestApp, conv: &str) {
+    let (s, v) = app
+        .post(
+            "/admin/v1/signals",
+            json!({ "type": "order.created", "subject": format!("conversation:{conv}"),
+                    "payload": { "conversation_id": conv }, "dedupe_key": format!("order:{conv}") }),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+}
+
+/// Waits for the tenant's `email.send` directive about `conv`.
+async fn email_task(app: &TestApp, conv: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = app.get("/admin/v1/directives?limit=1000").await;
+        if let Some(d) = v["directives"].as_array().into_iter().flatten().find(|d| {
+            d["kind"] == "email.send" && d["subject"] == format!("conversation:{conv}").as_str()
+        }) {
+            return d.clone();
+        }
+        assert!(Instant::now() < deadline, "no email.send for {conv}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn claim(app: &TestApp, token: &str, body: Value) -> (StatusCode, Value) {
+    app.request_as(
+        token,
+        reqwest::Method::POST,
+        "/edge/v1/tasks/claim",
+        Some(body),
+    )
+    .await
+}
+
+async fn report(app: &TestApp, token: &str, id: &str, body: Value) -> (StatusCode, Value) {
+    app.request_as(
+        token,
+        reqwest::Method::POST,
+        &format!("/edge/v1/tasks/{id}/result"),
+        Some(body),
+    )
+    .await
+}
+
+/// The conversation's timeline entries.
+async fn timeline(app: &TestApp, conv: &str) -> Vec<Value> {
+    let (s, v) = app
+        .get(&format!("/admin/v1/timeline?subject=conversation:{conv}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["entries"].as_array().cloned().unwrap_or_default()
+}
+
+fn has_signal(entries: &[Value], t: &str) -> bool {
+    entries
+        .iter()
+        .any(|e| e["entry"] == "signal" && (e["type"] == t || e["signal_type"] == t))
+}
+
+async fn edge_tasks_are_claimed_by_their_tenants_connector_and_completed_like_platform_ones(
+    backend: Backend,
+) {
+    let app = email_app(backend).await;
+    let (_, token) = connector(&app, "bridge-host").await;
+    let other = create_tenant(&app.db, "other").await.unwrap();
+    let (s, v) = app
+        .request_as(
+            &other.token,
+            reqwest::Method::POST,
+            "/admin/v1/edge-connectors",
+            Some(json!({ "name": "theirs" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let foreign = v["token"].as_str().unwrap().to_owned();
+
+    let conv = conversation_id();
+    escalate(&app, &conv).await;
+    let task = email_task(&app, &conv).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    assert_eq!(task["args"]["to"], "team@example.com");
+    assert!(
+        task["args"]["text"].as_str().unwrap().contains(&conv),
+        "{task}"
+    );
+    // Due at once (not parked), and no platform worker takes it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
+    assert_eq!(d["status"], "pending", "{d}");
+    assert_eq!(d["attempts"], 0, "{d}");
+
+    // Bad claims are refused with JSON errors.
+    let (s, v) = claim(&app, &token, json!({ "kinds": ["webhook.post"] })).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = claim(&app, "fpe_bogus", json!({ "kinds": ["email.send"] })).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"]["code"], "unauthorized");
+
+    // Another tenant's connector sees nothing and cannot report on it.
+    let (s, v) = claim(
+        &app,
+        &foreign,
+        json!({ "kinds": ["email.send"], "wait_ms": 300 }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["tasks"], json!([]), "{v}");
+
+    // Attempt 1: claimed, then a 4xx: retried with backoff.
+    let (s, v) = claim(&app, &token, json!({ "kinds": ["email.send"], "limit": 5 })).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let tasks = v["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{v}");
+    assert_eq!(tasks[0]["id"], id.as_str());
+    assert_eq!(tasks[0]["attempt"], 1);
+    let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
+    assert_eq!(d["status"], "running", "{d}");
+    let (s, v) = report(
+        &app,
+        &foreign,
+        &id,
+        json!({ "attempt": 1, "outcome": "succeeded" }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = report(
+        &app,
+        &token,
+        &id,
+        json!({ "attempt": 1, "outcome": "retry", "error": "451 try later", "smtp_code": 451 }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "pending", "{v}");
+    // A stale report of the same attempt is fenced off.
+    let (s, v) = report(
+        &app,
+        &token,
+        &id,
+        json!({ "attempt": 1, "outcome": "succeeded" }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+
+    // Attempt 2 comes due after the backoff (2 s ± 20 %): a long poll waits.
+    let started = Instant::now();
+    let (s, v) = claim(
+        &app,
+        &token,
+        json!({ "kinds": ["email.send"], "wait_ms": 10000, "lease_ms": 1000 }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["tasks"][0]["attempt"], 2, "{v}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    // Its 1 s lease runs out unreported: the reaper takes it back.
+    let d = app
+        .wait_for_status(&id, &["pending"], Duration::from_secs(10))
+        .await;
+    assert_eq!(d["attempts"], 2, "{d}");
+    let (s, v) = report(
+        &app,
+        &token,
+        &id,
+        json!({ "attempt": 2, "outcome": "succeeded" }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+
+    // Attempt 3 is delivered.
+    let (s, v) = claim(
+        &app,
+        &token,
+        json!({ "kinds": ["email.send"], "wait_ms": 10000 }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["tasks"][0]["attempt"], 3, "{v}");
+    let (s, v) = report(
+        &app,
+        &token,
+        &id,
+        json!({ "attempt": 3, "outcome": "succeeded", "smtp_code": 250, "external_ref": format!("<{id}@edge.fleetprompt>") }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
+    let log = d["attempt_log"].as_array().unwrap();
+    let outcomes: Vec<&str> = log.iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["retrying", "lease_expired", "succeeded"], "{d}");
+    assert_eq!(log[0]["http_status"], 451);
+    assert_eq!(log[2]["http_status"], 250);
+    assert!(
+        log[2]["worker"].as_str().unwrap().starts_with("edge:edge_"),
+        "{d}"
+    );
+    assert!(has_signal(
+        &timeline(&app, &conv).await,
+        "email.outbound.sent"
+    ));
+    assert!(has_signal(
+        &timeline(&app, &conv).await,
+        "email.outbound.requested"
+    ));
+    assert!(!app.server.logs().contains(&token));
+}
 
 /// Registers a connector through the admin API; returns (id, token).
 async fn connector(app: &TestApp, name: &str) -> (String, String) {

@@ -107,6 +107,10 @@ pub async fn refresh_gauges(engine: &Engine) {
         (Ok((pending, oldest)), Ok(failed)) => metrics::backlog(pending, failed, oldest),
         (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "reading queue gauges failed"),
     }
+    match queue::edge_backlog(engine.db()).await {
+        Ok((pending, _)) => metrics::edge_backlog(pending),
+        Err(e) => tracing::warn!(error = %e, "reading the edge task backlog failed"),
+    }
     // From the database, not from the heartbeat handler, so every node
     // reports every connector whichever node its heartbeats reach.
     match fleetprompt_store::edge::last_seen_all(engine.db()).await {
