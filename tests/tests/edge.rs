@@ -1,12 +1,15 @@
 //! Edge Connectors against the real server: registration (admin API and
-//! CLI), heartbeats, the last-seen gauge, token refusals, and the edge lane
-//! of the queue (claims, results, fencing, reaping) over plain HTTP.
+//! CLI), heartbeats, the last-seen gauge, token refusals, the edge lane of
+//! the queue (claims, results, fencing, reaping) over plain HTTP, and the
+//! real `fleetprompt-edge` binary delivering to a real SMTP server on
+//! loopback ([`SmtpSink`]).
 
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use fleetprompt_system_tests::{
-    Backend, Server, TestApp, TestDb, both_backends, cli, create_tenant, http_client,
+    Backend, Edge, Server, SmtpSink, TestApp, TestDb, both_backends, cli, create_tenant,
+    http_client,
 };
 use serde_json::{Value, json};
 
@@ -14,6 +17,7 @@ both_backends!(
     connectors_register_heartbeat_and_report_last_seen,
     bad_tokens_are_refused_alike,
     edge_tasks_are_claimed_by_their_tenants_connector_and_completed_like_platform_ones,
+    the_edge_binary_delivers_retries_and_fails_email_through_real_smtp,
 );
 
 /// A rule that escalates every `order.created` to email.
@@ -417,4 +421,112 @@ async fn bad_tokens_are_refused_alike(backend: Backend) {
     let (s, v) = heartbeat(&app, &token).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(!app.server.logs().contains(&token));
+}
+
+async fn the_edge_binary_delivers_retries_and_fails_email_through_real_smtp(backend: Backend) {
+    let app = email_app(backend).await;
+    let (connector_id, token) = connector(&app, "bridge-host").await;
+    let sink = SmtpSink::start().await;
+    // The first email is refused with a 4xx, then accepted.
+    sink.script([451, 250]);
+    let mut edge = Edge::start(&app.db.dir, &app.server, &token, &sink, &[]).unwrap();
+
+    let conv = conversation_id();
+    escalate(&app, &conv).await;
+    let task = email_task(&app, &conv).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let d = app
+        .wait_for_status(&id, &["succeeded", "failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(d["status"], "succeeded", "{d}\n{}", edge.logs());
+    let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
+    let log = d["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{d}");
+    assert_eq!(log[0]["outcome"], "retrying");
+    assert_eq!(log[0]["http_status"], 451);
+    assert_eq!(log[1]["outcome"], "succeeded");
+    assert_eq!(log[1]["http_status"], 250);
+    let message_id = format!("<{id}@edge.fleetprompt>");
+    assert_eq!(log[1]["external_ref"], message_id.as_str());
+    assert_eq!(sink.replies(), [451, 250]);
+
+    // The email: to the rule's recipient, from the connector's sender, with
+    // a Message-ID derived from the directive and a link to the chat.
+    let mails = sink.accepted();
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert_eq!(mail.to, ["<team@example.com>"]);
+    assert_eq!(mail.from, "<support@acme.example>");
+    assert_eq!(
+        mail.header("Message-ID").as_deref(),
+        Some(message_id.as_str())
+    );
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("Unanswered website chat")
+    );
+    assert!(
+        mail.body_text()
+            .contains(&format!("/console/conversations/{conv}")),
+        "{}",
+        mail.data
+    );
+
+    let entries = timeline(&app, &conv).await;
+    assert!(has_signal(&entries, "email.outbound.requested"));
+    assert!(has_signal(&entries, "email.outbound.sent"));
+
+    // A 5xx fails the task for good, with email.outbound.failed.
+    sink.script([550]);
+    let conv2 = conversation_id();
+    escalate(&app, &conv2).await;
+    let id2 = email_task(&app, &conv2).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let d = app
+        .wait_for_status(&id2, &["succeeded", "failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert_eq!(d["attempts"], 1, "{d}");
+    let (_, d) = app.get(&format!("/admin/v1/directives/{id2}")).await;
+    assert_eq!(d["attempt_log"][0]["http_status"], 550, "{d}");
+    assert!(has_signal(
+        &timeline(&app, &conv2).await,
+        "email.outbound.failed"
+    ));
+    assert_eq!(sink.accepted().len(), 1);
+
+    // Its heartbeats were recorded.
+    let (_, v) = app.get("/admin/v1/edge-connectors").await;
+    let c = v["edge_connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == connector_id.as_str())
+        .unwrap();
+    assert!(c["last_seen_at"].is_string(), "{c}");
+
+    // SIGTERM: a clean, prompt exit. The token is in neither log.
+    let status = edge.stop().await.unwrap();
+    assert!(status.success(), "{status}\n{}", edge.logs());
+    assert!(!edge.logs().contains(&token), "{}", edge.logs());
+    assert!(!app.server.logs().contains(&token));
+
+    // A revoked token stops a connector at start with an error.
+    let (s, _) = app
+        .post(
+            &format!("/admin/v1/edge-connectors/{connector_id}/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let mut refused = Edge::start(&app.db.dir, &app.server, &token, &sink, &[]).unwrap();
+    let status = refused.wait(Duration::from_secs(15)).await.unwrap();
+    assert!(!status.success());
+    assert!(
+        refused.logs().contains("refused the connector token"),
+        "{}",
+        refused.logs()
+    );
 }
