@@ -613,6 +613,8 @@ pub struct Mail {
     pub to: Vec<String>,
     /// The message: headers and body, dot-unstuffed, CRLF line ends.
     pub data: String,
+    /// Whether it arrived over TLS (after STARTTLS).
+    pub tls: bool,
 }
 
 impl Mail {
@@ -662,17 +664,49 @@ struct SmtpState {
 }
 
 /// A real SMTP server on 127.0.0.1 (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP,
-/// QUIT; no TLS, no AUTH) that records what it accepts.
+/// QUIT, and STARTTLS when started with [`SmtpSink::start_tls`]; no AUTH)
+/// that records what it accepts.
 #[derive(Clone)]
 pub struct SmtpSink {
     /// Its port.
     pub port: u16,
+    /// Its self-signed certificate (PEM), when it offers STARTTLS.
+    pub cert_pem: Option<String>,
     state: Arc<Mutex<SmtpState>>,
 }
 
 impl SmtpSink {
-    /// Starts a sink on 127.0.0.1:0.
+    /// Starts a plain sink on 127.0.0.1:0.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts a sink that offers (and for mail, requires) STARTTLS, with a
+    /// fresh self-signed certificate for `127.0.0.1` and `localhost`.
+    pub async fn start_tls() -> Self {
+        let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .expect("self-signed certificate");
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+            signing_key.serialize_der().into(),
+        );
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .expect("TLS server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut sink = Self::start_with(Some(acceptor)).await;
+        sink.cert_pem = Some(cert.pem());
+        sink
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -681,10 +715,14 @@ impl SmtpSink {
         let shared = state.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(smtp_session(stream, shared.clone()));
+                tokio::spawn(smtp_session(stream, tls.clone(), shared.clone()));
             }
         });
-        Self { port, state }
+        Self {
+            port,
+            cert_pem: None,
+            state,
+        }
     }
 
     /// Answers the next `DATA`s with these codes (e.g. 451, then 550).
@@ -720,72 +758,118 @@ impl SmtpSink {
     }
 }
 
-async fn smtp_session(stream: tokio::net::TcpStream, state: Arc<Mutex<SmtpState>>) {
-    use tokio::io::AsyncWriteExt;
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let mut from = String::new();
-    let mut to = Vec::new();
-    if write.write_all(b"220 sink.test ESMTP\r\n").await.is_err() {
-        return;
-    }
-    while let Ok(Some(line)) = lines.next_line().await {
-        let upper = line.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            "250-sink.test\r\n250 8BITMIME\r\n".into()
-        } else if let Some(rest) = upper.strip_prefix("MAIL FROM:") {
-            from = line[line.len() - rest.len()..].trim().to_owned();
-            to.clear();
-            "250 OK\r\n".into()
-        } else if let Some(rest) = upper.strip_prefix("RCPT TO:") {
-            to.push(line[line.len() - rest.len()..].trim().to_owned());
-            "250 OK\r\n".into()
-        } else if upper == "DATA" {
-            if write.write_all(b"354 go ahead\r\n").await.is_err() {
-                return;
-            }
-            let mut data = String::new();
-            loop {
-                match lines.next_line().await {
-                    Ok(Some(l)) if l == "." => break,
-                    Ok(Some(l)) => {
-                        data.push_str(
-                            l.strip_prefix('.')
-                                .filter(|_| l.starts_with(".."))
-                                .unwrap_or(&l),
-                        );
-                        data.push_str("\r\n");
-                    }
-                    _ => return,
-                }
-            }
-            let mut s = state.lock().expect("sink lock");
-            let code = s.script.pop_front().unwrap_or(250);
-            s.replies.push(code);
-            if code == 250 {
-                s.accepted.push(Mail {
-                    from: from.clone(),
-                    to: to.clone(),
-                    data,
-                });
-                "250 2.0.0 queued\r\n".into()
-            } else if code < 500 {
-                format!("{code} 4.3.0 try again later\r\n")
-            } else {
-                format!("{code} 5.1.1 mailbox unavailable\r\n")
-            }
-        } else if upper == "QUIT" {
-            let _ = write.write_all(b"221 bye\r\n").await;
-            return;
-        } else if upper == "RSET" || upper == "NOOP" {
-            "250 OK\r\n".into()
-        } else {
-            "502 command not implemented\r\n".into()
-        };
-        if write.write_all(reply.as_bytes()).await.is_err() {
+type Session = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A byte stream, plain or TLS: one type, so the session after STARTTLS is
+/// the same function (a generic one would nest `TlsStream`s without end).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One SMTP conversation. With `tls`, STARTTLS is offered and mail is
+/// refused until it is used; after the upgrade the session goes on over
+/// TLS.
+fn smtp_session(
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<Mutex<SmtpState>>,
+) -> Session {
+    smtp_conversation(Box::new(stream), tls, state, true, false)
+}
+
+fn smtp_conversation(
+    stream: Box<dyn Io>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<Mutex<SmtpState>>,
+    greet: bool,
+    secure: bool,
+) -> Session {
+    Box::pin(async move {
+        use tokio::io::AsyncWriteExt;
+        let (read, mut write) = tokio::io::split(stream);
+        let mut lines = BufReader::new(read).lines();
+        let mut from = String::new();
+        let mut to = Vec::new();
+        if greet && write.write_all(b"220 sink.test ESMTP\r\n").await.is_err() {
             return;
         }
-    }
+        while let Ok(Some(line)) = lines.next_line().await {
+            let upper = line.to_ascii_uppercase();
+            let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                if tls.is_some() {
+                    "250-sink.test\r\n250-8BITMIME\r\n250 STARTTLS\r\n".into()
+                } else {
+                    "250-sink.test\r\n250 8BITMIME\r\n".into()
+                }
+            } else if upper == "STARTTLS" && tls.is_some() {
+                if write
+                    .write_all(b"220 2.0.0 ready to start TLS\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                // The client says nothing more before its handshake, so
+                // the line reader holds no buffered bytes.
+                let read = lines.into_inner().into_inner();
+                let acceptor = tls.expect("checked above");
+                let Ok(secured) = acceptor.accept(read.unsplit(write)).await else {
+                    return;
+                };
+                return smtp_conversation(Box::new(secured), None, state, false, true).await;
+            } else if tls.is_some() && !upper.starts_with("QUIT") {
+                "530 5.7.0 must issue a STARTTLS command first\r\n".into()
+            } else if let Some(rest) = upper.strip_prefix("MAIL FROM:") {
+                from = line[line.len() - rest.len()..].trim().to_owned();
+                to.clear();
+                "250 OK\r\n".into()
+            } else if let Some(rest) = upper.strip_prefix("RCPT TO:") {
+                to.push(line[line.len() - rest.len()..].trim().to_owned());
+                "250 OK\r\n".into()
+            } else if upper == "DATA" {
+                if write.write_all(b"354 go ahead\r\n").await.is_err() {
+                    return;
+                }
+                let mut data = String::new();
+                loop {
+                    match lines.next_line().await {
+                        Ok(Some(l)) if l == "." => break,
+                        Ok(Some(l)) => {
+                            // Dot-stuffing: a leading ".." stands for ".".
+                            data.push_str(if l.starts_with("..") { &l[1..] } else { &l });
+                            data.push_str("\r\n");
+                        }
+                        _ => return,
+                    }
+                }
+                let mut s = state.lock().expect("sink lock");
+                let code = s.script.pop_front().unwrap_or(250);
+                s.replies.push(code);
+                if code == 250 {
+                    s.accepted.push(Mail {
+                        from: from.clone(),
+                        to: to.clone(),
+                        data,
+                        tls: secure,
+                    });
+                    "250 2.0.0 queued\r\n".into()
+                } else if code < 500 {
+                    format!("{code} 4.3.0 try again later\r\n")
+                } else {
+                    format!("{code} 5.1.1 mailbox unavailable\r\n")
+                }
+            } else if upper == "QUIT" {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            } else if upper == "RSET" || upper == "NOOP" {
+                "250 OK\r\n".into()
+            } else {
+                "502 command not implemented\r\n".into()
+            };
+            if write.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// A running `fleetprompt-edge` process.
@@ -797,7 +881,8 @@ pub struct Edge {
 
 impl Edge {
     /// Starts `fleetprompt-edge` for `server` with `token` (through the
-    /// environment, as in production), plain SMTP to `sink`, and extra flags.
+    /// environment, as in production), SMTP to `sink` (STARTTLS when the sink
+    /// offers it, else plain), and extra flags.
     pub fn start(
         dir: &Path,
         server: &Server,
@@ -808,6 +893,18 @@ impl Edge {
         let log_path = dir.join(format!("edge-{}.log", uuid::Uuid::now_v7().simple()));
         let log = std::fs::File::create(&log_path)?;
         let port = sink.port.to_string();
+        let mut security = vec!["--smtp-security".to_owned()];
+        match &sink.cert_pem {
+            // STARTTLS, trusting the sink's certificate as an operator
+            // trusts Proton Mail Bridge's exported one.
+            Some(pem) => {
+                let ca = dir.join(format!("smtp-ca-{port}.pem"));
+                std::fs::write(&ca, pem)?;
+                security.extend(["starttls".to_owned(), "--smtp-ca-file".to_owned()]);
+                security.push(ca.display().to_string());
+            }
+            None => security.push("plain".to_owned()),
+        }
         let child = Command::new(edge_binary())
             .args([
                 "--server-url",
@@ -816,8 +913,6 @@ impl Edge {
                 "127.0.0.1",
                 "--smtp-port",
                 &port,
-                "--smtp-security",
-                "plain",
                 "--from",
                 "Acme Support <support@acme.example>",
                 "--heartbeat-secs",
@@ -825,6 +920,7 @@ impl Edge {
                 "--wait-ms",
                 "500",
             ])
+            .args(&security)
             .args(extra)
             .env("FLEETPROMPT_EDGE_TOKEN", token)
             .env("RUST_LOG", "info")

@@ -530,3 +530,51 @@ async fn the_edge_binary_delivers_retries_and_fails_email_through_real_smtp(back
         refused.logs()
     );
 }
+
+/// STARTTLS (the default, as with Proton Mail Bridge): the connector sends
+/// only to a server whose certificate it trusts (`--smtp-ca-file`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_over_starttls_and_only_to_a_trusted_certificate() {
+    let app = email_app(Backend::Sqlite).await;
+    let (_, token) = connector(&app, "bridge-host").await;
+    let sink = SmtpSink::start_tls().await;
+
+    // A connector told to trust another certificate: the handshake fails,
+    // the attempt is retried, nothing is sent.
+    let mut impostor = sink.clone();
+    impostor.cert_pem = SmtpSink::start_tls().await.cert_pem;
+    let mut wrong = Edge::start(&app.db.dir, &app.server, &token, &impostor, &[]).unwrap();
+    let conv = conversation_id();
+    escalate(&app, &conv).await;
+    let id = email_task(&app, &conv).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
+        if let Some(a) = d["attempt_log"].as_array().and_then(|l| l.first()) {
+            break a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no attempt: {d}\n{}",
+            wrong.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first["outcome"], "retrying", "{first}");
+    assert!(sink.accepted().is_empty());
+    assert!(wrong.stop().await.unwrap().success());
+
+    // The right certificate: delivered, over TLS.
+    let mut edge = Edge::start(&app.db.dir, &app.server, &token, &sink, &[]).unwrap();
+    let d = app
+        .wait_for_status(&id, &["succeeded", "failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(d["status"], "succeeded", "{d}\n{}", edge.logs());
+    let mails = sink.accepted();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].tls, "the email must arrive after STARTTLS");
+    assert!(edge.stop().await.unwrap().success());
+}
