@@ -268,6 +268,35 @@ async fn edge_tasks_are_claimed_by_their_tenants_connector_and_completed_like_pl
         "email.outbound.requested"
     ));
     assert!(!app.server.logs().contains(&token));
+
+    // A long poll in progress does not hold up the server's graceful stop.
+    let poll = {
+        let http = app.http.clone();
+        let url = format!("{}/edge/v1/tasks/claim", app.server.url);
+        let token = token.clone();
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "kinds": ["email.send"], "wait_ms": 20000 }))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut app = app;
+    let stopping = Instant::now();
+    app.server.stop().await.unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let (status, v) = poll.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["tasks"], json!([]));
 }
 
 /// Registers a connector through the admin API; returns (id, token).

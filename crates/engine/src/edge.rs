@@ -210,7 +210,7 @@ pub async fn claim_tasks(
                 .collect());
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || engine.is_shutting_down() {
             return Ok(Vec::new());
         }
         tokio::time::sleep(left.min(WAIT_POLL)).await;

@@ -96,6 +96,10 @@ pub struct Engine {
     me: std::sync::Weak<Engine>,
     /// The group-commit queue of visitor messages, started on first use.
     ingest: std::sync::OnceLock<webchat::ingest::IngestQueue>,
+    /// Set when the process begins to stop, so long polls (Edge Connector
+    /// claims) answer at once instead of holding up the HTTP server's
+    /// graceful shutdown.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -123,7 +127,20 @@ impl Engine {
             slugs: Default::default(),
             me: me.clone(),
             ingest: Default::default(),
+            shutting_down: Default::default(),
         })
+    }
+
+    /// Says the process is stopping: long polls return what they have.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`Engine::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The database.
