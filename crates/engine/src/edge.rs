@@ -49,10 +49,7 @@ pub async fn create_connector(
 }
 
 fn invalid_name(reason: String) -> EngineError {
-    EngineError::Validation(fleetprompt_core::signal::ValidationError::Invalid {
-        field: "name",
-        reason,
-    })
+    invalid("name", reason)
 }
 
 /// Revokes a connector; its token stops working at once.
