@@ -8,6 +8,9 @@
 //! - [`Recorder`]: a real HTTP server on loopback that records what it
 //!   receives and answers with scripted statuses, standing in for webhook
 //!   receivers.
+//! - [`SmtpSink`]: a real SMTP server on loopback that records the emails
+//!   it accepts and answers `DATA` with scripted codes, standing in for
+//!   Proton Mail Bridge; [`Edge`] runs the real `fleetprompt-edge` against it.
 //! - [`both_backends!`]: runs one test body on SQLite and on PostgreSQL.
 //!
 //! PostgreSQL is expected at `FLEETPROMPT_TEST_PG_URL` (default
@@ -78,6 +81,20 @@ pub fn binary() -> PathBuf {
     assert!(
         bin.exists(),
         "{} does not exist: run the suite with `cargo test --workspace` so the binary is built",
+        bin.display()
+    );
+    bin
+}
+
+/// The `fleetprompt-edge` binary built for this test run.
+pub fn edge_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("FLEETPROMPT_EDGE_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = binary().with_file_name("fleetprompt-edge");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo build --workspace` (or the suite with `cargo test --workspace`) so the binary is built",
         bin.display()
     );
     bin
@@ -584,5 +601,355 @@ impl Recorder {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// One email the sink accepted.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// The envelope sender (`MAIL FROM`).
+    pub from: String,
+    /// The envelope recipients (`RCPT TO`).
+    pub to: Vec<String>,
+    /// The message: headers and body, dot-unstuffed, CRLF line ends.
+    pub data: String,
+    /// Whether it arrived over TLS (after STARTTLS).
+    pub tls: bool,
+}
+
+impl Mail {
+    /// The value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        self.data
+            .split("\r\n")
+            .take_while(|l| !l.is_empty())
+            .find(|l| l.to_ascii_lowercase().starts_with(&prefix))
+            .map(|l| l[prefix.len()..].trim().to_owned())
+    }
+}
+
+impl Mail {
+    /// The body, with quoted-printable soft line breaks and `=XX` escapes
+    /// decoded (long lines, such as links, arrive wrapped).
+    pub fn body_text(&self) -> String {
+        let body = self.data.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let joined = body.replace("=\r\n", "");
+        let mut out = Vec::new();
+        let bytes = joined.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'='
+                && i + 2 < bytes.len()
+                && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+#[derive(Default)]
+struct SmtpState {
+    accepted: Vec<Mail>,
+    /// Every end-of-DATA reply given, in order.
+    replies: Vec<u16>,
+    /// Codes to answer the next `DATA`s with (250 when empty).
+    script: VecDeque<u16>,
+}
+
+/// A real SMTP server on 127.0.0.1 (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP,
+/// QUIT, and STARTTLS when started with [`SmtpSink::start_tls`]; no AUTH)
+/// that records what it accepts.
+#[derive(Clone)]
+pub struct SmtpSink {
+    /// Its port.
+    pub port: u16,
+    /// Its self-signed certificate (PEM), when it offers STARTTLS.
+    pub cert_pem: Option<String>,
+    state: Arc<Mutex<SmtpState>>,
+}
+
+impl SmtpSink {
+    /// Starts a plain sink on 127.0.0.1:0.
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts a sink that offers (and for mail, requires) STARTTLS, with a
+    /// fresh self-signed certificate for `127.0.0.1` and `localhost`.
+    pub async fn start_tls() -> Self {
+        let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .expect("self-signed certificate");
+        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
+            signing_key.serialize_der().into(),
+        );
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .expect("TLS server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut sink = Self::start_with(Some(acceptor)).await;
+        sink.cert_pem = Some(cert.pem());
+        sink
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let state = Arc::new(Mutex::new(SmtpState::default()));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(smtp_session(stream, tls.clone(), shared.clone()));
+            }
+        });
+        Self {
+            port,
+            cert_pem: None,
+            state,
+        }
+    }
+
+    /// Answers the next `DATA`s with these codes (e.g. 451, then 550).
+    pub fn script(&self, codes: impl IntoIterator<Item = u16>) {
+        self.state.lock().expect("sink lock").script.extend(codes);
+    }
+
+    /// Every email accepted so far.
+    pub fn accepted(&self) -> Vec<Mail> {
+        self.state.lock().expect("sink lock").accepted.clone()
+    }
+
+    /// Every end-of-DATA reply code given so far.
+    pub fn replies(&self) -> Vec<u16> {
+        self.state.lock().expect("sink lock").replies.clone()
+    }
+
+    /// Waits until `n` end-of-DATA replies have been given.
+    pub async fn wait_for_replies(&self, n: usize, timeout: Duration) -> Vec<u16> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.replies();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the SMTP sink answered {} of {n} DATA commands in {timeout:?}: {got:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+type Session = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A byte stream, plain or TLS: one type, so the session after STARTTLS is
+/// the same function (a generic one would nest `TlsStream`s without end).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One SMTP conversation. With `tls`, STARTTLS is offered and mail is
+/// refused until it is used; after the upgrade the session goes on over
+/// TLS.
+fn smtp_session(
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<Mutex<SmtpState>>,
+) -> Session {
+    smtp_conversation(Box::new(stream), tls, state, true, false)
+}
+
+fn smtp_conversation(
+    stream: Box<dyn Io>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<Mutex<SmtpState>>,
+    greet: bool,
+    secure: bool,
+) -> Session {
+    Box::pin(async move {
+        use tokio::io::AsyncWriteExt;
+        let (read, mut write) = tokio::io::split(stream);
+        let mut lines = BufReader::new(read).lines();
+        let mut from = String::new();
+        let mut to = Vec::new();
+        if greet && write.write_all(b"220 sink.test ESMTP\r\n").await.is_err() {
+            return;
+        }
+        while let Ok(Some(line)) = lines.next_line().await {
+            let upper = line.to_ascii_uppercase();
+            let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                if tls.is_some() {
+                    "250-sink.test\r\n250-8BITMIME\r\n250 STARTTLS\r\n".into()
+                } else {
+                    "250-sink.test\r\n250 8BITMIME\r\n".into()
+                }
+            } else if upper == "STARTTLS" && tls.is_some() {
+                if write
+                    .write_all(b"220 2.0.0 ready to start TLS\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                // The client says nothing more before its handshake, so
+                // the line reader holds no buffered bytes.
+                let read = lines.into_inner().into_inner();
+                let acceptor = tls.expect("checked above");
+                let Ok(secured) = acceptor.accept(read.unsplit(write)).await else {
+                    return;
+                };
+                return smtp_conversation(Box::new(secured), None, state, false, true).await;
+            } else if tls.is_some() && !upper.starts_with("QUIT") {
+                "530 5.7.0 must issue a STARTTLS command first\r\n".into()
+            } else if let Some(rest) = upper.strip_prefix("MAIL FROM:") {
+                from = line[line.len() - rest.len()..].trim().to_owned();
+                to.clear();
+                "250 OK\r\n".into()
+            } else if let Some(rest) = upper.strip_prefix("RCPT TO:") {
+                to.push(line[line.len() - rest.len()..].trim().to_owned());
+                "250 OK\r\n".into()
+            } else if upper == "DATA" {
+                if write.write_all(b"354 go ahead\r\n").await.is_err() {
+                    return;
+                }
+                let mut data = String::new();
+                loop {
+                    match lines.next_line().await {
+                        Ok(Some(l)) if l == "." => break,
+                        Ok(Some(l)) => {
+                            // Dot-stuffing: a leading ".." stands for ".".
+                            data.push_str(if l.starts_with("..") { &l[1..] } else { &l });
+                            data.push_str("\r\n");
+                        }
+                        _ => return,
+                    }
+                }
+                let mut s = state.lock().expect("sink lock");
+                let code = s.script.pop_front().unwrap_or(250);
+                s.replies.push(code);
+                if code == 250 {
+                    s.accepted.push(Mail {
+                        from: from.clone(),
+                        to: to.clone(),
+                        data,
+                        tls: secure,
+                    });
+                    "250 2.0.0 queued\r\n".into()
+                } else if code < 500 {
+                    format!("{code} 4.3.0 try again later\r\n")
+                } else {
+                    format!("{code} 5.1.1 mailbox unavailable\r\n")
+                }
+            } else if upper == "QUIT" {
+                let _ = write.write_all(b"221 bye\r\n").await;
+                return;
+            } else if upper == "RSET" || upper == "NOOP" {
+                "250 OK\r\n".into()
+            } else {
+                "502 command not implemented\r\n".into()
+            };
+            if write.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// A running `fleetprompt-edge` process.
+pub struct Edge {
+    child: Child,
+    /// Where its logs go.
+    pub log_path: PathBuf,
+}
+
+impl Edge {
+    /// Starts `fleetprompt-edge` for `server` with `token` (through the
+    /// environment, as in production), SMTP to `sink` (STARTTLS when the sink
+    /// offers it, else plain), and extra flags.
+    pub fn start(
+        dir: &Path,
+        server: &Server,
+        token: &str,
+        sink: &SmtpSink,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let log_path = dir.join(format!("edge-{}.log", uuid::Uuid::now_v7().simple()));
+        let log = std::fs::File::create(&log_path)?;
+        let port = sink.port.to_string();
+        let mut security = vec!["--smtp-security".to_owned()];
+        match &sink.cert_pem {
+            // STARTTLS, trusting the sink's certificate as an operator
+            // trusts Proton Mail Bridge's exported one.
+            Some(pem) => {
+                let ca = dir.join(format!("smtp-ca-{port}.pem"));
+                std::fs::write(&ca, pem)?;
+                security.extend(["starttls".to_owned(), "--smtp-ca-file".to_owned()]);
+                security.push(ca.display().to_string());
+            }
+            None => security.push("plain".to_owned()),
+        }
+        let child = Command::new(edge_binary())
+            .args([
+                "--server-url",
+                &server.url,
+                "--smtp-host",
+                "127.0.0.1",
+                "--smtp-port",
+                &port,
+                "--from",
+                "Acme Support <support@acme.example>",
+                "--heartbeat-secs",
+                "1",
+                "--wait-ms",
+                "500",
+            ])
+            .args(&security)
+            .args(extra)
+            .env("FLEETPROMPT_EDGE_TOKEN", token)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting fleetprompt-edge")?;
+        Ok(Self { child, log_path })
+    }
+
+    /// Waits for it to exit by itself (e.g. on a refused token).
+    pub async fn wait(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
+    }
+
+    /// SIGTERM, then waits for a graceful exit.
+    pub async fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        self.wait(Duration::from_secs(15)).await
+    }
+
+    /// Everything it has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }

@@ -1,15 +1,16 @@
 //! The dashboards and alerts, proven against a real Prometheus.
 //!
 //! Starts `fleetprompt serve` (fresh SQLite, port 0), then Prometheus (the
-//! Debian `prometheus` package, or `PROMETHEUS_BIN` and `PROMTOOL_BIN`) scraping it every second
-//! with `dashboards/alerts.yml` loaded, drives a short synthetic load that
-//! touches every metric (signals, directives that succeed, retry and fail,
-//! an expired lease, widget messages and refusals, a refused workflow
-//! reload), and then evaluates every panel query of every dashboard and every
-//! alert expression through Prometheus's HTTP API: each must parse, and each
-//! panel must return data. It also checks that `promtool check rules` passes,
-//! that every metric a dashboard names is in `/metrics`, and that every
-//! `fleetprompt_*` metric has a description and a unit.
+//! Debian `prometheus` package, or `PROMETHEUS_BIN` and `PROMTOOL_BIN`)
+//! scraping it every second with `dashboards/alerts.yml` loaded, drives a
+//! short synthetic load that touches every metric (signals, directives that
+//! succeed, retry and fail, an expired lease, widget messages and refusals,
+//! a refused workflow reload, an Edge Connector's heartbeat), and then
+//! evaluates every panel query of every dashboard and every alert expression
+//! through Prometheus's HTTP API: each must parse, and each panel must return
+//! data. It also checks that `promtool check rules` passes, that every metric
+//! a dashboard names is in `/metrics`, and that every `fleetprompt_*` metric
+//! has a description and a unit.
 //!
 //! Prometheus is required: a missing binary is a failure, never a skip.
 
@@ -47,6 +48,7 @@ const DIMENSIONLESS: &[&str] = &[
     "fleetprompt_directives_pending",
     "fleetprompt_directives_failed",
     "fleetprompt_directives_in_flight",
+    "fleetprompt_edge_tasks_pending",
     "fleetprompt_directive_claim_batch_size",
     "fleetprompt_directive_complete_batch_size",
 ];
@@ -481,6 +483,24 @@ async fn every_panel_and_alert_works_against_real_prometheus() {
     .await;
     assert_eq!(s, 200, "{boot}");
     let token = boot["token"].as_str().unwrap().to_owned();
+
+    // An Edge Connector that reports in, for the last-seen panel and alert.
+    let (s, connector) = post(
+        &app,
+        "/admin/v1/edge-connectors",
+        json!({ "name": "bridge-host" }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{connector}");
+    let (s, v) = app
+        .request_as(
+            connector["token"].as_str().unwrap(),
+            reqwest::Method::POST,
+            "/edge/v1/heartbeat",
+            Some(json!({ "version": "test" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 
     // Directives that retry, then succeed; and one that fails.
     for (dest, key) in [("flaky", "flaky-1"), ("gone", "gone-1")] {

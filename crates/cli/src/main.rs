@@ -10,6 +10,9 @@
 //! - `bench.rs`: `bench engine` — directive throughput and start latency.
 //! - `demo.rs`: the demo tenant and site that `serve` sets up for `/demo`.
 //! - `prune.rs`: `prune` — retention, deleting what has aged out.
+//!
+//! `edge-connector create|list|revoke` registers the Edge Connectors that
+//! deliver email from next to a tenant's mail server (docs/edge-connector.md).
 
 mod bench;
 mod bench_escalation;
@@ -52,6 +55,9 @@ enum Command {
     /// Website chat sites.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Edge Connectors (`fleetprompt-edge`, next to a tenant's mail server).
+    #[command(subcommand)]
+    EdgeConnector(EdgeConnectorCommand),
     /// Check and explain workflow rules.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
@@ -85,6 +91,36 @@ enum SiteCommand {
         /// Seconds to wait for escalations to finish.
         #[arg(long, default_value_t = 10)]
         wait_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum EdgeConnectorCommand {
+    /// Register a connector and print its token (shown once).
+    Create {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// What to call it, e.g. the host it runs on.
+        #[arg(long)]
+        name: String,
+        /// Print JSON: {"id", "tenant_id", "name", "token", …}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a tenant's connectors and when each was last seen.
+    List {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a connector: its token stops working at once.
+    Revoke {
+        /// The connector's id (`edge_…`).
+        id: String,
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
     },
 }
 
@@ -256,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
+        Command::EdgeConnector(cmd) => edge_connector(&cli.common, cmd).await,
         Command::Prune(args) => prune::run(&cli.common, args).await,
         Command::Replay(args) => workflows::replay(&cli.common, args).await,
         Command::Workflows(cmd) => {
@@ -264,6 +301,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 std::process::exit(1)
             }
+        }
+    }
+}
+
+async fn edge_connector(
+    common: &settings::Common,
+    cmd: EdgeConnectorCommand,
+) -> anyhow::Result<()> {
+    match cmd {
+        EdgeConnectorCommand::Create { tenant, name, json } => {
+            let (db, t, engine) = tenant_engine(common, &tenant).await?;
+            let (connector, token) =
+                fleetprompt_engine::edge::create_connector(&engine, t.id, &name).await?;
+            db.close().await;
+            if json {
+                let mut v = serde_json::to_value(&connector)?;
+                v["token"] = serde_json::json!(token.token);
+                println!("{v}");
+            } else {
+                println!(
+                    "edge connector {} ({}) created for {tenant}",
+                    connector.name, connector.id
+                );
+                println!("token (shown once, keep it safe): {}", token.token);
+            }
+            Ok(())
+        }
+        EdgeConnectorCommand::List { tenant } => {
+            let (db, t, _) = tenant_engine(common, &tenant).await?;
+            for c in fleetprompt_store::edge::list(&db, t.id).await? {
+                let seen = c
+                    .last_seen_at
+                    .map(fleetprompt_core::time::to_rfc3339)
+                    .unwrap_or_else(|| "never".into());
+                let state = if c.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!("{}\t{}\t{state}\tlast seen {seen}", c.id, c.name);
+            }
+            db.close().await;
+            Ok(())
+        }
+        EdgeConnectorCommand::Revoke { id, tenant } => {
+            let id: fleetprompt_core::EdgeConnectorId = id
+                .parse()
+                .with_context(|| format!("{id:?} is not an edge connector id"))?;
+            let (db, t, engine) = tenant_engine(common, &tenant).await?;
+            let c = fleetprompt_engine::edge::revoke_connector(&engine, t.id, id).await?;
+            db.close().await;
+            println!("edge connector {} ({}) revoked", c.name, c.id);
+            Ok(())
         }
     }
 }

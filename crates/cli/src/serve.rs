@@ -215,9 +215,11 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     let server = fleetprompt_server::serve(listener, state, async move {
         let _ = http_stop.changed().await;
     });
+    let stopping = engine.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing work in flight");
+        stopping.begin_shutdown();
         let _ = stop_tx.send(true);
     });
     server.await.context("HTTP server")?;

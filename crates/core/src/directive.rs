@@ -25,6 +25,45 @@ impl DirectiveKind {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Where directives of this kind run.
+    pub fn runner(&self) -> Runner {
+        Runner::of_kind(&self.0)
+    }
+}
+
+/// Which lane of the queue a directive belongs to: who may claim it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runner {
+    /// The platform's own workers.
+    Platform,
+    /// An Edge Connector of the directive's tenant, over `/edge/v1`; the
+    /// platform's workers never claim these (they need the tenant's own
+    /// infrastructure, e.g. its mail server).
+    Edge,
+}
+
+/// The kinds that run on an Edge Connector.
+pub const EDGE_KINDS: &[&str] = &["email.send"];
+
+impl Runner {
+    /// The lane of a kind: fixed by the platform, never chosen by a caller.
+    pub fn of_kind(kind: &str) -> Self {
+        if EDGE_KINDS.contains(&kind) {
+            Self::Edge
+        } else {
+            Self::Platform
+        }
+    }
+
+    /// The runner as stored.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Platform => "platform",
+            Self::Edge => "edge",
+        }
+    }
 }
 
 impl TryFrom<String> for DirectiveKind {
@@ -193,6 +232,15 @@ mod tests {
             assert_eq!(s.as_str().parse::<DirectiveStatus>().unwrap(), s);
         }
         assert!("done".parse::<DirectiveStatus>().is_err());
+    }
+
+    #[test]
+    fn only_edge_kinds_run_on_the_edge() {
+        let email = DirectiveKind::parse("email.send").unwrap();
+        assert_eq!(email.runner(), Runner::Edge);
+        let hook = DirectiveKind::parse("webhook.post").unwrap();
+        assert_eq!(hook.runner(), Runner::Platform);
+        assert_eq!(Runner::Edge.as_str(), "edge");
     }
 
     #[test]

@@ -119,6 +119,10 @@ typed_id!(
     TokenId, "tok", "token"
 );
 typed_id!(
+    /// An Edge Connector registered by a tenant (the public half of its token).
+    EdgeConnectorId, "edge", "edge connector"
+);
+typed_id!(
     /// A website registered for the chat widget.
     SiteId, "site", "site"
 );

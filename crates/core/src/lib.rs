@@ -21,7 +21,7 @@ pub mod signal;
 pub mod time;
 pub mod webchat;
 
-pub use directive::{AttemptOutcome, DirectiveKind, DirectiveStatus, Origin};
-pub use id::{DestinationId, DirectiveId, SignalId, TenantId, TokenId};
+pub use directive::{AttemptOutcome, DirectiveKind, DirectiveStatus, Origin, Runner};
+pub use id::{DestinationId, DirectiveId, EdgeConnectorId, SignalId, TenantId, TokenId};
 pub use retry::RetryPolicy;
 pub use signal::{NewSignal, SignalType, Subject};

@@ -9,6 +9,7 @@
 //! - [`handler`]: the directive handler trait, outcomes and the registry.
 //! - [`handlers`]: the platform's handlers (`noop`, `webhook.post`).
 //! - [`destination`]: creating destinations and opening their sealed config.
+//! - [`edge`]: Edge Connectors: registration, heartbeats, edge-lane tasks.
 //! - [`worker`]: the apalis backend over the directive table, the worker
 //!   service and the batched completer.
 //! - [`rules`]: the active workflow rule set, reloaded when its files change.
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod cron;
 pub mod destination;
+pub mod edge;
 pub mod error;
 pub mod handler;
 pub mod handlers;
@@ -96,6 +98,10 @@ pub struct Engine {
     ingest: std::sync::OnceLock<webchat::ingest::IngestQueue>,
     /// Sites as widget requests read them.
     sites: webchat::site_cache::SiteCache,
+    /// Set when the process begins to stop, so long polls (Edge Connector
+    /// claims) answer at once instead of holding up the HTTP server's
+    /// graceful shutdown.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -124,7 +130,20 @@ impl Engine {
             sites: Default::default(),
             me: me.clone(),
             ingest: Default::default(),
+            shutting_down: Default::default(),
         })
+    }
+
+    /// Says the process is stopping: long polls return what they have.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`Engine::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The database.

@@ -42,6 +42,10 @@ pub const LEASES_EXPIRED: &str = "fleetprompt_directive_leases_expired_total";
 pub const WORKFLOW_RELOADS: &str = "fleetprompt_workflow_reloads_total";
 /// Directives running in this process.
 pub const IN_FLIGHT: &str = "fleetprompt_directives_in_flight";
+/// Edge-lane tasks waiting for a connector (due or delayed).
+pub const EDGE_PENDING: &str = "fleetprompt_edge_tasks_pending";
+/// When each Edge Connector was last heard from, by connector id.
+pub const EDGE_LAST_SEEN: &str = "fleetprompt_edge_connector_last_seen_timestamp_seconds";
 
 /// Describes every engine metric to the recorder. Call once at start.
 pub fn describe() {
@@ -75,7 +79,16 @@ pub fn describe() {
         Unit::Seconds,
         "Delay scheduled before a directive's next attempt, by kind."
     );
-    describe_gauge!(PENDING, Unit::Count, "Pending directives, due or delayed.");
+    describe_gauge!(
+        PENDING,
+        Unit::Count,
+        "Pending platform directives, due or delayed (edge tasks are counted apart)."
+    );
+    describe_gauge!(
+        EDGE_PENDING,
+        Unit::Count,
+        "Pending edge tasks (email.send …), due or delayed, waiting for their tenant's Edge Connector."
+    );
     describe_gauge!(
         FAILED,
         Unit::Count,
@@ -120,6 +133,11 @@ pub fn describe() {
         IN_FLIGHT,
         Unit::Count,
         "Directives claimed and not yet completed by this process."
+    );
+    describe_gauge!(
+        EDGE_LAST_SEEN,
+        Unit::Seconds,
+        "Unix time of each Edge Connector's last heartbeat, by connector id (read from the database, so every node reports every connector)."
     );
 }
 
@@ -182,4 +200,14 @@ pub(crate) fn lease_expired(kind: &str) {
 
 pub(crate) fn in_flight(n: usize) {
     gauge!(IN_FLIGHT).set(n as f64);
+}
+
+pub(crate) fn edge_backlog(pending: i64) {
+    gauge!(EDGE_PENDING).set(pending as f64);
+}
+
+/// Connector ids are bounded by what operators register (one or two per
+/// mail server), never by traffic, so they are safe as a label.
+pub(crate) fn edge_last_seen(connector: &str, at_ms: i64) {
+    gauge!(EDGE_LAST_SEEN, "connector" => connector.to_owned()).set(at_ms as f64 / 1000.0);
 }

@@ -1,4 +1,5 @@
-//! Background upkeep: the lease reaper, queue gauges, and PostgreSQL LISTEN.
+//! Background upkeep: the lease reaper, queue and edge connector gauges, and
+//! PostgreSQL LISTEN.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +106,20 @@ pub async fn refresh_gauges(engine: &Engine) {
     ) {
         (Ok((pending, oldest)), Ok(failed)) => metrics::backlog(pending, failed, oldest),
         (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "reading queue gauges failed"),
+    }
+    match queue::edge_backlog(engine.db()).await {
+        Ok((pending, _)) => metrics::edge_backlog(pending),
+        Err(e) => tracing::warn!(error = %e, "reading the edge task backlog failed"),
+    }
+    // From the database, not from the heartbeat handler, so every node
+    // reports every connector whichever node its heartbeats reach.
+    match fleetprompt_store::edge::last_seen_all(engine.db()).await {
+        Ok(seen) => {
+            for (id, at) in seen {
+                metrics::edge_last_seen(&id.to_string(), at);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading edge connector last-seen times failed"),
     }
 }
 

@@ -248,8 +248,10 @@ async fn run_directive(
     }
 }
 
-/// Turns a handler outcome into the row changes of its completion.
-fn completion_of(
+/// Turns a handler outcome into the row changes of its completion. Edge
+/// Connectors' reported outcomes go through here too, so both lanes share
+/// retry, backoff and result-signal rules.
+pub(crate) fn completion_of(
     engine: &Engine,
     d: &Claimed,
     started_at: i64,
@@ -400,7 +402,10 @@ async fn completer(engine: Arc<Engine>, rx: Arc<tokio::sync::Mutex<CompletionRec
     }
 }
 
-async fn write_completions(
+/// Writes a batch of completions (attempt rows, statuses, result signals
+/// routed in the same transaction), retrying transient database failures.
+/// Returns, per completion, whether it still held its lease.
+pub(crate) async fn write_completions(
     engine: &Engine,
     batch: &[Completion],
 ) -> Result<Vec<bool>, EngineError> {

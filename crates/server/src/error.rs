@@ -29,6 +29,10 @@ pub enum ApiError {
     /// 422: the input is well-formed but not acceptable.
     #[error("{1}")]
     Unprocessable(&'static str, String),
+    /// 401: the Edge Connector token is missing, unknown, revoked or wrong
+    /// (any reason alike, so a caller learns nothing from which).
+    #[error("a valid Edge Connector token is required (Authorization: Bearer fpe_…)")]
+    EdgeUnauthorized,
     /// 401: the widget token is missing or not valid (any reason alike).
     #[error("{0}")]
     InvalidToken(&'static str),
@@ -59,6 +63,7 @@ impl ApiError {
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unprocessable(code, _) => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::EdgeUnauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::MessageTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),

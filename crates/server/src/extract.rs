@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use fleetprompt_core::TokenId;
 use fleetprompt_core::secret::parse_admin_token;
+use fleetprompt_store::edge::EdgeConnector;
 use fleetprompt_store::tenant::{self, Tenant};
 use serde::de::DeserializeOwned;
 
@@ -49,19 +50,42 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(ApiError::Unauthorized)?;
+        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
         let (token_id, secret) = parse_admin_token(token.trim()).ok_or(ApiError::Unauthorized)?;
         let tenant = tenant::authenticate(state.engine.db(), token_id, secret)
             .await?
             .ok_or(ApiError::Unauthorized)?;
         Ok(Self { tenant, token_id })
+    }
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer(parts: &Parts) -> Option<&str> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+}
+
+/// The Edge Connector a connector token belongs to; its tenant comes only
+/// from the connector's server-side record. The token is never logged.
+pub struct Edge(pub EdgeConnector);
+
+impl FromRequestParts<AppState> for Edge {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::EdgeUnauthorized)?;
+        fleetprompt_engine::edge::authenticate(&state.engine, token)
+            .await?
+            .map(Self)
+            .ok_or(ApiError::EdgeUnauthorized)
     }
 }

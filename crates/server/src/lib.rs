@@ -6,10 +6,12 @@
 //! - [`error`]: the API error enum and its JSON body.
 //! - [`extract`]: JSON bodies with JSON errors, and admin authentication.
 //! - [`admin`]: `/admin/v1/*`, one module per noun.
+//! - [`edge`]: `/edge/v1/*`, what Edge Connectors call with their own token.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the HTTP metrics layer.
 //! - [`widget`]: `/v1/widget/*`, `/widget.js` and `/demo`.
 
 pub mod admin;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod ops;
@@ -37,6 +39,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .nest("/admin/v1", admin::router())
+        .nest("/edge/v1", edge::router())
         .merge(widget::router(&state))
         .layer(axum::middleware::from_fn(ops::track_http))
         .with_state(state)

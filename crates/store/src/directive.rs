@@ -58,8 +58,8 @@ impl Created {
 
 const INSERT: &str =
     "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
-    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id)
-    VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9, $10, $11, $12, $12, $13)
+    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id, runner)
+    VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9, $10, $11, $12, $12, $13, $14)
     ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id";
 
 /// The rule a directive came from, kept in its own column so cancel-on can
@@ -89,11 +89,14 @@ pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &NewDirective) -> Result<C
             .bind(d.caused_by.map(|s| s.to_string()))
             .bind(now)
             .bind(rule_of(&d.origin))
+            .bind(d.kind.runner().as_str())
             .fetch_optional(&mut *c)
             .await?
     });
     if inserted.is_some() {
-        if d.run_at <= now {
+        // Only the platform lane has workers to wake; edge tasks wait for a
+        // connector's claim.
+        if d.run_at <= now && d.kind.runner() == fleetprompt_core::Runner::Platform {
             tx.mark_due_work().await?;
         }
         return Ok(Created::New(d.id));
@@ -141,12 +144,14 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> 
                 .map_err(corrupt)?;
             let rows = sqlx::query(
                 "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
-                    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id)
+                    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id,
+                    runner)
                  SELECT $1, u.id, u.kind, u.args, u.dedupe_key, u.subject, 'pending', 0, u.max_attempts,
-                    u.retry_policy, u.run_at, u.origin, u.caused_by, $12, $12, u.rule_id
+                    u.retry_policy, u.run_at, u.origin, u.caused_by, $12, $12, u.rule_id, u.runner
                  FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[],
-                    $8::text[], $9::int8[], $10::text[], $11::text[], $13::text[])
-                    AS u(id, kind, args, dedupe_key, subject, max_attempts, retry_policy, run_at, origin, caused_by, rule_id)
+                    $8::text[], $9::int8[], $10::text[], $11::text[], $13::text[], $14::text[])
+                    AS u(id, kind, args, dedupe_key, subject, max_attempts, retry_policy, run_at, origin, caused_by,
+                    rule_id, runner)
                  ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
             )
             .bind(&tenant_s)
@@ -162,6 +167,7 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> 
             .bind(ds.iter().map(|d| d.caused_by.map(|s| s.to_string())).collect::<Vec<_>>())
             .bind(now)
             .bind(ds.iter().map(|d| rule_of(&d.origin)).collect::<Vec<_>>())
+            .bind(col(&|d| d.kind.runner().as_str().to_owned()))
             .fetch_all(&mut **t)
             .await?;
             created = rows.len();

@@ -15,6 +15,7 @@
 //! - [`destination`]: outbound destinations, sealed at rest.
 //! - [`signal`]: recording and reading signals.
 //! - [`directive`]: creating, reading, cancelling and re-driving directives.
+//! - [`edge`]: Edge Connectors, their tokens and heartbeats.
 //! - [`evaluation`]: rule evaluations (why a rule did or did not act).
 //! - [`queue`]: claiming due directives, completing attempts, reaping leases.
 //! - [`retention`]: pruning what has aged out (`fleetprompt prune`).
@@ -25,6 +26,7 @@ pub mod cron;
 pub mod db;
 pub mod destination;
 pub mod directive;
+pub mod edge;
 pub mod evaluation;
 pub mod migrate;
 pub mod queue;

@@ -34,6 +34,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0003_escalation.sql"),
         postgres: include_str!("../../../migrations/postgres/0003_escalation.sql"),
     },
+    Migration {
+        version: 4,
+        name: "edge",
+        sqlite: include_str!("../../../migrations/sqlite/0004_edge.sql"),
+        postgres: include_str!("../../../migrations/postgres/0004_edge.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

@@ -1,9 +1,13 @@
 //! The directive table as a queue: batched claims under a lease, batched
 //! completions, and the reaper that frees the leases of vanished workers.
 //!
-//! Claims take the earliest due rows of every tenant; completions are fenced
-//! by `(locked_by, attempts)`, so a worker whose lease was reaped and handed to
-//! another cannot overwrite the newer attempt's outcome.
+//! The queue has two lanes (`runner`): `platform` directives are claimed by
+//! the platform's workers ([`claim`]), `edge` ones only by an Edge Connector
+//! of their tenant ([`claim_edge`]). Platform claims take the earliest due
+//! rows of every tenant; completions of both lanes go through [`complete`],
+//! fenced by `(locked_by, attempts)`, so a worker (or connector) whose lease
+//! was reaped and handed to another cannot overwrite the newer attempt's
+//! outcome.
 
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::{
@@ -64,13 +68,58 @@ macro_rules! decode_claimed {
     }};
 }
 
-// Every queue query repeats the queue index's predicate,
-// `status IN ('pending', 'running')`, word for word: SQLite uses a partial
-// index only when the query contains its WHERE term, and does not infer it
-// from `status = 'pending'`.
+// Every queue query repeats its lane's index predicate,
+// `status IN ('pending', 'running') AND runner = 'platform'` (or `'edge'`),
+// word for word and with literals, not parameters: SQLite uses a partial
+// index only when the query contains its WHERE terms, and does not infer
+// them from `status = 'pending'`; PostgreSQL cannot prove a partial index's
+// predicate from a bound parameter.
 
-/// Claims up to `limit` due directives for `worker`, leased for `lease_ms`.
+/// The platform lane's index predicate, as its queries must spell it.
+const PLATFORM_LANE: &str = "status IN ('pending', 'running') AND runner = 'platform'";
+/// The edge lane's index predicate, as its queries must spell it.
+const EDGE_LANE: &str = "status IN ('pending', 'running') AND runner = 'edge'";
+
+/// Claims up to `limit` due platform-lane directives for `worker`, leased
+/// for `lease_ms`.
 pub async fn claim(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
+    claim_lane(db, Lane::Platform, worker, lease_ms, limit).await
+}
+
+/// Claims up to `limit` due edge-lane directives of `tenant` whose kind is
+/// one of `kinds`, for the connector `worker`, leased for `lease_ms`.
+pub async fn claim_edge(
+    db: &Db,
+    tenant: TenantId,
+    kinds: &[String],
+    worker: &str,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<Claimed>> {
+    if kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    claim_lane(db, Lane::Edge { tenant, kinds }, worker, lease_ms, limit).await
+}
+
+/// Which rows a claim may take.
+enum Lane<'a> {
+    /// Due platform directives of every tenant.
+    Platform,
+    /// Due edge directives of one tenant, of the given kinds.
+    Edge {
+        tenant: TenantId,
+        kinds: &'a [String],
+    },
+}
+
+async fn claim_lane(
+    db: &Db,
+    lane: Lane<'_>,
+    worker: &str,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<Claimed>> {
     let now = now_ms();
     let mut tx = db.begin().await?;
     let claimed = match tx.inner_mut() {
@@ -83,47 +132,65 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> Result<V
             sqlx::query("SET LOCAL enable_bitmapscan = off")
                 .execute(&mut **t)
                 .await?;
+            let filter = match lane {
+                Lane::Platform => PLATFORM_LANE.to_owned(),
+                Lane::Edge { .. } => {
+                    format!("{EDGE_LANE} AND tenant_id = $5 AND kind = ANY($6::text[])")
+                }
+            };
             let sql = format!(
                 "UPDATE directives d SET status = 'running', attempts = d.attempts + 1, locked_by = $1,
                     lease_until = $2, next_attempt_at = $2, updated_at = $3
                  FROM (SELECT tenant_id, id FROM directives
-                       WHERE status IN ('pending', 'running') AND status = 'pending' AND next_attempt_at <= $3
+                       WHERE {filter} AND status = 'pending' AND next_attempt_at <= $3
                        ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) c
                  WHERE d.tenant_id = c.tenant_id AND d.id = c.id
-                 RETURNING {}",
-                RETURNING
+                 RETURNING {returning}",
+                returning = RETURNING
                     .split(", ")
                     .map(|c| format!("d.{c}"))
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(worker)
                 .bind(now + lease_ms)
                 .bind(now)
-                .bind(limit)
-                .fetch_all(&mut **t)
-                .await?;
+                .bind(limit);
+            if let Lane::Edge { tenant, kinds } = lane {
+                q = q.bind(tenant.to_string()).bind(kinds.to_vec());
+            }
+            let rows = q.fetch_all(&mut **t).await?;
             rows.iter()
                 .map(|r| Ok(decode_claimed!(r)))
                 .collect::<Result<Vec<_>>>()?
         }
         TxInner::Sqlite(t) => {
+            let filter = match lane {
+                Lane::Platform => PLATFORM_LANE.to_owned(),
+                Lane::Edge { .. } => format!(
+                    "{EDGE_LANE} AND tenant_id = $5 AND kind IN (SELECT value FROM json_each($6))"
+                ),
+            };
             let sql = format!(
                 "UPDATE directives SET status = 'running', attempts = attempts + 1, locked_by = $1,
                     lease_until = $2, next_attempt_at = $2, updated_at = $3
                  WHERE rowid IN (SELECT rowid FROM directives
-                                 WHERE status IN ('pending', 'running') AND status = 'pending' AND next_attempt_at <= $3
+                                 WHERE {filter} AND status = 'pending' AND next_attempt_at <= $3
                                  ORDER BY next_attempt_at LIMIT $4)
                  RETURNING {RETURNING}"
             );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(worker)
                 .bind(now + lease_ms)
                 .bind(now)
-                .bind(limit)
-                .fetch_all(&mut **t)
-                .await?;
+                .bind(limit);
+            if let Lane::Edge { tenant, kinds } = lane {
+                q = q
+                    .bind(tenant.to_string())
+                    .bind(serde_json::to_string(kinds).map_err(corrupt)?);
+            }
+            let rows = q.fetch_all(&mut **t).await?;
             rows.iter()
                 .map(|r| Ok(decode_claimed!(r)))
                 .collect::<Result<Vec<_>>>()?
@@ -385,17 +452,24 @@ pub struct Expired {
     pub kind: String,
 }
 
-/// Directives whose lease ran out before `now`.
+/// Directives of either lane whose lease ran out before `now`.
 pub async fn expired_leases(db: &Db, now: Millis, limit: i64) -> Result<Vec<Expired>> {
+    let mut expired = expired_in(db, PLATFORM_LANE, now, limit).await?;
+    expired.extend(expired_in(db, EDGE_LANE, now, limit).await?);
+    Ok(expired)
+}
+
+async fn expired_in(db: &Db, lane: &str, now: Millis, limit: i64) -> Result<Vec<Expired>> {
+    let sql = format!(
+        "SELECT tenant_id, id, attempts, max_attempts, locked_by, updated_at, subject, kind FROM directives
+         WHERE {lane} AND status = 'running' AND next_attempt_at < $1 ORDER BY next_attempt_at LIMIT $2"
+    );
     on_db!(db, c => {
-        let rows = sqlx::query(
-            "SELECT tenant_id, id, attempts, max_attempts, locked_by, updated_at, subject, kind FROM directives
-             WHERE status IN ('pending', 'running') AND status = 'running' AND next_attempt_at < $1 ORDER BY next_attempt_at LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(c)
-        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(c)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(Expired {
@@ -413,17 +487,28 @@ pub async fn expired_leases(db: &Db, now: Millis, limit: i64) -> Result<Vec<Expi
     })
 }
 
-/// Counts due-or-delayed pending directives and the age of the oldest due one.
+/// Counts due-or-delayed pending platform directives and the age of the
+/// oldest due one: the platform workers' backlog.
 pub async fn backlog(db: &Db) -> Result<(i64, Option<Millis>)> {
+    lane_backlog(db, PLATFORM_LANE).await
+}
+
+/// The same for edge tasks, which wait for their tenants' connectors.
+pub async fn edge_backlog(db: &Db) -> Result<(i64, Option<Millis>)> {
+    lane_backlog(db, EDGE_LANE).await
+}
+
+async fn lane_backlog(db: &Db, lane: &str) -> Result<(i64, Option<Millis>)> {
     let now = now_ms();
+    let sql = format!(
+        "SELECT COUNT(*), MIN(CASE WHEN next_attempt_at <= $1 THEN next_attempt_at END)
+         FROM directives WHERE {lane} AND status = 'pending'"
+    );
     on_db!(db, c => {
-        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(CASE WHEN next_attempt_at <= $1 THEN next_attempt_at END)
-             FROM directives WHERE status IN ('pending', 'running') AND status = 'pending'",
-        )
-        .bind(now)
-        .fetch_one(c)
-        .await?;
+        let (count, oldest): (i64, Option<i64>) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .fetch_one(c)
+            .await?;
         Ok((count, oldest.map(|o| now - o)))
     })
 }

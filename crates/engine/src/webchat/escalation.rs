@@ -384,16 +384,25 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
     }
 }
 
-/// `webchat.escalate_to_email`: until the Edge Connector delivers email,
-/// records `email.outbound.requested` and leaves an `email.send` directive
-/// queued (pending, not due) for a connector to claim.
+/// `webchat.escalate_to_email`: records `email.outbound.requested` and
+/// creates an `email.send` task in the edge lane, which an Edge Connector
+/// of the tenant claims and delivers through the tenant's own mail server.
 ///
-/// Args: `{ "to"?, "conversation_id"? }`.
+/// Args: `{ "to"?, "conversation_id"? }` (without `to`, the connector's
+/// default recipient).
 pub struct EscalateToEmail;
 
-/// How far ahead a queued email task is parked: a connector claims it by
-/// kind, the platform's own worker never runs it.
-const PARKED_MS: i64 = 10 * 365 * 86_400_000;
+/// The subject line of an escalation email.
+pub const EMAIL_SUBJECT: &str = "Unanswered website chat";
+
+/// The plain-text body of an escalation email: no visitor text, only the
+/// link, so nothing a visitor typed leaves through the tenant's mail server
+/// unreviewed.
+pub fn email_text(link: &str) -> String {
+    format!(
+        "A visitor on your website is waiting for an answer in the chat.\n\nOpen the conversation: {link}\n"
+    )
+}
 
 impl Handler for EscalateToEmail {
     fn result_signals(&self) -> ResultSignals {
@@ -424,7 +433,8 @@ impl Handler for EscalateToEmail {
             let payload = json!({
                 "conversation_id": conv_id,
                 "to": to,
-                "subject": "Unanswered website chat",
+                "subject": EMAIL_SUBJECT,
+                "text": email_text(&link),
                 "link": link,
                 "requested_by": d.id,
             });
@@ -447,7 +457,9 @@ impl Handler for EscalateToEmail {
                     dedupe_key: format!("email_send:{}:{}", d.tenant, d.id),
                     subject: Some(super::conversation_subject(conv_id)),
                     retry: RetryPolicy::default(),
-                    run_at: now_ms() + PARKED_MS,
+                    // Due now: the kind puts it in the edge lane, which only
+                    // the tenant's connectors claim.
+                    run_at: now_ms(),
                     origin: Origin::System {
                         component: "webchat.escalate_to_email".into(),
                     },
@@ -471,23 +483,54 @@ impl Handler for EscalateToEmail {
     }
 }
 
-/// `email.send`: a task for the Edge Connector (a later release). The
-/// platform's worker only reaches one whose parking was lifted by hand.
+/// The signals of an email's delivery.
+pub const EMAIL_SIGNALS: ResultSignals = ResultSignals {
+    succeeded: "email.outbound.sent",
+    failed: "email.outbound.failed",
+};
+
+/// `email.send`: delivered by an Edge Connector (`fleetprompt-edge`), which
+/// claims it over `/edge/v1/tasks/claim` and reports through
+/// `/edge/v1/tasks/{id}/result`; the outcome is written by the same
+/// completion path as the platform's own attempts. The kind runs in the edge
+/// lane ([`fleetprompt_core::Runner::Edge`]), so no platform worker claims it.
+///
+/// Args: `{ "to"?, "subject", "text"?, "link"?, "conversation_id"? }`.
 pub struct EmailSend;
 
 impl Handler for EmailSend {
+    fn result_signals(&self) -> ResultSignals {
+        EMAIL_SIGNALS
+    }
+
     fn validate<'a>(
         &'a self,
         _: &'a Engine,
         _: TenantId,
-        _: &'a Value,
+        args: &'a Value,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        futures::future::ready(Ok(())).boxed()
+        let check = || {
+            if !args.get("subject").is_some_and(Value::is_string) {
+                return Err(invalid("`subject` (a string) is required"));
+            }
+            for field in ["to", "text", "link"] {
+                if args
+                    .get(field)
+                    .is_some_and(|v| !v.is_string() && !v.is_null())
+                {
+                    return Err(invalid(format!("`{field}` must be a string")));
+                }
+            }
+            Ok(())
+        };
+        futures::future::ready(check()).boxed()
     }
 
     fn execute<'a>(&'a self, _: &'a Engine, _: &'a Claimed) -> BoxFuture<'a, Outcome> {
+        // Unreachable through the platform's claim, which takes only the
+        // platform lane; kept as a clear failure rather than a panic.
         futures::future::ready(Outcome::fail(
-            "email delivery needs the Edge Connector, which this version does not include",
+            "email.send runs on an Edge Connector, not on a platform worker",
         ))
         .boxed()
     }

@@ -3,6 +3,7 @@
 mod conversations;
 mod destinations;
 mod directives;
+mod edge_connectors;
 mod installations;
 mod signals;
 mod sites;
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(destinations::router())
         .merge(directives::router())
+        .merge(edge_connectors::router())
         .merge(signals::router())
         .merge(timeline::router())
         .merge(installations::router())

@@ -1,0 +1,337 @@
+//! Settings: flags, each with a `FLEETPROMPT_EDGE_*` environment variable,
+//! checked once at start by [`Args::validate`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use lettre::message::Mailbox;
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Security {
+    /// Upgrade with STARTTLS, refusing a server that does not offer it
+    /// (Proton Mail Bridge's default).
+    Starttls,
+    /// No TLS: allowed only for a loopback host, where nothing crosses a
+    /// network.
+    Plain,
+}
+
+/// The command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "fleetprompt-edge",
+    version,
+    about = "FleetPrompt Edge Connector: delivers a tenant's email tasks through its own SMTP server (Proton Mail Bridge)"
+)]
+pub struct Args {
+    /// The FleetPrompt server's base URL, e.g. https://fleetprompt.example.com.
+    #[arg(long, env = "FLEETPROMPT_EDGE_SERVER_URL")]
+    pub server_url: String,
+    /// A file holding the connector token (`fpe_…`), when it is not in
+    /// FLEETPROMPT_EDGE_TOKEN. Never a flag: flags show up in `ps`.
+    #[arg(long, env = "FLEETPROMPT_EDGE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// SMTP server host.
+    #[arg(long, env = "FLEETPROMPT_EDGE_SMTP_HOST", default_value = "127.0.0.1")]
+    pub smtp_host: String,
+    /// SMTP server port (Proton Mail Bridge listens on 1025).
+    #[arg(long, env = "FLEETPROMPT_EDGE_SMTP_PORT", default_value_t = 1025)]
+    pub smtp_port: u16,
+    /// STARTTLS, or plain for a loopback host only.
+    #[arg(
+        long,
+        env = "FLEETPROMPT_EDGE_SMTP_SECURITY",
+        value_enum,
+        default_value = "starttls"
+    )]
+    pub smtp_security: Security,
+    /// A PEM certificate to trust for STARTTLS, e.g. the one Proton Mail
+    /// Bridge exports (its certificate is self-signed).
+    #[arg(long, env = "FLEETPROMPT_EDGE_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
+    /// SMTP user name (Proton Mail Bridge shows it per account).
+    #[arg(long, env = "FLEETPROMPT_EDGE_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// A file holding the SMTP password, when it is not in
+    /// FLEETPROMPT_EDGE_SMTP_PASSWORD.
+    #[arg(long, env = "FLEETPROMPT_EDGE_SMTP_PASSWORD_FILE")]
+    pub smtp_password_file: Option<PathBuf>,
+    /// The sender, e.g. "Acme Support <support@acme.example>".
+    #[arg(long, env = "FLEETPROMPT_EDGE_FROM")]
+    pub from: String,
+    /// The recipient of tasks that name none (the team's mailbox).
+    #[arg(long, env = "FLEETPROMPT_EDGE_TO")]
+    pub to: Option<String>,
+    /// The domain of the deterministic `Message-ID` (`<dir_…@domain>`).
+    #[arg(
+        long,
+        env = "FLEETPROMPT_EDGE_MESSAGE_ID_DOMAIN",
+        default_value = "edge.fleetprompt"
+    )]
+    pub message_id_domain: String,
+    /// Seconds between heartbeats.
+    #[arg(long, env = "FLEETPROMPT_EDGE_HEARTBEAT_SECS", default_value_t = 30)]
+    pub heartbeat_secs: u64,
+    /// How long one claim waits for a task, in milliseconds (long poll).
+    #[arg(long, env = "FLEETPROMPT_EDGE_WAIT_MS", default_value_t = 20_000)]
+    pub wait_ms: u64,
+    /// Most tasks claimed at once.
+    #[arg(long, env = "FLEETPROMPT_EDGE_BATCH", default_value_t = 5)]
+    pub batch: i64,
+    /// How long a claimed task is ours before the server gives it to
+    /// another attempt, in seconds: longer than a slow SMTP send.
+    #[arg(long, env = "FLEETPROMPT_EDGE_LEASE_SECS", default_value_t = 120)]
+    pub lease_secs: u64,
+    /// SMTP connect and command timeout, in seconds.
+    #[arg(long, env = "FLEETPROMPT_EDGE_SMTP_TIMEOUT_SECS", default_value_t = 30)]
+    pub smtp_timeout_secs: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "FLEETPROMPT_EDGE_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Settings checked and resolved: secrets read, addresses parsed.
+#[derive(Clone)]
+pub struct Config {
+    /// The server's base URL, without a trailing slash.
+    pub server_url: String,
+    /// The connector token.
+    pub token: String,
+    /// SMTP host.
+    pub smtp_host: String,
+    /// SMTP port.
+    pub smtp_port: u16,
+    /// SMTP protection.
+    pub smtp_security: Security,
+    /// Extra trusted certificate (PEM) for STARTTLS.
+    pub smtp_ca_pem: Option<Vec<u8>>,
+    /// SMTP user name and password.
+    pub smtp_credentials: Option<(String, String)>,
+    /// The sender.
+    pub from: Mailbox,
+    /// The default recipient.
+    pub to: Option<Mailbox>,
+    /// Domain of `Message-ID`s.
+    pub message_id_domain: String,
+    /// Between heartbeats.
+    pub heartbeat: Duration,
+    /// One claim's long poll.
+    pub wait: Duration,
+    /// Tasks per claim.
+    pub batch: i64,
+    /// Lease asked for each task.
+    pub lease: Duration,
+    /// SMTP timeout.
+    pub smtp_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token or the SMTP password.
+        f.debug_struct("Config")
+            .field("server_url", &self.server_url)
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("smtp_security", &self.smtp_security)
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `host` names this machine: the only place plain SMTP is allowed.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn read_secret(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the {what} file {}: {e}", path.display()))?;
+    Ok(s.trim().to_owned())
+}
+
+impl Args {
+    /// Checks the settings and reads the secrets: the token from
+    /// `FLEETPROMPT_EDGE_TOKEN` or `--token-file`, the SMTP password from
+    /// `FLEETPROMPT_EDGE_SMTP_PASSWORD` or `--smtp-password-file`.
+    pub fn validate(
+        self,
+        env_token: Option<String>,
+        env_password: Option<String>,
+    ) -> anyhow::Result<Config> {
+        let url = reqwest::Url::parse(&self.server_url)
+            .map_err(|e| anyhow::anyhow!("--server-url {:?} is not a URL: {e}", self.server_url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            anyhow::bail!("--server-url must be an http or https URL");
+        }
+        if url.scheme() == "http" && !url.host_str().is_some_and(is_loopback) {
+            // The token travels in every request.
+            anyhow::bail!("--server-url must be https unless the server is on this machine");
+        }
+        let token = match (env_token.filter(|t| !t.trim().is_empty()), &self.token_file) {
+            (Some(t), _) => t.trim().to_owned(),
+            (None, Some(path)) => read_secret(path, "token")?,
+            (None, None) => anyhow::bail!(
+                "no connector token: set FLEETPROMPT_EDGE_TOKEN or --token-file (create one with `fleetprompt edge-connector create`)"
+            ),
+        };
+        if !token.starts_with("fpe_") {
+            anyhow::bail!("the connector token must start with fpe_ (an admin token will not do)");
+        }
+        if self.smtp_security == Security::Plain && !is_loopback(&self.smtp_host) {
+            anyhow::bail!(
+                "--smtp-security plain is allowed only for a loopback host, not {:?}: use starttls",
+                self.smtp_host
+            );
+        }
+        let password = match (env_password, &self.smtp_password_file) {
+            (Some(p), _) => Some(p),
+            (None, Some(path)) => Some(read_secret(path, "SMTP password")?),
+            (None, None) => None,
+        };
+        let smtp_credentials = match (self.smtp_username, password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (None, None) => None,
+            _ => anyhow::bail!("--smtp-username and the SMTP password go together"),
+        };
+        let smtp_ca_pem = self
+            .smtp_ca_file
+            .as_ref()
+            .map(|p| {
+                std::fs::read(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read --smtp-ca-file {}: {e}", p.display()))
+            })
+            .transpose()?;
+        let from: Mailbox = self
+            .from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--from {:?} is not an address: {e}", self.from))?;
+        let to = self
+            .to
+            .as_deref()
+            .map(|t| {
+                t.parse::<Mailbox>()
+                    .map_err(|e| anyhow::anyhow!("--to {t:?} is not an address: {e}"))
+            })
+            .transpose()?;
+        if !(1..=50).contains(&self.batch) {
+            anyhow::bail!("--batch must be 1 to 50");
+        }
+        if self.heartbeat_secs == 0 || self.heartbeat_secs > 120 {
+            // The silent-connector alert fires after 5 minutes.
+            anyhow::bail!("--heartbeat-secs must be 1 to 120");
+        }
+        if self.message_id_domain.is_empty()
+            || !self
+                .message_id_domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            anyhow::bail!("--message-id-domain must be a domain name");
+        }
+        Ok(Config {
+            server_url: self.server_url.trim_end_matches('/').to_owned(),
+            token,
+            smtp_host: self.smtp_host,
+            smtp_port: self.smtp_port,
+            smtp_security: self.smtp_security,
+            smtp_ca_pem,
+            smtp_credentials,
+            from,
+            to,
+            message_id_domain: self.message_id_domain,
+            heartbeat: Duration::from_secs(self.heartbeat_secs),
+            wait: Duration::from_millis(self.wait_ms.min(25_000)),
+            batch: self.batch,
+            lease: Duration::from_secs(self.lease_secs.clamp(10, 600)),
+            smtp_timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec![
+            "fleetprompt-edge",
+            "--server-url",
+            "https://fp.example.com",
+            "--from",
+            "Support <support@acme.example>",
+        ];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn loopback_is_recognised() {
+        for h in ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["10.0.0.1", "mail.example.com", "0.0.0.0"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn plain_smtp_only_on_loopback() {
+        let token = || Some("fpe_edge_x.y".to_owned());
+        assert!(
+            args(&["--smtp-security", "plain"])
+                .validate(token(), None)
+                .is_ok()
+        );
+        let err = args(&[
+            "--smtp-security",
+            "plain",
+            "--smtp-host",
+            "mail.example.com",
+        ])
+        .validate(token(), None)
+        .unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+        assert!(
+            args(&["--smtp-host", "mail.example.com"])
+                .validate(token(), None)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn tokens_must_be_connector_tokens_and_never_show_in_debug() {
+        let err = args(&[]).validate(None, None).unwrap_err();
+        assert!(err.to_string().contains("FLEETPROMPT_EDGE_TOKEN"), "{err}");
+        let err = args(&[])
+            .validate(Some("fpa_tok_x.y".into()), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("fpe_"), "{err}");
+        let c = args(&["--smtp-username", "u"])
+            .validate(Some("fpe_edge_a.secret".into()), Some("pw".into()))
+            .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("pw"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn plain_http_only_to_a_local_server() {
+        let mut a = args(&[]);
+        a.server_url = "http://fp.example.com".into();
+        assert!(a.validate(Some("fpe_x.y".into()), None).is_err());
+        let mut a = args(&[]);
+        a.server_url = "http://127.0.0.1:8080/".into();
+        let c = a.validate(Some("fpe_x.y".into()), None).unwrap();
+        assert_eq!(c.server_url, "http://127.0.0.1:8080");
+    }
+}

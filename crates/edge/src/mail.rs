@@ -1,0 +1,185 @@
+//! Sending one `email.send` task through the SMTP server, and what its
+//! outcome means for the task.
+//!
+//! Each email's `Message-ID` is derived from the directive id alone, so a
+//! retried or repeated attempt (delivery is at-least-once: a crash between
+//! the SMTP `250` and the report sends it again) carries the same id, and
+//! mail systems that deduplicate by `Message-ID` show it once.
+
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, Message};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde_json::Value;
+
+use crate::api::{Task, TaskResult};
+use crate::config::{Config, Security};
+
+/// Longest subject line kept, in characters.
+const SUBJECT_MAX: usize = 200;
+
+/// The SMTP transport described by `config`.
+pub fn transport(config: &Config) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.smtp_host.as_str())
+        .port(config.smtp_port)
+        .timeout(Some(config.smtp_timeout))
+        .hello_name(ClientId::Domain(config.message_id_domain.clone()));
+    if config.smtp_security == Security::Starttls {
+        let mut params = TlsParameters::builder(config.smtp_host.clone());
+        if let Some(pem) = &config.smtp_ca_pem {
+            params = params.add_root_certificate(Certificate::from_pem(pem)?);
+        }
+        b = b.tls(Tls::Required(params.build_rustls()?));
+    }
+    if let Some((user, password)) = &config.smtp_credentials {
+        b = b.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    Ok(b.build())
+}
+
+/// The deterministic `Message-ID` of a task.
+pub fn message_id(task_id: &str, domain: &str) -> String {
+    format!("<{task_id}@{domain}>")
+}
+
+/// A task's email, or why it cannot be one (a permanent failure).
+pub fn compose(task: &Task, config: &Config) -> Result<Message, String> {
+    let str_arg = |k: &str| task.args.get(k).and_then(Value::as_str);
+    let to = match str_arg("to") {
+        Some(t) => t
+            .parse::<Mailbox>()
+            .map_err(|e| format!("recipient {t:?} is not an address: {e}"))?,
+        None => config
+            .to
+            .clone()
+            .ok_or("the task names no recipient and this connector has no --to")?,
+    };
+    let subject: String = str_arg("subject")
+        .unwrap_or("FleetPrompt")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(SUBJECT_MAX)
+        .collect();
+    let body = match (str_arg("text"), str_arg("link")) {
+        (Some(text), _) => text.to_owned(),
+        (None, Some(link)) => format!("Open the conversation: {link}\n"),
+        (None, None) => return Err("the task has neither `text` nor `link`".into()),
+    };
+    Message::builder()
+        .message_id(Some(message_id(&task.id, &config.message_id_domain)))
+        .from(config.from.clone())
+        .to(to)
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(|e| format!("cannot build the email: {e}"))
+}
+
+/// Sends a task's email and says how the attempt ended.
+pub async fn deliver(
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    task: &Task,
+    config: &Config,
+) -> TaskResult {
+    let id = message_id(&task.id, &config.message_id_domain);
+    let email = match compose(task, config) {
+        Ok(m) => m,
+        Err(error) => {
+            return TaskResult {
+                attempt: task.attempt,
+                outcome: "failed",
+                error: Some(error),
+                external_ref: None,
+                smtp_code: None,
+            };
+        }
+    };
+    match transport.send(email).await {
+        Ok(resp) => TaskResult {
+            attempt: task.attempt,
+            outcome: "succeeded",
+            error: None,
+            external_ref: Some(id),
+            smtp_code: Some(u16::from(resp.code())),
+        },
+        Err(e) => classify(task.attempt, &e),
+    }
+}
+
+/// SMTP 5xx is permanent (`failed`); 4xx, timeouts, TLS and connection
+/// trouble may pass (`retry`).
+pub fn classify(attempt: i32, e: &lettre::transport::smtp::Error) -> TaskResult {
+    let code = e.status().map(u16::from);
+    TaskResult {
+        attempt,
+        outcome: if e.is_permanent() { "failed" } else { "retry" },
+        error: Some(e.to_string()),
+        external_ref: None,
+        smtp_code: code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(to: Option<&str>) -> Config {
+        let mut v = vec![
+            "fleetprompt-edge",
+            "--server-url",
+            "https://fp.example.com",
+            "--from",
+            "Acme <support@acme.example>",
+        ];
+        if let Some(t) = to {
+            v.extend(["--to", t]);
+        }
+        crate::config::Args::try_parse_from(v)
+            .unwrap()
+            .validate(Some("fpe_a.b".into()), None)
+            .unwrap()
+    }
+
+    fn task(args: Value) -> Task {
+        Task {
+            id: "dir_0193a1b2c3d4e5f60718293a4b5c6d7e".into(),
+            kind: "email.send".into(),
+            attempt: 1,
+            args,
+        }
+    }
+
+    #[test]
+    fn message_id_depends_only_on_the_task() {
+        let t =
+            task(serde_json::json!({ "to": "team@acme.example", "subject": "Hi", "text": "x" }));
+        let a = String::from_utf8(compose(&t, &config(None)).unwrap().formatted()).unwrap();
+        let b = String::from_utf8(compose(&t, &config(None)).unwrap().formatted()).unwrap();
+        let line = |m: &str| {
+            m.lines()
+                .find(|l| l.starts_with("Message-ID:"))
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            line(&a),
+            "Message-ID: <dir_0193a1b2c3d4e5f60718293a4b5c6d7e@edge.fleetprompt>"
+        );
+        assert_eq!(line(&a), line(&b));
+    }
+
+    #[test]
+    fn recipient_falls_back_to_the_default_or_fails() {
+        let t = task(serde_json::json!({ "subject": "Hi", "link": "https://fp/c/1" }));
+        let m = compose(&t, &config(Some("team@acme.example"))).unwrap();
+        let text = String::from_utf8(m.formatted()).unwrap();
+        assert!(text.contains("To: team@acme.example"), "{text}");
+        assert!(text.contains("https://fp/c/1"), "{text}");
+        assert!(compose(&t, &config(None)).unwrap_err().contains("--to"));
+        let bad = task(serde_json::json!({ "to": "not an address", "text": "x" }));
+        assert!(compose(&bad, &config(None)).is_err());
+    }
+}
