@@ -14,6 +14,7 @@
 //! - [`tenant`]: tenants and admin tokens.
 //! - [`destination`]: outbound destinations, sealed at rest.
 //! - [`signal`]: recording and reading signals.
+//! - [`statistics`]: planner statistics for the tables that grow (PostgreSQL).
 //! - [`directive`]: creating, reading, cancelling and re-driving directives.
 //! - [`edge`]: Edge Connectors, their tokens and heartbeats.
 //! - [`evaluation`]: rule evaluations (why a rule did or did not act).
@@ -32,6 +33,7 @@ pub mod migrate;
 pub mod queue;
 pub mod retention;
 pub mod signal;
+pub mod statistics;
 pub mod tenant;
 pub mod timeline;
 pub mod webchat;
@@ -71,21 +73,6 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
-}
-
-/// A batch of rows bound as one JSON parameter (`$1`, an array of arrays)
-/// and read as the table `k`: `k.key` is a row's 0-based position and
-/// `k.value ->> n` its n-th column, as text (cast numbers). A batch of any
-/// size is then one statement with one prepared plan, instead of a statement
-/// per row (each a round trip, or on SQLite a hand-off to the connection's
-/// thread) or a plan per batch size.
-pub(crate) fn json_rows(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "json_each($1) AS k",
-        Backend::Postgres => {
-            "(SELECT e.value, e.ord - 1 AS key FROM json_array_elements($1::json) WITH ORDINALITY AS e(value, ord)) AS k"
-        }
-    }
 }
 
 /// Whether an error is a unique-constraint violation.

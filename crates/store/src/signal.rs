@@ -62,51 +62,6 @@ pub async fn insert(tx: &mut Tx, tenant: TenantId, s: &NewSignal) -> Result<Reco
     })
 }
 
-/// Records several new signals, with ids the caller chose, in one
-/// statement. Returns how many were new: a signal whose dedupe key the
-/// tenant already has is not written (callers that expect none treat a
-/// shortfall as a conflict).
-pub async fn insert_many(tx: &mut Tx, rows: &[(TenantId, SignalId, &NewSignal)]) -> Result<usize> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let now = now_ms();
-    let values = Value::from(
-        rows.iter()
-            .map(|(t, id, s)| {
-                serde_json::json!([
-                    t,
-                    id,
-                    s.signal_type.as_str(),
-                    s.subject.as_str(),
-                    s.payload.to_string(),
-                    s.dedupe_key,
-                    s.caused_by,
-                    s.occurred_at
-                ])
-            })
-            .collect::<Vec<_>>(),
-    );
-    // `WHERE true`: SQLite needs it to tell the upsert clause from a join.
-    let sql = format!(
-        "INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by, occurred_at, recorded_at)
-         SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
-                k.value ->> 6, CAST(k.value ->> 7 AS BIGINT), $2
-         FROM {} WHERE true ORDER BY k.key
-         ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
-        crate::json_rows(tx.backend())
-    );
-    let n = on_tx!(tx, c => {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(values.to_string())
-            .bind(now)
-            .execute(&mut *c)
-            .await?
-            .rows_affected()
-    });
-    Ok(n as usize)
-}
-
 /// A stored signal.
 #[derive(Debug, Clone, Serialize)]
 pub struct SignalRow {

@@ -8,11 +8,10 @@ use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::webchat::token::Claims;
 use fleetprompt_core::webchat::visitor::check_email;
 use fleetprompt_core::{SignalId, TenantId};
-use fleetprompt_store::signal;
 use fleetprompt_store::webchat::conversation::{self, ConversationRow, VisitorKey};
-use fleetprompt_store::webchat::identity;
 use fleetprompt_store::webchat::message::{self, MessageRow, Role};
 use fleetprompt_store::webchat::site::SiteRow;
+use fleetprompt_store::webchat::{batch, identity};
 use fleetprompt_store::{StoreError, Tx};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -222,44 +221,34 @@ async fn batcher(engine: Weak<Engine>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
     }
 }
 
-/// Writes a batch with a fixed number of statements, whatever its size:
-/// lock the visitors, look up their earlier sends and open conversations,
-/// then insert every signal, conversation and message and touch every
-/// conversation in one statement each. Any surprise (a dedupe key already
-/// taken, say) fails the batch, and the caller writes each message alone.
+/// Writes a batch in two steps, whatever its size ([`batch`]): lock the
+/// visitors and find their earlier sends and open conversations, then write
+/// every row. Any surprise (a dedupe key already taken, say) fails the
+/// batch, and the caller writes each message alone.
 async fn write_batch(
     engine: &Engine,
-    batch: &[(Job, Reply)],
+    jobs: &[(Job, Reply)],
 ) -> Result<Vec<Accepted>, WebchatError> {
-    let jobs: Vec<&Job> = batch.iter().map(|(j, _)| j).collect();
+    let jobs: Vec<&Job> = jobs.iter().map(|(j, _)| j).collect();
     let mut visitors: Vec<VisitorKey> = jobs.iter().map(|j| j.visitor_key()).collect();
     visitors.dedup();
-    let mut tx = engine.db().begin().await?;
-    conversation::lock_visitors(&mut tx, &visitors).await?;
-    let keys: Vec<_> = jobs
+    let sends: Vec<batch::SendKey<'_>> = jobs
         .iter()
-        .map(|j| {
-            (
-                j.site.tenant,
-                j.site.id,
-                j.claims.visitor,
-                j.client_message_id.as_str(),
-            )
-        })
+        .map(|j| (j.visitor_key(), j.client_message_id.as_str()))
         .collect();
-    let sent = message::find_by_client_ids(&mut tx, &keys).await?;
-    let open = conversation::open_for_visitors(&mut tx, &visitors).await?;
+    let mut tx = engine.db().begin().await?;
+    let found = batch::lock_and_find(&mut tx, &visitors, &sends).await?;
     let now = now_ms();
     let mut plan = BatchPlan {
         current: visitors
             .iter()
-            .zip(open)
+            .zip(found.open)
             .filter_map(|(v, o)| o.map(|(c, last)| (*v, (c, last, true))))
             .collect(),
         ..BatchPlan::default()
     };
     let mut results = Vec::with_capacity(jobs.len());
-    for (job, earlier) in jobs.iter().zip(sent) {
+    for (job, earlier) in jobs.iter().zip(found.sent) {
         let accepted = match earlier {
             Some((message_id, conversation_id)) => Accepted {
                 message_id,
@@ -270,21 +259,22 @@ async fn write_batch(
         };
         results.push(accepted);
     }
-    let signals: Vec<_> = plan.signals.iter().map(|(t, id, s)| (*t, *id, s)).collect();
-    if signal::insert_many(&mut tx, &signals).await? != signals.len() {
+    let rows = batch::Rows {
+        signals: plan.signals.iter().map(|(t, id, s)| (*t, *id, s)).collect(),
+        conversations: plan.conversations.iter().map(|(t, c)| (*t, c)).collect(),
+        messages: plan
+            .messages
+            .iter()
+            .map(|(t, m, sig)| (*t, m, *sig))
+            .collect(),
+        touched: plan.touched.clone(),
+        now,
+    };
+    if batch::write(&mut tx, &rows).await? != rows.signals.len() {
         return Err(WebchatError::Engine(EngineError::InvalidState(
             "a message's signal was recorded already".into(),
         )));
     }
-    let conversations: Vec<_> = plan.conversations.iter().map(|(t, c)| (*t, c)).collect();
-    conversation::insert_many(&mut tx, &conversations).await?;
-    let messages: Vec<_> = plan
-        .messages
-        .iter()
-        .map(|(t, m, sig)| (*t, m, Some(*sig)))
-        .collect();
-    message::insert_many(&mut tx, &messages).await?;
-    conversation::touch_many(&mut tx, &plan.touched, now).await?;
     // Routed once every row is in place, in the order the signals happened.
     for (tenant, id, s) in &plan.signals {
         let slug = engine.tenant_slug(*tenant).await?;

@@ -7,7 +7,7 @@ use fleetprompt_core::time::Millis;
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::{Backend, Db, Result, StoreError, Tx, corrupt, on_db, on_tx};
+use crate::{Db, Result, StoreError, Tx, corrupt, on_db, on_tx};
 
 /// A conversation as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -172,173 +172,13 @@ pub struct VisitorKey {
 }
 
 impl VisitorKey {
-    fn lock_name(&self) -> String {
+    /// The name of the visitor's PostgreSQL advisory lock.
+    pub(crate) fn lock_name(&self) -> String {
         format!(
             "webchat-visitor:{}:{}:{}",
             self.tenant, self.site, self.visitor
         )
     }
-}
-
-/// [`lock_visitor`] for several visitors, in the order given (callers sort,
-/// so that concurrent batches take locks in one order and cannot deadlock).
-pub async fn lock_visitors(tx: &mut Tx, visitors: &[VisitorKey]) -> Result<()> {
-    if let crate::db::TxInner::Postgres(t) = tx.inner_mut() {
-        let names: Vec<String> = visitors.iter().map(VisitorKey::lock_name).collect();
-        // A function scan returns the array in order, so the locks are taken
-        // in that order.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended(n, 0)) FROM unnest($1::text[]) AS n",
-        )
-        .bind(names)
-        .execute(&mut **t)
-        .await?;
-    }
-    Ok(())
-}
-
-/// [`open_for_visitor_with_activity`] for several visitors in one query:
-/// the answer at position `i` is for `visitors[i]`.
-pub async fn open_for_visitors(
-    tx: &mut Tx,
-    visitors: &[VisitorKey],
-) -> Result<Vec<Option<(ConversationId, Millis)>>> {
-    let keys = serde_json::Value::from(
-        visitors
-            .iter()
-            .map(|v| serde_json::json!([v.tenant, v.site, v.visitor]))
-            .collect::<Vec<_>>(),
-    );
-    let rows = crate::json_rows(tx.backend());
-    // PostgreSQL: a lateral probe of the visitor index per row, so a plan
-    // cached while the table was small cannot become a hash join over a
-    // sequential scan. SQLite has no LATERAL; it joins by index probes anyway.
-    let sql = match tx.backend() {
-        Backend::Sqlite => format!(
-            "SELECT key, id, last_message_at FROM (
-                 SELECT k.key AS key, c.id AS id, c.last_message_at AS last_message_at,
-                        row_number() OVER (PARTITION BY k.key ORDER BY c.started_at DESC, c.id DESC) AS rn
-                 FROM {rows} JOIN website_chat_conversations c
-                   ON c.tenant_id = k.value ->> 0 AND c.site_id = k.value ->> 1
-                  AND c.visitor_id = k.value ->> 2 AND c.status = 'open'
-             ) AS latest WHERE rn = 1"
-        ),
-        Backend::Postgres => format!(
-            "SELECT k.key, c.id, c.last_message_at FROM {rows} CROSS JOIN LATERAL (
-                 SELECT id, last_message_at FROM website_chat_conversations
-                 WHERE tenant_id = k.value ->> 0 AND site_id = k.value ->> 1
-                   AND visitor_id = k.value ->> 2 AND status = 'open'
-                 ORDER BY started_at DESC, id DESC LIMIT 1) AS c"
-        ),
-    };
-    let rows: Vec<(i64, String, i64)> = on_tx!(tx, c => {
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(keys.to_string())
-            .fetch_all(&mut *c)
-            .await?
-    });
-    let mut found = vec![None; visitors.len()];
-    for (key, id, at) in rows {
-        let slot = usize::try_from(key)
-            .ok()
-            .and_then(|k| found.get_mut(k))
-            .ok_or_else(|| corrupt(format!("batch row {key} out of range")))?;
-        *slot = Some((id.parse().map_err(corrupt)?, at));
-    }
-    Ok(found)
-}
-
-/// Stores several new conversations in one statement.
-pub async fn insert_many(tx: &mut Tx, rows: &[(TenantId, &ConversationRow)]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let values = serde_json::Value::from(
-        rows.iter()
-            .map(|(t, c)| {
-                serde_json::json!([
-                    t,
-                    c.id,
-                    c.site_id,
-                    c.visitor_id,
-                    c.status,
-                    c.page_url,
-                    c.started_at,
-                    c.last_message_at
-                ])
-            })
-            .collect::<Vec<_>>(),
-    );
-    let sql = format!(
-        "INSERT INTO website_chat_conversations (tenant_id, id, site_id, visitor_id, status, page_url, started_at, last_message_at)
-         SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
-                CAST(k.value ->> 6 AS BIGINT), CAST(k.value ->> 7 AS BIGINT)
-         FROM {} ORDER BY k.key",
-        crate::json_rows(tx.backend())
-    );
-    on_tx!(tx, c => {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(values.to_string())
-            .execute(&mut *c)
-            .await?;
-    });
-    Ok(())
-}
-
-/// Marks activity at `now` on several conversations in one statement.
-pub async fn touch_many(
-    tx: &mut Tx,
-    conversations: &[(TenantId, ConversationId)],
-    now: Millis,
-) -> Result<()> {
-    if conversations.is_empty() {
-        return Ok(());
-    }
-    match tx.inner_mut() {
-        crate::db::TxInner::Sqlite(t) => {
-            let sql = format!(
-                "UPDATE website_chat_conversations SET last_message_at = $2
-                 FROM {} WHERE website_chat_conversations.tenant_id = k.value ->> 0
-                   AND website_chat_conversations.id = k.value ->> 1",
-                crate::json_rows(Backend::Sqlite)
-            );
-            let keys = serde_json::Value::from(
-                conversations
-                    .iter()
-                    .map(|(t, c)| serde_json::json!([t, c]))
-                    .collect::<Vec<_>>(),
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(keys.to_string())
-                .bind(now)
-                .execute(&mut **t)
-                .await?;
-        }
-        // PostgreSQL: one primary-key probe per id, per tenant (a batch
-        // rarely spans two); a join here could keep a cached hash-join plan
-        // made while the table was small.
-        crate::db::TxInner::Postgres(t) => {
-            let mut by_tenant: Vec<(TenantId, Vec<String>)> = Vec::new();
-            for (tenant, id) in conversations {
-                match by_tenant.iter_mut().find(|(t, _)| t == tenant) {
-                    Some((_, ids)) => ids.push(id.to_string()),
-                    None => by_tenant.push((*tenant, vec![id.to_string()])),
-                }
-            }
-            for (tenant, ids) in by_tenant {
-                sqlx::query(
-                    "UPDATE website_chat_conversations SET last_message_at = $3
-                     WHERE tenant_id = $1 AND id = ANY($2::text[])",
-                )
-                .bind(tenant.to_string())
-                .bind(ids)
-                .bind(now)
-                .execute(&mut **t)
-                .await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Ends an open conversation; false when it had already ended.

@@ -4,12 +4,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::{ConversationId, MessageId, SignalId, SiteId, VisitorId};
+use fleetprompt_core::id::{ConversationId, MessageId, SiteId, VisitorId};
 use fleetprompt_core::time::Millis;
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::{Backend, Db, Result, Tx, corrupt, on_db, on_tx};
+use crate::{Db, Result, Tx, corrupt, on_db, on_tx};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,96 +117,6 @@ pub async fn find_by_client_id(
     });
     row.map(|(m, c)| Ok((m.parse().map_err(corrupt)?, c.parse().map_err(corrupt)?)))
         .transpose()
-}
-
-/// [`find_by_client_id`] for several messages in one query: the answer at
-/// position `i` is for `keys[i]` (tenant, site, visitor, client message id).
-pub async fn find_by_client_ids(
-    tx: &mut Tx,
-    keys: &[(TenantId, SiteId, VisitorId, &str)],
-) -> Result<Vec<Option<(MessageId, ConversationId)>>> {
-    let values = serde_json::Value::from(
-        keys.iter()
-            .map(|(t, s, v, c)| serde_json::json!([t, s, v, c]))
-            .collect::<Vec<_>>(),
-    );
-    let rows = crate::json_rows(tx.backend());
-    // A lateral lookup on PostgreSQL: as a plain join, a plan made while the
-    // table was small (a hash join over a sequential scan) stays cached as
-    // it grows. SQLite only joins by nested loops, and probes the unique index.
-    let sql = match tx.backend() {
-        Backend::Sqlite => format!(
-            "SELECT k.key, m.id, m.conversation_id FROM {rows} JOIN website_chat_messages m
-               ON m.tenant_id = k.value ->> 0 AND m.site_id = k.value ->> 1
-              AND m.visitor_id = k.value ->> 2 AND m.client_message_id = k.value ->> 3"
-        ),
-        Backend::Postgres => format!(
-            "SELECT k.key, m.id, m.conversation_id FROM {rows} CROSS JOIN LATERAL (
-                 SELECT id, conversation_id FROM website_chat_messages
-                 WHERE tenant_id = k.value ->> 0 AND site_id = k.value ->> 1
-                   AND visitor_id = k.value ->> 2 AND client_message_id = k.value ->> 3
-                 LIMIT 1) AS m"
-        ),
-    };
-    let rows: Vec<(i64, String, String)> = on_tx!(tx, c => {
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(values.to_string())
-            .fetch_all(&mut *c)
-            .await?
-    });
-    let mut found = vec![None; keys.len()];
-    for (key, m, conv) in rows {
-        let slot = usize::try_from(key)
-            .ok()
-            .and_then(|k| found.get_mut(k))
-            .ok_or_else(|| corrupt(format!("batch row {key} out of range")))?;
-        *slot = Some((m.parse().map_err(corrupt)?, conv.parse().map_err(corrupt)?));
-    }
-    Ok(found)
-}
-
-/// Stores several messages in one statement, each with the signal it was
-/// recorded as.
-pub async fn insert_many(
-    tx: &mut Tx,
-    rows: &[(TenantId, &MessageRow, Option<SignalId>)],
-) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let values = serde_json::Value::from(
-        rows.iter()
-            .map(|(t, m, sig)| {
-                serde_json::json!([
-                    t,
-                    m.id,
-                    m.conversation_id,
-                    m.site_id,
-                    m.visitor_id,
-                    m.role.as_str(),
-                    m.content,
-                    m.client_message_id,
-                    sig,
-                    m.created_at
-                ])
-            })
-            .collect::<Vec<_>>(),
-    );
-    let sql = format!(
-        "INSERT INTO website_chat_messages (tenant_id, id, conversation_id, site_id, visitor_id, role, content,
-            client_message_id, signal_id, created_at)
-         SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
-                k.value ->> 6, k.value ->> 7, k.value ->> 8, CAST(k.value ->> 9 AS BIGINT)
-         FROM {} ORDER BY k.key",
-        crate::json_rows(tx.backend())
-    );
-    on_tx!(tx, c => {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(values.to_string())
-            .execute(&mut *c)
-            .await?;
-    });
-    Ok(())
 }
 
 /// Stores a message, with the signal it was recorded as (if any).

@@ -8,8 +8,10 @@
 //! - [`identity`]: what is kept about a visitor (reduced).
 //! - [`conversation`]: conversations and the idle sweep.
 //! - [`message`]: visitor, assistant and agent messages.
+//! - [`batch`]: a batch of visitor messages written together (group commit).
 //! - [`escalation`]: Mattermost threads per conversation and reply drafts.
 
+pub mod batch;
 pub mod conversation;
 pub mod escalation;
 pub mod identity;

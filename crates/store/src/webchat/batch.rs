@@ -1,0 +1,313 @@
+//! A batch of visitor messages written in one transaction (group commit)
+//! with a fixed number of statements, whatever its size: the visitors are
+//! locked and looked up, then every signal, conversation and message is
+//! inserted and every conversation touched.
+//!
+//! Rows travel as one JSON parameter per table (an array of arrays), read
+//! as the table `k`: `k.key` is a row's 0-based position and `k.value ->> n`
+//! its n-th column, as text. On SQLite each step is a few statements, each
+//! a hand-off to the connection's thread; on PostgreSQL it is three
+//! statements (round trips): the visitor locks, the lookups as lateral index
+//! probes, and the writes as data-modifying CTEs (their cached plans
+//! stay good as the tables grow: see [`crate::statistics`]).
+
+use fleetprompt_core::id::{ConversationId, MessageId};
+use fleetprompt_core::time::Millis;
+use fleetprompt_core::{NewSignal, SignalId, TenantId};
+use serde_json::{Value, json};
+
+use super::conversation::{ConversationRow, VisitorKey};
+use super::message::MessageRow;
+use crate::db::TxInner;
+use crate::{Backend, Result, Tx, corrupt};
+
+/// A send to look up: the visitor and the widget's client message id.
+pub type SendKey<'a> = (VisitorKey, &'a str);
+
+/// What a batch finds before it writes.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Per send: the message already stored under its client id, if any.
+    pub sent: Vec<Option<(MessageId, ConversationId)>>,
+    /// Per visitor: the open conversation and when it last saw a message.
+    pub open: Vec<Option<(ConversationId, Millis)>>,
+}
+
+/// Everything a batch writes.
+#[derive(Debug, Default)]
+pub struct Rows<'a> {
+    /// New signals, with the ids the caller chose, in the order they happened.
+    pub signals: Vec<(TenantId, SignalId, &'a NewSignal)>,
+    /// New conversations.
+    pub conversations: Vec<(TenantId, &'a ConversationRow)>,
+    /// New messages, each with its signal.
+    pub messages: Vec<(TenantId, &'a MessageRow, SignalId)>,
+    /// Stored conversations that saw a message at `now`.
+    pub touched: Vec<(TenantId, ConversationId)>,
+    /// When the batch was written.
+    pub now: Millis,
+}
+
+/// A JSON array of rows as the table `k`, bound as parameter `$n`.
+fn rows(backend: Backend, n: u8) -> String {
+    match backend {
+        Backend::Sqlite => format!("json_each(${n}) AS k"),
+        Backend::Postgres => format!(
+            "(SELECT e.value, e.ord - 1 AS key FROM json_array_elements(${n}::json) WITH ORDINALITY AS e(value, ord)) AS k"
+        ),
+    }
+}
+
+fn array(rows: impl Iterator<Item = Value>) -> String {
+    Value::from(rows.collect::<Vec<_>>()).to_string()
+}
+
+/// A lookup's answer row: kind (`sent` or `open`), position in the batch,
+/// id, the conversation of a send, the last message time of a conversation.
+type FoundRow = (String, i64, String, Option<String>, Option<i64>);
+
+/// Locks the batch's visitors (PostgreSQL advisory locks, in the order
+/// given: callers sort, so concurrent batches cannot deadlock; SQLite has
+/// one writer) and finds their earlier sends and open conversations.
+pub async fn lock_and_find(
+    tx: &mut Tx,
+    visitors: &[VisitorKey],
+    sends: &[SendKey<'_>],
+) -> Result<Found> {
+    let visitors_json = array(
+        visitors
+            .iter()
+            .map(|v| json!([v.tenant, v.site, v.visitor])),
+    );
+    let sends_json = array(
+        sends
+            .iter()
+            .map(|(v, c)| json!([v.tenant, v.site, v.visitor, c])),
+    );
+    let found: Vec<FoundRow> = match tx.inner_mut() {
+        TxInner::Sqlite(t) => {
+            // SQLite has no LATERAL; it joins by index probes anyway.
+            let sends_sql = format!(
+                "SELECT 'sent', k.key, m.id, m.conversation_id, NULL FROM {} JOIN website_chat_messages m
+                   ON m.tenant_id = k.value ->> 0 AND m.site_id = k.value ->> 1
+                  AND m.visitor_id = k.value ->> 2 AND m.client_message_id = k.value ->> 3",
+                rows(Backend::Sqlite, 1)
+            );
+            let open_sql = format!(
+                "SELECT 'open', key, id, NULL, last_message_at FROM (
+                     SELECT k.key AS key, c.id AS id, c.last_message_at AS last_message_at,
+                            row_number() OVER (PARTITION BY k.key ORDER BY c.started_at DESC, c.id DESC) AS rn
+                     FROM {} JOIN website_chat_conversations c
+                       ON c.tenant_id = k.value ->> 0 AND c.site_id = k.value ->> 1
+                      AND c.visitor_id = k.value ->> 2 AND c.status = 'open'
+                 ) AS latest WHERE rn = 1",
+                rows(Backend::Sqlite, 1)
+            );
+            let mut found: Vec<FoundRow> = sqlx::query_as(sqlx::AssertSqlSafe(sends_sql))
+                .bind(&sends_json)
+                .fetch_all(&mut **t)
+                .await?;
+            found.extend(
+                sqlx::query_as(sqlx::AssertSqlSafe(open_sql))
+                    .bind(&visitors_json)
+                    .fetch_all(&mut **t)
+                    .await?,
+            );
+            found
+        }
+        TxInner::Postgres(t) => {
+            let locks: Vec<String> = visitors.iter().map(VisitorKey::lock_name).collect();
+            let (sends_k, visitors_k) = (rows(Backend::Postgres, 1), rows(Backend::Postgres, 2));
+            // The locks first, in a statement of their own: a statement
+            // reads from the snapshot taken when it starts, so lookups in
+            // the statement that waited for a lock would miss what the
+            // holder committed meanwhile (a second open conversation).
+            sqlx::query(
+                "SELECT count(pg_advisory_xact_lock(hashtextextended(n, 0)))
+                 FROM unnest($1::text[]) AS n",
+            )
+            .bind(locks)
+            .execute(&mut **t)
+            .await?;
+            // The conversation probe takes the visitor's latest conversation
+            // and keeps it if open (a visitor has at most one open, the
+            // latest): with `status = 'open'` inside, the planner may pick
+            // the partial index of all open conversations and filter it for
+            // every row.
+            let sql = format!(
+                "SELECT 'sent' AS kind, k.key, m.id, m.conversation_id, NULL::bigint AS at
+                 FROM {sends_k} CROSS JOIN LATERAL (
+                     SELECT id, conversation_id FROM website_chat_messages
+                     WHERE tenant_id = k.value ->> 0 AND site_id = k.value ->> 1
+                       AND visitor_id = k.value ->> 2 AND client_message_id = k.value ->> 3
+                     LIMIT 1) AS m
+                 UNION ALL
+                 SELECT 'open', k.key, c.id, NULL, c.last_message_at
+                 FROM {visitors_k} CROSS JOIN LATERAL (
+                     SELECT id, last_message_at, status FROM website_chat_conversations
+                     WHERE tenant_id = k.value ->> 0 AND site_id = k.value ->> 1
+                       AND visitor_id = k.value ->> 2
+                     ORDER BY started_at DESC, id DESC LIMIT 1) AS c
+                 WHERE c.status = 'open'"
+            );
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(&sends_json)
+                .bind(&visitors_json)
+                .fetch_all(&mut **t)
+                .await?
+        }
+    };
+    let mut out = Found {
+        sent: vec![None; sends.len()],
+        open: vec![None; visitors.len()],
+    };
+    for (kind, key, id, conversation, at) in found {
+        let i = usize::try_from(key).map_err(corrupt)?;
+        let out_of_range = || corrupt(format!("batch row {key} out of range"));
+        match (kind.as_str(), conversation, at) {
+            ("sent", Some(c), _) => {
+                *out.sent.get_mut(i).ok_or_else(out_of_range)? =
+                    Some((id.parse().map_err(corrupt)?, c.parse().map_err(corrupt)?));
+            }
+            ("open", _, Some(at)) => {
+                *out.open.get_mut(i).ok_or_else(out_of_range)? =
+                    Some((id.parse().map_err(corrupt)?, at));
+            }
+            _ => return Err(corrupt(format!("unexpected batch lookup row {kind}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a batch's rows. Returns how many signals were new: one whose
+/// dedupe key the tenant already has is not written, and a caller that
+/// expects none treats a shortfall as a conflict.
+pub async fn write(tx: &mut Tx, r: &Rows<'_>) -> Result<usize> {
+    let signals = array(r.signals.iter().map(|(t, id, s)| {
+        json!([
+            t,
+            id,
+            s.signal_type.as_str(),
+            s.subject.as_str(),
+            s.payload.to_string(),
+            s.dedupe_key,
+            s.caused_by,
+            s.occurred_at,
+            r.now
+        ])
+    }));
+    let conversations = array(r.conversations.iter().map(|(t, c)| {
+        json!([
+            t,
+            c.id,
+            c.site_id,
+            c.visitor_id,
+            c.status,
+            c.page_url,
+            c.started_at,
+            c.last_message_at
+        ])
+    }));
+    let messages = array(r.messages.iter().map(|(t, m, sig)| {
+        json!([
+            t,
+            m.id,
+            m.conversation_id,
+            m.site_id,
+            m.visitor_id,
+            m.role.as_str(),
+            m.content,
+            m.client_message_id,
+            sig,
+            m.created_at
+        ])
+    }));
+    let touched = array(r.touched.iter().map(|(t, c)| json!([t, c, r.now])));
+    // `WHERE true`: SQLite needs it to tell the upsert clause from a join.
+    let insert_signals = |k: &str| {
+        format!(
+            "INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by, occurred_at, recorded_at)
+             SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
+                    k.value ->> 6, CAST(k.value ->> 7 AS BIGINT), CAST(k.value ->> 8 AS BIGINT)
+             FROM {k} WHERE true ORDER BY k.key
+             ON CONFLICT (tenant_id, dedupe_key) DO NOTHING"
+        )
+    };
+    let insert_conversations = |k: &str| {
+        format!(
+            "INSERT INTO website_chat_conversations (tenant_id, id, site_id, visitor_id, status, page_url, started_at, last_message_at)
+             SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
+                    CAST(k.value ->> 6 AS BIGINT), CAST(k.value ->> 7 AS BIGINT)
+             FROM {k} ORDER BY k.key"
+        )
+    };
+    let insert_messages = |k: &str| {
+        format!(
+            "INSERT INTO website_chat_messages (tenant_id, id, conversation_id, site_id, visitor_id, role, content,
+                client_message_id, signal_id, created_at)
+             SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
+                    k.value ->> 6, k.value ->> 7, k.value ->> 8, CAST(k.value ->> 9 AS BIGINT)
+             FROM {k} ORDER BY k.key"
+        )
+    };
+    let touch = |k: &str| {
+        format!(
+            "UPDATE website_chat_conversations SET last_message_at = CAST(k.value ->> 2 AS BIGINT)
+             FROM {k} WHERE website_chat_conversations.tenant_id = k.value ->> 0
+               AND website_chat_conversations.id = k.value ->> 1"
+        )
+    };
+    match tx.inner_mut() {
+        TxInner::Sqlite(t) => {
+            let k = rows(Backend::Sqlite, 1);
+            let new_signals = if r.signals.is_empty() {
+                0
+            } else {
+                sqlx::query(sqlx::AssertSqlSafe(insert_signals(&k)))
+                    .bind(&signals)
+                    .execute(&mut **t)
+                    .await?
+                    .rows_affected() as usize
+            };
+            for (sql, values, len) in [
+                (
+                    insert_conversations(&k),
+                    &conversations,
+                    r.conversations.len(),
+                ),
+                (insert_messages(&k), &messages, r.messages.len()),
+                (touch(&k), &touched, r.touched.len()),
+            ] {
+                if len > 0 {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(values)
+                        .execute(&mut **t)
+                        .await?;
+                }
+            }
+            Ok(new_signals)
+        }
+        TxInner::Postgres(t) => {
+            // Every data-modifying CTE runs once, whether or not it is read.
+            let sql = format!(
+                "WITH s AS ({} RETURNING 1),
+                      c AS ({} RETURNING 1),
+                      m AS ({} RETURNING 1),
+                      t AS ({} RETURNING 1)
+                 SELECT count(*) FROM s",
+                insert_signals(&rows(Backend::Postgres, 1)),
+                insert_conversations(&rows(Backend::Postgres, 2)),
+                insert_messages(&rows(Backend::Postgres, 3)),
+                touch(&rows(Backend::Postgres, 4)),
+            );
+            let new_signals: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(&signals)
+                .bind(&conversations)
+                .bind(&messages)
+                .bind(&touched)
+                .fetch_one(&mut **t)
+                .await?;
+            Ok(new_signals as usize)
+        }
+    }
+}
