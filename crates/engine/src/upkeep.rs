@@ -95,6 +95,13 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
             tracing::error!(error = %e, "reaping expired leases failed");
         }
         refresh_gauges(&engine).await;
+        match fleetprompt_store::statistics::analyze_grown(engine.db()).await {
+            Ok(tables) if !tables.is_empty() => {
+                tracing::debug!(?tables, "analyzed tables that grew");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "analyzing grown tables failed"),
+        }
     }
 }
 

@@ -188,11 +188,11 @@ impl Db {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
         let inner = match &self.0.pools {
-            // IMMEDIATE takes the write lock at once, waiting (busy
-            // timeout) if a checkpoint holds it; a deferred transaction that
-            // read first would instead fail with "database is locked" when
-            // its first write finds the lock taken.
             Pools::Sqlite { writer, .. } => {
+                // IMMEDIATE takes the write lock at once, waiting (busy
+                // timeout) if another connection holds it; a deferred
+                // transaction that read first would instead fail with
+                // "database is locked" when its first write found it taken.
                 TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?)
             }
             Pools::Postgres(p) => TxInner::Postgres(p.begin().await?),
@@ -248,10 +248,11 @@ impl Db {
     }
 }
 
-/// Copies the WAL into the database every 250 ms, off the writer's path,
-/// until the writer pool closes. `PASSIVE` never blocks the writer or readers.
+/// Copies the WAL into the database every 50 ms, off the writer's path,
+/// until the writer pool closes. `PASSIVE` never blocks the writer or
+/// readers; frequent passes keep each one short.
 async fn checkpoint_loop(checkpointer: SqlitePool, writer: SqlitePool) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !writer.is_closed() {
         tick.tick().await;
