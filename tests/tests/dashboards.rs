@@ -51,6 +51,7 @@ const DIMENSIONLESS: &[&str] = &[
     "fleetprompt_edge_tasks_pending",
     "fleetprompt_directive_claim_batch_size",
     "fleetprompt_directive_complete_batch_size",
+    "fleetprompt_webchat_ingest_batch_size",
 ];
 
 const UNIT_SUFFIXES: &[&str] = &["_seconds", "_bytes", "_ratio", "_total"];
