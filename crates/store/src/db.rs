@@ -70,6 +70,8 @@ struct Inner {
     /// Woken after every commit that created due work, so an idle worker in
     /// this process starts it at once instead of at its next poll.
     work_available: Notify,
+    /// Asks the PostgreSQL notifier to wake the other nodes' workers.
+    wake_others: Arc<Notify>,
     /// Bumped whenever a site record may have changed (a commit here, or a
     /// notification from another node), so caches of sites can tell.
     sites_generation: AtomicU64,
@@ -154,9 +156,14 @@ impl Db {
                 .await?;
             Pools::Sqlite { writer, reader }
         };
+        let wake_others = Arc::new(Notify::new());
+        if let Pools::Postgres(pool) = &pools {
+            tokio::spawn(notify_loop(pool.clone(), wake_others.clone()));
+        }
         Ok(Self(Arc::new(Inner {
             pools,
             work_available: Notify::new(),
+            wake_others,
             sites_generation: AtomicU64::new(0),
         })))
     }
@@ -270,6 +277,33 @@ async fn checkpoint_loop(checkpointer: SqlitePool, writer: SqlitePool) {
     checkpointer.close().await;
 }
 
+/// Wakes the other nodes' workers (`NOTIFY` on [`WAKE_CHANNEL`]) after
+/// commits that created due work, one notification per burst of commits.
+///
+/// The notification is sent after the commit, in a transaction of its own,
+/// rather than inside the committing transaction: PostgreSQL serializes the
+/// commits of all transactions that issued `NOTIFY` on one lock held through
+/// their WAL flush, which under load queued every ingest and completion
+/// commit behind the others (`Lock:object` waits on `COMMIT`). A node that
+/// dies between a commit and its notification leaves the work to the other
+/// nodes' next poll.
+async fn notify_loop(pool: PgPool, wake: Arc<Notify>) {
+    while !pool.is_closed() {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+        }
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WAKE_CHANNEL)
+            .execute(&pool)
+            .await
+            && !pool.is_closed()
+        {
+            tracing::warn!(error = %e, "waking other nodes failed; they will poll");
+        }
+    }
+}
+
 #[doc(hidden)]
 pub enum TxInner {
     Sqlite(Transaction<'static, Sqlite>),
@@ -297,18 +331,11 @@ impl Tx {
         self.db.backend()
     }
 
-    /// Marks that this transaction created work that is due now.
+    /// Marks that this transaction created work that is due now: once it
+    /// commits, this process's worker and (PostgreSQL) the other nodes'
+    /// workers are woken.
     pub(crate) async fn mark_due_work(&mut self) -> Result<()> {
-        if !self.wake {
-            self.wake = true;
-            if let TxInner::Postgres(t) = &mut self.inner {
-                // Delivered at commit, and only if it commits.
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(WAKE_CHANNEL)
-                    .execute(&mut **t)
-                    .await?;
-            }
-        }
+        self.wake = true;
         Ok(())
     }
 
@@ -337,6 +364,7 @@ impl Tx {
         }
         if self.wake {
             self.db.wake_workers();
+            self.db.0.wake_others.notify_one();
         }
         Ok(())
     }
