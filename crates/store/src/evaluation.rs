@@ -30,25 +30,36 @@ pub struct EvaluationRow {
 
 /// Records evaluations.
 pub async fn insert_many(tx: &mut Tx, tenant: TenantId, rows: &[EvaluationRow]) -> Result<()> {
-    for r in rows {
-        on_tx!(tx, c => {
-            sqlx::query(
-                "INSERT INTO rule_evaluations (tenant_id, id, signal_id, subject, rule_id, file_hash, outcome, detail, evaluated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // One statement for all of a signal's evaluations.
+    let values = crate::json_array(rows.iter().map(|r| {
+        serde_json::json!([
+            Uuid::now_v7().simple().to_string(),
+            r.signal_id,
+            r.subject,
+            r.rule_id,
+            r.file_hash,
+            r.outcome,
+            r.detail,
+            r.evaluated_at
+        ])
+    }));
+    let sql = format!(
+        "INSERT INTO rule_evaluations (tenant_id, id, signal_id, subject, rule_id, file_hash, outcome, detail, evaluated_at)
+         SELECT $2, k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
+                k.value ->> 6, CAST(k.value ->> 7 AS BIGINT)
+         FROM {} ORDER BY k.key",
+        crate::json_rows(tx.backend(), 1)
+    );
+    on_tx!(tx, c => {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(values)
             .bind(tenant.to_string())
-            .bind(Uuid::now_v7().simple().to_string())
-            .bind(r.signal_id.to_string())
-            .bind(&r.subject)
-            .bind(&r.rule_id)
-            .bind(&r.file_hash)
-            .bind(&r.outcome)
-            .bind(&r.detail)
-            .bind(r.evaluated_at)
             .execute(&mut *c)
             .await?;
-        });
-    }
+    });
     Ok(())
 }
 

@@ -75,6 +75,26 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
+/// A batch of rows bound as one JSON parameter (`$n`, an array of arrays)
+/// and read as the table `k`: `k.key` is a row's 0-based position and
+/// `k.value ->> i` its i-th column, as text (cast numbers). A batch of any
+/// size is then one statement with one prepared plan, instead of a
+/// statement per row (on PostgreSQL a round trip each, on SQLite a hand-off
+/// to the connection's thread) or a plan per batch size.
+pub(crate) fn json_rows(backend: Backend, n: u8) -> String {
+    match backend {
+        Backend::Sqlite => format!("json_each(${n}) AS k"),
+        Backend::Postgres => format!(
+            "(SELECT e.value, e.ord - 1 AS key FROM json_array_elements(${n}::json) WITH ORDINALITY AS e(value, ord)) AS k"
+        ),
+    }
+}
+
+/// Rows as the JSON text [`json_rows`] reads.
+pub(crate) fn json_array(rows: impl Iterator<Item = serde_json::Value>) -> String {
+    serde_json::Value::from(rows.collect::<Vec<_>>()).to_string()
+}
+
 /// Whether an error is a unique-constraint violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())

@@ -14,12 +14,12 @@
 use fleetprompt_core::id::{ConversationId, MessageId};
 use fleetprompt_core::time::Millis;
 use fleetprompt_core::{NewSignal, SignalId, TenantId};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::conversation::{ConversationRow, VisitorKey};
 use super::message::MessageRow;
 use crate::db::TxInner;
-use crate::{Backend, Result, Tx, corrupt};
+use crate::{Backend, Result, Tx, corrupt, json_array, json_rows};
 
 /// A send to look up: the visitor and the widget's client message id.
 pub type SendKey<'a> = (VisitorKey, &'a str);
@@ -48,20 +48,6 @@ pub struct Rows<'a> {
     pub now: Millis,
 }
 
-/// A JSON array of rows as the table `k`, bound as parameter `$n`.
-fn rows(backend: Backend, n: u8) -> String {
-    match backend {
-        Backend::Sqlite => format!("json_each(${n}) AS k"),
-        Backend::Postgres => format!(
-            "(SELECT e.value, e.ord - 1 AS key FROM json_array_elements(${n}::json) WITH ORDINALITY AS e(value, ord)) AS k"
-        ),
-    }
-}
-
-fn array(rows: impl Iterator<Item = Value>) -> String {
-    Value::from(rows.collect::<Vec<_>>()).to_string()
-}
-
 /// A lookup's answer row: kind (`sent` or `open`), position in the batch,
 /// id, the conversation of a send, the last message time of a conversation.
 type FoundRow = (String, i64, String, Option<String>, Option<i64>);
@@ -74,12 +60,12 @@ pub async fn lock_and_find(
     visitors: &[VisitorKey],
     sends: &[SendKey<'_>],
 ) -> Result<Found> {
-    let visitors_json = array(
+    let visitors_json = json_array(
         visitors
             .iter()
             .map(|v| json!([v.tenant, v.site, v.visitor])),
     );
-    let sends_json = array(
+    let sends_json = json_array(
         sends
             .iter()
             .map(|(v, c)| json!([v.tenant, v.site, v.visitor, c])),
@@ -91,7 +77,7 @@ pub async fn lock_and_find(
                 "SELECT 'sent', k.key, m.id, m.conversation_id, NULL FROM {} JOIN website_chat_messages m
                    ON m.tenant_id = k.value ->> 0 AND m.site_id = k.value ->> 1
                   AND m.visitor_id = k.value ->> 2 AND m.client_message_id = k.value ->> 3",
-                rows(Backend::Sqlite, 1)
+                json_rows(Backend::Sqlite, 1)
             );
             let open_sql = format!(
                 "SELECT 'open', key, id, NULL, last_message_at FROM (
@@ -101,7 +87,7 @@ pub async fn lock_and_find(
                        ON c.tenant_id = k.value ->> 0 AND c.site_id = k.value ->> 1
                       AND c.visitor_id = k.value ->> 2 AND c.status = 'open'
                  ) AS latest WHERE rn = 1",
-                rows(Backend::Sqlite, 1)
+                json_rows(Backend::Sqlite, 1)
             );
             let mut found: Vec<FoundRow> = sqlx::query_as(sqlx::AssertSqlSafe(sends_sql))
                 .bind(&sends_json)
@@ -117,7 +103,10 @@ pub async fn lock_and_find(
         }
         TxInner::Postgres(t) => {
             let locks: Vec<String> = visitors.iter().map(VisitorKey::lock_name).collect();
-            let (sends_k, visitors_k) = (rows(Backend::Postgres, 1), rows(Backend::Postgres, 2));
+            let (sends_k, visitors_k) = (
+                json_rows(Backend::Postgres, 1),
+                json_rows(Backend::Postgres, 2),
+            );
             // The locks first, in a statement of their own: a statement
             // reads from the snapshot taken when it starts, so lookups in
             // the statement that waited for a lock would miss what the
@@ -183,7 +172,7 @@ pub async fn lock_and_find(
 /// dedupe key the tenant already has is not written, and a caller that
 /// expects none treats a shortfall as a conflict.
 pub async fn write(tx: &mut Tx, r: &Rows<'_>) -> Result<usize> {
-    let signals = array(r.signals.iter().map(|(t, id, s)| {
+    let signals = json_array(r.signals.iter().map(|(t, id, s)| {
         json!([
             t,
             id,
@@ -196,7 +185,7 @@ pub async fn write(tx: &mut Tx, r: &Rows<'_>) -> Result<usize> {
             r.now
         ])
     }));
-    let conversations = array(r.conversations.iter().map(|(t, c)| {
+    let conversations = json_array(r.conversations.iter().map(|(t, c)| {
         json!([
             t,
             c.id,
@@ -208,7 +197,7 @@ pub async fn write(tx: &mut Tx, r: &Rows<'_>) -> Result<usize> {
             c.last_message_at
         ])
     }));
-    let messages = array(r.messages.iter().map(|(t, m, sig)| {
+    let messages = json_array(r.messages.iter().map(|(t, m, sig)| {
         json!([
             t,
             m.id,
@@ -222,7 +211,7 @@ pub async fn write(tx: &mut Tx, r: &Rows<'_>) -> Result<usize> {
             m.created_at
         ])
     }));
-    let touched = array(r.touched.iter().map(|(t, c)| json!([t, c, r.now])));
+    let touched = json_array(r.touched.iter().map(|(t, c)| json!([t, c, r.now])));
     // `WHERE true`: SQLite needs it to tell the upsert clause from a join.
     let insert_signals = |k: &str| {
         format!(
@@ -259,7 +248,7 @@ pub async fn write(tx: &mut Tx, r: &Rows<'_>) -> Result<usize> {
     };
     match tx.inner_mut() {
         TxInner::Sqlite(t) => {
-            let k = rows(Backend::Sqlite, 1);
+            let k = json_rows(Backend::Sqlite, 1);
             let new_signals = if r.signals.is_empty() {
                 0
             } else {
@@ -295,10 +284,10 @@ pub async fn write(tx: &mut Tx, r: &Rows<'_>) -> Result<usize> {
                       m AS ({} RETURNING 1),
                       t AS ({} RETURNING 1)
                  SELECT count(*) FROM s",
-                insert_signals(&rows(Backend::Postgres, 1)),
-                insert_conversations(&rows(Backend::Postgres, 2)),
-                insert_messages(&rows(Backend::Postgres, 3)),
-                touch(&rows(Backend::Postgres, 4)),
+                insert_signals(&json_rows(Backend::Postgres, 1)),
+                insert_conversations(&json_rows(Backend::Postgres, 2)),
+                insert_messages(&json_rows(Backend::Postgres, 3)),
+                touch(&json_rows(Backend::Postgres, 4)),
             );
             let new_signals: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(&signals)
