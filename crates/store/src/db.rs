@@ -334,9 +334,8 @@ impl Tx {
     /// Marks that this transaction created work that is due now: once it
     /// commits, this process's worker and (PostgreSQL) the other nodes'
     /// workers are woken.
-    pub(crate) async fn mark_due_work(&mut self) -> Result<()> {
+    pub(crate) fn mark_due_work(&mut self) {
         self.wake = true;
-        Ok(())
     }
 
     /// Marks that this transaction changed a site record.

@@ -97,7 +97,7 @@ pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &NewDirective) -> Result<C
         // Only the platform lane has workers to wake; edge tasks wait for a
         // connector's claim.
         if d.run_at <= now && d.kind.runner() == fleetprompt_core::Runner::Platform {
-            tx.mark_due_work().await?;
+            tx.mark_due_work();
         }
         return Ok(Created::New(d.id));
     }
@@ -175,7 +175,7 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> 
         crate::db::TxInner::Sqlite(_) => unreachable!("handled above"),
     }
     if created > 0 && ds.iter().any(|d| d.run_at <= now) {
-        tx.mark_due_work().await?;
+        tx.mark_due_work();
     }
     Ok(created)
 }
@@ -464,7 +464,7 @@ pub async fn redrive(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<(
             status.as_str()
         )));
     }
-    tx.mark_due_work().await?;
+    tx.mark_due_work();
     Ok(())
 }
 

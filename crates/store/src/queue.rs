@@ -426,7 +426,7 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
         .zip(&applied)
         .any(|(c, a)| *a && c.next_attempt_at.is_some_and(|t| t <= now))
     {
-        tx.mark_due_work().await?;
+        tx.mark_due_work();
     }
     Ok(applied)
 }
