@@ -3,11 +3,11 @@
 //! transaction.
 
 use fleetprompt_core::NewSignal;
+use fleetprompt_core::SignalId;
 use fleetprompt_core::id::{ConversationId, MessageId, SiteId, VisitorId};
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::webchat::token::Claims;
 use fleetprompt_core::webchat::visitor::check_email;
-use fleetprompt_core::{SignalId, TenantId};
 use fleetprompt_store::webchat::conversation::{self, ConversationRow, VisitorKey};
 use fleetprompt_store::webchat::message::{self, MessageRow, Role};
 use fleetprompt_store::webchat::site::SiteRow;
@@ -201,7 +201,8 @@ async fn batcher(engine: Weak<Engine>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
         };
         // Stable: a visitor's messages keep their order.
         batch.sort_by_key(|(job, _)| job.visitor_key());
-        match write_batch(&engine, &batch).await {
+        let jobs: Vec<&Job> = batch.iter().map(|(job, _)| job).collect();
+        match write_batch(&engine, &jobs).await {
             Ok(results) => {
                 crate::metrics::ingest_batch(batch.len());
                 for ((_, reply), r) in batch.drain(..).zip(results) {
@@ -225,11 +226,7 @@ async fn batcher(engine: Weak<Engine>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
 /// visitors and find their earlier sends and open conversations, then write
 /// every row. Any surprise (a dedupe key already taken, say) fails the
 /// batch, and the caller writes each message alone.
-async fn write_batch(
-    engine: &Engine,
-    jobs: &[(Job, Reply)],
-) -> Result<Vec<Accepted>, WebchatError> {
-    let jobs: Vec<&Job> = jobs.iter().map(|(j, _)| j).collect();
+async fn write_batch(engine: &Engine, jobs: &[&Job]) -> Result<Vec<Accepted>, WebchatError> {
     let mut visitors: Vec<VisitorKey> = jobs.iter().map(|j| j.visitor_key()).collect();
     visitors.dedup();
     let sends: Vec<batch::SendKey<'_>> = jobs
@@ -245,7 +242,11 @@ async fn write_batch(
             .zip(found.open)
             .filter_map(|(v, o)| o.map(|(c, last)| (*v, (c, last, true))))
             .collect(),
-        ..BatchPlan::default()
+        accepted: HashMap::new(),
+        rows: batch::Rows {
+            now,
+            ..batch::Rows::default()
+        },
     };
     let mut results = Vec::with_capacity(jobs.len());
     for (job, earlier) in jobs.iter().zip(found.sent) {
@@ -255,28 +256,18 @@ async fn write_batch(
                 conversation_id,
                 duplicate: true,
             },
-            None => plan.add(job, now)?,
+            None => plan.add(job)?,
         };
         results.push(accepted);
     }
-    let rows = batch::Rows {
-        signals: plan.signals.iter().map(|(t, id, s)| (*t, *id, s)).collect(),
-        conversations: plan.conversations.iter().map(|(t, c)| (*t, c)).collect(),
-        messages: plan
-            .messages
-            .iter()
-            .map(|(t, m, sig)| (*t, m, *sig))
-            .collect(),
-        touched: plan.touched.clone(),
-        now,
-    };
+    let rows = plan.rows;
     if batch::write(&mut tx, &rows).await? != rows.signals.len() {
         return Err(WebchatError::Engine(EngineError::InvalidState(
             "a message's signal was recorded already".into(),
         )));
     }
     // Routed once every row is in place, in the order the signals happened.
-    for (tenant, id, s) in &plan.signals {
+    for (tenant, id, s) in &rows.signals {
         let slug = engine.tenant_slug(*tenant).await?;
         let view = routing::SignalView::of(*id, s);
         engine
@@ -284,7 +275,7 @@ async fn write_batch(
             .await?;
     }
     tx.commit().await?;
-    let types: Vec<&str> = plan
+    let types: Vec<&str> = rows
         .signals
         .iter()
         .map(|(_, _, s)| s.signal_type.as_str())
@@ -293,8 +284,7 @@ async fn write_batch(
     Ok(results)
 }
 
-/// The rows a batch will write, built in memory in arrival order.
-#[derive(Default)]
+/// What a batch will write, built in memory in arrival order.
 struct BatchPlan {
     /// Each visitor's open conversation, when it last saw a message, and
     /// whether it was stored before this batch (so needs touching).
@@ -302,15 +292,12 @@ struct BatchPlan {
     /// What this batch accepted, by visitor and client message id, so a
     /// widget's retry that lands in the same batch is a duplicate too.
     accepted: HashMap<(VisitorKey, String), Accepted>,
-    signals: Vec<(TenantId, SignalId, NewSignal)>,
-    conversations: Vec<(TenantId, ConversationRow)>,
-    messages: Vec<(TenantId, MessageRow, SignalId)>,
-    touched: Vec<(TenantId, ConversationId)>,
+    rows: batch::Rows,
 }
 
 impl BatchPlan {
-    fn add(&mut self, job: &Job, now: Millis) -> Result<Accepted, WebchatError> {
-        let (site, claims) = (&job.site, &job.claims);
+    fn add(&mut self, job: &Job) -> Result<Accepted, WebchatError> {
+        let (site, claims, now) = (&job.site, &job.claims, self.rows.now);
         let visitor = job.visitor_key();
         let key = (visitor, job.client_message_id.clone());
         if let Some(a) = self.accepted.get(&key) {
@@ -324,7 +311,7 @@ impl BatchPlan {
         let (conversation_id, quiet_ms) = match self.current.get_mut(&visitor) {
             Some((c, last, stored)) => {
                 if std::mem::take(stored) {
-                    self.touched.push((site.tenant, *c));
+                    self.rows.touched.push((site.tenant, *c));
                 }
                 let quiet = (now - *last).max(0);
                 *last = now;
@@ -332,10 +319,12 @@ impl BatchPlan {
             }
             None => {
                 let (row, started) = new_conversation(site, claims, page_url, now)?;
-                self.signals.push((site.tenant, SignalId::new(), started));
+                self.rows
+                    .signals
+                    .push((site.tenant, SignalId::new(), started));
                 self.current.insert(visitor, (row.id, now, false));
                 let id = row.id;
-                self.conversations.push((site.tenant, row));
+                self.rows.conversations.push((site.tenant, row));
                 (id, None)
             }
         };
@@ -352,8 +341,8 @@ impl BatchPlan {
             now,
         )?;
         let signal_id = SignalId::new();
-        self.signals.push((site.tenant, signal_id, s));
-        self.messages.push((
+        self.rows.signals.push((site.tenant, signal_id, s));
+        self.rows.messages.push((
             site.tenant,
             visitor_message(site, claims, conversation_id, message_id, &m, now),
             signal_id,
@@ -368,40 +357,18 @@ impl BatchPlan {
     }
 }
 
-/// One message in its own transaction. Two sends of one message racing on
-/// PostgreSQL: the loser's insert hits the unique key, and its second pass
-/// finds the winner's row.
+/// One message in its own transaction (a batch of one). Two sends of one
+/// message racing on PostgreSQL: the loser's insert hits the unique key, and
+/// its second pass finds the winner's row.
 async fn send_alone(engine: &Engine, job: &Job) -> Result<Accepted, WebchatError> {
     let mut pass = 0;
     loop {
         pass += 1;
-        match try_send(
-            engine,
-            &job.site,
-            &job.claims,
-            &job.incoming(),
-            job.page_url.as_deref(),
-        )
-        .await
-        {
+        match write_batch(engine, &[job]).await {
             Err(e) if pass < 3 && is_unique_violation(&e) => continue,
-            other => return other,
+            other => return other.map(|mut one| one.remove(0)),
         }
     }
-}
-
-async fn try_send(
-    engine: &Engine,
-    site: &SiteRow,
-    claims: &Claims,
-    m: &Incoming<'_>,
-    page_url: Option<&str>,
-) -> Result<Accepted, WebchatError> {
-    let mut tx = engine.db().begin().await?;
-    let (accepted, types) = ingest_in_tx(engine, &mut tx, site, claims, m, page_url).await?;
-    tx.commit().await?;
-    count_signals(&types);
-    Ok(accepted)
 }
 
 /// A new open conversation for the visitor and its
@@ -431,21 +398,6 @@ fn new_conversation(
         now,
     )?;
     Ok((c, s))
-}
-
-/// Opens a conversation for the visitor and records `webchat.session.started`.
-async fn start_conversation(
-    engine: &Engine,
-    tx: &mut Tx,
-    site: &SiteRow,
-    claims: &Claims,
-    page_url: Option<&str>,
-    now: Millis,
-) -> Result<ConversationId, WebchatError> {
-    let (c, s) = new_conversation(site, claims, page_url, now)?;
-    conversation::insert(tx, site.tenant, &c).await?;
-    engine.record_in_tx(tx, site.tenant, &s).await?;
-    Ok(c.id)
 }
 
 /// A visitor's message as stored.
@@ -507,74 +459,6 @@ fn message_signal(
         ),
         now,
     )
-}
-
-/// Writes one message in `tx`; returns what it did and the signal types it
-/// recorded (counted once the transaction commits).
-async fn ingest_in_tx(
-    engine: &Engine,
-    tx: &mut Tx,
-    site: &SiteRow,
-    claims: &Claims,
-    m: &Incoming<'_>,
-    page_url: Option<&str>,
-) -> Result<(Accepted, Vec<&'static str>), WebchatError> {
-    let tenant = site.tenant;
-    conversation::lock_visitor(tx, tenant, site.id, claims.visitor).await?;
-    if let Some((message_id, conversation_id)) =
-        message::find_by_client_id(tx, tenant, site.id, claims.visitor, m.client_message_id).await?
-    {
-        return Ok((
-            Accepted {
-                message_id,
-                conversation_id,
-                duplicate: true,
-            },
-            vec![],
-        ));
-    }
-    let now = now_ms();
-    let mut types = vec![];
-    // For the escalation rules: a new conversation, or how long it was quiet.
-    let mut quiet_ms = None;
-    let conversation_id =
-        match conversation::open_for_visitor_with_activity(tx, tenant, site.id, claims.visitor)
-            .await?
-        {
-            Some((c, last)) => {
-                quiet_ms = Some((now - last).max(0));
-                c
-            }
-            None => {
-                let c = start_conversation(engine, tx, site, claims, page_url, now).await?;
-                types.push("webchat.session.started");
-                c
-            }
-        };
-    let message_id = MessageId::new();
-    let s = message_signal(
-        site,
-        claims,
-        conversation_id,
-        message_id,
-        m,
-        page_url,
-        quiet_ms,
-        now,
-    )?;
-    let recorded = engine.record_in_tx(tx, tenant, &s).await?;
-    types.push("webchat.message.received");
-    let row = visitor_message(site, claims, conversation_id, message_id, m, now);
-    message::insert(tx, tenant, &row, Some(&recorded.id.to_string())).await?;
-    conversation::touch(tx, tenant, conversation_id, now).await?;
-    Ok((
-        Accepted {
-            message_id,
-            conversation_id,
-            duplicate: false,
-        },
-        types,
-    ))
 }
 
 /// Stores the contact details a visitor gave and records

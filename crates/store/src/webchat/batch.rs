@@ -35,13 +35,13 @@ pub struct Found {
 
 /// Everything a batch writes.
 #[derive(Debug, Default)]
-pub struct Rows<'a> {
+pub struct Rows {
     /// New signals, with the ids the caller chose, in the order they happened.
-    pub signals: Vec<(TenantId, SignalId, &'a NewSignal)>,
+    pub signals: Vec<(TenantId, SignalId, NewSignal)>,
     /// New conversations.
-    pub conversations: Vec<(TenantId, &'a ConversationRow)>,
+    pub conversations: Vec<(TenantId, ConversationRow)>,
     /// New messages, each with its signal.
-    pub messages: Vec<(TenantId, &'a MessageRow, SignalId)>,
+    pub messages: Vec<(TenantId, MessageRow, SignalId)>,
     /// Stored conversations that saw a message at `now`.
     pub touched: Vec<(TenantId, ConversationId)>,
     /// When the batch was written.
@@ -171,7 +171,7 @@ pub async fn lock_and_find(
 /// Writes a batch's rows. Returns how many signals were new: one whose
 /// dedupe key the tenant already has is not written, and a caller that
 /// expects none treats a shortfall as a conflict.
-pub async fn write(tx: &mut Tx, r: &Rows<'_>) -> Result<usize> {
+pub async fn write(tx: &mut Tx, r: &Rows) -> Result<usize> {
     let signals = json_array(r.signals.iter().map(|(t, id, s)| {
         json!([
             t,

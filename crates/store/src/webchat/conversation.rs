@@ -55,27 +55,6 @@ macro_rules! decode {
     }};
 }
 
-/// Stores a new conversation.
-pub async fn insert(tx: &mut Tx, tenant: TenantId, c: &ConversationRow) -> Result<()> {
-    on_tx!(tx, conn => {
-        sqlx::query(
-            "INSERT INTO website_chat_conversations (tenant_id, id, site_id, visitor_id, status, page_url, started_at, last_message_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(tenant.to_string())
-        .bind(c.id.to_string())
-        .bind(c.site_id.to_string())
-        .bind(c.visitor_id.to_string())
-        .bind(&c.status)
-        .bind(c.page_url.as_deref())
-        .bind(c.started_at)
-        .bind(c.last_message_at)
-        .execute(&mut *conn)
-        .await?;
-    });
-    Ok(())
-}
-
 /// Serialises a visitor's writes until `tx` ends, so that two first
 /// messages sent at once open one conversation, not two. SQLite has a
 /// single writer already; PostgreSQL takes a transaction-scoped advisory
@@ -120,30 +99,6 @@ pub async fn open_for_visitor(
         .await?
     });
     id.map(|s| s.parse().map_err(corrupt)).transpose()
-}
-
-/// The visitor's open conversation on a site and when it last saw a
-/// message, if any (one query, so ingest can tell a quiet period).
-pub async fn open_for_visitor_with_activity(
-    tx: &mut Tx,
-    tenant: TenantId,
-    site: SiteId,
-    visitor: VisitorId,
-) -> Result<Option<(ConversationId, Millis)>> {
-    let row: Option<(String, i64)> = on_tx!(tx, c => {
-        sqlx::query_as(
-            "SELECT id, last_message_at FROM website_chat_conversations
-             WHERE tenant_id = $1 AND site_id = $2 AND visitor_id = $3 AND status = 'open'
-             ORDER BY started_at DESC, id DESC LIMIT 1",
-        )
-        .bind(tenant.to_string())
-        .bind(site.to_string())
-        .bind(visitor.to_string())
-        .fetch_optional(&mut *c)
-        .await?
-    });
-    row.map(|(id, at)| Ok((id.parse().map_err(corrupt)?, at)))
-        .transpose()
 }
 
 /// Marks activity on a conversation.

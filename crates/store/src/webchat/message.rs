@@ -95,30 +95,6 @@ macro_rules! decode {
     }};
 }
 
-/// The message a visitor already sent with `client_message_id`, if any.
-pub async fn find_by_client_id(
-    tx: &mut Tx,
-    tenant: TenantId,
-    site: SiteId,
-    visitor: VisitorId,
-    client_message_id: &str,
-) -> Result<Option<(MessageId, ConversationId)>> {
-    let row: Option<(String, String)> = on_tx!(tx, c => {
-        sqlx::query_as(
-            "SELECT id, conversation_id FROM website_chat_messages
-             WHERE tenant_id = $1 AND site_id = $2 AND visitor_id = $3 AND client_message_id = $4",
-        )
-        .bind(tenant.to_string())
-        .bind(site.to_string())
-        .bind(visitor.to_string())
-        .bind(client_message_id)
-        .fetch_optional(&mut *c)
-        .await?
-    });
-    row.map(|(m, c)| Ok((m.parse().map_err(corrupt)?, c.parse().map_err(corrupt)?)))
-        .transpose()
-}
-
 /// Stores a message, with the signal it was recorded as (if any).
 pub async fn insert(
     tx: &mut Tx,
