@@ -396,6 +396,18 @@ impl TestApp {
         (status, v)
     }
 
+    /// The server's Prometheus exposition (`GET /metrics`).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.server.url))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("/metrics body")
+    }
+
     /// POST as this app's tenant.
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.request_as(&self.tenant.token, reqwest::Method::POST, path, Some(body))

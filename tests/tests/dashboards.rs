@@ -525,15 +525,7 @@ async fn every_panel_and_alert_works_against_real_prometheus() {
 
     // /metrics: every metric a dashboard names exists; every metric has a
     // description and a unit.
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let mut problems = Vec::new();
     for (_, title, expr) in &queries {
         for name in metric_names(expr) {

@@ -353,15 +353,7 @@ async fn connectors_register_heartbeat_and_report_last_seen(backend: Backend) {
         format!("fleetprompt_edge_connector_last_seen_timestamp_seconds{{connector=\"{id}\"}} ");
     let deadline = Instant::now() + Duration::from_secs(10);
     let value = loop {
-        let text = app
-            .http
-            .get(format!("{}/metrics", app.server.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics().await;
         if let Some(l) = text.lines().find(|l| l.starts_with(&line_start)) {
             break l[line_start.len()..].trim().parse::<f64>().unwrap();
         }

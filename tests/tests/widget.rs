@@ -689,15 +689,7 @@ async fn concurrent_messages_are_written_exactly_once(backend: Backend) {
     );
     // All of it went through the batch path, none of it through the
     // message-by-message fallback.
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert_eq!(
         metric_value(&metrics, "fleetprompt_webchat_ingest_batch_size_sum"),
         sends.len() as f64,
@@ -808,15 +800,7 @@ async fn rate_limits_hold_under_a_burst(backend: Backend) {
         1
     );
 
-    let m = app
-        .http
-        .get(format!("{}/metrics", app.server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics().await;
     assert!(
         m.contains("fleetprompt_widget_rejected_total{reason=\"rate_limit_visitor\"} 80"),
         "{m}"
