@@ -80,12 +80,14 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
 /// `k.value ->> i` its i-th column, as text (cast numbers). A batch of any
 /// size is then one statement with one prepared plan, instead of a
 /// statement per row (on PostgreSQL a round trip each, on SQLite a hand-off
-/// to the connection's thread) or a plan per batch size.
+/// to the connection's thread) or a plan per batch size. PostgreSQL reads
+/// it as `jsonb`, parsed once: on `json` every `->>` re-parses its row's
+/// text, which profiled as a sixth of the database's time on ingest.
 pub(crate) fn json_rows(backend: Backend, n: u8) -> String {
     match backend {
         Backend::Sqlite => format!("json_each(${n}) AS k"),
         Backend::Postgres => format!(
-            "(SELECT e.value, e.ord - 1 AS key FROM json_array_elements(${n}::json) WITH ORDINALITY AS e(value, ord)) AS k"
+            "(SELECT e.value, e.ord - 1 AS key FROM jsonb_array_elements(${n}::jsonb) WITH ORDINALITY AS e(value, ord)) AS k"
         ),
     }
 }
