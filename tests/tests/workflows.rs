@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 both_backends!(
     rules_turn_a_signal_into_exactly_the_expected_directives,
     replaying_twice_creates_nothing_new,
+    a_replayed_page_routes_as_its_signals_did_one_by_one,
     delay_and_cancel_on_both_ways,
     throttle_allows_one_per_key_per_window,
     result_signals_are_routed_like_any_signal,
@@ -262,6 +263,82 @@ async fn replaying_twice_creates_nothing_new(backend: Backend) {
     assert_eq!(v["directives_created"], 0);
     assert_eq!(v["directives_deduplicated"], 5);
     assert_eq!(directives(&app).await.len(), 5);
+}
+
+/// A replay routes a page of signals as one batch: one insert for all their
+/// directives. The outcome must be what routing them one by one gives: a
+/// later signal's dedupe key finds the directive an earlier one created, and
+/// a `cancel_on` signal cancels the directive an earlier one created.
+async fn a_replayed_page_routes_as_its_signals_did_one_by_one(backend: Backend) {
+    let RulesApp { app, dir } = spawn(backend).await;
+    write(
+        &dir,
+        "[[rule]]\nid = \"unused\"\non = \"nothing.happens\"\n[[rule.directive]]\nkind = \"noop\"\n",
+    );
+    wait_reload(&app, |w| w["rules"].as_array().unwrap().len() == 1).await;
+    for (t, subject, customer) in [
+        ("ticket.opened", "ticket:1", "c1"),
+        ("ticket.opened", "ticket:2", "c1"),
+        ("ticket.closed", "ticket:1", "c1"),
+        ("ticket.opened", "ticket:3", "c2"),
+    ] {
+        signal(
+            &app,
+            t,
+            subject,
+            json!({ "customer": customer }),
+            &format!("{t}:{subject}"),
+        )
+        .await;
+    }
+    assert!(directives(&app).await.is_empty());
+    write(
+        &dir,
+        r#"[[rule]]
+id = "chase"
+on = "ticket.opened"
+
+[[rule.directive]]
+kind = "noop"
+dedupe_key = "chase:{{ signal.payload.customer }}"
+delay = "1h"
+cancel_on = ["ticket.closed"]
+"#,
+    );
+    wait_reload(&app, |w| w["rules"][0]["id"] == "chase").await;
+    let (s, r) = app.post("/admin/v1/replay", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["signals"], 4, "{r}");
+    assert_eq!(r["directives_created"], 2, "{r}");
+    assert_eq!(r["directives_deduplicated"], 1, "{r}");
+    assert_eq!(r["directives_cancelled"], 1, "{r}");
+    let ds = directives(&app).await;
+    let status = |key: &str| {
+        let d = ds.iter().find(|d| d["dedupe_key"] == key).unwrap();
+        d["status"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(ds.len(), 2, "{ds:?}");
+    assert_eq!(status("chase:c1"), "cancelled");
+    assert_eq!(status("chase:c2"), "pending");
+    // The second ticket's verdict names the directive it found.
+    let (_, t) = app.get("/admin/v1/timeline?subject=ticket:2").await;
+    let verdict = t["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["entry"] == "rule")
+        .unwrap_or_else(|| panic!("no verdict: {t}"))
+        .clone();
+    assert_eq!(verdict["outcome"], "matched", "{verdict}");
+    let first = ds.iter().find(|d| d["dedupe_key"] == "chase:c1").unwrap();
+    let detail = verdict["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "noop {} already existed (dedupe key chase:c1)",
+            first["id"].as_str().unwrap()
+        )),
+        "{detail}"
+    );
 }
 
 async fn wait_status(app: &TestApp, dedupe_key: &str, status: &str, timeout: Duration) -> Value {

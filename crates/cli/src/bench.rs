@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use fleetprompt_core::secret::MasterKey;
-use fleetprompt_core::{DirectiveId, DirectiveKind, Origin, RetryPolicy};
+use fleetprompt_core::{DirectiveId, DirectiveKind, Origin, RetryPolicy, TenantId};
 use fleetprompt_engine::{DirectiveRequest, Engine, EngineConfig};
 use fleetprompt_store::Db;
 use fleetprompt_store::db::Durability;
@@ -241,21 +241,30 @@ async fn one_run(db: &Db, args: &EngineArgs) -> anyhow::Result<RunResult> {
             while made < n {
                 let size = batch.min(n - made);
                 let now = fleetprompt_core::time::now_ms();
-                let rows: Vec<NewDirective> = (made..made + size)
-                    .map(|i| NewDirective {
-                        id: DirectiveId::new(),
-                        kind: kind.clone(),
-                        args: json!({}),
-                        dedupe_key: format!("bench:{i}"),
-                        subject: None,
-                        retry: RetryPolicy::default(),
-                        run_at: now,
-                        origin: origin.clone(),
-                        caused_by: None,
+                let rows: Vec<(TenantId, NewDirective)> = (made..made + size)
+                    .map(|i| {
+                        (
+                            tenant,
+                            NewDirective {
+                                id: DirectiveId::new(),
+                                kind: kind.clone(),
+                                args: json!({}),
+                                dedupe_key: format!("bench:{i}"),
+                                subject: None,
+                                retry: RetryPolicy::default(),
+                                run_at: now,
+                                origin: origin.clone(),
+                                caused_by: None,
+                            },
+                        )
                     })
                     .collect();
                 let mut tx = db.begin().await?;
-                let created = directive::insert_many(&mut tx, tenant, &rows).await?;
+                let created = directive::insert_many(&mut tx, &rows)
+                    .await?
+                    .iter()
+                    .filter(|c| matches!(c, directive::Created::New(_)))
+                    .count();
                 tx.commit().await?;
                 anyhow::ensure!(
                     created == size,

@@ -19,7 +19,7 @@ use fleetprompt_workflows::{CronTrigger, Outcome, RouteContext};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::routing::{RouteReport, SignalView};
+use crate::routing::SignalView;
 use crate::{Engine, EngineError};
 
 /// What to do with ticks missed while no node was running.
@@ -157,11 +157,7 @@ async fn fire(
         return Ok(());
     }
     let view = SignalView::of(recorded.id, &tick_signal);
-    let mut report = RouteReport::default();
-    let row = engine
-        .apply_evaluation(tx, tenant, &view, &ev, &mut report)
-        .await?;
-    fleetprompt_store::evaluation::insert_many(tx, tenant, &[row]).await?;
+    engine.apply_evaluation(tx, tenant, &view, ev).await?;
     Ok(())
 }
 

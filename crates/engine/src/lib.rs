@@ -219,9 +219,8 @@ impl Engine {
     ) -> Result<Recorded, EngineError> {
         let recorded = signal::insert(tx, tenant, signal).await?;
         if !recorded.duplicate {
-            let slug = self.tenant_slug(tenant).await?;
             let view = routing::SignalView::of(recorded.id, signal);
-            self.route_signal(tx, tenant, &slug, &view, false).await?;
+            self.route_signal(tx, tenant, &view, false).await?;
         }
         Ok(recorded)
     }

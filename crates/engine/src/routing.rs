@@ -67,21 +67,35 @@ impl RouteReport {
     }
 }
 
-fn evaluation_row(
-    signal: &SignalView<'_>,
-    ev: RuleEvaluation,
-    outcome: &str,
-    detail: String,
-) -> EvaluationRow {
+fn evaluation_row(signal: &SignalView<'_>, ev: &RuleEvaluation, outcome: &str) -> EvaluationRow {
     EvaluationRow {
         signal_id: signal.id,
         subject: signal.subject.to_owned(),
-        rule_id: ev.rule_id,
-        file_hash: ev.file_hash,
+        rule_id: ev.rule_id.clone(),
+        file_hash: ev.file_hash.clone(),
         outcome: outcome.into(),
-        detail,
+        detail: String::new(),
         evaluated_at: now_ms(),
     }
+}
+
+/// A verdict's text: its first note, then the rest joined by `; `, each
+/// directive named by what became of it.
+fn detail(notes: &[Note], directives: &[(TenantId, NewDirective)], created: &[Created]) -> String {
+    let text = |n: &Note| match n {
+        Note::Text(t) => t.clone(),
+        Note::Directive(i, kind) => match created[*i] {
+            Created::New(id) => format!("created {kind} {id}"),
+            Created::Existing(id) => format!(
+                "{kind} {id} already existed (dedupe key {})",
+                directives[*i].1.dedupe_key
+            ),
+        },
+    };
+    let mut notes = notes.iter();
+    let head = notes.next().map(text).unwrap_or_default();
+    let rest: Vec<String> = notes.map(text).collect();
+    head + &rest.join("; ")
 }
 
 fn input(s: &SignalView<'_>) -> SignalInput {
@@ -94,6 +108,28 @@ fn input(s: &SignalView<'_>) -> SignalInput {
     }
 }
 
+/// A rule's verdict on a signal, waiting for its batch's writes: the
+/// directives it asked for are inserted with the batch's, and the notes
+/// that name them are written once their fate is known.
+struct Verdict {
+    tenant: TenantId,
+    row: EvaluationRow,
+    notes: Vec<Note>,
+}
+
+enum Note {
+    Text(String),
+    /// The batch's `i`-th directive, of this kind.
+    Directive(usize, String),
+}
+
+/// What a batch of routed signals will write.
+#[derive(Default)]
+struct Pending {
+    directives: Vec<(TenantId, NewDirective)>,
+    verdicts: Vec<Verdict>,
+}
+
 impl Engine {
     /// Routes one signal through the active rules in `tx`: cancels what its
     /// arrival makes moot, creates (deduplicated) directives, and records
@@ -103,8 +139,21 @@ impl Engine {
         &self,
         tx: &mut Tx,
         tenant: TenantId,
-        slug: &str,
         signal: &SignalView<'_>,
+        dry_run: bool,
+    ) -> Result<RouteReport, EngineError> {
+        self.route_signals(tx, &[(tenant, signal.clone())], dry_run)
+            .await
+    }
+
+    /// Routes signals, in order, as [`Engine::route_signal`] would one by
+    /// one, with a fixed number of statements: every directive they create
+    /// is one insert and every verdict another (a `cancel_on` rule first
+    /// writes what earlier signals created, so it can cancel it).
+    pub async fn route_signals(
+        &self,
+        tx: &mut Tx,
+        signals: &[(TenantId, SignalView<'_>)],
         dry_run: bool,
     ) -> Result<RouteReport, EngineError> {
         let rules = self.rules.current();
@@ -112,140 +161,187 @@ impl Engine {
         if rules.is_empty() {
             return Ok(report);
         }
-        // Cancel first, so a signal that both triggers and cancels a rule
-        // never cancels the directive it is about to create.
-        let targets: Vec<(String, String)> = rules
-            .cancellers(slug, signal.signal_type)
-            .into_iter()
-            .map(|t| (t.rule_id, t.kind))
-            .collect();
-        if !targets.is_empty() && !dry_run {
-            let reason = format!(
-                "cancelled: {} {} arrived first",
-                signal.signal_type, signal.id
-            );
-            let cancelled =
-                directive::cancel_pending_of_rules(tx, tenant, signal.subject, &targets, &reason)
-                    .await?;
-            report.directives_cancelled += cancelled.len() as u64;
-        }
         let ctx = RouteContext::new(Value::Null, chrono::Utc::now());
-        let evaluations = rules.route(slug, &input(signal), &ctx);
-        let mut rows = Vec::with_capacity(evaluations.len());
-        for ev in evaluations {
-            let (outcome, detail) = self
-                .apply(tx, tenant, signal, &ev, dry_run, &mut report)
+        let mut pending = Pending::default();
+        for (tenant, signal) in signals {
+            let slug = self.tenant_slug(*tenant).await?;
+            // Cancel first, so a signal that both triggers and cancels a rule
+            // never cancels the directive it is about to create.
+            let targets: Vec<(String, String)> = rules
+                .cancellers(&slug, signal.signal_type)
+                .into_iter()
+                .map(|t| (t.rule_id, t.kind))
+                .collect();
+            if !targets.is_empty() && !dry_run {
+                self.write_pending(tx, &mut pending, &mut report).await?;
+                let reason = format!(
+                    "cancelled: {} {} arrived first",
+                    signal.signal_type, signal.id
+                );
+                let cancelled = directive::cancel_pending_of_rules(
+                    tx,
+                    *tenant,
+                    signal.subject,
+                    &targets,
+                    &reason,
+                )
                 .await?;
-            rows.push(evaluation_row(signal, ev, outcome, detail));
+                report.directives_cancelled += cancelled.len() as u64;
+            }
+            for ev in rules.route(&slug, &input(signal), &ctx) {
+                self.plan(*tenant, signal, ev, dry_run, &mut pending, &mut report)
+                    .await?;
+            }
         }
         if !dry_run {
-            evaluation::insert_many(tx, tenant, &rows).await?;
+            self.write_pending(tx, &mut pending, &mut report).await?;
         }
         Ok(report)
     }
 
-    /// Applies one evaluation (a cron tick's) and returns its timeline row.
+    /// Applies one evaluation (a cron tick's) and records its verdict.
     pub(crate) async fn apply_evaluation(
         &self,
         tx: &mut Tx,
         tenant: TenantId,
         signal: &SignalView<'_>,
-        ev: &RuleEvaluation,
-        report: &mut RouteReport,
-    ) -> Result<EvaluationRow, EngineError> {
-        let (outcome, detail) = self.apply(tx, tenant, signal, ev, false, report).await?;
-        Ok(evaluation_row(signal, ev.clone(), outcome, detail))
+        ev: RuleEvaluation,
+    ) -> Result<RouteReport, EngineError> {
+        let (mut pending, mut report) = (Pending::default(), RouteReport::default());
+        self.plan(tenant, signal, ev, false, &mut pending, &mut report)
+            .await?;
+        self.write_pending(tx, &mut pending, &mut report).await?;
+        Ok(report)
     }
 
-    async fn apply(
+    /// Turns an evaluation into its verdict and the directives it asks for.
+    /// A rule acts whole: if one of its directives cannot be built, it
+    /// creates none and its verdict is the error.
+    async fn plan(
         &self,
-        tx: &mut Tx,
         tenant: TenantId,
         signal: &SignalView<'_>,
-        ev: &RuleEvaluation,
+        ev: RuleEvaluation,
         dry_run: bool,
+        pending: &mut Pending,
         report: &mut RouteReport,
-    ) -> Result<(&'static str, String), EngineError> {
+    ) -> Result<(), EngineError> {
+        let mut verdict = |outcome: &str, notes: Vec<Note>, ev: &RuleEvaluation| {
+            pending.verdicts.push(Verdict {
+                tenant,
+                row: evaluation_row(signal, ev, outcome),
+                notes,
+            });
+        };
         let planned = match &ev.outcome {
             Outcome::Matched { directives } => directives,
-            Outcome::Skipped { reason } => return Ok(("skipped", format!("skipped: {reason}"))),
+            Outcome::Skipped { reason } => {
+                verdict(
+                    "skipped",
+                    vec![Note::Text(format!("skipped: {reason}"))],
+                    &ev,
+                );
+                return Ok(());
+            }
             Outcome::Error { message } => {
                 report.rule_errors += 1;
-                return Ok(("error", message.clone()));
+                verdict("error", vec![Note::Text(message.clone())], &ev);
+                return Ok(());
             }
             Outcome::Emitted { .. } => {
-                return Ok(("skipped", "schedule rules do not route signals".into()));
+                let why = "schedule rules do not route signals".to_owned();
+                verdict("skipped", vec![Note::Text(why)], &ev);
+                return Ok(());
             }
         };
         let mut notes = Vec::new();
+        let mut directives = Vec::new();
         let mut not_configured = 0;
         for p in planned {
-            let new = match self.directive_from_plan(tenant, signal, ev, p).await {
-                Ok(new) => new,
+            match self.directive_from_plan(tenant, signal, &ev, p).await {
+                Ok(new) => directives.push((p.kind.clone(), new)),
                 Err(EngineError::NotConfigured(why)) => {
                     not_configured += 1;
-                    notes.push(format!("skipped {}: {why}", p.kind));
-                    continue;
+                    notes.push(Note::Text(format!("skipped {}: {why}", p.kind)));
                 }
                 Err(e) => {
                     report.rule_errors += 1;
-                    return Ok((
-                        "error",
-                        format!(
-                            "rule {} ({}): directive {}: {e}",
-                            ev.rule_id,
-                            ev.file.display(),
-                            p.kind
-                        ),
-                    ));
+                    let why = format!(
+                        "rule {} ({}): directive {}: {e}",
+                        ev.rule_id,
+                        ev.file.display(),
+                        p.kind
+                    );
+                    verdict("error", vec![Note::Text(why)], &ev);
+                    return Ok(());
                 }
-            };
+            }
+        }
+        for (kind, new) in directives {
             if dry_run {
                 let taken = directive::dedupe_key_taken(self.db(), tenant, &new.dedupe_key).await?;
-                if taken {
+                let note = if taken {
                     report.directives_deduplicated += 1;
-                    notes.push(format!(
-                        "{} would be deduplicated ({})",
-                        p.kind, new.dedupe_key
-                    ));
+                    format!("{kind} would be deduplicated ({})", new.dedupe_key)
                 } else {
                     report.directives_created += 1;
-                    notes.push(format!("would create {} ({})", p.kind, new.dedupe_key));
-                }
-                continue;
+                    format!("would create {kind} ({})", new.dedupe_key)
+                };
+                notes.push(Note::Text(note));
+            } else {
+                notes.push(Note::Directive(pending.directives.len(), kind));
+                pending.directives.push((tenant, new));
             }
-            match directive::insert(tx, tenant, &new).await? {
+        }
+        let (outcome, notes) = if not_configured == planned.len() {
+            let why = format!("rule {}: ", ev.rule_id);
+            (
+                "skipped",
+                std::iter::once(Note::Text(why)).chain(notes).collect(),
+            )
+        } else {
+            let why = format!("rule {} matched signal {}: ", ev.rule_id, signal.id);
+            (
+                "matched",
+                std::iter::once(Note::Text(why)).chain(notes).collect(),
+            )
+        };
+        verdict(outcome, notes, &ev);
+        Ok(())
+    }
+
+    /// Inserts the pending directives and verdicts, and empties `pending`.
+    async fn write_pending(
+        &self,
+        tx: &mut Tx,
+        pending: &mut Pending,
+        report: &mut RouteReport,
+    ) -> Result<(), EngineError> {
+        let directives = std::mem::take(&mut pending.directives);
+        let created = directive::insert_many(tx, &directives).await?;
+        for ((tenant, new), c) in directives.iter().zip(&created) {
+            match c {
                 Created::New(id) => {
                     report.directives_created += 1;
-                    metrics::directive_created(p.kind.as_str());
-                    self.record_created(tx, tenant, id, &new).await?;
-                    notes.push(format!("created {} {id}", p.kind));
+                    metrics::directive_created(new.kind.as_str());
+                    self.record_created(tx, *tenant, *id, new).await?;
                 }
-                Created::Existing(id) => {
+                Created::Existing(_) => {
                     report.directives_deduplicated += 1;
-                    metrics::directive_deduplicated(p.kind.as_str());
-                    notes.push(format!(
-                        "{} {id} already existed (dedupe key {})",
-                        p.kind, new.dedupe_key
-                    ));
+                    metrics::directive_deduplicated(new.kind.as_str());
                 }
             }
         }
-        if not_configured == planned.len() {
-            return Ok((
-                "skipped",
-                format!("rule {}: {}", ev.rule_id, notes.join("; ")),
-            ));
-        }
-        Ok((
-            "matched",
-            format!(
-                "rule {} matched signal {}: {}",
-                ev.rule_id,
-                signal.id,
-                notes.join("; ")
-            ),
-        ))
+        let rows: Vec<(TenantId, EvaluationRow)> = std::mem::take(&mut pending.verdicts)
+            .into_iter()
+            .map(|v| {
+                let mut row = v.row;
+                row.detail = detail(&v.notes, &directives, &created);
+                (v.tenant, row)
+            })
+            .collect();
+        evaluation::insert_many(tx, &rows).await?;
+        Ok(())
     }
 
     async fn directive_from_plan(
@@ -341,7 +437,8 @@ impl Engine {
         dry_run: bool,
     ) -> Result<ReplayReport, EngineError> {
         const PAGE: i64 = 500;
-        let slug = self.tenant_slug(tenant).await?;
+        // An unknown tenant fails here, before any page is read.
+        self.tenant_slug(tenant).await?;
         let mut out = ReplayReport::default();
         let mut after = None;
         loop {
@@ -351,20 +448,20 @@ impl Engine {
             let Some(last) = page.last() else { break };
             after = Some((last.recorded_at, last.id));
             let mut tx = self.db().begin().await?;
-            let mut report = RouteReport::default();
-            for s in &page {
-                let view = SignalView {
-                    id: s.id,
-                    signal_type: &s.signal_type,
-                    subject: &s.subject,
-                    payload: &s.payload,
-                    occurred_at: s.occurred_at,
-                };
-                report.add(
-                    self.route_signal(&mut tx, tenant, &slug, &view, dry_run)
-                        .await?,
-                );
-            }
+            let views: Vec<(TenantId, SignalView<'_>)> = page
+                .iter()
+                .map(|s| {
+                    let view = SignalView {
+                        id: s.id,
+                        signal_type: &s.signal_type,
+                        subject: &s.subject,
+                        payload: &s.payload,
+                        occurred_at: s.occurred_at,
+                    };
+                    (tenant, view)
+                })
+                .collect();
+            let report = self.route_signals(&mut tx, &views, dry_run).await?;
             if dry_run {
                 drop(tx);
             } else {

@@ -452,14 +452,16 @@ pub(crate) async fn route_result_signals(
     if engine.rules().current().is_empty() {
         return Ok(());
     }
-    for (c, _) in batch.iter().zip(applied).filter(|(_, a)| **a) {
-        let Some((id, s)) = &c.signal else { continue };
-        let slug = engine.tenant_slug(c.tenant).await?;
-        let view = crate::routing::SignalView::of(*id, s);
-        engine
-            .route_signal(tx, c.tenant, &slug, &view, false)
-            .await?;
-    }
+    let views: Vec<(fleetprompt_core::TenantId, crate::routing::SignalView<'_>)> = batch
+        .iter()
+        .zip(applied)
+        .filter(|(_, a)| **a)
+        .filter_map(|(c, _)| {
+            let (id, s) = c.signal.as_ref()?;
+            Some((c.tenant, crate::routing::SignalView::of(*id, s)))
+        })
+        .collect();
+    engine.route_signals(tx, &views, false).await?;
     Ok(())
 }
 

@@ -111,73 +111,103 @@ pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &NewDirective) -> Result<C
     Ok(Created::Existing(existing.parse().map_err(corrupt)?))
 }
 
-/// Creates many directives of one tenant in one statement where the backend
-/// allows it; returns how many were new (the rest were deduplicated).
-pub async fn insert_many(tx: &mut Tx, tenant: TenantId, ds: &[NewDirective]) -> Result<usize> {
-    if ds.is_empty() {
-        return Ok(0);
-    }
+/// Creates many directives, of any tenants, and says per directive whether
+/// it is new or which directive already held its dedupe key (an earlier one
+/// in `ds` included). On PostgreSQL that is one insert, plus one lookup when
+/// some were deduplicated, whatever the count; SQLite's in-process writer
+/// takes them one by one, microseconds each.
+pub async fn insert_many(tx: &mut Tx, ds: &[(TenantId, NewDirective)]) -> Result<Vec<Created>> {
     if tx.backend() == crate::Backend::Sqlite {
-        // One in-process writer: a prepared statement per row costs
-        // microseconds, so the single-row path serves.
-        let mut created = 0;
-        for d in ds {
-            created += usize::from(matches!(insert(tx, tenant, d).await?, Created::New(_)));
+        let mut out = Vec::with_capacity(ds.len());
+        for (tenant, d) in ds {
+            out.push(insert(tx, *tenant, d).await?);
         }
-        return Ok(created);
+        return Ok(out);
+    }
+    if ds.is_empty() {
+        return Ok(Vec::new());
     }
     let now = now_ms();
-    let tenant_s = tenant.to_string();
-    let created;
-    match tx.inner_mut() {
-        crate::db::TxInner::Postgres(t) => {
-            let col = |f: &dyn Fn(&NewDirective) -> String| ds.iter().map(f).collect::<Vec<_>>();
-            let retry: Vec<String> = ds
-                .iter()
-                .map(|d| serde_json::to_string(&d.retry))
-                .collect::<Result<_, _>>()
-                .map_err(corrupt)?;
-            let origin: Vec<String> = ds
-                .iter()
-                .map(|d| serde_json::to_string(&d.origin))
-                .collect::<Result<_, _>>()
-                .map_err(corrupt)?;
-            let rows = sqlx::query(
-                "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
-                    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id,
-                    runner)
-                 SELECT $1, u.id, u.kind, u.args, u.dedupe_key, u.subject, 'pending', 0, u.max_attempts,
-                    u.retry_policy, u.run_at, u.origin, u.caused_by, $12, $12, u.rule_id, u.runner
-                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[],
-                    $8::text[], $9::int8[], $10::text[], $11::text[], $13::text[], $14::text[])
-                    AS u(id, kind, args, dedupe_key, subject, max_attempts, retry_policy, run_at, origin, caused_by,
-                    rule_id, runner)
-                 ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
-            )
-            .bind(&tenant_s)
-            .bind(col(&|d| d.id.to_string()))
-            .bind(col(&|d| d.kind.to_string()))
-            .bind(col(&|d| d.args.to_string()))
-            .bind(col(&|d| d.dedupe_key.clone()))
-            .bind(ds.iter().map(|d| d.subject.clone()).collect::<Vec<_>>())
-            .bind(ds.iter().map(|d| d.retry.max_attempts as i32).collect::<Vec<_>>())
-            .bind(retry)
-            .bind(ds.iter().map(|d| d.run_at).collect::<Vec<_>>())
-            .bind(origin)
-            .bind(ds.iter().map(|d| d.caused_by.map(|s| s.to_string())).collect::<Vec<_>>())
-            .bind(now)
-            .bind(ds.iter().map(|d| rule_of(&d.origin)).collect::<Vec<_>>())
-            .bind(col(&|d| d.kind.runner().as_str().to_owned()))
-            .fetch_all(&mut **t)
-            .await?;
-            created = rows.len();
+    let crate::db::TxInner::Postgres(t) = tx.inner_mut() else {
+        unreachable!("SQLite is handled above")
+    };
+    let col = |f: &dyn Fn(&TenantId, &NewDirective) -> String| {
+        ds.iter().map(|(t, d)| f(t, d)).collect::<Vec<_>>()
+    };
+    let retry: Vec<String> = ds
+        .iter()
+        .map(|(_, d)| serde_json::to_string(&d.retry))
+        .collect::<Result<_, _>>()
+        .map_err(corrupt)?;
+    let origin: Vec<String> = ds
+        .iter()
+        .map(|(_, d)| serde_json::to_string(&d.origin))
+        .collect::<Result<_, _>>()
+        .map_err(corrupt)?;
+    let new_ids: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
+            max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id,
+            runner)
+         SELECT u.tenant_id, u.id, u.kind, u.args, u.dedupe_key, u.subject, 'pending', 0, u.max_attempts,
+            u.retry_policy, u.run_at, u.origin, u.caused_by, $12, $12, u.rule_id, u.runner
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[],
+            $8::text[], $9::int8[], $10::text[], $11::text[], $13::text[], $14::text[])
+            WITH ORDINALITY AS u(tenant_id, id, kind, args, dedupe_key, subject, max_attempts, retry_policy,
+            run_at, origin, caused_by, rule_id, runner, ord)
+         ORDER BY u.ord
+         ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
+    )
+    .bind(col(&|t, _| t.to_string()))
+    .bind(col(&|_, d| d.id.to_string()))
+    .bind(col(&|_, d| d.kind.to_string()))
+    .bind(col(&|_, d| d.args.to_string()))
+    .bind(col(&|_, d| d.dedupe_key.clone()))
+    .bind(ds.iter().map(|(_, d)| d.subject.clone()).collect::<Vec<_>>())
+    .bind(ds.iter().map(|(_, d)| d.retry.max_attempts as i32).collect::<Vec<_>>())
+    .bind(retry)
+    .bind(ds.iter().map(|(_, d)| d.run_at).collect::<Vec<_>>())
+    .bind(origin)
+    .bind(ds.iter().map(|(_, d)| d.caused_by.map(|s| s.to_string())).collect::<Vec<_>>())
+    .bind(now)
+    .bind(ds.iter().map(|(_, d)| rule_of(&d.origin)).collect::<Vec<_>>())
+    .bind(col(&|_, d| d.kind.runner().as_str().to_owned()))
+    .fetch_all(&mut **t)
+    .await?;
+    let new_ids: std::collections::HashSet<String> = new_ids.into_iter().collect();
+    let taken: Vec<usize> = (0..ds.len())
+        .filter(|&i| !new_ids.contains(&ds[i].1.id.to_string()))
+        .collect();
+    let mut holders = std::collections::HashMap::new();
+    if !taken.is_empty() {
+        let found: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT d.tenant_id, d.dedupe_key, d.id FROM UNNEST($1::text[], $2::text[]) AS u(tenant_id, dedupe_key)
+             JOIN directives d ON d.tenant_id = u.tenant_id AND d.dedupe_key = u.dedupe_key",
+        )
+        .bind(taken.iter().map(|&i| ds[i].0.to_string()).collect::<Vec<_>>())
+        .bind(taken.iter().map(|&i| ds[i].1.dedupe_key.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut **t)
+        .await?;
+        for (tenant, key, id) in found {
+            holders.insert((tenant, key), id.parse::<DirectiveId>().map_err(corrupt)?);
         }
-        crate::db::TxInner::Sqlite(_) => unreachable!("handled above"),
     }
-    if created > 0 && ds.iter().any(|d| d.run_at <= now) {
+    let mut out = Vec::with_capacity(ds.len());
+    let mut wake = false;
+    for (tenant, d) in ds {
+        if new_ids.contains(&d.id.to_string()) {
+            wake |= d.run_at <= now && d.kind.runner() == fleetprompt_core::Runner::Platform;
+            out.push(Created::New(d.id));
+        } else {
+            let holder = holders
+                .get(&(tenant.to_string(), d.dedupe_key.clone()))
+                .ok_or_else(|| corrupt(format!("dedupe key {} has no directive", d.dedupe_key)))?;
+            out.push(Created::Existing(*holder));
+        }
+    }
+    if wake {
         tx.mark_due_work();
     }
-    Ok(created)
+    Ok(out)
 }
 
 /// A stored directive.

@@ -28,14 +28,14 @@ pub struct EvaluationRow {
     pub evaluated_at: Millis,
 }
 
-/// Records evaluations.
-pub async fn insert_many(tx: &mut Tx, tenant: TenantId, rows: &[EvaluationRow]) -> Result<()> {
+/// Records evaluations, of any tenants, in one statement.
+pub async fn insert_many(tx: &mut Tx, rows: &[(TenantId, EvaluationRow)]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    // One statement for all of a signal's evaluations.
-    let values = crate::json_array(rows.iter().map(|r| {
+    let values = crate::json_array(rows.iter().map(|(tenant, r)| {
         serde_json::json!([
+            tenant,
             Uuid::now_v7().simple().to_string(),
             r.signal_id,
             r.subject,
@@ -48,15 +48,14 @@ pub async fn insert_many(tx: &mut Tx, tenant: TenantId, rows: &[EvaluationRow]) 
     }));
     let sql = format!(
         "INSERT INTO rule_evaluations (tenant_id, id, signal_id, subject, rule_id, file_hash, outcome, detail, evaluated_at)
-         SELECT $2, k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
-                k.value ->> 6, CAST(k.value ->> 7 AS BIGINT)
+         SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
+                k.value ->> 6, k.value ->> 7, CAST(k.value ->> 8 AS BIGINT)
          FROM {} ORDER BY k.key",
         crate::json_rows(tx.backend(), 1)
     );
     on_tx!(tx, c => {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(values)
-            .bind(tenant.to_string())
             .execute(&mut *c)
             .await?;
     });

@@ -3,11 +3,11 @@
 //! transaction.
 
 use fleetprompt_core::NewSignal;
-use fleetprompt_core::SignalId;
 use fleetprompt_core::id::{ConversationId, MessageId, SiteId, VisitorId};
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::webchat::token::Claims;
 use fleetprompt_core::webchat::visitor::check_email;
+use fleetprompt_core::{SignalId, TenantId};
 use fleetprompt_store::webchat::conversation::{self, ConversationRow, VisitorKey};
 use fleetprompt_store::webchat::message::{self, MessageRow, Role};
 use fleetprompt_store::webchat::site::SiteRow;
@@ -267,13 +267,12 @@ async fn write_batch(engine: &Engine, jobs: &[&Job]) -> Result<Vec<Accepted>, We
         )));
     }
     // Routed once every row is in place, in the order the signals happened.
-    for (tenant, id, s) in &rows.signals {
-        let slug = engine.tenant_slug(*tenant).await?;
-        let view = routing::SignalView::of(*id, s);
-        engine
-            .route_signal(&mut tx, *tenant, &slug, &view, false)
-            .await?;
-    }
+    let views: Vec<(TenantId, routing::SignalView<'_>)> = rows
+        .signals
+        .iter()
+        .map(|(tenant, id, s)| (*tenant, routing::SignalView::of(*id, s)))
+        .collect();
+    engine.route_signals(&mut tx, &views, false).await?;
     tx.commit().await?;
     let types: Vec<&str> = rows
         .signals
