@@ -56,12 +56,6 @@ impl Created {
     }
 }
 
-const INSERT: &str =
-    "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
-    max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id, runner)
-    VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9, $10, $11, $12, $12, $13, $14)
-    ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id";
-
 /// The rule a directive came from, kept in its own column so cancel-on can
 /// find a rule's pending directives.
 fn rule_of(origin: &Origin) -> Option<String> {
@@ -73,120 +67,78 @@ fn rule_of(origin: &Origin) -> Option<String> {
 
 /// Creates a directive unless its dedupe key is taken.
 pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &NewDirective) -> Result<Created> {
-    let now = now_ms();
-    let inserted: Option<String> = on_tx!(tx, c => {
-        sqlx::query_scalar(INSERT)
-            .bind(tenant.to_string())
-            .bind(d.id.to_string())
-            .bind(d.kind.as_str())
-            .bind(d.args.to_string())
-            .bind(&d.dedupe_key)
-            .bind(d.subject.as_deref())
-            .bind(d.retry.max_attempts as i32)
-            .bind(serde_json::to_string(&d.retry).map_err(corrupt)?)
-            .bind(d.run_at)
-            .bind(serde_json::to_string(&d.origin).map_err(corrupt)?)
-            .bind(d.caused_by.map(|s| s.to_string()))
-            .bind(now)
-            .bind(rule_of(&d.origin))
-            .bind(d.kind.runner().as_str())
-            .fetch_optional(&mut *c)
-            .await?
-    });
-    if inserted.is_some() {
-        // Only the platform lane has workers to wake; edge tasks wait for a
-        // connector's claim.
-        if d.run_at <= now && d.kind.runner() == fleetprompt_core::Runner::Platform {
-            tx.mark_due_work();
-        }
-        return Ok(Created::New(d.id));
-    }
-    let existing: String = on_tx!(tx, c => {
-        sqlx::query_scalar("SELECT id FROM directives WHERE tenant_id = $1 AND dedupe_key = $2")
-            .bind(tenant.to_string())
-            .bind(&d.dedupe_key)
-            .fetch_one(&mut *c)
-            .await?
-    });
-    Ok(Created::Existing(existing.parse().map_err(corrupt)?))
+    let mut created = insert_many(tx, &[(tenant, d.clone())]).await?;
+    created
+        .pop()
+        .ok_or_else(|| corrupt("no directive inserted"))
 }
 
 /// Creates many directives, of any tenants, and says per directive whether
 /// it is new or which directive already held its dedupe key (an earlier one
-/// in `ds` included). On PostgreSQL that is one insert, plus one lookup when
-/// some were deduplicated, whatever the count; SQLite's in-process writer
-/// takes them one by one, microseconds each.
+/// in `ds` included): one insert, plus one lookup when some were
+/// deduplicated, whatever the count (rows as in [`crate::json_rows`]).
 pub async fn insert_many(tx: &mut Tx, ds: &[(TenantId, NewDirective)]) -> Result<Vec<Created>> {
-    if tx.backend() == crate::Backend::Sqlite {
-        let mut out = Vec::with_capacity(ds.len());
-        for (tenant, d) in ds {
-            out.push(insert(tx, *tenant, d).await?);
-        }
-        return Ok(out);
-    }
     if ds.is_empty() {
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let crate::db::TxInner::Postgres(t) = tx.inner_mut() else {
-        unreachable!("SQLite is handled above")
-    };
-    let col = |f: &dyn Fn(&TenantId, &NewDirective) -> String| {
-        ds.iter().map(|(t, d)| f(t, d)).collect::<Vec<_>>()
-    };
-    let retry: Vec<String> = ds
-        .iter()
-        .map(|(_, d)| serde_json::to_string(&d.retry))
-        .collect::<Result<_, _>>()
-        .map_err(corrupt)?;
-    let origin: Vec<String> = ds
-        .iter()
-        .map(|(_, d)| serde_json::to_string(&d.origin))
-        .collect::<Result<_, _>>()
-        .map_err(corrupt)?;
-    let new_ids: Vec<String> = sqlx::query_scalar(
+    let mut rows = Vec::with_capacity(ds.len());
+    for (tenant, d) in ds {
+        rows.push(serde_json::json!([
+            tenant,
+            d.id,
+            d.kind.as_str(),
+            d.args.to_string(),
+            d.dedupe_key,
+            d.subject,
+            d.retry.max_attempts,
+            serde_json::to_string(&d.retry).map_err(corrupt)?,
+            d.run_at,
+            serde_json::to_string(&d.origin).map_err(corrupt)?,
+            d.caused_by,
+            rule_of(&d.origin),
+            d.kind.runner().as_str(),
+        ]));
+    }
+    let rows = crate::json_array(rows.into_iter());
+    let k = crate::json_rows(tx.backend(), 1);
+    // `WHERE true`: SQLite needs it to tell the upsert clause from a join.
+    let insert = format!(
         "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
             max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id,
             runner)
-         SELECT u.tenant_id, u.id, u.kind, u.args, u.dedupe_key, u.subject, 'pending', 0, u.max_attempts,
-            u.retry_policy, u.run_at, u.origin, u.caused_by, $12, $12, u.rule_id, u.runner
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int4[],
-            $8::text[], $9::int8[], $10::text[], $11::text[], $13::text[], $14::text[])
-            WITH ORDINALITY AS u(tenant_id, id, kind, args, dedupe_key, subject, max_attempts, retry_policy,
-            run_at, origin, caused_by, rule_id, runner, ord)
-         ORDER BY u.ord
-         ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
-    )
-    .bind(col(&|t, _| t.to_string()))
-    .bind(col(&|_, d| d.id.to_string()))
-    .bind(col(&|_, d| d.kind.to_string()))
-    .bind(col(&|_, d| d.args.to_string()))
-    .bind(col(&|_, d| d.dedupe_key.clone()))
-    .bind(ds.iter().map(|(_, d)| d.subject.clone()).collect::<Vec<_>>())
-    .bind(ds.iter().map(|(_, d)| d.retry.max_attempts as i32).collect::<Vec<_>>())
-    .bind(retry)
-    .bind(ds.iter().map(|(_, d)| d.run_at).collect::<Vec<_>>())
-    .bind(origin)
-    .bind(ds.iter().map(|(_, d)| d.caused_by.map(|s| s.to_string())).collect::<Vec<_>>())
-    .bind(now)
-    .bind(ds.iter().map(|(_, d)| rule_of(&d.origin)).collect::<Vec<_>>())
-    .bind(col(&|_, d| d.kind.runner().as_str().to_owned()))
-    .fetch_all(&mut **t)
-    .await?;
+         SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
+            'pending', 0, CAST(k.value ->> 6 AS INTEGER), k.value ->> 7, CAST(k.value ->> 8 AS BIGINT),
+            k.value ->> 9, k.value ->> 10, $2, $2, k.value ->> 11, k.value ->> 12
+         FROM {k} WHERE true ORDER BY k.key
+         ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id"
+    );
+    let new_ids: Vec<String> = on_tx!(tx, c => {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(insert))
+            .bind(&rows)
+            .bind(now)
+            .fetch_all(&mut *c)
+            .await?
+    });
     let new_ids: std::collections::HashSet<String> = new_ids.into_iter().collect();
-    let taken: Vec<usize> = (0..ds.len())
-        .filter(|&i| !new_ids.contains(&ds[i].1.id.to_string()))
-        .collect();
+    let is_new = |d: &NewDirective| new_ids.contains(&d.id.to_string());
     let mut holders = std::collections::HashMap::new();
-    if !taken.is_empty() {
-        let found: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT d.tenant_id, d.dedupe_key, d.id FROM UNNEST($1::text[], $2::text[]) AS u(tenant_id, dedupe_key)
-             JOIN directives d ON d.tenant_id = u.tenant_id AND d.dedupe_key = u.dedupe_key",
-        )
-        .bind(taken.iter().map(|&i| ds[i].0.to_string()).collect::<Vec<_>>())
-        .bind(taken.iter().map(|&i| ds[i].1.dedupe_key.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut **t)
-        .await?;
+    if new_ids.len() < ds.len() {
+        let taken = crate::json_array(
+            ds.iter()
+                .filter(|(_, d)| !is_new(d))
+                .map(|(t, d)| serde_json::json!([t, d.dedupe_key])),
+        );
+        let lookup = format!(
+            "SELECT d.tenant_id, d.dedupe_key, d.id FROM {k} JOIN directives d
+               ON d.tenant_id = k.value ->> 0 AND d.dedupe_key = k.value ->> 1"
+        );
+        let found: Vec<(String, String, String)> = on_tx!(tx, c => {
+            sqlx::query_as(sqlx::AssertSqlSafe(lookup))
+                .bind(&taken)
+                .fetch_all(&mut *c)
+                .await?
+        });
         for (tenant, key, id) in found {
             holders.insert((tenant, key), id.parse::<DirectiveId>().map_err(corrupt)?);
         }
@@ -194,7 +146,9 @@ pub async fn insert_many(tx: &mut Tx, ds: &[(TenantId, NewDirective)]) -> Result
     let mut out = Vec::with_capacity(ds.len());
     let mut wake = false;
     for (tenant, d) in ds {
-        if new_ids.contains(&d.id.to_string()) {
+        if is_new(d) {
+            // Only the platform lane has workers to wake; edge tasks wait
+            // for a connector's claim.
             wake |= d.run_at <= now && d.kind.runner() == fleetprompt_core::Runner::Platform;
             out.push(Created::New(d.id));
         } else {
@@ -336,6 +290,17 @@ pub async fn count_by_status(db: &Db, tenant: TenantId) -> Result<Vec<(String, i
         .bind(tenant.to_string())
         .fetch_all(c)
         .await?)
+    })
+}
+
+/// Counts the directives a rule created for a tenant.
+pub async fn count_of_rule(db: &Db, tenant: TenantId, rule_id: &str) -> Result<i64> {
+    on_db!(db, c => {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM directives WHERE tenant_id = $1 AND rule_id = $2")
+            .bind(tenant.to_string())
+            .bind(rule_id)
+            .fetch_one(c)
+            .await?)
     })
 }
 
