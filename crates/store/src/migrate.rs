@@ -40,6 +40,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0004_edge.sql"),
         postgres: include_str!("../../../migrations/postgres/0004_edge.sql"),
     },
+    Migration {
+        version: 5,
+        name: "hot_tables",
+        sqlite: include_str!("../../../migrations/sqlite/0005_hot_tables.sql"),
+        postgres: include_str!("../../../migrations/postgres/0005_hot_tables.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

@@ -1,0 +1,4 @@
+-- PostgreSQL drops the hot tables' foreign keys to tenants here (see its
+-- 0005). SQLite checks a key with one probe of the tenants primary key in
+-- the writer's own process, and dropping one means rebuilding the table,
+-- so SQLite keeps them.
