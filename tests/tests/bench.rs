@@ -88,10 +88,13 @@ async fn bench_ingest_smoke(backend: Backend) {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     // Every message accepted over HTTP is persisted exactly once (the bench
-    // counts message rows and signals and fails otherwise).
+    // counts message rows, signals and the directives its rule creates, and
+    // fails otherwise).
     assert_eq!(v["accepted"], 300, "{v}");
     assert_eq!(v["refused"], 0, "{v}");
     assert_eq!(v["persisted_exactly_once"], true);
     assert_eq!(v["latency_ms"]["samples"], 100);
     assert!(v["rss_kib"]["idle"].as_u64().unwrap() > 0);
+    // Read from the server's own batch-size histogram.
+    assert!(v["mean_batch"].as_f64().unwrap() >= 1.0, "{v}");
 }

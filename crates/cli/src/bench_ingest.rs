@@ -6,7 +6,8 @@
 //! the way, bootstraps visitors, then measures:
 //! - throughput: `--connections` concurrent senders, closed loop, until
 //!   `--messages` are accepted; every accepted message is then checked to be
-//!   persisted exactly once (message row and `webchat.message.received`);
+//!   persisted exactly once (message row, `webchat.message.received` and the
+//!   directive a rule creates for it);
 //! - latency: an open loop at `--rate` messages/s for `--seconds`, p50/p99;
 //! - the server's resident memory, idle and at its peak (`/proc`).
 
@@ -45,6 +46,21 @@ pub struct IngestArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// A rule that gives every message a directive, so a message accepted is a
+/// message, its signal, its rule's verdict and its directive persisted in
+/// one transaction. The directive is due in an hour: this benchmark
+/// measures accepting work, `bench engine` measures running it.
+const FOLLOW_UP_RULE: &str = r#"
+[[rule]]
+id = "bench.follow-up"
+on = "webchat.message.received"
+
+[[rule.directive]]
+kind = "noop"
+dedupe_key = "follow-up:{{ signal.payload.message_id }}"
+delay = "1h"
+"#;
 
 /// The origin every benchmark site allows.
 pub(crate) const ORIGIN: &str = "http://bench.fleetprompt.test";
@@ -136,6 +152,20 @@ pub(crate) fn cpu_ms(pid: u32) -> u64 {
     ticks * 10
 }
 
+/// CPU time of every process of this machine named `name` (PostgreSQL's
+/// backends, when the database runs here), in milliseconds.
+pub(crate) fn cpu_ms_of_all(name: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .map(cpu_ms)
+        .sum()
+}
+
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -153,6 +183,27 @@ pub(crate) async fn send(http: &reqwest::Client, url: &str, token: &str) -> anyh
         .send()
         .await?;
     Ok(resp.status().as_u16())
+}
+
+/// The mean of a histogram the server exports, from its `/metrics`.
+pub(crate) async fn mean_of(
+    http: &reqwest::Client,
+    url: &str,
+    histogram: &str,
+) -> anyhow::Result<f64> {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let value = |suffix: &str| {
+        let name = format!("{histogram}{suffix} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name)?.trim().parse::<f64>().ok())
+            .with_context(|| format!("{histogram}{suffix} is not in /metrics"))
+    };
+    Ok(value("_sum")? / value("_count")?.max(1.0))
 }
 
 /// A tenant created with the CLI, as an operator would, and a site whose
@@ -224,7 +275,7 @@ pub(crate) async fn bootstrap(
 /// Runs the ingest benchmark.
 pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
     let dir = tempfile::TempDir::new()?;
-    let mut server = start_server(common, dir.path(), &[]).await?;
+    let mut server = start_server(common, dir.path(), &[("bench.toml", FOLLOW_UP_RULE)]).await?;
     let url = server.url.clone();
     let http = crate::bench::http_client(args.connections);
 
@@ -242,6 +293,7 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
     let refused = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let cpu_start = cpu_ms(server.pid);
+    let db_cpu_start = cpu_ms_of_all("postgres");
     let mut senders = tokio::task::JoinSet::new();
     for c in 0..args.connections {
         let (http, url, tokens, remaining, refused) = (
@@ -273,9 +325,11 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
     while senders.join_next().await.is_some() {}
     let elapsed = start.elapsed();
     let cpu = cpu_ms(server.pid) - cpu_start;
+    let db_cpu = cpu_ms_of_all("postgres") - db_cpu_start;
     let refused = refused.load(Ordering::Relaxed);
     let accepted = args.messages - refused;
     let cpu_us_per_message = cpu as f64 * 1000.0 / accepted.max(1) as f64;
+    let db_cpu_us_per_message = db_cpu as f64 * 1000.0 / accepted.max(1) as f64;
     let throughput = accepted as f64 / elapsed.as_secs_f64();
 
     // Latency: open loop at a fixed rate.
@@ -304,6 +358,7 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
         latencies.sort();
     }
     let (_, peak_rss) = memory_kib(server.pid);
+    let mean_batch = mean_of(&http, &url, fleetprompt_engine::metrics::INGEST_BATCH).await?;
 
     // Every accepted message persisted exactly once.
     let expected = accepted + latencies.len();
@@ -312,9 +367,11 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
         tenant["tenant_id"].as_str().context("tenant id")?.parse()?;
     let (messages, signals) =
         fleetprompt_store::webchat::message::count_with_signals(&db, tenant_id).await?;
-    if messages as usize != expected || signals as usize != expected {
+    let directives =
+        fleetprompt_store::directive::count_of_rule(&db, tenant_id, "bench.follow-up").await?;
+    if [messages, signals, directives] != [expected as i64; 3] {
         bail!(
-            "{expected} messages accepted, but {messages} message rows and {signals} message signals persisted"
+            "{expected} messages accepted, but {messages} message rows, {signals} message signals and {directives} directives persisted"
         );
     }
     db.close().await;
@@ -347,6 +404,7 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
                 "backend": backend, "durability": common.durability,
                 "accepted": accepted, "refused": refused, "throughput_per_s": throughput.round(),
                 "server_cpu_us_per_message": cpu_us_per_message.round(),
+                "postgres_cpu_us_per_message": (backend == "postgres").then(|| db_cpu_us_per_message.round()), "mean_batch": mean_batch,
                 "latency_rate_per_s": args.rate, "latency_ms": { "p50": p50, "p99": p99, "max": max, "samples": latencies.len() },
                 "rss_kib": { "idle": idle_rss, "peak": peak_rss },
                 "persisted_exactly_once": true,
@@ -363,6 +421,12 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
             args.connections
         );
         println!("server CPU                  {cpu_us_per_message:.0} µs per message");
+        if backend == "postgres" && db_cpu > 0 {
+            println!(
+                "PostgreSQL CPU              {db_cpu_us_per_message:.0} µs per message (its processes on this machine)"
+            );
+        }
+        println!("messages per transaction    {mean_batch:.1} (mean of all batches)");
         if args.rate > 0 {
             println!(
                 "latency at {} msg/s        p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms ({} samples)",
@@ -375,7 +439,9 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
             idle_rss / 1024,
             peak_rss / 1024
         );
-        println!("persisted exactly once      yes ({expected} messages, {expected} signals)");
+        println!(
+            "persisted exactly once      yes ({expected} messages, {expected} signals, {expected} directives)"
+        );
     }
     Ok(())
 }
