@@ -236,6 +236,39 @@ async fn first_message_posts_once_with_deep_link(backend: Backend) {
     assert_eq!(mm.received(HOOK).len(), 3);
 }
 
+/// Routing remembers that a tenant has no `mattermost` destination (it
+/// checks on every message); creating one must end that at once.
+async fn a_destination_created_after_a_miss_is_used_at_once(backend: Backend) {
+    let app = spawn(backend, false).await;
+    let mm = Recorder::start().await;
+    let site = site(&app).await;
+    let key = site["public_key"].as_str().unwrap();
+    let before = say(&app, &visitor(&app, key).await, "Anyone there?").await;
+    let skipped = timeline(&app, &before).await;
+    let verdict = skipped
+        .iter()
+        .find(|e| e["entry"] == "rule" && e["rule_id"] == "webchat.auto-notify")
+        .unwrap_or_else(|| panic!("no auto-notify verdict: {skipped:?}"));
+    assert_eq!(verdict["outcome"], "skipped", "{verdict}");
+    assert!(
+        verdict["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"mattermost\" does not exist"),
+        "{verdict}"
+    );
+    destination(
+        &app,
+        json!({ "name": "mattermost", "kind": "mattermost", "webhook_url": format!("{}{HOOK}", mm.url) }),
+    )
+    .await;
+    let after = say(&app, &visitor(&app, key).await, "Hello?").await;
+    let posts = mm.wait_for(HOOK, 1, Duration::from_secs(10)).await;
+    let text = posts[0].body["text"].as_str().unwrap();
+    assert!(text.contains(&after), "{text}");
+    assert!(!text.contains(&before), "{text}");
+}
+
 async fn retries_503_then_notifies(backend: Backend) {
     let app = spawn(backend, false).await;
     let mm = Recorder::start().await;
@@ -528,6 +561,7 @@ async fn operator_reply_is_a_directive_on_the_timeline(backend: Backend) {
 
 both_backends!(
     first_message_posts_once_with_deep_link,
+    a_destination_created_after_a_miss_is_used_at_once,
     retries_503_then_notifies,
     mattermost_404_fails_visibly,
     rest_mode_threads_follow_ups,

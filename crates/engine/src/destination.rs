@@ -250,20 +250,30 @@ pub async fn create(
     Ok((row.into(), shown_once))
 }
 
-/// Finds a tenant's destination by name.
+/// Finds a tenant's destination by name, from the configuration cache
+/// ([`crate::cache`]) when it can: routing checks the destinations a
+/// message's rules name, and a name that is none is remembered too.
 pub async fn find(
     engine: &Engine,
     tenant: TenantId,
     name: &str,
 ) -> Result<DestinationRow, EngineError> {
-    destination::find_by_name(engine.db(), tenant, name)
-        .await
-        .map_err(|e| match e {
-            fleetprompt_store::StoreError::NotFound => {
-                EngineError::NotFound(format!("destination {name:?}"))
-            }
-            other => other.into(),
-        })
+    let cache = engine.destination_cache();
+    let key = (tenant, name.to_owned());
+    let found = match cache.get(engine.db(), &key) {
+        Some(found) => found,
+        None => {
+            let generation = engine.db().config_generation();
+            let found = match destination::find_by_name(engine.db(), tenant, name).await {
+                Ok(d) => Some(d),
+                Err(fleetprompt_store::StoreError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            };
+            cache.keep(key, found.clone(), generation);
+            found
+        }
+    };
+    found.ok_or_else(|| EngineError::NotFound(format!("destination {name:?}")))
 }
 
 /// Opens a destination's sealed configuration.

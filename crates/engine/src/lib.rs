@@ -18,6 +18,7 @@
 //! - [`metrics`]: every metric the engine exports, described in one place.
 //! - [`webchat`]: the `website_chat` package (sites, widget tokens, ingestion).
 
+mod cache;
 pub mod config;
 pub mod cron;
 pub mod destination;
@@ -98,6 +99,9 @@ pub struct Engine {
     ingest: std::sync::OnceLock<webchat::ingest::IngestQueue>,
     /// Sites as widget requests read them.
     sites: webchat::site_cache::SiteCache,
+    /// Destinations (and names that are none) as routing and handlers read them.
+    destinations:
+        cache::Fresh<(TenantId, String), Option<fleetprompt_store::destination::DestinationRow>>,
     /// Set when the process begins to stop, so long polls (Edge Connector
     /// claims) answer at once instead of holding up the HTTP server's
     /// graceful shutdown.
@@ -128,6 +132,7 @@ impl Engine {
             public_url: std::sync::RwLock::new("http://127.0.0.1:8080".into()),
             slugs: Default::default(),
             sites: Default::default(),
+            destinations: Default::default(),
             me: me.clone(),
             ingest: Default::default(),
             shutting_down: Default::default(),
@@ -172,6 +177,13 @@ impl Engine {
     }
 
     /// The visitor message queue, whose batches commit together.
+    pub(crate) fn destination_cache(
+        &self,
+    ) -> &cache::Fresh<(TenantId, String), Option<fleetprompt_store::destination::DestinationRow>>
+    {
+        &self.destinations
+    }
+
     pub(crate) fn site_cache(&self) -> &webchat::site_cache::SiteCache {
         &self.sites
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fleetprompt_core::AttemptOutcome;
 use fleetprompt_core::time::now_ms;
-use fleetprompt_store::db::{SITES_CHANNEL, WAKE_CHANNEL};
+use fleetprompt_store::db::{CONFIG_CHANNEL, WAKE_CHANNEL};
 use fleetprompt_store::queue::{self, Claimed, Completion};
 use tokio::sync::watch;
 
@@ -131,10 +131,10 @@ pub async fn refresh_gauges(engine: &Engine) {
 }
 
 /// On PostgreSQL, wakes this node's worker when another node commits due
-/// work, and marks cached sites stale when another node changes a site.
-/// Reconnects after errors; the worker's poll covers the gap, and cached
-/// sites are marked stale on every (re)connect, since a notice may have been
-/// missed meanwhile.
+/// work, and marks cached sites and destinations stale when another node
+/// changes one. Reconnects after errors; the worker's poll covers the gap,
+/// and cached configuration is marked stale on every (re)connect, since a
+/// notice may have been missed meanwhile.
 pub async fn listen(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     let Some(pool) = engine.db().pg_pool().cloned() else {
         return;
@@ -150,16 +150,16 @@ pub async fn listen(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         };
-        if let Err(e) = listener.listen_all([WAKE_CHANNEL, SITES_CHANNEL]).await {
+        if let Err(e) = listener.listen_all([WAKE_CHANNEL, CONFIG_CHANNEL]).await {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        engine.db().sites_changed();
+        engine.db().config_changed();
         loop {
             tokio::select! {
                 n = listener.recv() => match n {
-                    Ok(n) if n.channel() == SITES_CHANNEL => engine.db().sites_changed(),
+                    Ok(n) if n.channel() == CONFIG_CHANNEL => engine.db().config_changed(),
                     Ok(_) => engine.db().wake_workers(),
                     Err(e) => {
                         tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");

@@ -72,9 +72,10 @@ struct Inner {
     work_available: Notify,
     /// Asks the PostgreSQL notifier to wake the other nodes' workers.
     wake_others: Arc<Notify>,
-    /// Bumped whenever a site record may have changed (a commit here, or a
-    /// notification from another node), so caches of sites can tell.
-    sites_generation: AtomicU64,
+    /// Bumped whenever configuration (a site or a destination) may have
+    /// changed (a commit here, or a notification from another node), so
+    /// caches of it can tell.
+    config_generation: AtomicU64,
 }
 
 /// A handle to the database; cheap to clone.
@@ -91,8 +92,9 @@ pub enum Reader<'a> {
 /// The PostgreSQL channel that wakes workers on other nodes.
 pub const WAKE_CHANNEL: &str = "fleetprompt_directives";
 
-/// The PostgreSQL channel that tells other nodes a site record changed.
-pub const SITES_CHANNEL: &str = "fleetprompt_sites";
+/// The PostgreSQL channel that tells other nodes a site or destination
+/// changed.
+pub const CONFIG_CHANNEL: &str = "fleetprompt_config";
 
 impl Db {
     /// Connects to `url`: `sqlite://path` (created if missing) or `postgres://…`.
@@ -164,7 +166,7 @@ impl Db {
             pools,
             work_available: Notify::new(),
             wake_others,
-            sites_generation: AtomicU64::new(0),
+            config_generation: AtomicU64::new(0),
         })))
     }
 
@@ -208,7 +210,7 @@ impl Db {
             inner,
             db: self.clone(),
             wake: false,
-            sites: false,
+            config: false,
         })
     }
 
@@ -223,16 +225,16 @@ impl Db {
         self.0.work_available.notify_one();
     }
 
-    /// A number that changes whenever a site record may have changed: a
-    /// cached site read under an older number is stale.
-    pub fn sites_generation(&self) -> u64 {
-        self.0.sites_generation.load(Ordering::Acquire)
+    /// A number that changes whenever a site or destination may have
+    /// changed: a cached record read under an older number is stale.
+    pub fn config_generation(&self) -> u64 {
+        self.0.config_generation.load(Ordering::Acquire)
     }
 
-    /// Marks every cached site stale: another node changed one, or the
-    /// notifications that would say so were interrupted.
-    pub fn sites_changed(&self) {
-        self.0.sites_generation.fetch_add(1, Ordering::AcqRel);
+    /// Marks every cached site and destination stale: another node changed
+    /// one, or the notifications that would say so were interrupted.
+    pub fn config_changed(&self) {
+        self.0.config_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Checks that the database answers.
@@ -316,8 +318,9 @@ pub struct Tx {
     db: Db,
     /// Set by any write that creates due work, so commit wakes workers.
     wake: bool,
-    /// Set by any write to a site record, so commit marks cached sites stale.
-    sites: bool,
+    /// Set by any write to a site or destination, so commit marks cached
+    /// ones stale.
+    config: bool,
 }
 
 impl Tx {
@@ -338,13 +341,13 @@ impl Tx {
         self.wake = true;
     }
 
-    /// Marks that this transaction changed a site record.
-    pub(crate) async fn mark_sites_changed(&mut self) -> Result<()> {
-        if !self.sites {
-            self.sites = true;
+    /// Marks that this transaction changed a site or a destination.
+    pub(crate) async fn mark_config_changed(&mut self) -> Result<()> {
+        if !self.config {
+            self.config = true;
             if let TxInner::Postgres(t) = &mut self.inner {
                 sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(SITES_CHANNEL)
+                    .bind(CONFIG_CHANNEL)
                     .execute(&mut **t)
                     .await?;
             }
@@ -358,8 +361,8 @@ impl Tx {
             TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
         }
-        if self.sites {
-            self.db.sites_changed();
+        if self.config {
+            self.db.config_changed();
         }
         if self.wake {
             self.db.wake_workers();

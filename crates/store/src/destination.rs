@@ -27,6 +27,7 @@ pub struct DestinationRow {
 
 /// Stores a new destination; a taken name is a conflict.
 pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &DestinationRow) -> Result<()> {
+    tx.mark_config_changed().await?;
     on_tx!(tx, c => {
         sqlx::query(
             "INSERT INTO destinations (tenant_id, id, name, kind, sealed_config, public_config, created_at, updated_at)

@@ -115,7 +115,7 @@ pub async fn find_by_public_key(db: &Db, public_key: &str) -> Result<SiteRow> {
 }
 
 /// Reads one site. Widget requests read sites through the engine's cache,
-/// which [`crate::Db::sites_generation`] keeps honest.
+/// which [`crate::Db::config_generation`] keeps honest.
 pub async fn get(db: &Db, tenant: TenantId, id: SiteId) -> Result<SiteRow> {
     let sql = format!("SELECT {COLUMNS} FROM website_chat_sites WHERE tenant_id = $1 AND id = $2");
     on_db!(db, c => {
@@ -168,7 +168,7 @@ pub async fn set_status(
 ) -> Result<bool> {
     let a = from.first().copied().unwrap_or(to);
     let b = from.get(1).copied().unwrap_or(a);
-    tx.mark_sites_changed().await?;
+    tx.mark_config_changed().await?;
     let n = on_tx!(tx, c => {
         sqlx::query(
             "UPDATE website_chat_sites SET status = $3, updated_at = $4
@@ -198,7 +198,7 @@ pub async fn rotate_secret(
     new_sealed_secret: &str,
     prev_valid_until: Millis,
 ) -> Result<bool> {
-    tx.mark_sites_changed().await?;
+    tx.mark_config_changed().await?;
     let n = on_tx!(tx, c => {
         sqlx::query(
             "UPDATE website_chat_sites SET prev_key_id = key_id, prev_sealed_secret = sealed_secret,
@@ -226,7 +226,7 @@ pub async fn set_origins(
     origins: &[String],
 ) -> Result<()> {
     let origins = serde_json::to_string(origins).map_err(corrupt)?;
-    tx.mark_sites_changed().await?;
+    tx.mark_config_changed().await?;
     on_tx!(tx, c => {
         sqlx::query("UPDATE website_chat_sites SET allowed_origins = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.to_string())
