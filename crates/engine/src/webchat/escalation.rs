@@ -16,7 +16,7 @@ use fleetprompt_core::{DirectiveId, DirectiveKind, NewSignal, Origin, RetryPolic
 use fleetprompt_store::StoreError;
 use fleetprompt_store::directive::{self, NewDirective};
 use fleetprompt_store::queue::Claimed;
-use fleetprompt_store::webchat::{conversation, escalation, identity, message, site};
+use fleetprompt_store::webchat::{conversation, escalation, identity, message};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -233,7 +233,7 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
         Err(StoreError::NotFound) => return Outcome::fail("conversation does not exist"),
         Err(e) => return retry(e),
     };
-    let site = match site::get(db, d.tenant, conv.site_id).await {
+    let site = match engine.site_cache().get(db, d.tenant, conv.site_id).await {
         Ok(s) => s,
         Err(e) => return retry(e),
     };
