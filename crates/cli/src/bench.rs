@@ -276,6 +276,12 @@ async fn one_run(db: &Db, args: &EngineArgs) -> anyhow::Result<RunResult> {
         })
     };
     let created_in = producer.await??;
+    // Waits on the queue's own index while work is pending: counting every
+    // directive by status scans the table (tens of ms at this size), and
+    // polling that would take a core from the database being measured.
+    while fleetprompt_store::queue::backlog(db).await?.0 > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     loop {
         let counts = directive::count_by_status(db, tenant).await?;
         let done = counts
