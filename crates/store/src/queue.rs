@@ -322,37 +322,77 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
             }
         }
         TxInner::Postgres(t) => {
+            // One statement: the fenced status updates, then the attempt
+            // rows and result signals of the completions they applied to
+            // (data-modifying CTEs see the update's RETURNING rows).
+            let col =
+                |f: &dyn Fn(&Completion) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
+            let signal = |f: &dyn Fn(&SignalId, &NewSignal) -> Option<String>| {
+                col(&|c| c.signal.as_ref().and_then(|(id, s)| f(id, s)))
+            };
             let tenants: Vec<String> = batch.iter().map(|c| c.tenant.to_string()).collect();
             let ids: Vec<String> = batch.iter().map(|c| c.id.to_string()).collect();
-            let statuses: Vec<&str> = batch.iter().map(|c| c.new_status().as_str()).collect();
-            let next: Vec<Option<i64>> = batch.iter().map(|c| c.next_attempt_at).collect();
-            let errors: Vec<Option<String>> = batch.iter().map(|c| c.error.clone()).collect();
-            let results: Vec<Option<String>> = batch
-                .iter()
-                .map(|c| c.result.as_ref().map(Value::to_string))
-                .collect();
-            let finished: Vec<Option<i64>> = batch.iter().map(Completion::finished).collect();
-            let workers: Vec<String> = batch.iter().map(|c| c.worker.clone()).collect();
-            let attempts: Vec<i32> = batch.iter().map(|c| c.attempt).collect();
             let rows = sqlx::query(
-                "UPDATE directives d SET status = u.status, next_attempt_at = COALESCE(u.next_at, d.next_attempt_at),
-                    locked_by = NULL, lease_until = NULL, last_error = COALESCE(u.error, d.last_error),
-                    result = u.result, finished_at = u.finished, updated_at = $10
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::int8[],
-                    $8::text[], $9::int4[]) AS u(tenant_id, id, status, next_at, error, result, finished, worker, attempt)
-                 WHERE d.tenant_id = u.tenant_id AND d.id = u.id AND d.status = 'running'
-                    AND d.locked_by = u.worker AND d.attempts = u.attempt
-                 RETURNING d.tenant_id, d.id",
+                "WITH u AS (
+                    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                        $7::int8[], $8::text[], $9::int4[], $10::int8[], $11::int8[], $12::text[], $13::int4[],
+                        $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
+                        $21::int8[])
+                    AS u(tenant_id, id, status, next_at, error, result, finished, worker, attempt, started_at,
+                        ended_at, outcome, http_status, external_ref, signal_id, signal_type, subject, payload,
+                        dedupe_key, caused_by, occurred_at)
+                 ), done AS (
+                    UPDATE directives d SET status = u.status, next_attempt_at = COALESCE(u.next_at, d.next_attempt_at),
+                        locked_by = NULL, lease_until = NULL, last_error = COALESCE(u.error, d.last_error),
+                        result = u.result, finished_at = u.finished, updated_at = $22
+                    FROM u
+                    WHERE d.tenant_id = u.tenant_id AND d.id = u.id AND d.status = 'running'
+                        AND d.locked_by = u.worker AND d.attempts = u.attempt
+                    RETURNING d.tenant_id, d.id
+                 ), attempts AS (
+                    INSERT INTO directive_attempts (tenant_id, directive_id, number, worker, started_at, finished_at,
+                        outcome, error, http_status, external_ref)
+                    SELECT u.tenant_id, u.id, u.attempt, u.worker, u.started_at, u.ended_at, u.outcome, u.error,
+                        u.http_status, u.external_ref
+                    FROM u JOIN done ON done.tenant_id = u.tenant_id AND done.id = u.id
+                    ON CONFLICT (tenant_id, directive_id, number) DO NOTHING
+                 ), results AS (
+                    INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by, occurred_at,
+                        recorded_at)
+                    SELECT u.tenant_id, u.signal_id, u.signal_type, u.subject, u.payload, u.dedupe_key, u.caused_by,
+                        u.occurred_at, $22
+                    FROM u JOIN done ON done.tenant_id = u.tenant_id AND done.id = u.id
+                    WHERE u.signal_id IS NOT NULL
+                    ON CONFLICT (tenant_id, dedupe_key) DO NOTHING
+                 )
+                 SELECT tenant_id, id FROM done",
             )
             .bind(&tenants)
             .bind(&ids)
-            .bind(&statuses)
-            .bind(&next)
-            .bind(&errors)
-            .bind(&results)
-            .bind(&finished)
-            .bind(&workers)
-            .bind(&attempts)
+            .bind(col(&|c| Some(c.new_status().as_str().to_owned())))
+            .bind(batch.iter().map(|c| c.next_attempt_at).collect::<Vec<_>>())
+            .bind(col(&|c| c.error.clone()))
+            .bind(col(&|c| c.result.as_ref().map(Value::to_string)))
+            .bind(batch.iter().map(Completion::finished).collect::<Vec<_>>())
+            .bind(col(&|c| Some(c.worker.clone())))
+            .bind(batch.iter().map(|c| c.attempt).collect::<Vec<_>>())
+            .bind(batch.iter().map(|c| c.started_at).collect::<Vec<_>>())
+            .bind(batch.iter().map(|c| c.finished_at).collect::<Vec<_>>())
+            .bind(col(&|c| Some(c.outcome.as_str().to_owned())))
+            .bind(batch.iter().map(|c| c.http_status).collect::<Vec<_>>())
+            .bind(col(&|c| c.external_ref.clone()))
+            .bind(signal(&|id, _| Some(id.to_string())))
+            .bind(signal(&|_, s| Some(s.signal_type.to_string())))
+            .bind(signal(&|_, s| Some(s.subject.to_string())))
+            .bind(signal(&|_, s| Some(s.payload.to_string())))
+            .bind(signal(&|_, s| Some(s.dedupe_key.clone())))
+            .bind(signal(&|_, s| s.caused_by.map(|d| d.to_string())))
+            .bind(
+                batch
+                    .iter()
+                    .map(|c| c.signal.as_ref().map(|(_, s)| s.occurred_at))
+                    .collect::<Vec<_>>(),
+            )
             .bind(now)
             .fetch_all(&mut **t)
             .await?;
@@ -361,63 +401,8 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect::<Result<_>>()?;
             for (i, a) in applied.iter_mut().enumerate() {
-                *a = written.contains(&(tenants[i].clone(), ids[i].clone()));
-            }
-            let done: Vec<&Completion> = batch
-                .iter()
-                .zip(&applied)
-                .filter_map(|(c, a)| a.then_some(c))
-                .collect();
-            if done.is_empty() {
-                return Ok(applied);
-            }
-            sqlx::query(
-                "INSERT INTO directive_attempts (tenant_id, directive_id, number, worker, started_at, finished_at,
-                    outcome, error, http_status, external_ref)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[],
-                    $7::text[], $8::text[], $9::int4[], $10::text[])
-                 ON CONFLICT (tenant_id, directive_id, number) DO NOTHING",
-            )
-            .bind(done.iter().map(|c| c.tenant.to_string()).collect::<Vec<_>>())
-            .bind(done.iter().map(|c| c.id.to_string()).collect::<Vec<_>>())
-            .bind(done.iter().map(|c| c.attempt).collect::<Vec<_>>())
-            .bind(done.iter().map(|c| c.worker.clone()).collect::<Vec<_>>())
-            .bind(done.iter().map(|c| c.started_at).collect::<Vec<_>>())
-            .bind(done.iter().map(|c| c.finished_at).collect::<Vec<_>>())
-            .bind(done.iter().map(|c| c.outcome.as_str()).collect::<Vec<_>>())
-            .bind(done.iter().map(|c| c.error.clone()).collect::<Vec<_>>())
-            .bind(done.iter().map(|c| c.http_status).collect::<Vec<_>>())
-            .bind(done.iter().map(|c| c.external_ref.clone()).collect::<Vec<_>>())
-            .execute(&mut **t)
-            .await?;
-            let signals: Vec<(&Completion, &SignalId, &NewSignal)> = done
-                .iter()
-                .filter_map(|c| c.signal.as_ref().map(|(id, s)| (*c, id, s)))
-                .collect();
-            if !signals.is_empty() {
-                sqlx::query(
-                    "INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by,
-                        occurred_at, recorded_at)
-                     SELECT u.*, $9 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                        $6::text[], $7::text[], $8::int8[]) AS u
-                     ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
-                )
-                .bind(signals.iter().map(|(c, _, _)| c.tenant.to_string()).collect::<Vec<_>>())
-                .bind(signals.iter().map(|(_, id, _)| id.to_string()).collect::<Vec<_>>())
-                .bind(signals.iter().map(|(_, _, s)| s.signal_type.to_string()).collect::<Vec<_>>())
-                .bind(signals.iter().map(|(_, _, s)| s.subject.to_string()).collect::<Vec<_>>())
-                .bind(signals.iter().map(|(_, _, s)| s.payload.to_string()).collect::<Vec<_>>())
-                .bind(signals.iter().map(|(_, _, s)| s.dedupe_key.clone()).collect::<Vec<_>>())
-                .bind(
-                    signals
-                        .iter()
-                        .map(|(_, _, s)| s.caused_by.map(|d| d.to_string()))
-                        .collect::<Vec<_>>(),
-                )
-                .bind(signals.iter().map(|(_, _, s)| s.occurred_at).collect::<Vec<_>>())
-                .bind(now)
-                .execute(&mut **t)
-                .await?;
+                let key = (tenants[i].clone(), ids[i].clone());
+                *a = written.contains(&key);
             }
         }
     }
