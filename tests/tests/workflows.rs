@@ -8,12 +8,14 @@ use axum::http::StatusCode;
 use fleetprompt_system_tests::{
     Backend, Server, TestApp, TestDb, binary, both_backends, create_tenant, http_client,
 };
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 both_backends!(
     rules_turn_a_signal_into_exactly_the_expected_directives,
     replaying_twice_creates_nothing_new,
     a_replayed_page_routes_as_its_signals_did_one_by_one,
+    replay_pages_through_many_signals_exactly_once,
     delay_and_cancel_on_both_ways,
     throttle_allows_one_per_key_per_window,
     result_signals_are_routed_like_any_signal,
@@ -339,6 +341,65 @@ cancel_on = ["ticket.closed"]
         )),
         "{detail}"
     );
+}
+
+/// Replay reads 500 signals a page, from a cursor in recording order; many
+/// signals share a millisecond, so the cursor's tie-break on the id must hold.
+async fn replay_pages_through_many_signals_exactly_once(backend: Backend) {
+    let RulesApp { app, .. } = spawn(backend).await;
+    // 1,150 signals: 650 orders created (each makes a directive), 500
+    // updated (none), interleaved.
+    let big = 650;
+    let sends = (0..1150).map(|i| {
+        let (t, total) = if i % 2 == 0 || i >= 1000 {
+            ("order.created", 500)
+        } else {
+            ("order.updated", 50)
+        };
+        let body = json!({ "type": t, "subject": format!("order:{i}"),
+            "payload": { "order_id": i, "total": total }, "dedupe_key": format!("many-{i}") });
+        let app = &app;
+        async move {
+            let (s, v) = app.post("/admin/v1/signals", body).await;
+            assert!(s == StatusCode::CREATED, "{v}");
+        }
+    });
+    // A few at a time, so many land in the same millisecond.
+    futures::stream::iter(sends)
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+    let (s, r) = app
+        .post("/admin/v1/replay", json!({ "type": "order.created" }))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["signals"], big, "{r}");
+    assert_eq!(r["directives_deduplicated"], big, "{r}");
+    assert_eq!(r["directives_created"], 0, "{r}");
+    // Once the directives have run, no more signals (their results) come.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app
+        .db
+        .scalar("SELECT COUNT(*) FROM directives WHERE status <> 'succeeded'")
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(Instant::now() < deadline, "directives did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = app
+        .db
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM signals WHERE tenant_id = '{}'",
+            app.tenant.id
+        ))
+        .await
+        .unwrap();
+    let (_, r) = app
+        .post("/admin/v1/replay", json!({ "dry_run": true }))
+        .await;
+    assert_eq!(r["signals"].as_i64().unwrap(), stored, "{r}");
 }
 
 async fn wait_status(app: &TestApp, dedupe_key: &str, status: &str, timeout: Duration) -> Value {

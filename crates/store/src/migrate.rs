@@ -46,6 +46,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0005_hot_tables.sql"),
         postgres: include_str!("../../../migrations/postgres/0005_hot_tables.sql"),
     },
+    Migration {
+        version: 6,
+        name: "signals_by_time",
+        sqlite: include_str!("../../../migrations/sqlite/0006_signals_by_time.sql"),
+        postgres: include_str!("../../../migrations/postgres/0006_signals_by_time.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

@@ -159,11 +159,18 @@ pub async fn page_for_replay(
     after: Option<(Millis, SignalId)>,
     limit: i64,
 ) -> Result<Vec<SignalRow>> {
+    // Two statements rather than one with `$6 IS NULL OR …`: only a plain
+    // row comparison lets a page start at its cursor in `signals_by_time`.
+    let cursor = if after.is_some() {
+        "AND (recorded_at, id) > ($6, $7)"
+    } else {
+        "AND $6 IS NULL AND $7 = ''"
+    };
     let sql = format!(
         "SELECT {COLUMNS} FROM signals WHERE tenant_id = $1
            AND ($2 IS NULL OR type = $2) AND ($3 IS NULL OR subject = $3)
            AND ($4 IS NULL OR recorded_at >= $4) AND ($5 IS NULL OR recorded_at < $5)
-           AND ($6 IS NULL OR recorded_at > $6 OR (recorded_at = $6 AND id > $7))
+           {cursor}
          ORDER BY recorded_at, id LIMIT $8"
     );
     on_db!(db, c => {
