@@ -170,10 +170,7 @@ impl IngestQueue {
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let writers = match backend {
             fleetprompt_store::Backend::Sqlite => 1,
-            fleetprompt_store::Backend::Postgres => std::env::var("FP_W")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(8),
+            fleetprompt_store::Backend::Postgres => 8,
         };
         for _ in 0..writers {
             tokio::spawn(batcher(engine.clone(), rx.clone()));
