@@ -81,6 +81,10 @@ pub struct BackoffOverride {
     pub jitter: Option<f64>,
 }
 
+/// A tenant's destinations by name, `None` for a name that is no destination.
+type DestinationCache =
+    cache::Fresh<(TenantId, String), Option<fleetprompt_store::destination::DestinationRow>>;
+
 /// The engine: shared by the HTTP server, the workers and the CLI.
 pub struct Engine {
     db: Db,
@@ -100,8 +104,7 @@ pub struct Engine {
     /// Sites as widget requests read them.
     sites: webchat::site_cache::SiteCache,
     /// Destinations (and names that are none) as routing and handlers read them.
-    destinations:
-        cache::Fresh<(TenantId, String), Option<fleetprompt_store::destination::DestinationRow>>,
+    destinations: DestinationCache,
     /// Set when the process begins to stop, so long polls (Edge Connector
     /// claims) answer at once instead of holding up the HTTP server's
     /// graceful shutdown.
@@ -176,18 +179,17 @@ impl Engine {
         &self.http
     }
 
-    /// The visitor message queue, whose batches commit together.
-    pub(crate) fn destination_cache(
-        &self,
-    ) -> &cache::Fresh<(TenantId, String), Option<fleetprompt_store::destination::DestinationRow>>
-    {
+    /// Destinations as routing and handlers read them.
+    pub(crate) fn destination_cache(&self) -> &DestinationCache {
         &self.destinations
     }
 
+    /// Sites as widget requests read them.
     pub(crate) fn site_cache(&self) -> &webchat::site_cache::SiteCache {
         &self.sites
     }
 
+    /// The visitor message queue, whose batches commit together.
     pub(crate) fn ingest_queue(&self) -> &webchat::ingest::IngestQueue {
         self.ingest
             .get_or_init(|| webchat::ingest::IngestQueue::start(self.me.clone(), self.db.backend()))

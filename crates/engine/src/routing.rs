@@ -293,19 +293,13 @@ impl Engine {
                 pending.directives.push((tenant, new));
             }
         }
-        let (outcome, notes) = if not_configured == planned.len() {
-            let why = format!("rule {}: ", ev.rule_id);
-            (
-                "skipped",
-                std::iter::once(Note::Text(why)).chain(notes).collect(),
-            )
+        let (outcome, head) = if not_configured == planned.len() {
+            ("skipped", format!("rule {}: ", ev.rule_id))
         } else {
-            let why = format!("rule {} matched signal {}: ", ev.rule_id, signal.id);
-            (
-                "matched",
-                std::iter::once(Note::Text(why)).chain(notes).collect(),
-            )
+            let head = format!("rule {} matched signal {}: ", ev.rule_id, signal.id);
+            ("matched", head)
         };
+        let notes = std::iter::once(Note::Text(head)).chain(notes).collect();
         verdict(outcome, notes, &ev);
         Ok(())
     }

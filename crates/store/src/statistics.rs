@@ -26,8 +26,8 @@ const GROWING: &[&str] = &[
 /// has never been analyzed, or has more than doubled since its size was
 /// last measured. Only growth changes plans: updates (a conversation
 /// touched by every message) do not, and counting them had the busiest
-/// tables analyzed every pass. Returns the tables analyzed. A no-op on SQLite, whose
-/// planner does not depend on statistics this way.
+/// tables analyzed every pass. Returns the tables analyzed. A no-op on
+/// SQLite, whose planner does not depend on statistics this way.
 pub async fn analyze_grown(db: &Db) -> Result<Vec<String>> {
     let Some(pool) = db.pg_pool() else {
         return Ok(vec![]);
