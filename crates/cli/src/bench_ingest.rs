@@ -11,6 +11,7 @@
 //! - latency: an open loop at `--rate` messages/s for `--seconds`, p50/p99;
 //! - the server's resident memory, idle and at its peak (`/proc`).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -152,17 +153,27 @@ pub(crate) fn cpu_ms(pid: u32) -> u64 {
     ticks * 10
 }
 
-/// CPU time of every process of this machine named `name` (PostgreSQL's
-/// backends, when the database runs here), in milliseconds.
-pub(crate) fn cpu_ms_of_all(name: &str) -> u64 {
+/// CPU time of each process of this machine named `name` (PostgreSQL's
+/// backends, when the database runs here), in milliseconds, by pid.
+pub(crate) fn cpu_ms_by_process(name: &str) -> HashMap<u32, u64> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
+        return HashMap::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
         })
-        .map(cpu_ms)
+        .map(|pid| (pid, cpu_ms(pid)))
+        .collect()
+}
+
+/// CPU the processes of `before` (and any started since) used until now.
+/// A process that exited meanwhile takes its time with it, so this counts
+/// each live process's own growth rather than subtracting two totals.
+pub(crate) fn cpu_ms_since(name: &str, before: &HashMap<u32, u64>) -> u64 {
+    cpu_ms_by_process(name)
+        .into_iter()
+        .map(|(pid, now)| now.saturating_sub(before.get(&pid).copied().unwrap_or(0)))
         .sum()
 }
 
@@ -293,7 +304,7 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
     let refused = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let cpu_start = cpu_ms(server.pid);
-    let db_cpu_start = cpu_ms_of_all("postgres");
+    let db_cpu_start = cpu_ms_by_process("postgres");
     let mut senders = tokio::task::JoinSet::new();
     for c in 0..args.connections {
         let (http, url, tokens, remaining, refused) = (
@@ -325,7 +336,7 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
     while senders.join_next().await.is_some() {}
     let elapsed = start.elapsed();
     let cpu = cpu_ms(server.pid) - cpu_start;
-    let db_cpu = cpu_ms_of_all("postgres") - db_cpu_start;
+    let db_cpu = cpu_ms_since("postgres", &db_cpu_start);
     let refused = refused.load(Ordering::Relaxed);
     let accepted = args.messages - refused;
     let cpu_us_per_message = cpu as f64 * 1000.0 / accepted.max(1) as f64;
