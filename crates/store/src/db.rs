@@ -140,9 +140,13 @@ impl Db {
             // The writer never checkpoints: its checkpoints (with their
             // fsyncs) would stall every transaction queued behind it. A
             // separate connection checkpoints in the background instead.
+            // No ping before each transaction: a connection to a local file
+            // does not go stale, and the ping is one more hand-off to the
+            // connection's thread per transaction.
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
                 .await?;

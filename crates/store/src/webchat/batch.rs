@@ -5,8 +5,8 @@
 //!
 //! Rows travel as one JSON parameter per table (an array of arrays), read
 //! as the table `k`: `k.key` is a row's 0-based position and `k.value ->> n`
-//! its n-th column, as text. On SQLite each step is a few statements, each
-//! a hand-off to the connection's thread; on PostgreSQL it is three
+//! its n-th column, as text. On SQLite each step is one hand-off to the
+//! connection's thread, of a few statements; on PostgreSQL it is three
 //! statements (round trips): the visitor locks, the lookups as lateral index
 //! probes, and the writes as data-modifying CTEs (their cached plans
 //! stay good as the tables grow: see [`crate::statistics`]).
@@ -72,34 +72,27 @@ pub async fn lock_and_find(
     );
     let found: Vec<FoundRow> = match tx.inner_mut() {
         TxInner::Sqlite(t) => {
-            // SQLite has no LATERAL; it joins by index probes anyway.
-            let sends_sql = format!(
+            // SQLite has no LATERAL; it joins by index probes anyway. Both
+            // lookups go to the connection's thread in one hand-off.
+            let sql = format!(
                 "SELECT 'sent', k.key, m.id, m.conversation_id, NULL FROM {} JOIN website_chat_messages m
                    ON m.tenant_id = k.value ->> 0 AND m.site_id = k.value ->> 1
-                  AND m.visitor_id = k.value ->> 2 AND m.client_message_id = k.value ->> 3",
-                json_rows(Backend::Sqlite, 1)
-            );
-            let open_sql = format!(
-                "SELECT 'open', key, id, NULL, last_message_at FROM (
+                  AND m.visitor_id = k.value ->> 2 AND m.client_message_id = k.value ->> 3;
+                 SELECT 'open', key, id, NULL, last_message_at FROM (
                      SELECT k.key AS key, c.id AS id, c.last_message_at AS last_message_at,
                             row_number() OVER (PARTITION BY k.key ORDER BY c.started_at DESC, c.id DESC) AS rn
                      FROM {} JOIN website_chat_conversations c
                        ON c.tenant_id = k.value ->> 0 AND c.site_id = k.value ->> 1
                       AND c.visitor_id = k.value ->> 2 AND c.status = 'open'
                  ) AS latest WHERE rn = 1",
-                json_rows(Backend::Sqlite, 1)
+                json_rows(Backend::Sqlite, 1),
+                json_rows(Backend::Sqlite, 2)
             );
-            let mut found: Vec<FoundRow> = sqlx::query_as(sqlx::AssertSqlSafe(sends_sql))
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(&sends_json)
+                .bind(&visitors_json)
                 .fetch_all(&mut **t)
-                .await?;
-            found.extend(
-                sqlx::query_as(sqlx::AssertSqlSafe(open_sql))
-                    .bind(&visitors_json)
-                    .fetch_all(&mut **t)
-                    .await?,
-            );
-            found
+                .await?
         }
         TxInner::Postgres(t) => {
             let locks: Vec<String> = visitors.iter().map(VisitorKey::lock_name).collect();
@@ -248,33 +241,23 @@ pub async fn write(tx: &mut Tx, r: &Rows) -> Result<usize> {
     };
     match tx.inner_mut() {
         TxInner::Sqlite(t) => {
-            let k = json_rows(Backend::Sqlite, 1);
-            let new_signals = if r.signals.is_empty() {
-                0
-            } else {
-                sqlx::query(sqlx::AssertSqlSafe(insert_signals(&k)))
-                    .bind(&signals)
-                    .execute(&mut **t)
-                    .await?
-                    .rows_affected() as usize
-            };
-            for (sql, values, len) in [
-                (
-                    insert_conversations(&k),
-                    &conversations,
-                    r.conversations.len(),
-                ),
-                (insert_messages(&k), &messages, r.messages.len()),
-                (touch(&k), &touched, r.touched.len()),
-            ] {
-                if len > 0 {
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(values)
-                        .execute(&mut **t)
-                        .await?;
-                }
-            }
-            Ok(new_signals)
+            // One hand-off to the connection's thread for all four; the
+            // rows returned are the new signals.
+            let sql = format!(
+                "{} RETURNING 1; {}; {}; {}",
+                insert_signals(&json_rows(Backend::Sqlite, 1)),
+                insert_conversations(&json_rows(Backend::Sqlite, 2)),
+                insert_messages(&json_rows(Backend::Sqlite, 3)),
+                touch(&json_rows(Backend::Sqlite, 4)),
+            );
+            let new_signals: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(&signals)
+                .bind(&conversations)
+                .bind(&messages)
+                .bind(&touched)
+                .fetch_all(&mut **t)
+                .await?;
+            Ok(new_signals.len())
         }
         TxInner::Postgres(t) => {
             // Every data-modifying CTE runs once, whether or not it is read.
