@@ -168,12 +168,35 @@ impl IngestQueue {
     pub(crate) fn start(engine: Weak<Engine>, backend: fleetprompt_store::Backend) -> Self {
         let (jobs, rx) = mpsc::channel(BATCH * 8);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let writers = match backend {
-            fleetprompt_store::Backend::Sqlite => 1,
-            fleetprompt_store::Backend::Postgres => 8,
-        };
-        for _ in 0..writers {
-            tokio::spawn(batcher(engine.clone(), rx.clone()));
+        match backend {
+            // The one writer connection is a thread of its own, and a batch
+            // is a dozen hand-offs between it and the batcher. On the shared
+            // runtime every hand-off waits its turn behind the HTTP tasks
+            // queued there, so under a burst a batch of one took 10-50 ms
+            // and the next batch grew and took longer still. On a thread of
+            // its own the batcher answers the writer at once.
+            fleetprompt_store::Backend::Sqlite => {
+                let own_thread = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        let (engine, rx) = (engine.clone(), rx.clone());
+                        std::thread::Builder::new()
+                            .name("fp-ingest".into())
+                            .spawn(move || rt.block_on(batcher(engine, rx)))
+                    });
+                if let Err(e) = own_thread {
+                    tracing::warn!(error = %e, "no thread for message ingest; sharing the runtime");
+                    tokio::spawn(batcher(engine, rx));
+                }
+            }
+            // Connections are sockets on the shared runtime, and eight
+            // batchers keep each other's waits covered.
+            fleetprompt_store::Backend::Postgres => {
+                for _ in 0..8 {
+                    tokio::spawn(batcher(engine.clone(), rx.clone()));
+                }
+            }
         }
         Self { jobs }
     }
