@@ -153,6 +153,12 @@ enum TenantCommand {
     List,
 }
 
+/// mimalloc instead of the system allocator: with glibc's malloc the
+/// server spent about a third more CPU per widget message (see
+/// `docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
