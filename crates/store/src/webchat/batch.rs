@@ -19,7 +19,7 @@ use serde_json::json;
 use super::conversation::{ConversationRow, VisitorKey};
 use super::message::MessageRow;
 use crate::db::TxInner;
-use crate::{Backend, Result, Tx, corrupt, json_array, json_rows};
+use crate::{Backend, Result, Tx, corrupt, json_array, json_rows, on_tx};
 
 /// A send to look up: the visitor and the widget's client message id.
 pub type SendKey<'a> = (VisitorKey, &'a str);
@@ -239,47 +239,36 @@ pub async fn write(tx: &mut Tx, r: &Rows) -> Result<usize> {
                AND website_chat_conversations.id = k.value ->> 1"
         )
     };
-    match tx.inner_mut() {
-        TxInner::Sqlite(t) => {
-            // One hand-off to the connection's thread for all four; the
-            // rows returned are the new signals.
-            let sql = format!(
-                "{} RETURNING 1; {}; {}; {}",
-                insert_signals(&json_rows(Backend::Sqlite, 1)),
-                insert_conversations(&json_rows(Backend::Sqlite, 2)),
-                insert_messages(&json_rows(Backend::Sqlite, 3)),
-                touch(&json_rows(Backend::Sqlite, 4)),
-            );
-            let new_signals: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .bind(&signals)
-                .bind(&conversations)
-                .bind(&messages)
-                .bind(&touched)
-                .fetch_all(&mut **t)
-                .await?;
-            Ok(new_signals.len())
-        }
-        TxInner::Postgres(t) => {
-            // Every data-modifying CTE runs once, whether or not it is read.
-            let sql = format!(
-                "WITH s AS ({} RETURNING 1),
-                      c AS ({} RETURNING 1),
-                      m AS ({} RETURNING 1),
-                      t AS ({} RETURNING 1)
-                 SELECT count(*) FROM s",
-                insert_signals(&json_rows(Backend::Postgres, 1)),
-                insert_conversations(&json_rows(Backend::Postgres, 2)),
-                insert_messages(&json_rows(Backend::Postgres, 3)),
-                touch(&json_rows(Backend::Postgres, 4)),
-            );
-            let new_signals: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .bind(&signals)
-                .bind(&conversations)
-                .bind(&messages)
-                .bind(&touched)
-                .fetch_one(&mut **t)
-                .await?;
-            Ok(new_signals as usize)
-        }
-    }
+    // One statement text per backend, whose rows are the new signals: on
+    // SQLite four statements in one hand-off to the connection's thread, on
+    // PostgreSQL one statement of data-modifying CTEs (each runs once,
+    // whether or not it is read).
+    let b = tx.backend();
+    let (s, c, m, t) = (
+        insert_signals(&json_rows(b, 1)),
+        insert_conversations(&json_rows(b, 2)),
+        insert_messages(&json_rows(b, 3)),
+        touch(&json_rows(b, 4)),
+    );
+    let sql = match b {
+        Backend::Sqlite => format!("{s} RETURNING 1; {c}; {m}; {t}"),
+        Backend::Postgres => format!(
+            "WITH s AS ({s} RETURNING 1),
+                  c AS ({c} RETURNING 1),
+                  m AS ({m} RETURNING 1),
+                  t AS ({t} RETURNING 1)
+             SELECT 1 FROM s"
+        ),
+    };
+    let new_signals = on_tx!(tx, conn => {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&signals)
+            .bind(&conversations)
+            .bind(&messages)
+            .bind(&touched)
+            .fetch_all(conn)
+            .await?
+            .len()
+    });
+    Ok(new_signals)
 }
