@@ -174,6 +174,26 @@ impl TestDb {
                 .await?)
         }
     }
+
+    /// Polls [`TestDb::scalar`] every 100 ms until `done` holds for its
+    /// value, which it returns; panics with `what` after `timeout`.
+    pub async fn wait_scalar(
+        &self,
+        sql: &str,
+        done: impl Fn(i64) -> bool,
+        timeout: Duration,
+        what: &str,
+    ) -> i64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.scalar(sql).await.unwrap();
+            if done(n) {
+                return n;
+            }
+            assert!(Instant::now() < deadline, "{what} (last value {n})");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for TestDb {

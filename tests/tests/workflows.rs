@@ -377,17 +377,14 @@ async fn replay_pages_through_many_signals_exactly_once(backend: Backend) {
     assert_eq!(r["directives_deduplicated"], big, "{r}");
     assert_eq!(r["directives_created"], 0, "{r}");
     // Once the directives have run, no more signals (their results) come.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app
-        .db
-        .scalar("SELECT COUNT(*) FROM directives WHERE status <> 'succeeded'")
-        .await
-        .unwrap()
-        > 0
-    {
-        assert!(Instant::now() < deadline, "directives did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    app.db
+        .wait_scalar(
+            "SELECT COUNT(*) FROM directives WHERE status <> 'succeeded'",
+            |n| n == 0,
+            Duration::from_secs(30),
+            "directives did not finish",
+        )
+        .await;
     let stored = app
         .db
         .scalar(&format!(
