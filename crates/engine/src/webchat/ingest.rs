@@ -170,7 +170,7 @@ impl IngestQueue {
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         match backend {
             // The one writer connection is a thread of its own, and a batch
-            // is a dozen hand-offs between it and the batcher. On the shared
+            // is several hand-offs between it and the batcher. On the shared
             // runtime every hand-off waits its turn behind the HTTP tasks
             // queued there, so under a burst a batch of one took 10-50 ms
             // and the next batch grew and took longer still. On a thread of
