@@ -104,9 +104,22 @@ pub async fn lock_and_find(
             // reads from the snapshot taken when it starts, so lookups in
             // the statement that waited for a lock would miss what the
             // holder committed meanwhile (a second open conversation).
+            //
+            // The same statement leaves this transaction only index probes
+            // in nested loops. Its statements look up or touch a few rows
+            // per message, and their plans are cached per connection: one
+            // made while a table was small (a new database) or whose
+            // statistics were stale scanned the whole table, and kept doing
+            // so as it grew (the batch's lookups read 1,600 pages each in a
+            // benchmark). The touch's join guesses a hundred rows and, with
+            // hash joins allowed, scanned every conversation and every dead
+            // row version of them.
             sqlx::query(
-                "SELECT count(pg_advisory_xact_lock(hashtextextended(n, 0)))
-                 FROM unnest($1::text[]) AS n",
+                "SELECT set_config('enable_seqscan', 'off', true),
+                        set_config('enable_hashjoin', 'off', true),
+                        set_config('enable_mergejoin', 'off', true),
+                        (SELECT count(pg_advisory_xact_lock(hashtextextended(n, 0)))
+                         FROM unnest($1::text[]) AS n)",
             )
             .bind(locks)
             .execute(&mut **t)
