@@ -82,25 +82,38 @@ pub async fn reap_once(engine: &Engine) -> Result<usize, EngineError> {
     Ok(n)
 }
 
-/// Runs the reaper and the queue gauges until shutdown.
+/// How often the tables that grew are analyzed (PostgreSQL). A statement's
+/// plan, cached per connection, is made again only when a table it reads is
+/// analyzed; a new database under load doubles its tables every second or
+/// so, and plans made while they were empty (lookups that read every row of
+/// the tenant) must not outlive that by much.
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs the reaper, the queue gauges and the statistics until shutdown.
 pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(engine.config().reap_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reap = tokio::time::interval(engine.config().reap_interval);
+    let mut statistics = tokio::time::interval(STATISTICS_INTERVAL);
+    for tick in [&mut reap, &mut statistics] {
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        if let Err(e) = reap_once(&engine).await {
-            tracing::error!(error = %e, "reaping expired leases failed");
-        }
-        refresh_gauges(&engine).await;
-        match fleetprompt_store::statistics::analyze_grown(engine.db()).await {
-            Ok(tables) if !tables.is_empty() => {
-                tracing::debug!(?tables, "analyzed tables that grew");
+            _ = reap.tick() => {
+                if let Err(e) = reap_once(&engine).await {
+                    tracing::error!(error = %e, "reaping expired leases failed");
+                }
+                refresh_gauges(&engine).await;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "analyzing grown tables failed"),
+            _ = statistics.tick() => {
+                match fleetprompt_store::statistics::analyze_grown(engine.db()).await {
+                    Ok(tables) if !tables.is_empty() => {
+                        tracing::debug!(?tables, "analyzed tables that grew");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "analyzing grown tables failed"),
+                }
+            }
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -22,7 +22,7 @@ const GROWING: &[&str] = &[
     "website_chat_messages",
 ];
 
-/// Analyzes each growing table that holds at least a few hundred rows and
+/// Analyzes each growing table that holds at least a hundred rows and
 /// has never been analyzed, or has more than doubled since its size was
 /// last measured. Only growth changes plans: updates (a conversation
 /// touched by every message) do not, and counting them had the busiest
@@ -35,7 +35,7 @@ pub async fn analyze_grown(db: &Db) -> Result<Vec<String>> {
     let grown: Vec<String> = sqlx::query_scalar(
         "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
          WHERE s.schemaname = current_schema() AND s.relname = ANY($1)
-           AND s.n_live_tup >= 500
+           AND s.n_live_tup >= 100
            AND (COALESCE(s.last_analyze, s.last_autoanalyze) IS NULL
                 OR s.n_live_tup > 2 * c.reltuples)",
     )
