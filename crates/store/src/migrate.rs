@@ -52,6 +52,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0006_signals_by_time.sql"),
         postgres: include_str!("../../../migrations/postgres/0006_signals_by_time.sql"),
     },
+    Migration {
+        version: 7,
+        name: "conversation_touch",
+        sqlite: include_str!("../../../migrations/sqlite/0007_conversation_touch.sql"),
+        postgres: include_str!("../../../migrations/postgres/0007_conversation_touch.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

@@ -198,7 +198,8 @@ pub async fn latest_for_visitor(
     })
 }
 
-/// A tenant's conversations, most recently active first.
+/// A tenant's conversations, most recently active first. (The indexes hold
+/// the minute of the last message, not its exact time: see migration 0007.)
 pub async fn list(
     db: &Db,
     tenant: TenantId,
@@ -209,7 +210,7 @@ pub async fn list(
     let sql = format!(
         "SELECT {COLUMNS} FROM website_chat_conversations
          WHERE tenant_id = $1 AND ($2 IS NULL OR site_id = $2) AND ($3 IS NULL OR status = $3)
-         ORDER BY last_message_at DESC, id DESC LIMIT $4"
+         ORDER BY last_message_minute DESC, last_message_at DESC, id DESC LIMIT $4"
     );
     on_db!(db, c => {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -225,7 +226,9 @@ pub async fn list(
 
 /// Open conversations, of any tenant, idle for longer than their site's
 /// timeout at `now`. The sweep is a platform job, so it spans tenants; each
-/// row carries its tenant and every write after it is tenant-scoped.
+/// row carries its tenant and every write after it is tenant-scoped. The
+/// minute of the last message is what the index holds; a message before a
+/// time is in a minute before it too.
 pub async fn idle(db: &Db, now: Millis, limit: i64) -> Result<Vec<(TenantId, ConversationRow)>> {
     let cols: String = COLUMNS
         .split(", ")
@@ -235,8 +238,9 @@ pub async fn idle(db: &Db, now: Millis, limit: i64) -> Result<Vec<(TenantId, Con
     let sql = format!(
         "SELECT c.tenant_id, {cols} FROM website_chat_conversations c
          JOIN website_chat_sites s ON s.tenant_id = c.tenant_id AND s.id = c.site_id
-         WHERE c.status = 'open' AND c.last_message_at < $1 - s.idle_timeout_ms
-         ORDER BY c.last_message_at LIMIT $2"
+         WHERE c.status = 'open' AND c.last_message_minute < $1 - s.idle_timeout_ms
+           AND c.last_message_at < $1 - s.idle_timeout_ms
+         ORDER BY c.last_message_minute, c.last_message_at LIMIT $2"
     );
     on_db!(db, c => {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
