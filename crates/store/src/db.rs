@@ -82,6 +82,17 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct Db(Arc<Inner>);
 
+/// PostgreSQL connections of a task's own: see [`Db::own_pool`].
+#[derive(Debug, Clone)]
+pub struct OwnPool(PgPool);
+
+impl OwnPool {
+    /// Closes its connections.
+    pub async fn close(&self) {
+        self.0.close().await;
+    }
+}
+
 /// The reading side of a [`Db`], for [`on_db!`](crate::on_db).
 #[doc(hidden)]
 pub enum Reader<'a> {
@@ -198,17 +209,43 @@ impl Db {
         }
     }
 
+    /// A PostgreSQL pool of up to `size` connections of its own, for a
+    /// task that runs on a runtime of its own: a connection's socket
+    /// belongs to the runtime that opened it, and this pool opens its
+    /// connections lazily, on the runtime of the first task to use them.
+    /// Its connections are not pinged before use: sqlx already pings each
+    /// one when it is returned, and a ping is one more round trip per
+    /// transaction. `None` on SQLite, whose one writer is a thread already.
+    pub fn own_pool(&self, size: u32) -> Option<OwnPool> {
+        let Pools::Postgres(shared) = &self.0.pools else {
+            return None;
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(size)
+            .min_connections(0)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with((*shared.connect_options()).clone());
+        Some(OwnPool(pool))
+    }
+
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        let inner = match &self.0.pools {
-            Pools::Sqlite { writer, .. } => {
+        self.begin_on(None).await
+    }
+
+    /// Starts a write transaction, on `own`'s connections when given.
+    pub async fn begin_on(&self, own: Option<&OwnPool>) -> Result<Tx> {
+        let inner = match (&self.0.pools, own) {
+            (Pools::Postgres(_), Some(OwnPool(p))) => TxInner::Postgres(p.begin().await?),
+            (Pools::Sqlite { writer, .. }, _) => {
                 // IMMEDIATE takes the write lock at once, waiting (busy
                 // timeout) if another connection holds it; a deferred
                 // transaction that read first would instead fail with
                 // "database is locked" when its first write found it taken.
                 TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?)
             }
-            Pools::Postgres(p) => TxInner::Postgres(p.begin().await?),
+            (Pools::Postgres(p), None) => TxInner::Postgres(p.begin().await?),
         };
         Ok(Tx {
             inner,

@@ -8,6 +8,7 @@ use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::webchat::token::Claims;
 use fleetprompt_core::webchat::visitor::check_email;
 use fleetprompt_core::{SignalId, TenantId};
+use fleetprompt_store::db::OwnPool;
 use fleetprompt_store::webchat::conversation::{self, ConversationRow, VisitorKey};
 use fleetprompt_store::webchat::message::{self, MessageRow, Role};
 use fleetprompt_store::webchat::site::SiteRow;
@@ -168,35 +169,34 @@ impl IngestQueue {
     pub(crate) fn start(engine: Weak<Engine>, backend: fleetprompt_store::Backend) -> Self {
         let (jobs, rx) = mpsc::channel(BATCH * 8);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        match backend {
-            // The one writer connection is a thread of its own, and a batch
-            // is several hand-offs between it and the batcher. On the shared
-            // runtime every hand-off waits its turn behind the HTTP tasks
-            // queued there, so under a burst a batch of one took 10-50 ms
-            // and the next batch grew and took longer still. On a thread of
-            // its own the batcher answers the writer at once.
-            fleetprompt_store::Backend::Sqlite => {
-                let own_thread = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .and_then(|rt| {
-                        let (engine, rx) = (engine.clone(), rx.clone());
-                        std::thread::Builder::new()
-                            .name("fp-ingest".into())
-                            .spawn(move || rt.block_on(batcher(engine, rx)))
-                    });
-                if let Err(e) = own_thread {
-                    tracing::warn!(error = %e, "no thread for message ingest; sharing the runtime");
-                    tokio::spawn(batcher(engine, rx));
-                }
-            }
-            // Connections are sockets on the shared runtime, and eight
-            // batchers keep each other's waits covered.
-            fleetprompt_store::Backend::Postgres => {
-                for _ in 0..8 {
-                    tokio::spawn(batcher(engine.clone(), rx.clone()));
-                }
-            }
+        // SQLite has one writer; PostgreSQL runs several batches at once,
+        // and four keep each other's waits covered with batches still large
+        // (with eight, batches halved and PostgreSQL's work per message
+        // grew by a fifth).
+        let batchers = match backend {
+            fleetprompt_store::Backend::Sqlite => 1,
+            fleetprompt_store::Backend::Postgres => 4,
+        };
+        // A batch is several round trips between the batcher and the
+        // database (the SQLite writer's thread, or a PostgreSQL
+        // connection). On the shared runtime every one of them waits its
+        // turn behind the HTTP tasks queued there, so under a burst a batch
+        // of one took 10-50 ms and the next batch grew and took longer
+        // still. On a thread of its own the batcher answers at once; its
+        // PostgreSQL connections are its own too, so their sockets are
+        // polled by that thread.
+        let own_thread = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| {
+                let (engine, rx) = (engine.clone(), rx.clone());
+                std::thread::Builder::new()
+                    .name("fp-ingest".into())
+                    .spawn(move || rt.block_on(run_batchers(engine, rx, batchers)))
+            });
+        if let Err(e) = own_thread {
+            tracing::warn!(error = %e, "no thread for message ingest; sharing the runtime");
+            tokio::spawn(run_batchers(engine, rx, batchers));
         }
         Self { jobs }
     }
@@ -205,7 +205,7 @@ impl IngestQueue {
         let (reply, result) = oneshot::channel();
         if let Err(mpsc::error::SendError((job, _))) = self.jobs.send((job, reply)).await {
             // The queue is gone (shutting down): write it alone.
-            return send_alone(engine, &job).await;
+            return send_alone(engine, &job, None).await;
         }
         result.await.map_err(|_| {
             WebchatError::Engine(EngineError::InvalidState("message ingest stopped".into()))
@@ -213,7 +213,23 @@ impl IngestQueue {
     }
 }
 
-async fn batcher(engine: Weak<Engine>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Reply)>>>) {
+type Jobs = Arc<tokio::sync::Mutex<mpsc::Receiver<(Job, Reply)>>>;
+
+/// Runs `n` batchers on the current runtime until the queue closes.
+async fn run_batchers(engine: Weak<Engine>, rx: Jobs, n: usize) {
+    let own = engine.upgrade().and_then(|e| e.db().own_pool(n as u32));
+    let batchers: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(batcher(engine.clone(), rx.clone(), own.clone())))
+        .collect();
+    for b in batchers {
+        let _ = b.await;
+    }
+    if let Some(own) = own {
+        own.close().await;
+    }
+}
+
+async fn batcher(engine: Weak<Engine>, rx: Jobs, own: Option<OwnPool>) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         if rx.lock().await.recv_many(&mut batch, BATCH).await == 0 {
@@ -225,7 +241,7 @@ async fn batcher(engine: Weak<Engine>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
         // Stable: a visitor's messages keep their order.
         batch.sort_by_key(|(job, _)| job.visitor_key());
         let jobs: Vec<&Job> = batch.iter().map(|(job, _)| job).collect();
-        match write_batch(&engine, &jobs).await {
+        match write_batch(&engine, &jobs, own.as_ref()).await {
             Ok(results) => {
                 crate::metrics::ingest_batch(batch.len());
                 for ((_, reply), r) in batch.drain(..).zip(results) {
@@ -238,7 +254,7 @@ async fn batcher(engine: Weak<Engine>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
                 tracing::warn!(error = %e, messages = batch.len(), "batch write failed; writing its messages one by one");
                 crate::metrics::ingest_fallback();
                 for (job, reply) in batch.drain(..) {
-                    let _ = reply.send(send_alone(&engine, &job).await);
+                    let _ = reply.send(send_alone(&engine, &job, own.as_ref()).await);
                 }
             }
         }
@@ -249,14 +265,18 @@ async fn batcher(engine: Weak<Engine>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver
 /// visitors and find their earlier sends and open conversations, then write
 /// every row. Any surprise (a dedupe key already taken, say) fails the
 /// batch, and the caller writes each message alone.
-async fn write_batch(engine: &Engine, jobs: &[&Job]) -> Result<Vec<Accepted>, WebchatError> {
+async fn write_batch(
+    engine: &Engine,
+    jobs: &[&Job],
+    own: Option<&OwnPool>,
+) -> Result<Vec<Accepted>, WebchatError> {
     let mut visitors: Vec<VisitorKey> = jobs.iter().map(|j| j.visitor_key()).collect();
     visitors.dedup();
     let sends: Vec<batch::SendKey<'_>> = jobs
         .iter()
         .map(|j| (j.visitor_key(), j.client_message_id.as_str()))
         .collect();
-    let mut tx = engine.db().begin().await?;
+    let mut tx = engine.db().begin_on(own).await?;
     let found = batch::lock_and_find(&mut tx, &visitors, &sends).await?;
     let now = now_ms();
     let mut plan = BatchPlan {
@@ -382,11 +402,15 @@ impl BatchPlan {
 /// One message in its own transaction (a batch of one). Two sends of one
 /// message racing on PostgreSQL: the loser's insert hits the unique key, and
 /// its second pass finds the winner's row.
-async fn send_alone(engine: &Engine, job: &Job) -> Result<Accepted, WebchatError> {
+async fn send_alone(
+    engine: &Engine,
+    job: &Job,
+    own: Option<&OwnPool>,
+) -> Result<Accepted, WebchatError> {
     let mut pass = 0;
     loop {
         pass += 1;
-        match write_batch(engine, &[job]).await {
+        match write_batch(engine, &[job], own).await {
             Err(e) if pass < 3 && is_unique_violation(&e) => continue,
             other => return other.map(|mut one| one.remove(0)),
         }
