@@ -113,8 +113,9 @@ impl Db {
         let pools = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
-                // Room for the message batchers (8), the completers (4), the claim
-                // loop, LISTEN and the HTTP handlers' reads at once.
+                // Room for the completers (4), the claim loop, LISTEN and
+                // the HTTP handlers' reads at once (the message batchers
+                // have connections of their own: `own_pool`).
                 .max_connections(32)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(10))
