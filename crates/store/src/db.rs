@@ -214,9 +214,7 @@ impl Db {
     /// task that runs on a runtime of its own: a connection's socket
     /// belongs to the runtime that opened it, and this pool opens its
     /// connections lazily, on the runtime of the first task to use them.
-    /// Its connections are not pinged before use: sqlx already pings each
-    /// one when it is returned, and a ping is one more round trip per
-    /// transaction. `None` on SQLite, whose one writer is a thread already.
+    /// `None` on SQLite, whose one writer is a thread already.
     pub fn own_pool(&self, size: u32) -> Option<OwnPool> {
         let Pools::Postgres(shared) = &self.0.pools else {
             return None;
@@ -224,7 +222,6 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(size)
             .min_connections(0)
-            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with((*shared.connect_options()).clone());
         Some(OwnPool(pool))
