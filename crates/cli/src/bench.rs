@@ -238,6 +238,7 @@ async fn one_run(db: &Db, args: &EngineArgs) -> anyhow::Result<RunResult> {
         let batch = args.batch;
         tokio::spawn(async move {
             let mut made = 0;
+            let mut last = None;
             while made < n {
                 let size = batch.min(n - made);
                 let now = fleetprompt_core::time::now_ms();
@@ -271,16 +272,22 @@ async fn one_run(db: &Db, args: &EngineArgs) -> anyhow::Result<RunResult> {
                     "only {created} of {size} directives were new"
                 );
                 made += size;
+                last = rows.last().map(|(_, d)| d.id);
             }
-            Ok::<Duration, anyhow::Error>(start.elapsed())
+            Ok::<_, anyhow::Error>((start.elapsed(), last))
         })
     };
-    let created_in = producer.await??;
-    // Waits on the queue's own index while work is pending: counting every
-    // directive by status scans the table (tens of ms at this size), and
-    // polling that would take a core from the database being measured.
-    while fleetprompt_store::queue::backlog(db).await?.0 > 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let (created_in, last) = producer.await??;
+    // Waits on the last directive created, by primary key, before counting:
+    // any query over the whole queue (a count by status, or the backlog
+    // through the queue's index, 140 ms each on PostgreSQL mid-run) polled
+    // while the worker runs takes a core from the database being measured.
+    // Claims go in creation order, so when the last is done at most the
+    // worker's concurrency is still running.
+    if let Some(last) = last {
+        while !directive::get(db, tenant, last).await?.status.is_terminal() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     loop {
         let counts = directive::count_by_status(db, tenant).await?;
