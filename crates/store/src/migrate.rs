@@ -58,6 +58,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0007_conversation_touch.sql"),
         postgres: include_str!("../../../migrations/postgres/0007_conversation_touch.sql"),
     },
+    Migration {
+        version: 8,
+        name: "queue_claim_in_place",
+        sqlite: include_str!("../../../migrations/sqlite/0008_queue_claim_in_place.sql"),
+        postgres: include_str!("../../../migrations/postgres/0008_queue_claim_in_place.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

@@ -69,16 +69,21 @@ macro_rules! decode_claimed {
 }
 
 // Every queue query repeats its lane's index predicate,
-// `status IN ('pending', 'running') AND runner = 'platform'` (or `'edge'`),
-// word for word and with literals, not parameters: SQLite uses a partial
-// index only when the query contains its WHERE terms, and does not infer
-// them from `status = 'pending'`; PostgreSQL cannot prove a partial index's
-// predicate from a bound parameter.
+// `finished_at IS NULL AND runner = 'platform'` (or `'edge'`), word for word
+// and with literals, not parameters: SQLite uses a partial index only when
+// the query contains its WHERE terms, and PostgreSQL cannot prove a partial
+// index's predicate from a bound parameter.
+//
+// A claim writes only columns that no index reads (status, attempts,
+// locked_by, lease_until), so on PostgreSQL it is a heap-only update that
+// adds no index entry; a running directive stays at its due time in the
+// queue index, and claims step over the running rows at its head. Only a
+// directive's end (finished_at) or a retry (next_attempt_at) moves it.
 
 /// The platform lane's index predicate, as its queries must spell it.
-const PLATFORM_LANE: &str = "status IN ('pending', 'running') AND runner = 'platform'";
+const PLATFORM_LANE: &str = "finished_at IS NULL AND runner = 'platform'";
 /// The edge lane's index predicate, as its queries must spell it.
-const EDGE_LANE: &str = "status IN ('pending', 'running') AND runner = 'edge'";
+const EDGE_LANE: &str = "finished_at IS NULL AND runner = 'edge'";
 
 /// Claims up to `limit` due platform-lane directives for `worker`, leased
 /// for `lease_ms`.
@@ -140,7 +145,7 @@ async fn claim_lane(
             };
             let sql = format!(
                 "UPDATE directives d SET status = 'running', attempts = d.attempts + 1, locked_by = $1,
-                    lease_until = $2, next_attempt_at = $2, updated_at = $3
+                    lease_until = $2, updated_at = $3
                  FROM (SELECT tenant_id, id FROM directives
                        WHERE {filter} AND status = 'pending' AND next_attempt_at <= $3
                        ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) c
@@ -174,7 +179,7 @@ async fn claim_lane(
             };
             let sql = format!(
                 "UPDATE directives SET status = 'running', attempts = attempts + 1, locked_by = $1,
-                    lease_until = $2, next_attempt_at = $2, updated_at = $3
+                    lease_until = $2, updated_at = $3
                  WHERE rowid IN (SELECT rowid FROM directives
                                  WHERE {filter} AND status = 'pending' AND next_attempt_at <= $3
                                  ORDER BY next_attempt_at LIMIT $4)
@@ -447,7 +452,8 @@ pub async fn expired_leases(db: &Db, now: Millis, limit: i64) -> Result<Vec<Expi
 async fn expired_in(db: &Db, lane: &str, now: Millis, limit: i64) -> Result<Vec<Expired>> {
     let sql = format!(
         "SELECT tenant_id, id, attempts, max_attempts, locked_by, updated_at, subject, kind FROM directives
-         WHERE {lane} AND status = 'running' AND next_attempt_at < $1 ORDER BY next_attempt_at LIMIT $2"
+         WHERE {lane} AND next_attempt_at < $1 AND status = 'running' AND lease_until < $1
+         ORDER BY next_attempt_at LIMIT $2"
     );
     on_db!(db, c => {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -78,7 +78,6 @@ pub async fn test_message(
             let row = directive::get(engine.db(), tenant, id).await?;
             let done = row.status.is_terminal();
             // A delayed escalation (email) is reported as scheduled.
-            // (A running directive's next_attempt_at is its lease's end.)
             let delayed = row.status == fleetprompt_core::DirectiveStatus::Pending
                 && row.next_attempt_at > now_ms() + wait.as_millis() as i64;
             if done || delayed {
