@@ -1,0 +1,199 @@
+//! The store's own functions on a real database, where what they promise
+//! is about the database itself:
+//! - a lease holds its directive until it ends, even past its due time, and
+//!   on PostgreSQL a claim rewrites no index entry (a heap-only update),
+//!   which the engine's throughput depends on;
+//! - the statistics pass analyzes a growing PostgreSQL table when it first
+//!   holds a hundred rows and again each time it has doubled, and not
+//!   otherwise.
+
+use std::time::{Duration, Instant};
+
+use fleetprompt_core::time::now_ms;
+use fleetprompt_core::{DirectiveId, DirectiveKind, Origin, RetryPolicy, TenantId};
+use fleetprompt_store::Db;
+use fleetprompt_store::db::Durability;
+use fleetprompt_store::directive::{self, NewDirective};
+use fleetprompt_store::queue;
+use fleetprompt_system_tests::{Backend, TestDb, both_backends};
+use serde_json::json;
+
+both_backends!(a_lease_holds_its_directive_until_it_ends);
+
+const LEASE_MS: i64 = 60_000;
+
+async fn open(backend: Backend) -> (TestDb, Db) {
+    let test_db = TestDb::new(backend).await.unwrap();
+    let db = Db::connect(&test_db.url, Durability::Normal).await.unwrap();
+    fleetprompt_store::migrate::run(&db).await.unwrap();
+    (test_db, db)
+}
+
+async fn new_tenant(db: &Db) -> TenantId {
+    let mut tx = db.begin().await.unwrap();
+    let (tenant, _) = fleetprompt_store::tenant::create(&mut tx, "store-test")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tenant.id
+}
+
+/// Creates `n` no-op directives due a second ago; returns their ids.
+async fn due_directives(db: &Db, tenant: TenantId, n: usize) -> Vec<DirectiveId> {
+    let rows: Vec<(TenantId, NewDirective)> = (0..n)
+        .map(|_| {
+            let id = DirectiveId::new();
+            let new = NewDirective {
+                id,
+                kind: DirectiveKind::parse("noop").unwrap(),
+                args: json!({}),
+                dedupe_key: format!("store-test:{id}"),
+                subject: None,
+                retry: RetryPolicy::default(),
+                run_at: now_ms() - 1_000,
+                origin: Origin::System {
+                    component: "test".into(),
+                },
+                caused_by: None,
+            };
+            (tenant, new)
+        })
+        .collect();
+    let mut tx = db.begin().await.unwrap();
+    let created = directive::insert_many(&mut tx, &rows).await.unwrap();
+    tx.commit().await.unwrap();
+    created.into_iter().map(|c| c.id()).collect()
+}
+
+async fn a_lease_holds_its_directive_until_it_ends(backend: Backend) {
+    let (test_db, db) = open(backend).await;
+    let tenant = new_tenant(&db).await;
+    // Due a second ago, so the lease (not the due time) must hold it.
+    let id = due_directives(&db, tenant, 1).await[0];
+
+    let claimed = queue::claim(&db, "worker-a", LEASE_MS, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].id, claimed[0].attempt), (id, 1));
+
+    // Running, past its due time, lease live: no other claim takes it and
+    // the reaper leaves it alone.
+    assert!(
+        queue::claim(&db, "worker-b", LEASE_MS, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a running directive was claimed twice"
+    );
+    assert!(
+        queue::expired_leases(&db, now_ms(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a live lease was reaped"
+    );
+    let row = directive::get(&db, tenant, id).await.unwrap();
+    assert_eq!(row.status.as_str(), "running");
+
+    // Once the lease has run out, the reaper finds it, with its holder.
+    let expired = queue::expired_leases(&db, now_ms() + LEASE_MS + 1_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1, "an expired lease was not found");
+    assert_eq!(
+        (
+            expired[0].id,
+            expired[0].attempt,
+            expired[0].worker.as_str()
+        ),
+        (id, 1, "worker-a")
+    );
+
+    if backend == Backend::Postgres {
+        // The claim changed no indexed column: PostgreSQL counted it as a
+        // heap-only update. (Statistics reach the view within a second or
+        // two of the backend going idle.)
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let hot = test_db
+                .scalar(
+                    "SELECT COALESCE(SUM(n_tup_hot_upd), 0)::bigint FROM pg_stat_user_tables
+                     WHERE relname = 'directives'",
+                )
+                .await
+                .unwrap();
+            let updates = test_db
+                .scalar(
+                    "SELECT COALESCE(SUM(n_tup_upd), 0)::bigint FROM pg_stat_user_tables
+                     WHERE relname = 'directives'",
+                )
+                .await
+                .unwrap();
+            if updates >= 1 {
+                assert_eq!(hot, updates, "the claim rewrote index entries");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the claim's update never reached pg_stat_user_tables"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_follow_growth_only() {
+    let (test_db, db) = open(Backend::Postgres).await;
+    // Autovacuum's own analyze would race the pass under test.
+    sqlx::query("ALTER TABLE directives SET (autovacuum_enabled = false)")
+        .execute(db.pg_pool().unwrap())
+        .await
+        .unwrap();
+    let tenant = new_tenant(&db).await;
+    // Table statistics reach pg_stat_user_tables a second or two after the
+    // writing backend goes idle: each step waits until they show the rows
+    // it wrote, then runs one pass.
+    let pass_after = |live: i64| {
+        let (db, test_db) = (db.clone(), &test_db);
+        async move {
+            test_db
+                .wait_scalar(
+                    "SELECT COALESCE(SUM(n_live_tup), 0)::bigint FROM pg_stat_user_tables
+                     WHERE relname = 'directives'",
+                    |n| n >= live,
+                    Duration::from_secs(15),
+                    "the directives' row count never reached pg_stat_user_tables",
+                )
+                .await;
+            fleetprompt_store::statistics::analyze_grown(&db)
+                .await
+                .unwrap()
+                .contains(&"directives".to_owned())
+        }
+    };
+
+    due_directives(&db, tenant, 60).await;
+    assert!(!pass_after(60).await, "a table of 60 rows was analyzed");
+    due_directives(&db, tenant, 60).await;
+    assert!(
+        pass_after(120).await,
+        "a never-analyzed table of 120 rows was not analyzed"
+    );
+    // Analyzed at 120 rows: updates, and growth short of double, do not count.
+    due_directives(&db, tenant, 100).await;
+    let running = fleetprompt_store::queue::claim(&db, "w", 60_000, 200)
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 200);
+    assert!(
+        !pass_after(220).await,
+        "the table was analyzed again before it doubled"
+    );
+    due_directives(&db, tenant, 100).await;
+    assert!(
+        pass_after(320).await,
+        "the table was not analyzed again once it had doubled"
+    );
+    db.close().await;
+}
