@@ -376,6 +376,26 @@ async fn connectors_register_heartbeat_and_report_last_seen(backend: Backend) {
     assert!(v["revoked_at"].is_string(), "{v}");
     let (s, v) = heartbeat(&app, &token).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    // Its last-seen series leaves /metrics (twelve upkeep passes of 500 ms
+    // later), so the silent-connector alert does not fire for it forever;
+    // the queue's gauges, refreshed by every pass, stay.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = app.metrics().await;
+        if !text.lines().any(|l| l.starts_with(&line_start)) {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with("fleetprompt_directives_pending ")),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a revoked connector's last-seen gauge stayed:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // The CLI registers connectors too, printing the token once.
     let out = cli(

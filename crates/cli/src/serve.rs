@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use fleetprompt_engine::{Engine, EngineConfig};
 use fleetprompt_server::AppState;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_util::MetricKindMask;
 use tokio::sync::watch;
 
 use crate::settings::{Common, check_bind, redact_db_url};
@@ -94,8 +95,16 @@ impl ServeArgs {
 }
 
 /// Installs the Prometheus recorder with histogram buckets for durations.
-pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+///
+/// Gauges are set afresh by every upkeep pass (every `refresh`), and a
+/// gauge not set for twelve passes is dropped: the last-seen series of a
+/// revoked connector goes away instead of tripping the silent-connector
+/// alert until the process restarts.
+pub fn install_metrics(
+    refresh: Duration,
+) -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     let handle = PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::GAUGE, Some(refresh * 12))
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".into()),
             &[
@@ -127,7 +136,7 @@ pub fn install_metrics() -> anyhow::Result<metrics_exporter_prometheus::Promethe
 pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     let addr = check_bind(&args.bind)?;
     let config = args.engine_config()?;
-    let metrics = install_metrics()?;
+    let metrics = install_metrics(config.reap_interval)?;
     let key = common.master_key()?;
     let db = common.open_db().await?;
     let applied = fleetprompt_store::migrate::run(&db)

@@ -169,6 +169,9 @@ fn claim_stream(
                     s.buffer.extend(claimed);
                 }
                 Ok(_) => {
+                    // Set while idle too: a gauge left unset for a minute is
+                    // dropped from /metrics (see `install_metrics`).
+                    metrics::in_flight(in_flight);
                     tokio::select! {
                         _ = s.rt.engine.db().work_available() => {}
                         _ = tokio::time::sleep(cfg.poll_interval) => {}
