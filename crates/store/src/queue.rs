@@ -255,76 +255,107 @@ impl Completion {
     }
 }
 
-const SQLITE_COMPLETE: &str =
-    "UPDATE directives SET status = $3, next_attempt_at = COALESCE($4, next_attempt_at),
-    locked_by = NULL, lease_until = NULL, last_error = COALESCE($5, last_error), result = $6,
-    finished_at = $7, updated_at = $8
-    WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $9 AND attempts = $10";
-
-const INSERT_ATTEMPT: &str = "INSERT INTO directive_attempts (tenant_id, directive_id, number, worker, started_at,
-    finished_at, outcome, error, http_status, external_ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-    ON CONFLICT (tenant_id, directive_id, number) DO NOTHING";
-
-const INSERT_SIGNAL: &str =
-    "INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by,
-    occurred_at, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-    ON CONFLICT (tenant_id, dedupe_key) DO NOTHING";
-
 /// Writes a batch of completions in the caller's transaction: each attempt
 /// row, its directive's new state and its result signal. Returns, per
 /// completion, whether it still held its lease (and so was written).
 pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
     let now = now_ms();
-    let mut applied = vec![false; batch.len()];
-    match tx.inner_mut() {
+    let tenants: Vec<String> = batch.iter().map(|c| c.tenant.to_string()).collect();
+    let ids: Vec<String> = batch.iter().map(|c| c.id.to_string()).collect();
+    let written: std::collections::HashSet<(String, String)> = match tx.inner_mut() {
         TxInner::Sqlite(t) => {
-            for (i, c) in batch.iter().enumerate() {
-                let n = sqlx::query(SQLITE_COMPLETE)
-                    .bind(c.tenant.to_string())
-                    .bind(c.id.to_string())
-                    .bind(c.new_status().as_str())
-                    .bind(c.next_attempt_at)
-                    .bind(c.error.as_deref())
-                    .bind(c.result.as_ref().map(Value::to_string))
-                    .bind(c.finished())
-                    .bind(now)
-                    .bind(&c.worker)
-                    .bind(c.attempt)
-                    .execute(&mut **t)
-                    .await?
-                    .rows_affected();
-                if n == 0 {
-                    continue;
-                }
-                applied[i] = true;
-                sqlx::query(INSERT_ATTEMPT)
-                    .bind(c.tenant.to_string())
-                    .bind(c.id.to_string())
-                    .bind(c.attempt)
-                    .bind(&c.worker)
-                    .bind(c.started_at)
-                    .bind(c.finished_at)
-                    .bind(c.outcome.as_str())
-                    .bind(c.error.as_deref())
-                    .bind(c.http_status)
-                    .bind(c.external_ref.as_deref())
-                    .execute(&mut **t)
-                    .await?;
-                if let Some((signal_id, s)) = &c.signal {
-                    sqlx::query(INSERT_SIGNAL)
-                        .bind(c.tenant.to_string())
-                        .bind(signal_id.to_string())
-                        .bind(s.signal_type.as_str())
-                        .bind(s.subject.as_str())
-                        .bind(s.payload.to_string())
-                        .bind(&s.dedupe_key)
-                        .bind(s.caused_by.map(|d| d.to_string()))
-                        .bind(s.occurred_at)
-                        .bind(now)
-                        .execute(&mut **t)
-                        .await?;
-                }
+            // Two hand-offs to the connection's thread, whatever the batch's
+            // size (rows as in `json_rows`): the fenced status updates, then
+            // the attempt rows and result signals of those that applied.
+            // (A statement per row was three hand-offs per completion, and
+            // the writer waited on them more than it worked.)
+            let updates =
+                crate::json_array(batch.iter().zip(&tenants).zip(&ids).map(|((c, t), id)| {
+                    serde_json::json!([
+                        t,
+                        id,
+                        c.new_status().as_str(),
+                        c.next_attempt_at,
+                        c.error,
+                        c.result.as_ref().map(Value::to_string),
+                        c.finished(),
+                        c.worker,
+                        c.attempt
+                    ])
+                }));
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "UPDATE directives SET status = k.value ->> 2,
+                    next_attempt_at = COALESCE(k.value ->> 3, next_attempt_at), locked_by = NULL,
+                    lease_until = NULL, last_error = COALESCE(k.value ->> 4, last_error),
+                    result = k.value ->> 5, finished_at = k.value ->> 6, updated_at = $2
+                 FROM jsonb_each($1) AS k
+                 WHERE directives.tenant_id = k.value ->> 0 AND directives.id = k.value ->> 1
+                   AND directives.status = 'running' AND directives.locked_by = k.value ->> 7
+                   AND directives.attempts = k.value ->> 8
+                 RETURNING directives.tenant_id, directives.id",
+            )
+            .bind(updates)
+            .bind(now)
+            .fetch_all(&mut **t)
+            .await?;
+            let written: std::collections::HashSet<(String, String)> = rows.into_iter().collect();
+            let applied = || {
+                batch
+                    .iter()
+                    .zip(&tenants)
+                    .zip(&ids)
+                    .filter(|((_, t), id)| written.contains(&((*t).clone(), (*id).clone())))
+            };
+            if applied().next().is_some() {
+                let attempts = crate::json_array(applied().map(|((c, t), id)| {
+                    serde_json::json!([
+                        t,
+                        id,
+                        c.attempt,
+                        c.worker,
+                        c.started_at,
+                        c.finished_at,
+                        c.outcome.as_str(),
+                        c.error,
+                        c.http_status,
+                        c.external_ref
+                    ])
+                }));
+                let signals = crate::json_array(applied().filter_map(|((c, t), _)| {
+                    let (id, s) = c.signal.as_ref()?;
+                    Some(serde_json::json!([
+                        t,
+                        id,
+                        s.signal_type.as_str(),
+                        s.subject.as_str(),
+                        s.payload.to_string(),
+                        s.dedupe_key,
+                        s.caused_by,
+                        s.occurred_at
+                    ]))
+                }));
+                // `WHERE true`: SQLite needs it to tell the upsert clause from a join.
+                sqlx::query(
+                    "INSERT INTO directive_attempts (tenant_id, directive_id, number, worker, started_at,
+                        finished_at, outcome, error, http_status, external_ref)
+                     SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4,
+                        k.value ->> 5, k.value ->> 6, k.value ->> 7, k.value ->> 8, k.value ->> 9
+                     FROM jsonb_each($1) AS k WHERE true ORDER BY k.key
+                     ON CONFLICT (tenant_id, directive_id, number) DO NOTHING;
+                     INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by,
+                        occurred_at, recorded_at)
+                     SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4,
+                        k.value ->> 5, k.value ->> 6, k.value ->> 7, $3
+                     FROM jsonb_each($2) AS k WHERE true ORDER BY k.key
+                     ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
+                )
+                .bind(attempts)
+                .bind(signals)
+                .bind(now)
+                .execute(&mut **t)
+                .await?;
             }
+            written
         }
         TxInner::Postgres(t) => {
             // One statement: the fenced status updates, then the attempt
@@ -335,8 +366,6 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
             let signal = |f: &dyn Fn(&SignalId, &NewSignal) -> Option<String>| {
                 col(&|c| c.signal.as_ref().and_then(|(id, s)| f(id, s)))
             };
-            let tenants: Vec<String> = batch.iter().map(|c| c.tenant.to_string()).collect();
-            let ids: Vec<String> = batch.iter().map(|c| c.id.to_string()).collect();
             let rows = sqlx::query(
                 "WITH u AS (
                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
@@ -401,16 +430,16 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
             .bind(now)
             .fetch_all(&mut **t)
             .await?;
-            let written: std::collections::HashSet<(String, String)> = rows
-                .iter()
+            rows.iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<_>>()?;
-            for (i, a) in applied.iter_mut().enumerate() {
-                let key = (tenants[i].clone(), ids[i].clone());
-                *a = written.contains(&key);
-            }
+                .collect::<Result<_>>()?
         }
-    }
+    };
+    let applied: Vec<bool> = tenants
+        .into_iter()
+        .zip(ids)
+        .map(|key| written.contains(&key))
+        .collect();
     if batch
         .iter()
         .zip(&applied)
