@@ -3,22 +3,29 @@
 //! - a lease holds its directive until it ends, even past its due time, and
 //!   on PostgreSQL a claim rewrites no index entry (a heap-only update),
 //!   which the engine's throughput depends on;
+//! - a conversation's last activity never moves back, whichever of two
+//!   touches (a visitor's batch, an operator's reply) commits last;
 //! - the statistics pass analyzes a growing PostgreSQL table when it first
 //!   holds a hundred rows and again each time it has doubled, and not
 //!   otherwise.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use fleetprompt_core::id::{ConversationId, SiteId, VisitorId};
 use fleetprompt_core::time::now_ms;
 use fleetprompt_core::{DirectiveId, DirectiveKind, Origin, RetryPolicy, TenantId};
 use fleetprompt_store::Db;
 use fleetprompt_store::db::Durability;
 use fleetprompt_store::directive::{self, NewDirective};
 use fleetprompt_store::queue;
+use fleetprompt_store::webchat::{batch, conversation};
 use fleetprompt_system_tests::{Backend, TestDb, both_backends};
 use serde_json::json;
 
-both_backends!(a_lease_holds_its_directive_until_it_ends);
+both_backends!(
+    a_lease_holds_its_directive_until_it_ends,
+    a_conversation_touch_never_moves_back,
+);
 
 const LEASE_MS: i64 = 60_000;
 
@@ -110,35 +117,101 @@ async fn a_lease_holds_its_directive_until_it_ends(backend: Backend) {
 
     if backend == Backend::Postgres {
         // The claim changed no indexed column: PostgreSQL counted it as a
-        // heap-only update. (Statistics reach the view within a second or
-        // two of the backend going idle.)
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let hot = test_db
-                .scalar(
-                    "SELECT COALESCE(SUM(n_tup_hot_upd), 0)::bigint FROM pg_stat_user_tables
-                     WHERE relname = 'directives'",
-                )
-                .await
-                .unwrap();
-            let updates = test_db
-                .scalar(
-                    "SELECT COALESCE(SUM(n_tup_upd), 0)::bigint FROM pg_stat_user_tables
-                     WHERE relname = 'directives'",
-                )
-                .await
-                .unwrap();
-            if updates >= 1 {
-                assert_eq!(hot, updates, "the claim rewrote index entries");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the claim's update never reached pg_stat_user_tables"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        // heap-only update. Statistics reach the view a while after the
+        // backend goes idle, so both counts are read in one statement: -1
+        // until the update shows, then the number of non-HOT updates.
+        let non_hot = test_db
+            .wait_scalar(
+                "SELECT COALESCE(SUM(CASE WHEN n_tup_upd = 0 THEN -1 ELSE n_tup_upd - n_tup_hot_upd END), -1)::bigint
+                 FROM pg_stat_user_tables WHERE relname = 'directives'",
+                |n| n >= 0,
+                Duration::from_secs(20),
+                "the claim's update never reached pg_stat_user_tables",
+            )
+            .await;
+        assert_eq!(non_hot, 0, "the claim rewrote index entries");
     }
+    db.close().await;
+}
+
+async fn a_conversation_touch_never_moves_back(backend: Backend) {
+    let (_test_db, db) = open(backend).await;
+    let tenant = new_tenant(&db).await;
+    let t0 = now_ms();
+    let id = ConversationId::new();
+    let mut tx = db.begin().await.unwrap();
+    batch::write(
+        &mut tx,
+        &batch::Rows {
+            conversations: vec![(
+                tenant,
+                conversation::ConversationRow {
+                    id,
+                    site_id: SiteId::new(),
+                    visitor_id: VisitorId::new(),
+                    status: "open".into(),
+                    page_url: None,
+                    started_at: t0,
+                    last_message_at: t0,
+                    ended_at: None,
+                    ended_reason: None,
+                },
+            )],
+            now: t0,
+            ..batch::Rows::default()
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let last = |db: Db| async move {
+        conversation::get(&db, tenant, id)
+            .await
+            .unwrap()
+            .last_message_at
+    };
+
+    // An operator's reply at t0 + 2 s commits first ...
+    let mut tx = db.begin().await.unwrap();
+    conversation::touch(&mut tx, tenant, id, t0 + 2_000)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(last(db.clone()).await, t0 + 2_000);
+    // ... then a visitor's batch stamped t0 + 1 s: the later time stays.
+    let mut tx = db.begin().await.unwrap();
+    batch::write(
+        &mut tx,
+        &batch::Rows {
+            touched: vec![(tenant, id)],
+            now: t0 + 1_000,
+            ..batch::Rows::default()
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(last(db.clone()).await, t0 + 2_000, "a batch moved it back");
+    // The same the other way round, and a later touch still moves it on.
+    let mut tx = db.begin().await.unwrap();
+    conversation::touch(&mut tx, tenant, id, t0 + 1_500)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(last(db.clone()).await, t0 + 2_000, "a reply moved it back");
+    let mut tx = db.begin().await.unwrap();
+    batch::write(
+        &mut tx,
+        &batch::Rows {
+            touched: vec![(tenant, id)],
+            now: t0 + 3_000,
+            ..batch::Rows::default()
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(last(db.clone()).await, t0 + 3_000);
     db.close().await;
 }
 

@@ -42,7 +42,9 @@ pub struct Rows {
     pub conversations: Vec<(TenantId, ConversationRow)>,
     /// New messages, each with its signal.
     pub messages: Vec<(TenantId, MessageRow, SignalId)>,
-    /// Stored conversations that saw a message at `now`.
+    /// Stored conversations that saw a message at `now` (a touch never
+    /// moves a conversation's last activity back: see
+    /// [`super::conversation::touch`]).
     pub touched: Vec<(TenantId, ConversationId)>,
     /// When the batch was written.
     pub now: Millis,
@@ -249,7 +251,8 @@ pub async fn write(tx: &mut Tx, r: &Rows) -> Result<usize> {
         format!(
             "UPDATE website_chat_conversations SET last_message_at = CAST(k.value ->> 2 AS BIGINT)
              FROM {k} WHERE website_chat_conversations.tenant_id = k.value ->> 0
-               AND website_chat_conversations.id = k.value ->> 1"
+               AND website_chat_conversations.id = k.value ->> 1
+               AND website_chat_conversations.last_message_at < CAST(k.value ->> 2 AS BIGINT)"
         )
     };
     // One statement text per backend, whose rows are the new signals: on

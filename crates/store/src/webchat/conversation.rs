@@ -101,10 +101,16 @@ pub async fn open_for_visitor(
     id.map(|s| s.parse().map_err(corrupt)).transpose()
 }
 
-/// Marks activity on a conversation.
+/// Marks activity on a conversation at `now`, unless it already has later
+/// activity: an operator's reply does not take the visitor's lock, so it
+/// and a visitor's message may commit in either order, and the later time
+/// must win whichever commits last.
 pub async fn touch(tx: &mut Tx, tenant: TenantId, id: ConversationId, now: Millis) -> Result<()> {
     on_tx!(tx, c => {
-        sqlx::query("UPDATE website_chat_conversations SET last_message_at = $3 WHERE tenant_id = $1 AND id = $2")
+        sqlx::query(
+            "UPDATE website_chat_conversations SET last_message_at = $3
+             WHERE tenant_id = $1 AND id = $2 AND last_message_at < $3",
+        )
             .bind(tenant.to_string())
             .bind(id.to_string())
             .bind(now)
