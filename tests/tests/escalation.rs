@@ -538,6 +538,76 @@ async fn faq_drafts_paraphrases_and_nothing_for_unrelated(backend: Backend) {
     assert_eq!(d["drafts"].as_array().unwrap().len(), 0, "{d}");
 }
 
+async fn a_discarded_draft_is_never_sent(backend: Backend) {
+    let app = spawn(backend, true).await;
+    let site = site(&app).await;
+    let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
+    let conv = say(&app, &token, "when are you open on mondays?").await;
+    wait_signal(
+        &app,
+        &conv,
+        "webchat.reply.generated",
+        Duration::from_secs(10),
+    )
+    .await;
+    let (_, d) = app
+        .get(&format!("/admin/v1/conversations/{conv}/drafts"))
+        .await;
+    let did = d["drafts"][0]["id"].as_str().unwrap().to_owned();
+    let discard = format!("/admin/v1/conversations/{conv}/drafts/{did}/discard");
+
+    let (s, v) = app.post(&discard, json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["draft"]["status"], "discarded", "{v}");
+    let (_, d) = app
+        .get(&format!("/admin/v1/conversations/{conv}/drafts"))
+        .await;
+    assert_eq!(d["drafts"][0]["status"], "discarded", "{d}");
+
+    // Neither approved afterwards nor discarded twice; unknown drafts are 404.
+    let (s, v) = app
+        .post(
+            &format!("/admin/v1/conversations/{conv}/drafts/{did}/approve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v) = app.post(&discard, json!({})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_state", "{v}");
+    let (s, _) = app
+        .post(
+            &format!("/admin/v1/conversations/{conv}/drafts/nope/discard"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // The timeline says who discarded it (the token's id, never the token),
+    // and nothing was sent.
+    let entries = timeline(&app, &conv).await;
+    let discarded = signals_of(&entries, "webchat.draft.discarded");
+    assert_eq!(discarded.len(), 1, "{entries:?}");
+    assert_eq!(discarded[0]["payload"]["draft_id"], did.as_str());
+    let by = discarded[0]["payload"]["discarded_by"].as_str().unwrap();
+    assert!(by.starts_with("tok_"), "{by}");
+    assert!(
+        !serde_json::to_string(&entries)
+            .unwrap()
+            .contains(&app.tenant.token)
+    );
+    assert!(directives_of(&entries, "webchat.reply_send").is_empty());
+    let (_, c) = app.get(&format!("/admin/v1/conversations/{conv}")).await;
+    assert!(
+        !c["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["role"] == "assistant"),
+        "{c}"
+    );
+}
+
 async fn operator_reply_is_a_directive_on_the_timeline(backend: Backend) {
     let app = spawn(backend, false).await;
     let site = site(&app).await;
@@ -568,5 +638,6 @@ both_backends!(
     llm_draft_is_stored_and_approval_sends_it,
     llm_timeout_retries_then_fails,
     faq_drafts_paraphrases_and_nothing_for_unrelated,
+    a_discarded_draft_is_never_sent,
     operator_reply_is_a_directive_on_the_timeline,
 );

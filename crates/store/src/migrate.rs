@@ -64,6 +64,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0008_queue_claim_in_place.sql"),
         postgres: include_str!("../../../migrations/postgres/0008_queue_claim_in_place.sql"),
     },
+    Migration {
+        version: 9,
+        name: "draft_discard",
+        sqlite: include_str!("../../../migrations/sqlite/0009_draft_discard.sql"),
+        postgres: include_str!("../../../migrations/postgres/0009_draft_discard.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

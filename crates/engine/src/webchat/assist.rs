@@ -449,6 +449,48 @@ pub fn reply_send_directive(
     })
 }
 
+/// Discards a pending draft for `token` (an admin token id): it will not be
+/// sent. Records `webchat.draft.discarded` on the conversation's timeline in
+/// the same transaction, naming who discarded it. A draft already approved or
+/// discarded is refused, and nothing is written.
+pub async fn discard_draft(
+    engine: &Engine,
+    tenant: TenantId,
+    conv: ConversationId,
+    draft_id: &str,
+    token: &str,
+) -> Result<DraftRow, super::WebchatError> {
+    let draft = escalation::draft(engine.db(), tenant, conv, draft_id)
+        .await
+        .map_err(|e| match e {
+            fleetprompt_store::StoreError::NotFound => {
+                super::WebchatError::NotFound("draft".into())
+            }
+            other => other.into(),
+        })?;
+    let now = now_ms();
+    let mut tx = engine.db().begin().await?;
+    if !escalation::discard_draft(&mut tx, tenant, &draft.id, now).await? {
+        let current = escalation::draft(engine.db(), tenant, conv, draft_id).await?;
+        return Err(
+            EngineError::InvalidState(format!("draft is already {}", current.status)).into(),
+        );
+    }
+    let s = NewSignal::new(
+        "webchat.draft.discarded",
+        &super::conversation_subject(conv),
+        json!({ "draft_id": draft.id, "conversation_id": conv, "discarded_by": token }),
+        format!("webchat_draft_discarded:{}", draft.id),
+        now,
+    )?;
+    engine.record_in_tx(&mut tx, tenant, &s).await?;
+    tx.commit().await?;
+    Ok(DraftRow {
+        status: "discarded".into(),
+        ..draft
+    })
+}
+
 fn uuid_simple() -> String {
     fleetprompt_core::secret::random_token(16)
         .chars()

@@ -1,6 +1,6 @@
 //! `/admin/v1/conversations`: list, show, reply as an operator (a
 //! `webchat.reply_send` directive, so it is on the audit timeline), and
-//! review and approve reply drafts.
+//! review, approve or discard reply drafts.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -30,6 +30,10 @@ pub(super) fn router() -> Router<AppState> {
         .route(
             "/conversations/{id}/drafts/{draft_id}/approve",
             post(approve_draft),
+        )
+        .route(
+            "/conversations/{id}/drafts/{draft_id}/discard",
+            post(discard_draft),
         )
 }
 
@@ -193,4 +197,23 @@ async fn approve_draft(
     };
     let row = directive::get(s.engine.db(), tenant, directive_id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "directive": row }))))
+}
+
+/// Discarding a draft keeps it from being sent and puts who discarded it on
+/// the conversation's timeline.
+async fn discard_draft(
+    State(s): State<AppState>,
+    admin: Admin,
+    Path((id, draft_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let draft = fleetprompt_engine::webchat::assist::discard_draft(
+        &s.engine,
+        admin.tenant.id,
+        id,
+        &draft_id,
+        &admin.token_id.to_string(),
+    )
+    .await?;
+    Ok(Json(json!({ "draft": draft })))
 }

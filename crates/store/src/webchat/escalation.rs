@@ -200,3 +200,21 @@ pub async fn approve_draft(
     });
     Ok(n == 1)
 }
+
+/// Marks a pending draft discarded: it will not be sent. False when it was
+/// not pending any more.
+pub async fn discard_draft(tx: &mut Tx, tenant: TenantId, id: &str, now: Millis) -> Result<bool> {
+    let n = on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE website_chat_drafts SET status = 'discarded', decided_at = $3
+             WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
+        )
+        .bind(tenant.to_string())
+        .bind(id)
+        .bind(now)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+    });
+    Ok(n == 1)
+}
