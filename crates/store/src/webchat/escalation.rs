@@ -185,32 +185,32 @@ pub async fn approve_draft(
     reply_directive: &str,
     now: Millis,
 ) -> Result<bool> {
-    let n = on_tx!(tx, c => {
-        sqlx::query(
-            "UPDATE website_chat_drafts SET status = 'approved', reply_directive = $3, decided_at = $4
-             WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
-        )
-        .bind(tenant.to_string())
-        .bind(id)
-        .bind(reply_directive)
-        .bind(now)
-        .execute(&mut *c)
-        .await?
-        .rows_affected()
-    });
-    Ok(n == 1)
+    decide_draft(tx, tenant, id, "approved", Some(reply_directive), now).await
 }
 
 /// Marks a pending draft discarded: it will not be sent. False when it was
 /// not pending any more.
 pub async fn discard_draft(tx: &mut Tx, tenant: TenantId, id: &str, now: Millis) -> Result<bool> {
+    decide_draft(tx, tenant, id, "discarded", None, now).await
+}
+
+async fn decide_draft(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: &str,
+    status: &str,
+    reply_directive: Option<&str>,
+    now: Millis,
+) -> Result<bool> {
     let n = on_tx!(tx, c => {
         sqlx::query(
-            "UPDATE website_chat_drafts SET status = 'discarded', decided_at = $3
+            "UPDATE website_chat_drafts SET status = $3, reply_directive = $4, decided_at = $5
              WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
         )
         .bind(tenant.to_string())
         .bind(id)
+        .bind(status)
+        .bind(reply_directive)
         .bind(now)
         .execute(&mut *c)
         .await?
