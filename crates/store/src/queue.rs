@@ -262,7 +262,7 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
     let now = now_ms();
     let tenants: Vec<String> = batch.iter().map(|c| c.tenant.to_string()).collect();
     let ids: Vec<String> = batch.iter().map(|c| c.id.to_string()).collect();
-    let written: std::collections::HashSet<(String, String)> = match tx.inner_mut() {
+    let applied: Vec<bool> = match tx.inner_mut() {
         TxInner::Sqlite(t) => {
             // Two hand-offs to the connection's thread, whatever the batch's
             // size (rows as in `json_rows`): the fenced status updates, then
@@ -298,16 +298,17 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
             .bind(now)
             .fetch_all(&mut **t)
             .await?;
-            let written: std::collections::HashSet<(String, String)> = rows.into_iter().collect();
-            let applied = || {
-                batch
-                    .iter()
-                    .zip(&tenants)
-                    .zip(&ids)
-                    .filter(|((_, t), id)| written.contains(&((*t).clone(), (*id).clone())))
-            };
-            if applied().next().is_some() {
-                let attempts = crate::json_array(applied().map(|((c, t), id)| {
+            let applied = applied_of(&tenants, &ids, rows.into_iter().collect());
+            let done: Vec<(&Completion, &String, &String)> = batch
+                .iter()
+                .zip(&tenants)
+                .zip(&ids)
+                .zip(&applied)
+                .filter(|(_, a)| **a)
+                .map(|(((c, t), id), _)| (c, t, id))
+                .collect();
+            if !done.is_empty() {
+                let attempts = crate::json_array(done.iter().map(|(c, t, id)| {
                     serde_json::json!([
                         t,
                         id,
@@ -321,41 +322,30 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
                         c.external_ref
                     ])
                 }));
-                let signals = crate::json_array(applied().filter_map(|((c, t), _)| {
+                let signals = crate::json_array(done.iter().filter_map(|(c, ..)| {
                     let (id, s) = c.signal.as_ref()?;
-                    Some(serde_json::json!([
-                        t,
-                        id,
-                        s.signal_type.as_str(),
-                        s.subject.as_str(),
-                        s.payload.to_string(),
-                        s.dedupe_key,
-                        s.caused_by,
-                        s.occurred_at
-                    ]))
+                    Some(crate::signal::json_row(c.tenant, *id, s, now))
                 }));
                 // `WHERE true`: SQLite needs it to tell the upsert clause from a join.
-                sqlx::query(
+                let sql = format!(
                     "INSERT INTO directive_attempts (tenant_id, directive_id, number, worker, started_at,
                         finished_at, outcome, error, http_status, external_ref)
                      SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4,
                         k.value ->> 5, k.value ->> 6, k.value ->> 7, k.value ->> 8, k.value ->> 9
-                     FROM jsonb_each($1) AS k WHERE true ORDER BY k.key
+                     FROM {attempts_k} WHERE true ORDER BY k.key
                      ON CONFLICT (tenant_id, directive_id, number) DO NOTHING;
-                     INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by,
-                        occurred_at, recorded_at)
-                     SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4,
-                        k.value ->> 5, k.value ->> 6, k.value ->> 7, $3
-                     FROM jsonb_each($2) AS k WHERE true ORDER BY k.key
-                     ON CONFLICT (tenant_id, dedupe_key) DO NOTHING",
-                )
-                .bind(attempts)
-                .bind(signals)
-                .bind(now)
-                .execute(&mut **t)
-                .await?;
+                     {insert_signals}",
+                    attempts_k = crate::json_rows(crate::Backend::Sqlite, 1),
+                    insert_signals =
+                        crate::signal::insert_json_rows(&crate::json_rows(crate::Backend::Sqlite, 2)),
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(attempts)
+                    .bind(signals)
+                    .execute(&mut **t)
+                    .await?;
             }
-            written
+            applied
         }
         TxInner::Postgres(t) => {
             // One statement: the fenced status updates, then the attempt
@@ -430,16 +420,13 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
             .bind(now)
             .fetch_all(&mut **t)
             .await?;
-            rows.iter()
+            let written = rows
+                .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<_>>()?
+                .collect::<Result<_>>()?;
+            applied_of(&tenants, &ids, written)
         }
     };
-    let applied: Vec<bool> = tenants
-        .into_iter()
-        .zip(ids)
-        .map(|key| written.contains(&key))
-        .collect();
     if batch
         .iter()
         .zip(&applied)
@@ -448,6 +435,20 @@ pub async fn complete(tx: &mut Tx, batch: &[Completion]) -> Result<Vec<bool>> {
         tx.mark_due_work();
     }
     Ok(applied)
+}
+
+/// Per completion (given by tenant and id), whether its update applied:
+/// whether `written`, the updates' returned keys, holds it.
+fn applied_of(
+    tenants: &[String],
+    ids: &[String],
+    written: std::collections::HashSet<(String, String)>,
+) -> Vec<bool> {
+    tenants
+        .iter()
+        .zip(ids)
+        .map(|(t, id)| written.contains(&(t.clone(), id.clone())))
+        .collect()
 }
 
 /// A directive whose worker stopped renewing its lease.

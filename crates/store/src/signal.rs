@@ -19,6 +19,41 @@ pub struct Recorded {
     pub recorded_at: Millis,
 }
 
+/// A new signal as one row of the JSON array [`insert_json_rows`] reads, for
+/// statements that write many rows at once (rows as in [`crate::json_rows`]).
+pub(crate) fn json_row(
+    tenant: TenantId,
+    id: SignalId,
+    s: &NewSignal,
+    recorded_at: Millis,
+) -> Value {
+    serde_json::json!([
+        tenant,
+        id,
+        s.signal_type.as_str(),
+        s.subject.as_str(),
+        s.payload.to_string(),
+        s.dedupe_key,
+        s.caused_by,
+        s.occurred_at,
+        recorded_at
+    ])
+}
+
+/// The statement that inserts the signals of the JSON rows `k` (made by
+/// [`json_row`]), in their order, skipping any whose dedupe key the tenant
+/// already has.
+pub(crate) fn insert_json_rows(k: &str) -> String {
+    // `WHERE true`: SQLite needs it to tell the upsert clause from a join.
+    format!(
+        "INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by, occurred_at, recorded_at)
+         SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
+                k.value ->> 6, CAST(k.value ->> 7 AS BIGINT), CAST(k.value ->> 8 AS BIGINT)
+         FROM {k} WHERE true ORDER BY k.key
+         ON CONFLICT (tenant_id, dedupe_key) DO NOTHING"
+    )
+}
+
 /// Records a signal unless the tenant already has its dedupe key.
 pub async fn insert(tx: &mut Tx, tenant: TenantId, s: &NewSignal) -> Result<Recorded> {
     let id = SignalId::new();

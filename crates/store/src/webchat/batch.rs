@@ -180,19 +180,11 @@ pub async fn lock_and_find(
 /// dedupe key the tenant already has is not written, and a caller that
 /// expects none treats a shortfall as a conflict.
 pub async fn write(tx: &mut Tx, r: &Rows) -> Result<usize> {
-    let signals = json_array(r.signals.iter().map(|(t, id, s)| {
-        json!([
-            t,
-            id,
-            s.signal_type.as_str(),
-            s.subject.as_str(),
-            s.payload.to_string(),
-            s.dedupe_key,
-            s.caused_by,
-            s.occurred_at,
-            r.now
-        ])
-    }));
+    let signals = json_array(
+        r.signals
+            .iter()
+            .map(|(t, id, s)| crate::signal::json_row(*t, *id, s, r.now)),
+    );
     let conversations = json_array(r.conversations.iter().map(|(t, c)| {
         json!([
             t,
@@ -220,16 +212,6 @@ pub async fn write(tx: &mut Tx, r: &Rows) -> Result<usize> {
         ])
     }));
     let touched = json_array(r.touched.iter().map(|(t, c)| json!([t, c, r.now])));
-    // `WHERE true`: SQLite needs it to tell the upsert clause from a join.
-    let insert_signals = |k: &str| {
-        format!(
-            "INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by, occurred_at, recorded_at)
-             SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
-                    k.value ->> 6, CAST(k.value ->> 7 AS BIGINT), CAST(k.value ->> 8 AS BIGINT)
-             FROM {k} WHERE true ORDER BY k.key
-             ON CONFLICT (tenant_id, dedupe_key) DO NOTHING"
-        )
-    };
     let insert_conversations = |k: &str| {
         format!(
             "INSERT INTO website_chat_conversations (tenant_id, id, site_id, visitor_id, status, page_url, started_at, last_message_at)
@@ -261,7 +243,7 @@ pub async fn write(tx: &mut Tx, r: &Rows) -> Result<usize> {
     // whether or not it is read).
     let b = tx.backend();
     let (s, c, m, t) = (
-        insert_signals(&json_rows(b, 1)),
+        crate::signal::insert_json_rows(&json_rows(b, 1)),
         insert_conversations(&json_rows(b, 2)),
         insert_messages(&json_rows(b, 3)),
         touch(&json_rows(b, 4)),
