@@ -505,14 +505,12 @@ async fn llm_timeout_retries_then_fails(backend: Backend) {
     assert!(err.contains("timed out"), "{err}");
 }
 
-async fn faq_drafts_paraphrases_and_nothing_for_unrelated(backend: Backend) {
-    let app = spawn(backend, true).await;
-    let site = site(&app).await;
-    let key = site["public_key"].as_str().unwrap().to_owned();
-    let token = visitor(&app, &key).await;
-    let conv = say(&app, &token, "when are you open on mondays?").await;
+/// The visitor asks `question`; once a reply draft is generated, returns
+/// the conversation and its drafts as the admin API lists them.
+async fn drafted(app: &TestApp, token: &str, question: &str) -> (String, Value) {
+    let conv = say(app, token, question).await;
     wait_signal(
-        &app,
+        app,
         &conv,
         "webchat.reply.generated",
         Duration::from_secs(10),
@@ -521,6 +519,15 @@ async fn faq_drafts_paraphrases_and_nothing_for_unrelated(backend: Backend) {
     let (_, d) = app
         .get(&format!("/admin/v1/conversations/{conv}/drafts"))
         .await;
+    (conv, d)
+}
+
+async fn faq_drafts_paraphrases_and_nothing_for_unrelated(backend: Backend) {
+    let app = spawn(backend, true).await;
+    let site = site(&app).await;
+    let key = site["public_key"].as_str().unwrap().to_owned();
+    let token = visitor(&app, &key).await;
+    let (_, d) = drafted(&app, &token, "when are you open on mondays?").await;
     assert_eq!(d["drafts"].as_array().unwrap().len(), 1, "{d}");
     assert!(
         d["drafts"][0]["content"].as_str().unwrap().contains("9:00"),
@@ -542,17 +549,7 @@ async fn a_discarded_draft_is_never_sent(backend: Backend) {
     let app = spawn(backend, true).await;
     let site = site(&app).await;
     let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
-    let conv = say(&app, &token, "when are you open on mondays?").await;
-    wait_signal(
-        &app,
-        &conv,
-        "webchat.reply.generated",
-        Duration::from_secs(10),
-    )
-    .await;
-    let (_, d) = app
-        .get(&format!("/admin/v1/conversations/{conv}/drafts"))
-        .await;
+    let (conv, d) = drafted(&app, &token, "when are you open on mondays?").await;
     let did = d["drafts"][0]["id"].as_str().unwrap().to_owned();
     let discard = format!("/admin/v1/conversations/{conv}/drafts/{did}/discard");
 

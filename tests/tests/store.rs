@@ -164,55 +164,59 @@ async fn a_conversation_touch_never_moves_back(backend: Backend) {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    let last = |db: Db| async move {
-        conversation::get(&db, tenant, id)
-            .await
-            .unwrap()
-            .last_message_at
-    };
 
     // An operator's reply at t0 + 2 s commits first ...
-    let mut tx = db.begin().await.unwrap();
-    conversation::touch(&mut tx, tenant, id, t0 + 2_000)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(last(db.clone()).await, t0 + 2_000);
+    touch_as(&db, Toucher::Reply, tenant, id, t0 + 2_000).await;
+    assert_eq!(last_message_at(&db, tenant, id).await, t0 + 2_000);
     // ... then a visitor's batch stamped t0 + 1 s: the later time stays.
-    let mut tx = db.begin().await.unwrap();
-    batch::write(
-        &mut tx,
-        &batch::Rows {
-            touched: vec![(tenant, id)],
-            now: t0 + 1_000,
-            ..batch::Rows::default()
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(last(db.clone()).await, t0 + 2_000, "a batch moved it back");
+    touch_as(&db, Toucher::Batch, tenant, id, t0 + 1_000).await;
+    assert_eq!(
+        last_message_at(&db, tenant, id).await,
+        t0 + 2_000,
+        "a batch moved it back"
+    );
     // The same the other way round, and a later touch still moves it on.
-    let mut tx = db.begin().await.unwrap();
-    conversation::touch(&mut tx, tenant, id, t0 + 1_500)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(last(db.clone()).await, t0 + 2_000, "a reply moved it back");
-    let mut tx = db.begin().await.unwrap();
-    batch::write(
-        &mut tx,
-        &batch::Rows {
-            touched: vec![(tenant, id)],
-            now: t0 + 3_000,
-            ..batch::Rows::default()
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(last(db.clone()).await, t0 + 3_000);
+    touch_as(&db, Toucher::Reply, tenant, id, t0 + 1_500).await;
+    assert_eq!(
+        last_message_at(&db, tenant, id).await,
+        t0 + 2_000,
+        "a reply moved it back"
+    );
+    touch_as(&db, Toucher::Batch, tenant, id, t0 + 3_000).await;
+    assert_eq!(last_message_at(&db, tenant, id).await, t0 + 3_000);
     db.close().await;
+}
+
+/// The two paths that move a conversation's last activity.
+enum Toucher {
+    /// An operator's reply: `conversation::touch`.
+    Reply,
+    /// A batch of visitor messages: `batch::write`.
+    Batch,
+}
+
+/// Touches conversation `id` at `at` through `how`, in a transaction of its own.
+async fn touch_as(db: &Db, how: Toucher, tenant: TenantId, id: ConversationId, at: i64) {
+    let mut tx = db.begin().await.unwrap();
+    match how {
+        Toucher::Reply => conversation::touch(&mut tx, tenant, id, at).await.unwrap(),
+        Toucher::Batch => {
+            let rows = batch::Rows {
+                touched: vec![(tenant, id)],
+                now: at,
+                ..batch::Rows::default()
+            };
+            batch::write(&mut tx, &rows).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn last_message_at(db: &Db, tenant: TenantId, id: ConversationId) -> i64 {
+    conversation::get(db, tenant, id)
+        .await
+        .unwrap()
+        .last_message_at
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
