@@ -462,12 +462,7 @@ pub async fn discard_draft(
 ) -> Result<DraftRow, super::WebchatError> {
     let draft = escalation::draft(engine.db(), tenant, conv, draft_id)
         .await
-        .map_err(|e| match e {
-            fleetprompt_store::StoreError::NotFound => {
-                super::WebchatError::NotFound("draft".into())
-            }
-            other => other.into(),
-        })?;
+        .map_err(super::error::or_not_found("draft"))?;
     let now = now_ms();
     let mut tx = engine.db().begin().await?;
     if !escalation::discard_draft(&mut tx, tenant, &draft.id, now).await? {

@@ -40,6 +40,15 @@ impl From<StoreError> for WebchatError {
     }
 }
 
+/// Maps a store error to this layer's, a missing record becoming "`what`
+/// not found": for `map_err` after reading one record.
+pub(crate) fn or_not_found(what: &'static str) -> impl FnOnce(StoreError) -> WebchatError {
+    move |e| match e {
+        StoreError::NotFound => WebchatError::NotFound(what.into()),
+        other => other.into(),
+    }
+}
+
 /// A validation error on `field`.
 pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> WebchatError {
     WebchatError::Invalid(ValidationError::Invalid {

@@ -6,7 +6,6 @@
 use fleetprompt_core::id::{ConversationId, MessageId};
 use fleetprompt_core::time::{now_ms, to_rfc3339};
 use fleetprompt_core::{NewSignal, TenantId};
-use fleetprompt_store::StoreError;
 use fleetprompt_store::webchat::conversation;
 use fleetprompt_store::webchat::message::{self, MessageRow, Role};
 use serde_json::json;
@@ -62,10 +61,7 @@ pub async fn reply(
     check_content(content)?;
     let conv = conversation::get(engine.db(), tenant, id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => WebchatError::NotFound("conversation".into()),
-            other => other.into(),
-        })?;
+        .map_err(super::error::or_not_found("conversation"))?;
     let now = now_ms();
     let row = MessageRow {
         id: MessageId::new(),

@@ -63,10 +63,7 @@ pub async fn site_by_key(engine: &Engine, public_key: &str) -> Result<SiteRow, W
         .site_cache()
         .by_public_key(engine.db(), public_key)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => WebchatError::NotFound("site".into()),
-            other => other.into(),
-        })
+        .map_err(super::error::or_not_found("site"))
 }
 
 /// Issues a token for `site_key` to a visitor on an allowed origin.

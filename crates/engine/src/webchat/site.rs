@@ -9,10 +9,10 @@ use fleetprompt_core::secret::{MasterKey, random_token};
 use fleetprompt_core::time::{Millis, now_ms, to_rfc3339};
 use fleetprompt_core::webchat::origin::Origin as WebOrigin;
 use fleetprompt_core::{DirectiveId, Origin, TenantId};
+use fleetprompt_store::Tx;
 use fleetprompt_store::directive::{self, Created, DirectiveRow};
 use fleetprompt_store::webchat::installation::{self, InstallationRow};
 use fleetprompt_store::webchat::site::{self as store_site, SiteRow};
-use fleetprompt_store::{StoreError, Tx};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -286,10 +286,7 @@ pub async fn register(
 pub async fn get(engine: &Engine, tenant: TenantId, id: SiteId) -> Result<SiteRow, WebchatError> {
     store_site::get(engine.db(), tenant, id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => WebchatError::NotFound("site".into()),
-            other => other.into(),
-        })
+        .map_err(super::error::or_not_found("site"))
 }
 
 /// Asks for a new signing secret. Tokens signed with the old one keep

@@ -9,8 +9,7 @@ use fleetprompt_core::id::{SiteId, VisitorId};
 use fleetprompt_core::time::now_ms;
 use fleetprompt_core::webchat::token::Claims;
 use fleetprompt_store::directive;
-use fleetprompt_store::webchat::site as store_site;
-use fleetprompt_store::{StoreError, signal};
+use fleetprompt_store::signal;
 use serde_json::{Value, json};
 
 use super::conversation_subject;
@@ -33,12 +32,7 @@ pub async fn test_message(
     site_id: SiteId,
     wait: Duration,
 ) -> Result<Value, WebchatError> {
-    let site = store_site::get(engine.db(), tenant, site_id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => WebchatError::NotFound("site".into()),
-            other => other.into(),
-        })?;
+    let site = super::site::get(engine, tenant, site_id).await?;
     let now = now_ms();
     let claims = Claims {
         tenant,
