@@ -27,6 +27,18 @@ pub enum ApiError {
     Transport(#[from] reqwest::Error),
 }
 
+impl ApiError {
+    /// The server is away or in trouble (no answer, or a 5xx): worth asking
+    /// again later. A 4xx answer will be the same next time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Status { status, .. } => *status >= 500,
+            Self::Unauthorized => false,
+        }
+    }
+}
+
 /// A task the server handed us.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Task {
@@ -41,13 +53,37 @@ pub struct Task {
     pub args: Value,
 }
 
-/// How an attempt ended, as reported to the server.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Delivered (SMTP `250`).
+    Succeeded,
+    /// Not delivered; may be tried again.
+    Retry,
+    /// Not delivered, for good.
+    Failed,
+}
+
+impl Outcome {
+    /// As the server spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// How an attempt ended, as reported to the server (and kept in the
+/// journal until the server takes it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TaskResult {
     /// The attempt number the task was handed with.
     pub attempt: i32,
-    /// `succeeded`, `retry` or `failed`.
-    pub outcome: &'static str,
+    /// How it ended.
+    pub outcome: Outcome,
     /// What went wrong.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

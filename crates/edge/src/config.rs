@@ -15,8 +15,21 @@ pub enum Security {
     /// (Proton Mail Bridge's default).
     Starttls,
     /// No TLS: allowed only for a loopback host, where nothing crosses a
-    /// network.
-    Plain,
+    /// network. Named loudly so that nobody picks it by accident; the old
+    /// name `plain` still works, with a warning.
+    #[value(name = "plain-text-insecure-loopback-only", alias = "plain")]
+    PlainTextInsecureLoopbackOnly,
+}
+
+/// What the binary does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Mode {
+    /// Deliver tasks until stopped (the default).
+    #[default]
+    Run,
+    /// Try the SMTP server (STARTTLS, the pinned certificate, AUTH) and the
+    /// FleetPrompt server (the token) once, say what is wrong, exit 0 or 1.
+    Check,
 }
 
 /// The command line.
@@ -27,6 +40,10 @@ pub enum Security {
     about = "FleetPrompt Edge Connector: delivers a tenant's email tasks through its own SMTP server (Proton Mail Bridge)"
 )]
 pub struct Args {
+    /// `run` (the default) or `check`: try the SMTP and FleetPrompt servers
+    /// once and say what is wrong.
+    #[arg(value_enum, default_value = "run")]
+    pub mode: Mode,
     /// The FleetPrompt server's base URL, e.g. https://fleetprompt.example.com.
     #[arg(long, env = "FLEETPROMPT_EDGE_SERVER_URL")]
     pub server_url: String,
@@ -40,7 +57,7 @@ pub struct Args {
     /// SMTP server port (Proton Mail Bridge listens on 1025).
     #[arg(long, env = "FLEETPROMPT_EDGE_SMTP_PORT", default_value_t = 1025)]
     pub smtp_port: u16,
-    /// STARTTLS, or plain for a loopback host only.
+    /// STARTTLS, or plain-text-insecure-loopback-only for a loopback host.
     #[arg(
         long,
         env = "FLEETPROMPT_EDGE_SMTP_SECURITY",
@@ -48,10 +65,21 @@ pub struct Args {
         default_value = "starttls"
     )]
     pub smtp_security: Security,
-    /// A PEM certificate to trust for STARTTLS, e.g. the one Proton Mail
-    /// Bridge exports (its certificate is self-signed).
+    /// A PEM file with the SMTP server's own certificate, e.g. the one
+    /// Proton Mail Bridge exports: the server must present exactly this
+    /// certificate (it is pinned; it may be self-signed and CA-flagged).
     #[arg(long, env = "FLEETPROMPT_EDGE_SMTP_CA_FILE")]
     pub smtp_ca_file: Option<PathBuf>,
+    /// The SHA-256 fingerprint of the SMTP server's certificate (hex,
+    /// colons allowed): the server must present exactly this certificate.
+    /// Repeat, or separate with commas, to accept several (a renewal).
+    #[arg(
+        long,
+        env = "FLEETPROMPT_EDGE_SMTP_CERT_SHA256",
+        value_delimiter = ',',
+        num_args = 1
+    )]
+    pub smtp_cert_sha256: Vec<String>,
     /// SMTP user name (Proton Mail Bridge shows it per account).
     #[arg(long, env = "FLEETPROMPT_EDGE_SMTP_USERNAME")]
     pub smtp_username: Option<String>,
@@ -88,6 +116,11 @@ pub struct Args {
     /// SMTP connect and command timeout, in seconds.
     #[arg(long, env = "FLEETPROMPT_EDGE_SMTP_TIMEOUT_SECS", default_value_t = 30)]
     pub smtp_timeout_secs: u64,
+    /// Where the journal lives (a SQLite file remembering each email sent
+    /// and each result not yet reported). Default: `$STATE_DIRECTORY`
+    /// (systemd's `StateDirectory=`), else ~/.local/state/fleetprompt-edge.
+    #[arg(long, env = "FLEETPROMPT_EDGE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "FLEETPROMPT_EDGE_LOG_JSON")]
     pub log_json: bool,
@@ -106,8 +139,8 @@ pub struct Config {
     pub smtp_port: u16,
     /// SMTP protection.
     pub smtp_security: Security,
-    /// Extra trusted certificate (PEM) for STARTTLS.
-    pub smtp_ca_pem: Option<Vec<u8>>,
+    /// What STARTTLS trusts: pinned certificates, or the platform's roots.
+    pub smtp_trust: crate::pin::Trust,
     /// SMTP user name and password.
     pub smtp_credentials: Option<(String, String)>,
     /// The sender.
@@ -126,6 +159,8 @@ pub struct Config {
     pub lease: Duration,
     /// SMTP timeout.
     pub smtp_timeout: Duration,
+    /// The journal's directory.
+    pub state_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Config {
@@ -185,12 +220,15 @@ impl Args {
         if !token.starts_with("fpe_") {
             anyhow::bail!("the connector token must start with fpe_ (an admin token will not do)");
         }
-        if self.smtp_security == Security::Plain && !is_loopback(&self.smtp_host) {
+        if self.smtp_security == Security::PlainTextInsecureLoopbackOnly
+            && !is_loopback(&self.smtp_host)
+        {
             anyhow::bail!(
-                "--smtp-security plain is allowed only for a loopback host, not {:?}: use starttls",
+                "--smtp-security plain-text-insecure-loopback-only is allowed only for a loopback host, not {:?}: use starttls",
                 self.smtp_host
             );
         }
+        let smtp_trust = self.trust()?;
         let password = match (env_password, &self.smtp_password_file) {
             (Some(p), _) => Some(p),
             (None, Some(path)) => Some(read_secret(path, "SMTP password")?),
@@ -201,14 +239,15 @@ impl Args {
             (None, None) => None,
             _ => anyhow::bail!("--smtp-username and the SMTP password go together"),
         };
-        let smtp_ca_pem = self
-            .smtp_ca_file
-            .as_ref()
-            .map(|p| {
-                std::fs::read(p)
-                    .map_err(|e| anyhow::anyhow!("cannot read --smtp-ca-file {}: {e}", p.display()))
+        let state_dir = self
+            .state_dir
+            .clone()
+            .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".local/state/fleetprompt-edge"))
             })
-            .transpose()?;
+            .ok_or_else(|| anyhow::anyhow!("no --state-dir, and no $HOME to default to"))?;
         let from: Mailbox = self
             .from
             .parse()
@@ -242,7 +281,7 @@ impl Args {
             smtp_host: self.smtp_host,
             smtp_port: self.smtp_port,
             smtp_security: self.smtp_security,
-            smtp_ca_pem,
+            smtp_trust,
             smtp_credentials,
             from,
             to,
@@ -252,6 +291,40 @@ impl Args {
             batch: self.batch,
             lease: Duration::from_secs(self.lease_secs.clamp(10, 600)),
             smtp_timeout: Duration::from_secs(self.smtp_timeout_secs.max(1)),
+            state_dir,
+        })
+    }
+
+    /// The pins from `--smtp-cert-sha256` and `--smtp-ca-file`, together.
+    fn trust(&self) -> anyhow::Result<crate::pin::Trust> {
+        let mut pins = Vec::new();
+        let mut sources = Vec::new();
+        for f in self
+            .smtp_cert_sha256
+            .iter()
+            .filter(|f| !f.trim().is_empty())
+        {
+            pins.push(
+                crate::pin::parse_fingerprint(f)
+                    .map_err(|e| anyhow::anyhow!("--smtp-cert-sha256: {e}"))?,
+            );
+        }
+        if !pins.is_empty() {
+            sources.push("--smtp-cert-sha256".to_owned());
+        }
+        if let Some(p) = &self.smtp_ca_file {
+            let what = format!("--smtp-ca-file {}", p.display());
+            let pem = std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {what}: {e}"))?;
+            pins.extend(crate::pin::pins_from_pem(&pem, &what)?);
+            sources.push(what);
+        }
+        Ok(if pins.is_empty() {
+            crate::pin::Trust::Platform
+        } else {
+            crate::pin::Trust::Pinned {
+                pins,
+                source: sources.join(" and "),
+            }
         })
     }
 }
@@ -286,9 +359,14 @@ mod tests {
     fn plain_smtp_only_on_loopback() {
         let token = || Some("fpe_edge_x.y".to_owned());
         assert!(
-            args(&["--smtp-security", "plain"])
+            args(&["--smtp-security", "plain-text-insecure-loopback-only"])
                 .validate(token(), None)
                 .is_ok()
+        );
+        // The old name still parses.
+        assert_eq!(
+            args(&["--smtp-security", "plain"]).smtp_security,
+            Security::PlainTextInsecureLoopbackOnly
         );
         let err = args(&[
             "--smtp-security",

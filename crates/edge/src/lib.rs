@@ -6,39 +6,60 @@
 //! # Layout
 //! - [`config`]: flags and `FLEETPROMPT_EDGE_*` variables, validated once.
 //! - [`api`]: the server's `/edge/v1` API (heartbeat, claim, result).
-//! - [`mail`]: composing and sending one email; SMTP outcome → task outcome.
+//! - [`mail`]: composing one task's email.
+//! - [`pin`]: trusting the mail server's certificate by pinning it (shared
+//!   by every STARTTLS the connector makes).
+//! - [`smtp`]: one SMTP session: STARTTLS, AUTH, one message.
+//! - [`journal`]: the SQLite file in `--state-dir` that makes each email go
+//!   out once across crashes and keeps results the server has not taken.
+//! - [`task`]: one claimed task, journaled end to end.
+//! - [`check`]: `fleetprompt-edge check`.
 //! - [`run`] (this file): the heartbeat loop and the claim–send–report loop,
 //!   until shutdown.
 //!
 //! What it survives: the server being away (it keeps retrying, with
-//! backoff; tasks wait in the server's queue), the SMTP server being away
-//! (each attempt is reported `retry`, and the server backs off), and its own
-//! crash mid-send (the task's lease runs out and it is attempted again, with
-//! the same `Message-ID`).
+//! backoff; tasks wait in the server's queue, results in the journal), the
+//! SMTP server being away (each attempt is reported `retry`, and the server
+//! backs off), and its own crash (a task journaled `sent` is reported without
+//! sending again; one caught during `DATA` is sent again with the same
+//! `Message-ID` when its lease runs out).
 
 pub mod api;
+pub mod check;
 pub mod config;
+pub mod journal;
 pub mod mail;
+pub mod pin;
+pub mod smtp;
+pub mod task;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::api::{ApiError, Client, Task, TaskResult};
-use crate::config::Config;
+use crate::api::{ApiError, Client};
+use crate::config::{Config, Security};
+use crate::journal::Journal;
+use crate::task::{Runner, TaskError};
 
-/// The task kinds this connector runs.
-pub const KINDS: &[&str] = &["email.send"];
+pub use crate::task::KINDS;
 
 /// Runs until `shutdown` turns true (then finishes the emails in hand and
 /// returns `Ok`), or until the server refuses the token (`Err`).
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let client = Client::new(&config)?;
-    let smtp = mail::transport(&config)?;
+    let smtp = smtp::Smtp::new(&config)?;
+    let journal = Journal::open(&config.state_dir).await?;
+    if config.smtp_security == Security::PlainTextInsecureLoopbackOnly {
+        tracing::warn!(host = %config.smtp_host, "SMTP in plain text (loopback only): nothing is encrypted");
+    }
+    tracing::info!(state_dir = %config.state_dir.display(), trust = %config.smtp_trust.describe(), "journal open");
     // A refused token at start is a configuration error: say so and stop.
     match client.heartbeat().await {
         Ok(v) => {
-            tracing::info!(connector = %v["connector_id"], server = %config.server_url, "connected")
+            tracing::info!(connector = %v["connector_id"], server = %config.server_url,
+                version = env!("CARGO_PKG_VERSION"), "connected")
         }
         Err(ApiError::Unauthorized) => return Err(ApiError::Unauthorized.into()),
         Err(e) => tracing::warn!(error = %e, "first heartbeat failed; retrying in the background"),
@@ -48,31 +69,57 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         config.heartbeat,
         shutdown.clone(),
     ));
+    let runner = Runner {
+        client: client.clone(),
+        smtp,
+        journal,
+        config: config.clone(),
+        counters: Arc::default(),
+    };
     let mut backoff = Duration::from_secs(1);
     let result = loop {
         if *shutdown.borrow() {
             break Ok(());
         }
-        let claimed = tokio::select! {
-            r = client.claim(KINDS, config.batch, config.wait, config.lease) => r,
-            // A claim cut short may have leased tasks: they go back to the
-            // queue when their lease runs out.
-            _ = shutdown.changed() => break Ok(()),
-        };
-        match claimed {
-            Ok(tasks) => {
-                backoff = Duration::from_secs(1);
-                for task in tasks {
-                    if let Err(ApiError::Unauthorized) =
-                        handle(&client, &smtp, &config, &task).await
-                    {
-                        break;
+        // Results kept while the server was away go first, while their
+        // leases may still hold.
+        let step = match runner.flush().await {
+            Ok(()) => {
+                let claimed = tokio::select! {
+                    r = client.claim(KINDS, config.batch, config.wait, config.lease) => r,
+                    // A claim cut short may have leased tasks: they go back to the
+                    // queue when their lease runs out.
+                    _ = shutdown.changed() => break Ok(()),
+                };
+                match claimed {
+                    Ok(tasks) => {
+                        let mut step = Ok(());
+                        for task in tasks {
+                            match runner.handle(&task).await {
+                                Ok(()) => {}
+                                // The email is sent or journaled; keep going.
+                                Err(e @ TaskError::ServerAway(_)) => step = Err(e),
+                                Err(e) => {
+                                    step = Err(e);
+                                    break;
+                                }
+                            }
+                        }
+                        step
                     }
+                    Err(ApiError::Unauthorized) => {
+                        Err(TaskError::Unauthorized(ApiError::Unauthorized))
+                    }
+                    Err(e) => Err(TaskError::ServerAway(e)),
                 }
             }
-            Err(ApiError::Unauthorized) => break Err(ApiError::Unauthorized.into()),
+            Err(e) => Err(e),
+        };
+        match step {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(TaskError::Unauthorized(e)) => break Err(e.into()),
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "claiming tasks failed");
+                tracing::warn!(error = %e, retry_in = ?backoff, "waiting before trying the server again");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => {}
@@ -83,55 +130,6 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
     };
     heartbeats.abort();
     result
-}
-
-/// Sends one task's email and reports the outcome, retrying the report a
-/// few times: a lost report only costs a repeated send after the lease.
-async fn handle(
-    client: &Client,
-    smtp: &lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
-    config: &Config,
-    task: &Task,
-) -> Result<(), ApiError> {
-    // Ids go into a URL path; the server's are `dir_<hex>`.
-    if !task
-        .id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        tracing::error!(task = %task.id, "ignoring a task with a malformed id");
-        return Ok(());
-    }
-    let result = if KINDS.contains(&task.kind.as_str()) {
-        mail::deliver(smtp, task, config).await
-    } else {
-        TaskResult {
-            attempt: task.attempt,
-            outcome: "failed",
-            error: Some(format!("this connector does not run {:?}", task.kind)),
-            external_ref: None,
-            smtp_code: None,
-        }
-    };
-    tracing::info!(task = %task.id, attempt = task.attempt, outcome = result.outcome,
-        smtp_code = ?result.smtp_code, error = ?result.error, "email task done");
-    let mut last = None;
-    for delay in [0u64, 500, 2000, 5000] {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        match client.report(&task.id, &result).await {
-            Ok(()) => return Ok(()),
-            Err(e @ (ApiError::Unauthorized | ApiError::Status { .. })) => {
-                // 401, or 404/409 (reaped, finished): retrying cannot help.
-                tracing::warn!(task = %task.id, error = %e, "the server did not take the result");
-                return Err(e);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    if let Some(e) = last {
-        tracing::warn!(task = %task.id, error = %e, "could not report the result; the task will run again after its lease");
-    }
-    Ok(())
 }
 
 async fn heartbeat_loop(client: Client, every: Duration, mut shutdown: watch::Receiver<bool>) {

@@ -1,43 +1,19 @@
-//! Sending one `email.send` task through the SMTP server, and what its
-//! outcome means for the task.
+//! Composing one `email.send` task's email.
 //!
 //! Each email's `Message-ID` is derived from the directive id alone, so a
-//! retried or repeated attempt (delivery is at-least-once: a crash between
-//! the SMTP `250` and the report sends it again) carries the same id, and
+//! retried or repeated attempt (delivery is at-least-once: a crash during
+//! `DATA` sends it again, see [`crate::journal`]) carries the same id, and
 //! mail systems that deduplicate by `Message-ID` show it once.
 
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde_json::Value;
 
-use crate::api::{Task, TaskResult};
-use crate::config::{Config, Security};
+use crate::api::Task;
+use crate::config::Config;
 
 /// Longest subject line kept, in characters.
 const SUBJECT_MAX: usize = 200;
-
-/// The SMTP transport described by `config`.
-pub fn transport(config: &Config) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
-    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.smtp_host.as_str())
-        .port(config.smtp_port)
-        .timeout(Some(config.smtp_timeout))
-        .hello_name(ClientId::Domain(config.message_id_domain.clone()));
-    if config.smtp_security == Security::Starttls {
-        let mut params = TlsParameters::builder(config.smtp_host.clone());
-        if let Some(pem) = &config.smtp_ca_pem {
-            params = params.add_root_certificate(Certificate::from_pem(pem)?);
-        }
-        b = b.tls(Tls::Required(params.build_rustls()?));
-    }
-    if let Some((user, password)) = &config.smtp_credentials {
-        b = b.credentials(Credentials::new(user.clone(), password.clone()));
-    }
-    Ok(b.build())
-}
 
 /// The deterministic `Message-ID` of a task.
 pub fn message_id(task_id: &str, domain: &str) -> String {
@@ -75,50 +51,6 @@ pub fn compose(task: &Task, config: &Config) -> Result<Message, String> {
         .header(ContentType::TEXT_PLAIN)
         .body(body)
         .map_err(|e| format!("cannot build the email: {e}"))
-}
-
-/// Sends a task's email and says how the attempt ended.
-pub async fn deliver(
-    transport: &AsyncSmtpTransport<Tokio1Executor>,
-    task: &Task,
-    config: &Config,
-) -> TaskResult {
-    let id = message_id(&task.id, &config.message_id_domain);
-    let email = match compose(task, config) {
-        Ok(m) => m,
-        Err(error) => {
-            return TaskResult {
-                attempt: task.attempt,
-                outcome: "failed",
-                error: Some(error),
-                external_ref: None,
-                smtp_code: None,
-            };
-        }
-    };
-    match transport.send(email).await {
-        Ok(resp) => TaskResult {
-            attempt: task.attempt,
-            outcome: "succeeded",
-            error: None,
-            external_ref: Some(id),
-            smtp_code: Some(u16::from(resp.code())),
-        },
-        Err(e) => classify(task.attempt, &e),
-    }
-}
-
-/// SMTP 5xx is permanent (`failed`); 4xx, timeouts, TLS and connection
-/// trouble may pass (`retry`).
-pub fn classify(attempt: i32, e: &lettre::transport::smtp::Error) -> TaskResult {
-    let code = e.status().map(u16::from);
-    TaskResult {
-        attempt,
-        outcome: if e.is_permanent() { "failed" } else { "retry" },
-        error: Some(e.to_string()),
-        external_ref: None,
-        smtp_code: code,
-    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,24 @@
 //! `fleetprompt-edge`: the Edge Connector binary. See the library's docs and
-//! docs/edge-connector.md. Logs go to stderr; nothing goes to stdout.
+//! docs/edge-connector.md. Logs go to stderr; only `check` writes to stdout.
 
 use clap::Parser;
-use fleetprompt_edge::config::Args;
+use fleetprompt_edge::config::{Args, Mode};
 use tokio::sync::watch;
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_logging(args.log_json);
+    let mode = args.mode;
     let config = match args.validate(
         std::env::var("FLEETPROMPT_EDGE_TOKEN").ok(),
         std::env::var("FLEETPROMPT_EDGE_SMTP_PASSWORD").ok(),
     ) {
         Ok(c) => c,
         Err(e) => {
+            if mode == Mode::Check {
+                println!("FAIL: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
             eprintln!("error: {e:#}");
             return std::process::ExitCode::from(2);
         }
@@ -30,6 +35,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if mode == Mode::Check {
+        let passed = runtime.block_on(fleetprompt_edge::check::check(
+            &config,
+            &mut std::io::stdout(),
+        ));
+        return if passed {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        };
+    }
     let result = runtime.block_on(async move {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {

@@ -33,7 +33,7 @@ fn refuses_plain_smtp_to_a_remote_host_before_starting() {
             "--smtp-host",
             "mail.example.com",
             "--smtp-security",
-            "plain",
+            "plain-text-insecure-loopback-only",
         ])
         .env("FLEETPROMPT_EDGE_TOKEN", "fpe_edge_x.y")
         .output()
