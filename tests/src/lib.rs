@@ -10,7 +10,11 @@
 //!   receivers.
 //! - [`SmtpSink`]: a real SMTP server on loopback that records the emails
 //!   it accepts and answers `DATA` with scripted codes, standing in for
-//!   Proton Mail Bridge; [`Edge`] runs the real `fleetprompt-edge` against it.
+//!   Proton Mail Bridge (with [`SmtpSink::start_bridge`]: STARTTLS on a
+//!   self-signed `CA:TRUE` certificate, and AUTH, like Bridge); [`Edge`] runs
+//!   the real `fleetprompt-edge` against it.
+//! - [`Gate`]: a TCP forwarder in front of a server that the test can close
+//!   (connections refused and cut) and reopen, onto a restarted server too.
 //! - [`both_backends!`]: runs one test body on SQLite and on PostgreSQL.
 //!
 //! PostgreSQL is expected at `FLEETPROMPT_TEST_PG_URL` (default
@@ -686,75 +690,146 @@ impl Mail {
     }
 }
 
+/// A hook run when the sink is about to answer `250` to a `DATA`.
+type AcceptHook = Arc<dyn Fn() + Send + Sync>;
+
 #[derive(Default)]
 struct SmtpState {
     accepted: Vec<Mail>,
-    /// Every end-of-DATA reply given, in order.
+    /// Every end-of-DATA reply given, in order (0: held unanswered).
     replies: Vec<u16>,
-    /// Codes to answer the next `DATA`s with (250 when empty).
+    /// Codes to answer the next `DATA`s with (250 when empty; 0 holds the
+    /// reply back until the client goes away, as a crash mid-DATA would
+    /// see it).
     script: VecDeque<u16>,
+    /// Run before each `250` to `DATA` is written.
+    before_accept: Option<AcceptHook>,
 }
 
+/// The user name and password [`SmtpSink::start_bridge`] requires.
+pub const BRIDGE_LOGIN: (&str, &str) = ("support@acme.example", "bridge-generated-password");
+
 /// A real SMTP server on 127.0.0.1 (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP,
-/// QUIT, and STARTTLS when started with [`SmtpSink::start_tls`]; no AUTH)
-/// that records what it accepts.
+/// QUIT, STARTTLS when started with [`SmtpSink::start_tls`] or
+/// [`SmtpSink::start_bridge`], AUTH PLAIN with the latter) that records what
+/// it accepts.
 #[derive(Clone)]
 pub struct SmtpSink {
     /// Its port.
     pub port: u16,
     /// Its self-signed certificate (PEM), when it offers STARTTLS.
     pub cert_pem: Option<String>,
+    /// The SHA-256 fingerprint of that certificate's DER, lowercase hex.
+    pub cert_sha256: Option<String>,
+    /// The login it requires (AUTH PLAIN after STARTTLS), if any.
+    pub login: Option<(String, String)>,
     state: Arc<Mutex<SmtpState>>,
+}
+
+/// A fresh self-signed certificate for `127.0.0.1` and `localhost`, as a
+/// TLS acceptor; `ca` marks it `CA:TRUE` as Proton Mail Bridge's is.
+fn self_signed(ca: bool) -> (tokio_rustls::TlsAcceptor, String, Vec<u8>) {
+    let signing_key = rcgen::KeyPair::generate().expect("key pair");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("certificate params");
+    if ca {
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    }
+    let cert = params
+        .self_signed(&signing_key)
+        .expect("self-signed certificate");
+    let key =
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .expect("TLS server config");
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        cert.pem(),
+        cert.der().to_vec(),
+    )
+}
+
+/// SHA-256 of `bytes` as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl SmtpSink {
     /// Starts a plain sink on 127.0.0.1:0.
     pub async fn start() -> Self {
-        Self::start_with(None).await
+        Self::start_with(None, None).await
     }
 
     /// Starts a sink that offers (and for mail, requires) STARTTLS, with a
-    /// fresh self-signed certificate for `127.0.0.1` and `localhost`.
+    /// fresh self-signed certificate for `127.0.0.1` and `localhost` (not a
+    /// CA).
     pub async fn start_tls() -> Self {
-        let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-        ])
-        .expect("self-signed certificate");
-        let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
-            signing_key.serialize_der().into(),
-        );
-        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
-            tokio_rustls::rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key)
-        .expect("TLS server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let mut sink = Self::start_with(Some(acceptor)).await;
-        sink.cert_pem = Some(cert.pem());
+        Self::start_secured(false, None).await
+    }
+
+    /// Starts a Proton Mail Bridge stand-in: STARTTLS required, on a
+    /// self-signed certificate marked `CA:TRUE` (Bridge's
+    /// `internal/certs/tls.go` sets `IsCA: true`), and AUTH PLAIN with
+    /// [`BRIDGE_LOGIN`] required before `MAIL`.
+    pub async fn start_bridge() -> Self {
+        let login = (BRIDGE_LOGIN.0.to_owned(), BRIDGE_LOGIN.1.to_owned());
+        Self::start_secured(true, Some(login)).await
+    }
+
+    async fn start_secured(ca: bool, login: Option<(String, String)>) -> Self {
+        let (acceptor, pem, der) = self_signed(ca);
+        let mut sink = Self::start_with(Some(acceptor), login.clone()).await;
+        sink.cert_pem = Some(pem);
+        sink.cert_sha256 = Some(sha256_hex(&der));
+        sink.login = login;
         sink
     }
 
-    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    async fn start_with(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        login: Option<(String, String)>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(Mutex::new(SmtpState::default()));
         let shared = state.clone();
+        let login = login.map(Arc::new);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(smtp_session(stream, tls.clone(), shared.clone()));
+                tokio::spawn(smtp_session(
+                    stream,
+                    tls.clone(),
+                    login.clone(),
+                    shared.clone(),
+                ));
             }
         });
         Self {
             port,
             cert_pem: None,
+            cert_sha256: None,
+            login: None,
             state,
         }
+    }
+
+    /// Runs `hook` each time the sink is about to answer `250` to a `DATA`
+    /// (e.g. to close a [`Gate`] so that the report cannot get through).
+    pub fn before_accept(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.state.lock().expect("sink lock").before_accept = Some(Arc::new(hook));
     }
 
     /// Answers the next `DATA`s with these codes (e.g. 451, then 550).
@@ -799,28 +874,33 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// One SMTP conversation. With `tls`, STARTTLS is offered and mail is
 /// refused until it is used; after the upgrade the session goes on over
-/// TLS.
+/// TLS. With `login`, AUTH PLAIN is offered after STARTTLS and required
+/// before `MAIL`.
 fn smtp_session(
     stream: tokio::net::TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    login: Option<Arc<(String, String)>>,
     state: Arc<Mutex<SmtpState>>,
 ) -> Session {
-    smtp_conversation(Box::new(stream), tls, state, true, false)
+    smtp_conversation(Box::new(stream), tls, login, state, true, false)
 }
 
 fn smtp_conversation(
     stream: Box<dyn Io>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    login: Option<Arc<(String, String)>>,
     state: Arc<Mutex<SmtpState>>,
     greet: bool,
     secure: bool,
 ) -> Session {
     Box::pin(async move {
+        use base64::Engine;
         use tokio::io::AsyncWriteExt;
         let (read, mut write) = tokio::io::split(stream);
         let mut lines = BufReader::new(read).lines();
         let mut from = String::new();
         let mut to = Vec::new();
+        let mut authenticated = login.is_none();
         if greet && write.write_all(b"220 sink.test ESMTP\r\n").await.is_err() {
             return;
         }
@@ -829,6 +909,8 @@ fn smtp_conversation(
             let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
                 if tls.is_some() {
                     "250-sink.test\r\n250-8BITMIME\r\n250 STARTTLS\r\n".into()
+                } else if login.is_some() {
+                    "250-sink.test\r\n250-8BITMIME\r\n250 AUTH PLAIN\r\n".into()
                 } else {
                     "250-sink.test\r\n250 8BITMIME\r\n".into()
                 }
@@ -847,9 +929,24 @@ fn smtp_conversation(
                 let Ok(secured) = acceptor.accept(read.unsplit(write)).await else {
                     return;
                 };
-                return smtp_conversation(Box::new(secured), None, state, false, true).await;
+                return smtp_conversation(Box::new(secured), None, login, state, false, true).await;
             } else if tls.is_some() && !upper.starts_with("QUIT") {
                 "530 5.7.0 must issue a STARTTLS command first\r\n".into()
+            } else if let Some(rest) = upper.strip_prefix("AUTH PLAIN ") {
+                // `\0user\0password`, base64 (RFC 4616), as the initial response.
+                let expected = login.as_deref().map(|(u, p)| format!("\0{u}\0{p}"));
+                let given = base64::engine::general_purpose::STANDARD
+                    .decode(line[line.len() - rest.len()..].trim())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok());
+                if expected.is_some() && given == expected {
+                    authenticated = true;
+                    "235 2.7.0 authentication succeeded\r\n".into()
+                } else {
+                    "535 5.7.8 authentication failed\r\n".into()
+                }
+            } else if !authenticated && !upper.starts_with("QUIT") {
+                "530 5.7.0 authentication required\r\n".into()
             } else if let Some(rest) = upper.strip_prefix("MAIL FROM:") {
                 from = line[line.len() - rest.len()..].trim().to_owned();
                 to.clear();
@@ -873,11 +970,22 @@ fn smtp_conversation(
                         _ => return,
                     }
                 }
-                let mut s = state.lock().expect("sink lock");
-                let code = s.script.pop_front().unwrap_or(250);
-                s.replies.push(code);
+                let (code, hook) = {
+                    let mut s = state.lock().expect("sink lock");
+                    let code = s.script.pop_front().unwrap_or(250);
+                    s.replies.push(code);
+                    (code, s.before_accept.clone())
+                };
+                if code == 0 {
+                    // Held: answer nothing until the client is gone.
+                    let _ = lines.next_line().await;
+                    return;
+                }
                 if code == 250 {
-                    s.accepted.push(Mail {
+                    if let Some(hook) = hook {
+                        hook();
+                    }
+                    state.lock().expect("sink lock").accepted.push(Mail {
                         from: from.clone(),
                         to: to.clone(),
                         data,
@@ -911,10 +1019,81 @@ pub struct Edge {
     pub log_path: PathBuf,
 }
 
+/// The flags that point `fleetprompt-edge` at `server_url` and `sink`:
+/// STARTTLS when the sink offers it, trusting its certificate through
+/// `--smtp-ca-file` (an operator's exported PEM) unless `extra` names a
+/// trust flag itself; its login when it has one; the state directory
+/// `dir/edge-state`, shared by every connector of a test so that a restart
+/// finds the journal.
+fn edge_args(
+    dir: &Path,
+    server_url: &str,
+    sink: &SmtpSink,
+    extra: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    let mut args: Vec<String> = [
+        "--server-url",
+        server_url,
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        &sink.port.to_string(),
+        "--from",
+        "Acme Support <support@acme.example>",
+        "--heartbeat-secs",
+        "1",
+        "--wait-ms",
+        "500",
+        "--smtp-timeout-secs",
+        "10",
+        "--state-dir",
+        &dir.join("edge-state").display().to_string(),
+        "--smtp-security",
+    ]
+    .map(str::to_owned)
+    .into();
+    let names_trust = extra
+        .iter()
+        .any(|a| *a == "--smtp-ca-file" || *a == "--smtp-cert-sha256");
+    match &sink.cert_pem {
+        Some(_) if names_trust => args.push("starttls".to_owned()),
+        // STARTTLS, trusting the sink's certificate as an operator
+        // trusts Proton Mail Bridge's exported one.
+        Some(pem) => {
+            let ca = dir.join(format!(
+                "smtp-ca-{}-{}.pem",
+                sink.port,
+                uuid::Uuid::now_v7().simple()
+            ));
+            std::fs::write(&ca, pem)?;
+            args.extend(["starttls".to_owned(), "--smtp-ca-file".to_owned()]);
+            args.push(ca.display().to_string());
+        }
+        None => args.push("plain-text-insecure-loopback-only".to_owned()),
+    }
+    if let Some((user, _)) = &sink.login {
+        args.extend(["--smtp-username".to_owned(), user.clone()]);
+    }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    Ok(args)
+}
+
+fn edge_command(sink: &SmtpSink, token: &str, args: &[String]) -> Command {
+    let mut cmd = Command::new(edge_binary());
+    cmd.args(args)
+        .env("FLEETPROMPT_EDGE_TOKEN", token)
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true);
+    if let Some((_, password)) = &sink.login {
+        cmd.env("FLEETPROMPT_EDGE_SMTP_PASSWORD", password);
+    }
+    cmd
+}
+
 impl Edge {
     /// Starts `fleetprompt-edge` for `server` with `token` (through the
-    /// environment, as in production), SMTP to `sink` (STARTTLS when the sink
-    /// offers it, else plain), and extra flags.
+    /// environment, as in production), SMTP to `sink` (see [`edge_args`]
+    /// for the flags), and extra flags.
     pub fn start(
         dir: &Path,
         server: &Server,
@@ -922,48 +1101,74 @@ impl Edge {
         sink: &SmtpSink,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_at(dir, &server.url, token, sink, extra)
+    }
+
+    /// [`Edge::start`] for a server at `server_url` (e.g. a [`Gate`]'s).
+    pub fn start_at(
+        dir: &Path,
+        server_url: &str,
+        token: &str,
+        sink: &SmtpSink,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let log_path = dir.join(format!("edge-{}.log", uuid::Uuid::now_v7().simple()));
         let log = std::fs::File::create(&log_path)?;
-        let port = sink.port.to_string();
-        let mut security = vec!["--smtp-security".to_owned()];
-        match &sink.cert_pem {
-            // STARTTLS, trusting the sink's certificate as an operator
-            // trusts Proton Mail Bridge's exported one.
-            Some(pem) => {
-                let ca = dir.join(format!("smtp-ca-{port}.pem"));
-                std::fs::write(&ca, pem)?;
-                security.extend(["starttls".to_owned(), "--smtp-ca-file".to_owned()]);
-                security.push(ca.display().to_string());
-            }
-            None => security.push("plain".to_owned()),
-        }
-        let child = Command::new(edge_binary())
-            .args([
-                "--server-url",
-                &server.url,
-                "--smtp-host",
-                "127.0.0.1",
-                "--smtp-port",
-                &port,
-                "--from",
-                "Acme Support <support@acme.example>",
-                "--heartbeat-secs",
-                "1",
-                "--wait-ms",
-                "500",
-            ])
-            .args(&security)
-            .args(extra)
-            .env("FLEETPROMPT_EDGE_TOKEN", token)
-            .env("RUST_LOG", "info")
+        let child = edge_command(sink, token, &edge_args(dir, server_url, sink, extra)?)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
-            .kill_on_drop(true)
             .spawn()
             .context("starting fleetprompt-edge")?;
         Ok(Self { child, log_path })
     }
 
+    /// Runs `fleetprompt-edge check` with the flags [`Edge::start`] would
+    /// use; returns whether it exited 0, and its stdout and stderr.
+    pub async fn check(
+        dir: &Path,
+        server: &Server,
+        token: &str,
+        sink: &SmtpSink,
+        extra: &[&str],
+    ) -> anyhow::Result<(bool, String)> {
+        let mut args = vec!["check".to_owned()];
+        args.extend(edge_args(dir, &server.url, sink, extra)?);
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            edge_command(sink, token, &args).output(),
+        )
+        .await
+        .context("fleetprompt-edge check did not finish within 60 s")??;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match out.status.code() {
+            Some(0) => Ok((true, text)),
+            Some(1) => Ok((false, text)),
+            other => bail!("fleetprompt-edge check exited with {other:?}: {text}"),
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, no flushing.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Waits until its log contains `text`.
+    pub async fn wait_for_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.logs().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "fleetprompt-edge did not log {text:?} within {timeout:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     /// Waits for it to exit by itself (e.g. on a refused token).
     pub async fn wait(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
@@ -983,5 +1188,69 @@ impl Edge {
     /// Everything it has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// A TCP forwarder on 127.0.0.1 in front of a server: while open it relays
+/// every connection to the target; closed, it cuts the live ones and closes
+/// new ones at once, as a server that is down looks to its clients.
+#[derive(Clone)]
+pub struct Gate {
+    /// The URL to give clients instead of the server's.
+    pub url: String,
+    target: Arc<Mutex<String>>,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Gate {
+    /// Starts an open gate to `target_url` (`http://host:port`).
+    pub async fn start(target_url: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let target = Arc::new(Mutex::new(Self::authority(target_url)));
+        let (open, _) = tokio::sync::watch::channel(true);
+        let open = Arc::new(open);
+        let (t, o) = (target.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut closed = o.subscribe();
+                if !*closed.borrow() {
+                    continue;
+                }
+                let to = t.lock().expect("gate lock").clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = closed.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Self { url, target, open }
+    }
+
+    fn authority(url: &str) -> String {
+        url.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn close(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets connections through again, to `target_url` if given (a
+    /// restarted server).
+    pub fn open(&self, target_url: Option<&str>) {
+        if let Some(u) = target_url {
+            *self.target.lock().expect("gate lock") = Self::authority(u);
+        }
+        self.open.send_replace(true);
     }
 }
