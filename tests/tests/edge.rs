@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use fleetprompt_system_tests::{
-    Backend, Edge, Server, SmtpSink, TestApp, TestDb, both_backends, cli, create_tenant,
+    Backend, Edge, Gate, Server, SmtpSink, TestApp, TestDb, both_backends, cli, create_tenant,
     http_client,
 };
 use serde_json::{Value, json};
@@ -18,6 +18,11 @@ both_backends!(
     bad_tokens_are_refused_alike,
     edge_tasks_are_claimed_by_their_tenants_connector_and_completed_like_platform_ones,
     the_edge_binary_delivers_retries_and_fails_email_through_real_smtp,
+    a_bridge_like_ca_certificate_is_trusted_when_pinned_and_checked,
+    a_crash_between_250_and_the_report_sends_once,
+    the_server_down_while_reporting_is_caught_up,
+    a_lease_that_expires_mid_data_is_sent_once_by_the_next_run,
+    bridge_replies_451_then_250_are_retried_and_554_fails_with_its_text,
 );
 
 /// A rule that escalates every `order.created` to email.
@@ -618,4 +623,326 @@ async fn email_goes_over_starttls_and_only_to_a_trusted_certificate() {
     assert_eq!(mails.len(), 1);
     assert!(mails[0].tls, "the email must arrive after STARTTLS");
     assert!(edge.stop().await.unwrap().success());
+}
+
+/// Waits for `id` to finish; asserts it succeeded.
+async fn succeeded(app: &TestApp, id: &str, edge: &Edge) -> Value {
+    let d = app
+        .wait_for_status(id, &["succeeded", "failed"], Duration::from_secs(40))
+        .await;
+    assert_eq!(d["status"], "succeeded", "{d}\n{}", edge.logs());
+    let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
+    d
+}
+
+/// Escalates a new conversation; returns (conversation, directive id).
+async fn escalate_one(app: &TestApp) -> (String, String) {
+    let conv = conversation_id();
+    escalate(app, &conv).await;
+    let id = email_task(app, &conv).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (conv, id)
+}
+
+/// A sink standing in for Proton Mail Bridge (self-signed `CA:TRUE`
+/// certificate, STARTTLS, AUTH): pinned by fingerprint and by the exported
+/// PEM, the email arrives once; another pin is refused with both
+/// fingerprints; `check` agrees.
+async fn a_bridge_like_ca_certificate_is_trusted_when_pinned_and_checked(backend: Backend) {
+    let app = email_app(backend).await;
+    let (_, token) = connector(&app, "bridge-host").await;
+    let sink = SmtpSink::start_bridge().await;
+    let fingerprint = sink.cert_sha256.clone().unwrap();
+    let other = SmtpSink::start_bridge().await.cert_sha256.unwrap();
+    // As an operator copies it from `openssl x509 -fingerprint -sha256`.
+    let colons = fingerprint
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap().to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(":");
+    let dir = &app.db.dir;
+
+    // `check` passes with the right pin, each way, and names the fingerprint.
+    for extra in [&["--smtp-cert-sha256", colons.as_str()][..], &[]] {
+        let (ok, out) = Edge::check(dir, &app.server, &token, &sink, extra)
+            .await
+            .unwrap();
+        assert!(ok, "{out}");
+        assert!(out.contains(&fingerprint), "{out}");
+        assert!(out.contains("login was accepted"), "{out}");
+        assert!(out.contains("All checks passed"), "{out}");
+    }
+    // And fails with another pin, naming both certificates.
+    let (ok, out) = Edge::check(
+        dir,
+        &app.server,
+        &token,
+        &sink,
+        &["--smtp-cert-sha256", &other],
+    )
+    .await
+    .unwrap();
+    assert!(!ok, "{out}");
+    assert!(out.contains(&fingerprint) && out.contains(&other), "{out}");
+    assert!(out.contains("not the pinned certificate"), "{out}");
+    // A bad token is named too.
+    let (ok, out) = Edge::check(dir, &app.server, "fpe_bogus", &sink, &[])
+        .await
+        .unwrap();
+    assert!(!ok, "{out}");
+    assert!(out.contains("refused the connector token"), "{out}");
+
+    // Pinned by fingerprint: exactly one email, over TLS, after AUTH.
+    let mut edge = Edge::start(
+        dir,
+        &app.server,
+        &token,
+        &sink,
+        &["--smtp-cert-sha256", &fingerprint],
+    )
+    .unwrap();
+    let (conv, id) = escalate_one(&app).await;
+    let d = succeeded(&app, &id, &edge).await;
+    let message_id = format!("<{id}@edge.fleetprompt>");
+    assert_eq!(d["attempt_log"][0]["external_ref"], message_id.as_str());
+    let mails = sink.accepted();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert!(mail.tls);
+    assert_eq!(mail.to, ["<team@example.com>"]);
+    assert_eq!(mail.from, "<support@acme.example>");
+    assert_eq!(
+        mail.header("Message-ID").as_deref(),
+        Some(message_id.as_str())
+    );
+    assert_eq!(
+        mail.header("From").as_deref(),
+        Some("\"Acme Support\" <support@acme.example>")
+    );
+    assert!(mail.header("Subject").is_some(), "{}", mail.data);
+    assert!(
+        mail.body_text()
+            .contains(&format!("/console/conversations/{conv}")),
+        "{}",
+        mail.data
+    );
+    assert!(edge.stop().await.unwrap().success(), "{}", edge.logs());
+
+    // Pinned by the exported PEM file (the default in `Edge::start`).
+    let mut edge = Edge::start(dir, &app.server, &token, &sink, &[]).unwrap();
+    let (_, id2) = escalate_one(&app).await;
+    succeeded(&app, &id2, &edge).await;
+    assert_eq!(sink.accepted().len(), 2);
+    assert!(edge.stop().await.unwrap().success(), "{}", edge.logs());
+
+    // Another pin: the handshake is refused, the attempt is retried with
+    // an error naming both fingerprints, and nothing is sent.
+    let mut wrong = Edge::start(
+        dir,
+        &app.server,
+        &token,
+        &sink,
+        &["--smtp-cert-sha256", &other],
+    )
+    .unwrap();
+    let (_, id3) = escalate_one(&app).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let (_, d) = app.get(&format!("/admin/v1/directives/{id3}")).await;
+        if let Some(a) = d["attempt_log"].as_array().and_then(|l| l.first()) {
+            break a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no attempt: {d}\n{}",
+            wrong.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first["outcome"], "retrying", "{first}");
+    let error = first["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&fingerprint) && error.contains(&other),
+        "{first}"
+    );
+    assert_eq!(sink.accepted().len(), 2);
+    assert!(wrong.stop().await.unwrap().success());
+    assert!(
+        !wrong
+            .logs()
+            .contains(fleetprompt_system_tests::BRIDGE_LOGIN.1)
+    );
+}
+
+/// kill -9 right after the SMTP server answered `250` (the gate to the
+/// FleetPrompt server closes as the sink answers, so the report cannot have
+/// been taken): the restarted connector reports from its journal and sends
+/// nothing again.
+async fn a_crash_between_250_and_the_report_sends_once(backend: Backend) {
+    let app = email_app(backend).await;
+    let (_, token) = connector(&app, "bridge-host").await;
+    let sink = SmtpSink::start_bridge().await;
+    let gate = Gate::start(&app.server.url).await;
+    let closing = gate.clone();
+    sink.before_accept(move || closing.close());
+    let mut edge = Edge::start_at(&app.db.dir, &gate.url, &token, &sink, &[]).unwrap();
+    let (_, id) = escalate_one(&app).await;
+    sink.wait_for_replies(1, Duration::from_secs(30)).await;
+    edge.wait_for_log("kept in the journal", Duration::from_secs(20))
+        .await;
+    edge.kill9().await;
+    let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
+    assert_eq!(
+        d["status"], "running",
+        "the report must not have arrived: {d}"
+    );
+
+    gate.open(None);
+    let edge = Edge::start_at(&app.db.dir, &gate.url, &token, &sink, &[]).unwrap();
+    let d = succeeded(&app, &id, &edge).await;
+    let log = d["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 1, "{d}");
+    assert_eq!(log[0]["http_status"], 250);
+    assert_eq!(
+        log[0]["external_ref"],
+        format!("<{id}@edge.fleetprompt>").as_str()
+    );
+    edge.wait_for_log("reported a journaled result", Duration::from_secs(10))
+        .await;
+    // No second email, even after a while.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.replies(), [250]);
+    assert_eq!(sink.accepted().len(), 1);
+    assert!(has_signal(
+        &timeline(&app, &edge_conv(&app, &id).await).await,
+        "email.outbound.sent"
+    ));
+}
+
+/// The conversation a directive is about.
+async fn edge_conv(app: &TestApp, id: &str) -> String {
+    let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
+    d["subject"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("conversation:")
+        .to_owned()
+}
+
+/// The server goes down as the email is accepted, and a new server process
+/// comes up on the same database: the connector reports from its journal
+/// when it is back, without restarting and without sending again.
+async fn the_server_down_while_reporting_is_caught_up(backend: Backend) {
+    let mut app = email_app(backend).await;
+    let (_, token) = connector(&app, "bridge-host").await;
+    let sink = SmtpSink::start_bridge().await;
+    let gate = Gate::start(&app.server.url).await;
+    let closing = gate.clone();
+    sink.before_accept(move || closing.close());
+    let edge = Edge::start_at(&app.db.dir, &gate.url, &token, &sink, &[]).unwrap();
+    let (_, id) = escalate_one(&app).await;
+    sink.wait_for_replies(1, Duration::from_secs(30)).await;
+    edge.wait_for_log("kept in the journal", Duration::from_secs(20))
+        .await;
+    app.server.stop().await.unwrap();
+    let wf = app.db.dir.join("workflows");
+    app.server = Server::start(&app.db, "server2", &["--workflows", wf.to_str().unwrap()])
+        .await
+        .unwrap();
+    gate.open(Some(&app.server.url));
+    let d = succeeded(&app, &id, &edge).await;
+    assert_eq!(d["attempt_log"].as_array().unwrap().len(), 1, "{d}");
+    assert_eq!(sink.accepted().len(), 1);
+    assert!(
+        edge.logs().contains("reported a journaled result"),
+        "{}",
+        edge.logs()
+    );
+}
+
+/// The connector dies while the SMTP server holds its `DATA` unanswered
+/// (outcome unknown, journaled `sending`); the lease runs out and the next
+/// run sends again with the same `Message-ID`: one email arrives.
+async fn a_lease_that_expires_mid_data_is_sent_once_by_the_next_run(backend: Backend) {
+    let app = email_app(backend).await;
+    let (_, token) = connector(&app, "bridge-host").await;
+    let sink = SmtpSink::start_bridge().await;
+    sink.script([0]);
+    let mut edge = Edge::start(
+        &app.db.dir,
+        &app.server,
+        &token,
+        &sink,
+        &["--lease-secs", "10"],
+    )
+    .unwrap();
+    let (_, id) = escalate_one(&app).await;
+    sink.wait_for_replies(1, Duration::from_secs(30)).await;
+    edge.kill9().await;
+    assert!(sink.accepted().is_empty());
+
+    let edge = Edge::start(
+        &app.db.dir,
+        &app.server,
+        &token,
+        &sink,
+        &["--lease-secs", "10"],
+    )
+    .unwrap();
+    let d = succeeded(&app, &id, &edge).await;
+    let outcomes: Vec<&str> = d["attempt_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["lease_expired", "succeeded"], "{d}");
+    let mails = sink.accepted();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        mails[0].header("Message-ID").as_deref(),
+        Some(format!("<{id}@edge.fleetprompt>").as_str())
+    );
+    assert!(edge.logs().contains("journal replay"), "{}", edge.logs());
+}
+
+/// Bridge-like: a `451` is retried and then sent; a `554` fails for good
+/// with the server's reply text on the conversation's timeline.
+async fn bridge_replies_451_then_250_are_retried_and_554_fails_with_its_text(backend: Backend) {
+    let app = email_app(backend).await;
+    let (_, token) = connector(&app, "bridge-host").await;
+    let sink = SmtpSink::start_bridge().await;
+    sink.script([451, 250]);
+    let edge = Edge::start(&app.db.dir, &app.server, &token, &sink, &[]).unwrap();
+    let (_, id) = escalate_one(&app).await;
+    let d = succeeded(&app, &id, &edge).await;
+    let log = d["attempt_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2, "{d}");
+    assert_eq!(
+        (log[0]["outcome"].as_str(), log[0]["http_status"].as_i64()),
+        (Some("retrying"), Some(451))
+    );
+    assert_eq!(log[1]["http_status"], 250);
+    assert_eq!(sink.accepted().len(), 1);
+
+    sink.script([554]);
+    let (conv, id2) = escalate_one(&app).await;
+    let d = app
+        .wait_for_status(&id2, &["succeeded", "failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(d["status"], "failed", "{d}");
+    let entries = timeline(&app, &conv).await;
+    let attempt = entries
+        .iter()
+        .find(|e| e["entry"] == "attempt" && e["directive_id"] == id2.as_str())
+        .unwrap_or_else(|| panic!("no attempt on the timeline: {entries:?}"));
+    assert!(
+        attempt.to_string().contains("mailbox unavailable"),
+        "{attempt}"
+    );
+    assert!(has_signal(&entries, "email.outbound.failed"));
+    assert_eq!(sink.accepted().len(), 1);
 }
