@@ -779,8 +779,11 @@ async fn a_bridge_like_ca_certificate_is_trusted_when_pinned_and_checked(backend
 
 /// kill -9 right after the SMTP server answered `250` (the gate to the
 /// FleetPrompt server closes as the sink answers, so the report cannot have
-/// been taken): the restarted connector reports from its journal and sends
-/// nothing again.
+/// been taken), and the connector stays down until its lease runs out: the
+/// restarted connector gets the task again, finds it `sent` in its journal,
+/// and reports it without sending again. (A restart within the lease
+/// reports from the journal's queue, the path
+/// `the_server_down_while_reporting_is_caught_up` takes.)
 async fn a_crash_between_250_and_the_report_sends_once(backend: Backend) {
     let app = email_app(backend).await;
     let (_, token) = connector(&app, "bridge-host").await;
@@ -788,7 +791,8 @@ async fn a_crash_between_250_and_the_report_sends_once(backend: Backend) {
     let gate = Gate::start(&app.server.url).await;
     let closing = gate.clone();
     sink.before_accept(move || closing.close());
-    let mut edge = Edge::start_at(&app.db.dir, &gate.url, &token, &sink, &[]).unwrap();
+    let lease = ["--lease-secs", "10"];
+    let mut edge = Edge::start_at(&app.db.dir, &gate.url, &token, &sink, &lease).unwrap();
     let (_, id) = escalate_one(&app).await;
     sink.wait_for_replies(1, Duration::from_secs(30)).await;
     edge.wait_for_log("kept in the journal", Duration::from_secs(20))
@@ -799,19 +803,25 @@ async fn a_crash_between_250_and_the_report_sends_once(backend: Backend) {
         d["status"], "running",
         "the report must not have arrived: {d}"
     );
+    app.wait_for_status(&id, &["pending"], Duration::from_secs(30))
+        .await;
 
     gate.open(None);
-    let edge = Edge::start_at(&app.db.dir, &gate.url, &token, &sink, &[]).unwrap();
+    let edge = Edge::start_at(&app.db.dir, &gate.url, &token, &sink, &lease).unwrap();
     let d = succeeded(&app, &id, &edge).await;
     let log = d["attempt_log"].as_array().unwrap();
-    assert_eq!(log.len(), 1, "{d}");
-    assert_eq!(log[0]["http_status"], 250);
+    let outcomes: Vec<&str> = log.iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["lease_expired", "succeeded"], "{d}");
+    assert_eq!(log[1]["http_status"], 250);
     assert_eq!(
-        log[0]["external_ref"],
+        log[1]["external_ref"],
         format!("<{id}@edge.fleetprompt>").as_str()
     );
-    edge.wait_for_log("reported a journaled result", Duration::from_secs(10))
-        .await;
+    assert!(
+        edge.logs().contains("reporting it without sending again"),
+        "{}",
+        edge.logs()
+    );
     // No second email, even after a while.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(sink.replies(), [250]);
