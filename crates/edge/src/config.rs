@@ -403,6 +403,34 @@ mod tests {
     }
 
     #[test]
+    fn pins_come_from_fingerprints_and_pem_files_together() {
+        let token = || Some("fpe_edge_x.y".to_owned());
+        let c = args(&[]).validate(token(), None).unwrap();
+        assert_eq!(c.smtp_trust, crate::pin::Trust::Platform);
+        let a = "ab".repeat(32);
+        let b = vec!["CD"; 32].join(":");
+        let c = args(&["--smtp-cert-sha256", &format!("{a},{b}")])
+            .validate(token(), None)
+            .unwrap();
+        let crate::pin::Trust::Pinned { pins, source } = c.smtp_trust else {
+            panic!("not pinned");
+        };
+        assert_eq!(pins, [[0xab; 32], [0xcd; 32]]);
+        assert_eq!(source, "--smtp-cert-sha256");
+        let err = args(&["--smtp-cert-sha256", "abc"])
+            .validate(token(), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("64 hex digits"), "{err}");
+        let missing = args(&["--smtp-ca-file", "/nonexistent/bridge.pem"])
+            .validate(token(), None)
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/bridge.pem"),
+            "{missing}"
+        );
+    }
+
+    #[test]
     fn plain_http_only_to_a_local_server() {
         let mut a = args(&[]);
         a.server_url = "http://fp.example.com".into();
