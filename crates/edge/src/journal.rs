@@ -5,9 +5,10 @@
 //! One row per task:
 //! - `sending` is written (durably) right before the session's `MAIL`,
 //!   `RCPT`, `DATA`; `sent` with the SMTP reply right after the `250`. A
-//!   crash in between leaves `sending`: the outcome is unknown, and the next
-//!   attempt sends again with the same `Message-ID`. That window, one `DATA`
-//!   command, is the only place an email can go out twice.
+//!   crash in between leaves `sending`, and so does a session that ends with
+//!   no reply (a dropped connection, a timeout): the outcome is unknown, and
+//!   the next attempt sends again with the same `Message-ID`. That window,
+//!   one `DATA` command, is the only place an email can go out twice.
 //! - `sent` means the server accepted it: a later attempt of the task (its
 //!   report was lost, its lease ran out) is reported sent without sending.
 //! - `unsent` and `failed` mean nothing was accepted (a 4xx or no session;

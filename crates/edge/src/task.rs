@@ -206,8 +206,13 @@ impl Runner {
                 let error = e.to_string();
                 let (outcome, state) = if e.is_permanent() {
                     (Outcome::Failed, State::Failed)
-                } else {
+                } else if e.code().is_some() {
                     (Outcome::Retry, State::Unsent)
+                } else {
+                    // No reply (the connection dropped, a timeout): the
+                    // message may have gone through; the outcome stays
+                    // unknown, and the retry is a journal replay.
+                    (Outcome::Retry, State::Sending)
                 };
                 let r = result(outcome, Some(error.clone()), e.code());
                 self.journal
