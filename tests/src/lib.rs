@@ -310,6 +310,11 @@ impl Server {
         })
     }
 
+    /// Its process id, for reading `/proc/<pid>/status`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILL: no graceful shutdown, no flushing.
     pub async fn kill9(&mut self) {
         let _ = self.child.start_kill();
