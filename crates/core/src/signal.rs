@@ -296,9 +296,11 @@ fn is_secret_key(key: &str) -> bool {
         || (has("signing") && last == "key")
 }
 
-/// Whether a string holds a credential anywhere in it ([`crate::credential`]).
+/// Whether a string holds a credential anywhere in it ([`crate::credential`]),
+/// or is an `Authorization` value as a whole (`Bearer <anything>`, which in
+/// running text needs a token-like word to count).
 fn looks_like_credential(s: &str) -> bool {
-    crate::credential::contains(s)
+    s.starts_with("Bearer ") || s.starts_with("bearer ") || crate::credential::contains(s)
 }
 
 #[cfg(test)]
@@ -358,7 +360,8 @@ mod tests {
     fn refuses_values_shaped_like_credentials() {
         for v in [
             "fpa_abc_def",
-            "Bearer abc123def456",
+            "Bearer abc",
+            "see Bearer abc123def456",
             "whsec_xyz",
             "my token is fpe_edge_01J.abcdefgh, keep it",
             "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
