@@ -67,6 +67,10 @@ macro_rules! both_backends {
     };
 }
 
+/// What the tests allow outbound requests to reach: their stand-in servers
+/// listen on loopback, which the outbound policy refuses by default.
+pub const ALLOW_LOOPBACK: &str = "127.0.0.0/8,::1/128";
+
 /// A fixed master key, so several processes on one database agree.
 pub const MASTER_KEY: &str = "9f1c2d3e4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
 
@@ -240,14 +244,35 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `fleetprompt serve` on `db` with extra flags.
+    /// Starts `fleetprompt serve` on `db` with extra flags, allowed to reach
+    /// loopback ([`ALLOW_LOOPBACK`]) so it can call the stand-in servers.
     pub async fn start(db: &TestDb, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_outbound(db, name, extra, Some(ALLOW_LOOPBACK)).await
+    }
+
+    /// Starts `fleetprompt serve` with the default outbound policy: no
+    /// internal address, loopback included, is reachable.
+    pub async fn start_guarded(db: &TestDb, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_outbound(db, name, extra, None).await
+    }
+
+    async fn start_with_outbound(
+        db: &TestDb,
+        name: &str,
+        extra: &[&str],
+        allow_outbound: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let log_path = db.dir.join(format!("{name}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut child = Command::new(binary())
+        let mut cmd = Command::new(binary());
+        match allow_outbound {
+            Some(cidrs) => cmd.env("FLEETPROMPT_ALLOW_OUTBOUND", cidrs),
+            None => cmd.env_remove("FLEETPROMPT_ALLOW_OUTBOUND"),
+        };
+        let mut child = cmd
             .args([
                 "serve",
                 "--bind",
@@ -289,6 +314,11 @@ impl Server {
         })
     }
 
+    /// Its process id, for reading `/proc/<pid>/status`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGKILL: no graceful shutdown, no flushing.
     pub async fn kill9(&mut self) {
         let _ = self.child.start_kill();
@@ -325,6 +355,7 @@ pub async fn cli(db: &TestDb, args: &[&str]) -> anyhow::Result<String> {
         .arg("--database-url")
         .arg(&db.url)
         .env("FLEETPROMPT_MASTER_KEY", MASTER_KEY)
+        .env("FLEETPROMPT_ALLOW_OUTBOUND", ALLOW_LOOPBACK)
         .output()
         .await?;
     if !out.status.success() {
@@ -387,9 +418,21 @@ impl TestApp {
 
     /// Same, with extra `serve` flags.
     pub async fn spawn_with(backend: Backend, extra: &[&str]) -> Self {
+        Self::spawn_inner(backend, extra, Some(ALLOW_LOOPBACK)).await
+    }
+
+    /// Fresh database, tenant `acme`, one server with the default outbound
+    /// policy (loopback not reachable), for tests of that policy.
+    pub async fn spawn_guarded(backend: Backend, extra: &[&str]) -> Self {
+        Self::spawn_inner(backend, extra, None).await
+    }
+
+    async fn spawn_inner(backend: Backend, extra: &[&str], allow_outbound: Option<&str>) -> Self {
         let db = TestDb::new(backend).await.expect("test database");
         let tenant = create_tenant(&db, "acme").await.expect("tenant");
-        let server = Server::start(&db, "server", extra).await.expect("server");
+        let server = Server::start_with_outbound(&db, "server", extra, allow_outbound)
+            .await
+            .expect("server");
         Self {
             db,
             server,

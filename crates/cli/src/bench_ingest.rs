@@ -100,6 +100,9 @@ pub(crate) async fn start_server(
         "false",
         "--durability",
         &common.durability,
+        // The benchmarks' stand-in receivers listen on loopback.
+        "--allow-outbound",
+        "127.0.0.0/8,::1/128",
     ])
     .arg("--workflows")
     .arg(&workflows)

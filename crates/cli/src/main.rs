@@ -197,8 +197,11 @@ async fn tenant_engine(
     let tenant = fleetprompt_store::tenant::find_by_slug(&db, slug)
         .await
         .with_context(|| format!("tenant {slug:?}"))?;
-    let engine =
-        fleetprompt_engine::Engine::new(db.clone(), common.master_key()?, Default::default());
+    let config = fleetprompt_engine::EngineConfig {
+        outbound: common.outbound_policy(),
+        ..Default::default()
+    };
+    let engine = fleetprompt_engine::Engine::new(db.clone(), common.master_key()?, config);
     Ok((db, tenant, engine))
 }
 

@@ -135,7 +135,10 @@ pub fn install_metrics(
 /// Runs until SIGINT or SIGTERM, then drains in-flight work.
 pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     let addr = check_bind(&args.bind)?;
-    let config = args.engine_config()?;
+    let config = EngineConfig {
+        outbound: common.outbound_policy(),
+        ..args.engine_config()?
+    };
     let metrics = install_metrics(config.reap_interval)?;
     let key = common.master_key()?;
     let db = common.open_db().await?;
@@ -147,6 +150,15 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         database = %redact_db_url(&common.database_url()),
         migrations_applied = applied,
         "database ready"
+    );
+    let allowed: Vec<String> = common
+        .allow_outbound
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    tracing::info!(
+        allowed_internal = %allowed.join(","),
+        "outbound requests reach public addresses only, plus the allowed internal ranges"
     );
     let engine = Engine::new(db.clone(), key, config);
     if let Err(e) = fleetprompt_engine::rules::load(&engine, &args.workflows) {

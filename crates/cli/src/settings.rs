@@ -50,9 +50,25 @@ pub struct Common {
         default_value = "pretty"
     )]
     pub log_format: LogFormat,
+    /// Internal address ranges outbound requests (webhooks, Mattermost, LLM)
+    /// may reach anyway, e.g. `10.1.0.0/16` for a Mattermost on the company
+    /// network. Without it only public addresses are reachable.
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETPROMPT_ALLOW_OUTBOUND",
+        value_delimiter = ',',
+        value_name = "CIDR[,CIDR…]"
+    )]
+    pub allow_outbound: Vec<fleetprompt_connectors::Cidr>,
 }
 
 impl Common {
+    /// The outbound policy these settings make.
+    pub fn outbound_policy(&self) -> fleetprompt_connectors::OutboundPolicy {
+        fleetprompt_connectors::OutboundPolicy::new(self.allow_outbound.clone())
+    }
+
     /// The database URL in force.
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {

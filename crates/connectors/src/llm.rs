@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::http::{describe_transport_error, parse_retry_after};
+use crate::http::{Outbound, describe_transport_error, parse_retry_after};
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +32,11 @@ pub struct ChatRequest<'a> {
     pub api_key: Option<&'a str>,
     /// The conversation, system prompt first.
     pub messages: &'a [ChatMessage],
-    /// Longest the whole request may take.
+    /// Longest the whole request may take, the answer's body included.
     pub timeout: Duration,
+    /// Most bytes of the answer read; a longer one fails with
+    /// `response_too_large`.
+    pub max_response_bytes: usize,
 }
 
 /// A completion that came back.
@@ -73,13 +76,15 @@ pub fn endpoint(base_url: &str) -> String {
 }
 
 /// Asks for one completion.
-pub async fn complete(
-    client: &reqwest::Client,
-    r: &ChatRequest<'_>,
-) -> Result<Completion, LlmFailure> {
+pub async fn complete(out: &Outbound, r: &ChatRequest<'_>) -> Result<Completion, LlmFailure> {
     let started = Instant::now();
-    let mut req = client
-        .post(endpoint(r.base_url))
+    let req = out.post(&endpoint(r.base_url)).map_err(|e| LlmFailure {
+        retriable: false,
+        status: None,
+        error: format!("LLM {e}"),
+        retry_after: None,
+    })?;
+    let mut req = req
         .timeout(r.timeout)
         .json(&json!({ "model": r.model, "messages": r.messages, "stream": false }));
     if let Some(k) = r.api_key {
@@ -95,9 +100,16 @@ pub async fn complete(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let text = match resp.text().await {
-        Ok(t) => t,
-        Err(e) => return Err(transport(&e, r.timeout)),
+    let text = match out.read_body(resp, r.max_response_bytes).await {
+        Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+        Err(e) => {
+            return Err(LlmFailure {
+                retriable: e.retriable(),
+                status: Some(status),
+                error: format!("LLM {e}"),
+                retry_after: None,
+            });
+        }
     };
     let latency = started.elapsed();
     parse(status, &text, retry_after, r.model, latency)
@@ -113,7 +125,8 @@ fn transport(e: &reqwest::Error, timeout: Duration) -> LlmFailure {
         format!("LLM {}", describe_transport_error(e))
     };
     LlmFailure {
-        retriable: true,
+        // A refused address stays refused.
+        retriable: crate::outbound::not_allowed_in(e).is_none(),
         status: None,
         error,
         retry_after: None,

@@ -16,7 +16,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::http::{describe_transport_error, is_retriable_status, parse_retry_after};
+use crate::NotAllowed;
+use crate::http::{
+    DEFAULT_MAX_RESPONSE_BYTES, Outbound, describe_transport_error, is_retriable_status,
+    parse_retry_after,
+};
 
 /// Longest post Mattermost accepts, in characters.
 pub const MAX_POST_CHARS: usize = 16_383;
@@ -61,10 +65,14 @@ pub enum PostOutcome {
 }
 
 /// Posts `text` through an incoming webhook.
-pub async fn post_webhook(client: &reqwest::Client, webhook_url: &str, text: &str) -> PostOutcome {
+pub async fn post_webhook(out: &Outbound, webhook_url: &str, text: &str) -> PostOutcome {
     let body = json!({ "text": truncate_post(text) });
-    match client.post(webhook_url).json(&body).send().await {
-        Ok(resp) => classify(resp).await,
+    let req = match out.post(webhook_url) {
+        Ok(req) => req,
+        Err(e) => return refused(&e),
+    };
+    match req.json(&body).send().await {
+        Ok(resp) => classify(out, resp).await,
         Err(e) => transport(&e),
     }
 }
@@ -85,27 +93,36 @@ pub struct ApiPost<'a> {
 }
 
 /// Creates a post with the REST API v4.
-pub async fn post_api(client: &reqwest::Client, p: &ApiPost<'_>) -> PostOutcome {
+pub async fn post_api(out: &Outbound, p: &ApiPost<'_>) -> PostOutcome {
     let url = format!("{}/api/v4/posts", p.base_url.trim_end_matches('/'));
     let mut body = json!({ "channel_id": p.channel_id, "message": truncate_post(p.message) });
     if let Some(root) = p.root_id {
         body["root_id"] = json!(root);
     }
-    match client
-        .post(url)
-        .bearer_auth(p.token)
-        .json(&body)
-        .send()
-        .await
-    {
-        Ok(resp) => classify(resp).await,
+    let req = match out.post(&url) {
+        Ok(req) => req,
+        Err(e) => return refused(&e),
+    };
+    match req.bearer_auth(p.token).json(&body).send().await {
+        Ok(resp) => classify(out, resp).await,
         Err(e) => transport(&e),
+    }
+}
+
+fn refused(e: &NotAllowed) -> PostOutcome {
+    PostOutcome::Failed {
+        retriable: false,
+        status: None,
+        error: e.to_string(),
+        error_id: None,
+        retry_after: None,
     }
 }
 
 fn transport(e: &reqwest::Error) -> PostOutcome {
     PostOutcome::Failed {
-        retriable: true,
+        // A refused address stays refused.
+        retriable: crate::outbound::not_allowed_in(e).is_none(),
         status: None,
         error: describe_transport_error(e),
         error_id: None,
@@ -113,15 +130,23 @@ fn transport(e: &reqwest::Error) -> PostOutcome {
     }
 }
 
-async fn classify(resp: reqwest::Response) -> PostOutcome {
+async fn classify(out: &Outbound, resp: reqwest::Response) -> PostOutcome {
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let text = resp.text().await.unwrap_or_default();
-    classify_parts(status, &text, retry_after)
+    match out.read_body(resp, DEFAULT_MAX_RESPONSE_BYTES).await {
+        Ok(body) => classify_parts(status, &String::from_utf8_lossy(&body), retry_after),
+        Err(e) => PostOutcome::Failed {
+            retriable: e.retriable(),
+            status: Some(status),
+            error: e.to_string(),
+            error_id: None,
+            retry_after: None,
+        },
+    }
 }
 
 /// Classifies a status and body (separate from I/O so it is unit-tested).

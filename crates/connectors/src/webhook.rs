@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::http::{Delivery, classify, transport_failure};
+use crate::http::{Delivery, Outbound, classify, refused, transport_failure};
 
 /// Prefix of webhook signing secrets, as in Svix.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -30,7 +30,7 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
 /// Posts a signed JSON body. `id` stays the same across retries, so the
 /// receiver can use it to drop duplicates.
 pub async fn post(
-    client: &reqwest::Client,
+    out: &Outbound,
     url: &str,
     secret: &str,
     id: &str,
@@ -39,15 +39,18 @@ pub async fn post(
     let body = body.to_string();
     let ts = chrono::Utc::now().timestamp();
     let signature = sign(secret, id, ts, body.as_bytes());
-    let req = client
-        .post(url)
+    let req = match out.post(url) {
+        Ok(req) => req,
+        Err(e) => return refused(&e),
+    };
+    let req = req
         .header("content-type", "application/json")
         .header("webhook-id", id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature)
         .body(body);
     match req.send().await {
-        Ok(resp) => classify(resp).await,
+        Ok(resp) => classify(out, resp).await,
         Err(e) => transport_failure(&e),
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`id`]: newtype ids with a typed prefix (`ten_…`, `sig_…`, `dir_…`, `dst_…`).
+//! - [`credential`]: finding (and redacting) credentials in free text.
 //! - [`signal`]: signal types, subjects, new signals and payload validation.
 //! - [`directive`]: directive kinds, statuses, origins, attempt outcomes.
 //! - [`retry`]: the retry policy and its exponential backoff with jitter.
@@ -13,6 +14,7 @@
 //! - [`time`]: the one clock representation (milliseconds since the epoch).
 //! - [`webchat`]: widget tokens, origin allowlists and visitor data reduction.
 
+pub mod credential;
 pub mod directive;
 pub mod id;
 pub mod retry;

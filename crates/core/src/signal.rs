@@ -296,16 +296,11 @@ fn is_secret_key(key: &str) -> bool {
         || (has("signing") && last == "key")
 }
 
-/// Prefixes of the credentials FleetPrompt itself issues, and common bearer forms.
-const CREDENTIAL_PREFIXES: &[&str] = &["fpa_", "fpw_", "fps_", "whsec_", "Bearer ", "bearer "];
-
+/// Whether a string holds a credential anywhere in it ([`crate::credential`]),
+/// or is an `Authorization` value as a whole (`Bearer <anything>`, which in
+/// running text needs a token-like word to count).
 fn looks_like_credential(s: &str) -> bool {
-    if CREDENTIAL_PREFIXES.iter().any(|p| s.starts_with(p)) {
-        return true;
-    }
-    // A JWT: three base64url parts, the first a JSON header.
-    let parts: Vec<&str> = s.split('.').collect();
-    parts.len() == 3 && parts[0].starts_with("eyJ") && parts.iter().all(|p| p.len() >= 4)
+    s.starts_with("Bearer ") || s.starts_with("bearer ") || crate::credential::contains(s)
 }
 
 #[cfg(test)]
@@ -366,7 +361,10 @@ mod tests {
         for v in [
             "fpa_abc_def",
             "Bearer abc",
+            "see Bearer abc123def456",
             "whsec_xyz",
+            "my token is fpe_edge_01J.abcdefgh, keep it",
+            "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
         ] {
             let p = json!({ "note": v });

@@ -26,8 +26,11 @@ pub struct EngineConfig {
     pub reap_interval: Duration,
     /// Connect timeout of outbound HTTP.
     pub connect_timeout: Duration,
-    /// Whole-request timeout of outbound HTTP.
+    /// Whole-request timeout of outbound HTTP, the answer's body included.
     pub http_timeout: Duration,
+    /// Which addresses outbound HTTP may reach (public ones, plus the
+    /// operator's `--allow-outbound` ranges).
+    pub outbound: fleetprompt_connectors::OutboundPolicy,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +47,7 @@ impl Default for EngineConfig {
             reap_interval: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             http_timeout: Duration::from_secs(15),
+            outbound: Default::default(),
         }
     }
 }

@@ -48,7 +48,23 @@ pub struct LlmConfig {
     /// Longest one completion may take, in milliseconds (default 15 s,
     /// always below the handler timeout).
     pub timeout_ms: Option<u64>,
+    /// Most bytes of an answer read (default 1 MiB); a longer one fails
+    /// the attempt with `response_too_large`.
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
 }
+
+impl LlmConfig {
+    /// The answer size limit in force.
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+            .map(|n| n as usize)
+            .unwrap_or(fleetprompt_connectors::http::DEFAULT_MAX_RESPONSE_BYTES)
+    }
+}
+
+/// Bounds of an LLM destination's `max_response_bytes`: 1 KiB to 64 MiB.
+const LLM_RESPONSE_BYTES: std::ops::RangeInclusive<u64> = 1024..=64 * 1024 * 1024;
 
 /// A destination as shown to admins: never its secrets.
 #[derive(Debug, Clone, Serialize)]
@@ -85,15 +101,18 @@ fn seal_context(tenant: TenantId, id: DestinationId) -> String {
     format!("destination:{tenant}:{id}")
 }
 
-fn check_url(url: &str) -> Result<(), EngineError> {
-    check_url_field("url", url)
-}
-
-fn check_url_field(field: &'static str, url: &str) -> Result<(), EngineError> {
+/// Checks a destination URL's shape, then that the outbound policy lets
+/// us reach where it leads now (connections are checked again each time).
+async fn check_url_field(
+    engine: &Engine,
+    field: &'static str,
+    url: &str,
+) -> Result<(), EngineError> {
     let u = reqwest::Url::parse(url).map_err(|e| invalid(field, format!("not a URL: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
         return Err(invalid(field, "must be an http or https URL with a host"));
     }
+    engine.http().policy().check_destination(url).await?;
     Ok(())
 }
 
@@ -137,7 +156,7 @@ pub async fn create(
                 .get("url")
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid("url", "is required"))?;
-            check_url(url)?;
+            check_url_field(engine, "url", url).await?;
             let secret = match config.get("signing_secret").and_then(Value::as_str) {
                 Some(s) if s.len() >= 24 => s.to_owned(),
                 Some(_) => return Err(invalid("signing_secret", "must be at least 24 characters")),
@@ -162,7 +181,7 @@ pub async fn create(
         }
         "mattermost" => {
             let url = required(config, "webhook_url")?;
-            check_url_field("webhook_url", url)?;
+            check_url_field(engine, "webhook_url", url).await?;
             let cfg = MattermostConfig {
                 webhook_url: url.to_owned(),
             };
@@ -174,7 +193,7 @@ pub async fn create(
         }
         "mattermost_api" => {
             let base_url = required(config, "base_url")?;
-            check_url_field("base_url", base_url)?;
+            check_url_field(engine, "base_url", base_url).await?;
             let token = required(config, "token")?;
             let channel_id = required(config, "channel_id")?;
             let cfg = MattermostApiConfig {
@@ -194,7 +213,7 @@ pub async fn create(
         }
         "llm" => {
             let base_url = required(config, "base_url")?;
-            check_url_field("base_url", base_url)?;
+            check_url_field(engine, "base_url", base_url).await?;
             let model = required(config, "model")?;
             let api_key = config
                 .get("api_key")
@@ -208,11 +227,20 @@ pub async fn create(
                         .ok_or_else(|| invalid("timeout_ms", "must be 100 to 600000"))?,
                 ),
             };
+            let max_response_bytes = match config.get("max_response_bytes") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .filter(|n| LLM_RESPONSE_BYTES.contains(n))
+                        .ok_or_else(|| invalid("max_response_bytes", "must be 1024 to 67108864"))?,
+                ),
+            };
             let cfg = LlmConfig {
                 base_url: base_url.to_owned(),
                 model: model.to_owned(),
                 api_key: api_key.map(str::to_owned),
                 timeout_ms,
+                max_response_bytes,
             };
             (
                 sealed_bytes(&cfg)?,
@@ -221,6 +249,7 @@ pub async fn create(
                     "model": model,
                     "api_key": api_key.map(|_| "(sealed)"),
                     "timeout_ms": timeout_ms,
+                    "max_response_bytes": max_response_bytes,
                 }),
                 None,
             )

@@ -26,6 +26,10 @@ pub enum EngineError {
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
+    /// A destination's URL leads to an address outbound requests may not
+    /// reach (loopback, private, link-local … and not allowed by the operator).
+    #[error(transparent)]
+    DestinationNotAllowed(#[from] fleetprompt_connectors::NotAllowed),
     /// A sealed secret could not be opened (wrong master key?).
     #[error(
         "stored secret cannot be opened: is FLEETPROMPT_MASTER_KEY the key it was sealed with?"

@@ -91,7 +91,7 @@ pub struct Engine {
     key: MasterKey,
     config: EngineConfig,
     handlers: HandlerRegistry,
-    http: reqwest::Client,
+    http: fleetprompt_connectors::Outbound,
     rules: rules::Rules,
     /// Base URL of links sent outside (console deep links in notifications).
     public_url: std::sync::RwLock<String>,
@@ -123,8 +123,11 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Builds an engine with the platform's handlers.
     pub fn new(db: Db, key: MasterKey, config: EngineConfig) -> Arc<Self> {
-        let http =
-            fleetprompt_connectors::http::client(config.connect_timeout, config.http_timeout);
+        let http = fleetprompt_connectors::Outbound::new(
+            config.connect_timeout,
+            config.http_timeout,
+            config.outbound.clone(),
+        );
         Arc::new_cyclic(|me| Self {
             db,
             key,
@@ -174,8 +177,8 @@ impl Engine {
         &self.key
     }
 
-    /// The shared outbound HTTP client.
-    pub fn http(&self) -> &reqwest::Client {
+    /// The shared outbound HTTP client and the policy it enforces.
+    pub fn http(&self) -> &fleetprompt_connectors::Outbound {
         &self.http
     }
 

@@ -108,6 +108,9 @@ impl From<EngineError> for ApiError {
             EngineError::Validation(v) => v.into(),
             EngineError::NotFound(what) => Self::NotFound(what),
             EngineError::NotConfigured(m) => Self::Unprocessable("not_configured", m),
+            EngineError::DestinationNotAllowed(e) => {
+                Self::Unprocessable("destination_not_allowed", e.to_string())
+            }
             EngineError::Conflict(m) => Self::Conflict("conflict", m),
             EngineError::InvalidState(m) => Self::Conflict("invalid_state", m),
             EngineError::Store(fleetprompt_store::StoreError::Database(

@@ -322,6 +322,7 @@ async fn ask_llm(
             api_key: cfg.api_key.as_deref(),
             messages: &messages,
             timeout,
+            max_response_bytes: cfg.max_response_bytes(),
         },
     )
     .await;

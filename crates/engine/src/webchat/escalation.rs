@@ -1,8 +1,9 @@
 //! Escalation: `webchat.escalate_to_mattermost` and `webchat.escalate_to_email`.
 //!
 //! A notification is one concise post: the site, a safe summary of the
-//! visitor's message (one line, truncated, `@`-mentions defused so a
-//! visitor cannot page a whole channel), the visitor's name and email only
+//! visitor's message (one line, truncated, inert: `@`-mentions defused so a
+//! visitor cannot page a whole channel, Markdown and HTML escaped so their
+//! text cannot become a link, an image or a heading), the visitor's name and email only
 //! when the site's `notify_contact` setting allows it, and a deep link to
 //! the conversation in the console. With a `mattermost_api` destination the
 //! first post's id is kept per conversation and later notifications are
@@ -113,7 +114,8 @@ pub(crate) async fn validate_destination(
     Ok(())
 }
 
-/// One line, at most [`SUMMARY_CHARS`], with `@` mentions defused.
+/// One line, at most [`SUMMARY_CHARS`], inert in Mattermost: mentions
+/// defused, Markdown and HTML escaped ([`inert_markdown`]).
 pub fn safe_summary(text: &str) -> String {
     let one_line: String = text
         .split_whitespace()
@@ -128,7 +130,41 @@ pub fn safe_summary(text: &str) -> String {
     }
     // A zero-width joiner after `@` keeps the text readable and stops
     // @channel / @all / @here / @user from notifying anyone.
-    out.replace('@', "@\u{2060}")
+    inert_markdown(&out).replace('@', "@\u{2060}")
+}
+
+/// Escapes what Mattermost's Markdown would act on in one line of text
+/// that is not ours: link and image brackets, emphasis, code, HTML, and a
+/// leading heading, list or quote marker, each with a backslash (which
+/// Markdown hides). Bare URLs are broken (`http\://`, `www\.`) so neither
+/// the client nor the server's link preview fetches what a visitor typed.
+/// What renders reads as the visitor wrote it.
+pub fn inert_markdown(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() + 8);
+    for (i, c) in line.char_indices() {
+        let escape = match c {
+            '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '(' | ')' | '<' | '>' | '!' | '|' | '&' => {
+                true
+            }
+            // Only at the start do these begin a heading, list or quote.
+            '#' | '-' | '+' | '=' => i == 0,
+            ':' => line[i..].starts_with("://"),
+            '.' => i >= 3 && line[..i].to_ascii_lowercase().ends_with("www"),
+            _ => false,
+        };
+        if escape {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    // "1. text" starts an ordered list.
+    if let Some(dot) = out.find(". ")
+        && dot > 0
+        && out[..dot].bytes().all(|b| b.is_ascii_digit())
+    {
+        out.insert(dot, '\\');
+    }
+    out
 }
 
 /// Everything a notification says.
@@ -544,8 +580,30 @@ mod tests {
     fn summaries_are_one_safe_line() {
         let s = safe_summary("hello\n\n@channel   please\thelp");
         assert_eq!(s, "hello @\u{2060}channel please help");
+        assert_eq!(
+            safe_summary("where is my order #123?"),
+            "where is my order #123?"
+        );
         let long = "x".repeat(1000);
         assert_eq!(safe_summary(&long).chars().count(), SUMMARY_CHARS + 1);
+    }
+
+    #[test]
+    fn visitor_markdown_and_html_are_escaped() {
+        assert_eq!(
+            inert_markdown(
+                "![p](http://tracker.test/p.gif) [Open conversation](https://phish.test)"
+            ),
+            r"\!\[p\]\(http\://tracker.test/p.gif\) \[Open conversation\]\(https\://phish.test\)"
+        );
+        assert_eq!(
+            inert_markdown("<img src=x> & *bold* `code`"),
+            r"\<img src=x\> \& \*bold\* \`code\`"
+        );
+        assert_eq!(inert_markdown("# big"), r"\# big");
+        assert_eq!(inert_markdown("1. first"), r"1\. first");
+        assert_eq!(inert_markdown("see www.phish.test"), r"see www\.phish.test");
+        assert_eq!(inert_markdown("a-b #1"), "a-b #1");
     }
 
     #[test]
@@ -559,7 +617,7 @@ mod tests {
             note: None,
         };
         let t = notice_text(&n);
-        assert!(t.contains("New chat on https://shop.example"), "{t}");
+        assert!(t.contains(r"New chat on https\://shop.example"), "{t}");
         assert!(t.contains("> Where is my order?"), "{t}");
         assert!(
             t.contains("(http://fp/console/conversations/conv_1)"),
@@ -572,6 +630,7 @@ mod tests {
             ..n
         });
         assert!(t.starts_with("**Follow-up"), "{t}");
-        assert!(t.contains("From: Ada <ada@\u{2060}example.com>"), "{t}");
+        assert!(t.contains(r"From: Ada \<ada@"), "{t}");
+        assert!(t.contains("@\u{2060}example.com\\>"), "{t}");
     }
 }

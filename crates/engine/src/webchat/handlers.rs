@@ -122,8 +122,56 @@ impl Handler for SiteDisable {
     }
 }
 
+/// Longest the old key of a rotation may keep working: 7 days.
+pub const MAX_GRACE_SECS: u64 = 7 * 86_400;
+
+/// The arguments of `webchat.site.rotate_secret`, checked once here so the
+/// sites API and the directives API (and rules) cannot differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotateSecretArgs {
+    /// The site.
+    pub site_id: SiteId,
+    /// The key being rotated from (makes a repeated run rotate once).
+    pub from_key_id: i32,
+    /// How long tokens signed with the old key keep working, at most
+    /// [`MAX_GRACE_SECS`].
+    pub grace_secs: u64,
+}
+
+impl RotateSecretArgs {
+    /// Reads and checks the arguments.
+    pub fn parse(args: &Value) -> Result<Self, EngineError> {
+        let bad = |reason: &str| {
+            EngineError::Validation(ValidationError::Invalid {
+                field: "args",
+                reason: reason.into(),
+            })
+        };
+        let site_id = site_arg(args)?;
+        let from_key_id = args
+            .get("from_key_id")
+            .and_then(Value::as_i64)
+            .and_then(|k| i32::try_from(k).ok())
+            .ok_or_else(|| bad("`from_key_id` (an integer) is required"))?;
+        let grace_secs = match args.get("grace_secs") {
+            None | Some(Value::Null) => 0,
+            Some(v) => v.as_u64().filter(|g| *g <= MAX_GRACE_SECS).ok_or_else(|| {
+                EngineError::Validation(ValidationError::Invalid {
+                    field: "grace_secs",
+                    reason: "must be a whole number of seconds, at most 7 days".into(),
+                })
+            })?,
+        };
+        Ok(Self {
+            site_id,
+            from_key_id,
+            grace_secs,
+        })
+    }
+}
+
 /// `webchat.site.rotate_secret`: a new signing secret; the old one works
-/// for `grace_secs` more.
+/// for `grace_secs` more (at most [`MAX_GRACE_SECS`]).
 pub struct SiteRotateSecret;
 
 impl Handler for SiteRotateSecret {
@@ -134,12 +182,7 @@ impl Handler for SiteRotateSecret {
         args: &'a Value,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         async move {
-            if args.get("from_key_id").and_then(Value::as_i64).is_none() {
-                return Err(EngineError::Validation(ValidationError::Invalid {
-                    field: "args",
-                    reason: "`from_key_id` (an integer) is required".into(),
-                }));
-            }
+            RotateSecretArgs::parse(args)?;
             validate_site(engine, tenant, args).await
         }
         .boxed()
@@ -147,19 +190,16 @@ impl Handler for SiteRotateSecret {
 
     fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
         async move {
-            let id = match site_arg(&d.args) {
-                Ok(id) => id,
+            // Checked again: a directive created before the cap existed
+            // must not outlive it either.
+            let RotateSecretArgs {
+                site_id: id,
+                from_key_id: from,
+                grace_secs: grace,
+            } = match RotateSecretArgs::parse(&d.args) {
+                Ok(a) => a,
                 Err(e) => return Outcome::fail(e.to_string()),
             };
-            let Some(from) = d.args.get("from_key_id").and_then(Value::as_i64) else {
-                return Outcome::fail("`from_key_id` is required");
-            };
-            let from = from as i32;
-            let grace = d
-                .args
-                .get("grace_secs")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
             let sealed = new_sealed_secret(engine.key(), d.tenant, id, from + 1);
             let result = async {
                 let mut tx = engine.db().begin().await?;

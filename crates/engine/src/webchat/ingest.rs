@@ -47,10 +47,11 @@ pub struct Incoming<'a> {
     pub page_url: Option<&'a str>,
 }
 
-/// Puts `content` into a payload unless it looks like a credential, in which
-/// case the signal says so instead (the message row keeps the text).
+/// Puts `content` into a payload with any credential in it redacted
+/// ([`fleetprompt_core::credential`]); should the payload still not pass
+/// the signal checks, the signal says the text was withheld instead.
 pub(crate) fn with_content(mut payload: Value, content: &str) -> Value {
-    payload["content"] = json!(content);
+    payload["content"] = json!(fleetprompt_core::credential::redact(content));
     if fleetprompt_core::signal::check_payload("payload", &payload).is_err() {
         payload["content"] = json!("(withheld from the signal: it looked like a credential)");
         payload["content_withheld"] = json!(true);
@@ -113,11 +114,13 @@ pub async fn send_message(
         return Err(invalid("client_message_id", "must be a UUID"));
     }
     let page_url = m.page_url.map(clean_page_url).transpose()?;
+    // A visitor who pastes a token (theirs or ours) should not have it kept:
+    // it is redacted before anything is stored, message row included.
     let job = Job {
         site: site.clone(),
         claims: *claims,
         client_message_id: m.client_message_id.to_owned(),
-        content: m.content.to_owned(),
+        content: fleetprompt_core::credential::redact(m.content).into_owned(),
         page_url,
     };
     engine.ingest_queue().submit(engine, job).await
@@ -657,9 +660,10 @@ mod tests {
     }
 
     #[test]
-    fn credential_like_content_is_withheld_from_signals() {
-        let p = with_content(json!({ "m": 1 }), "Bearer abc.def");
-        assert_eq!(p["content_withheld"], true);
+    fn credentials_in_content_are_redacted_in_signals() {
+        let p = with_content(json!({ "m": 1 }), "use Bearer abc123.def456 please");
+        assert_eq!(p["content"], "use [redacted credential] please");
+        assert!(p.get("content_withheld").is_none());
         let p = with_content(json!({ "m": 1 }), "where is my order?");
         assert_eq!(p["content"], "where is my order?");
     }

@@ -298,9 +298,8 @@ pub async fn rotate_secret(
     grace_secs: u64,
     origin: Origin,
 ) -> Result<DirectiveId, WebchatError> {
-    if grace_secs > 7 * 86_400 {
-        return Err(invalid("grace_secs", "must be at most 7 days"));
-    }
+    // The grace cap is the handler's (`RotateSecretArgs`), checked when
+    // the directive is prepared below, before anything is written.
     let site = get(engine, tenant, id).await?;
     if site.status == "disabled" {
         return Err(WebchatError::Engine(crate::EngineError::InvalidState(
