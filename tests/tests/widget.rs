@@ -70,10 +70,17 @@ async fn register(app: &TestApp, settings: Value) -> Value {
     v
 }
 
-async fn bootstrap(app: &TestApp, key: &str, origin: Option<&str>, visitor: Option<&str>) -> Resp {
+/// A bootstrap; `visitor` is a remembered `(visitor_id, visitor_secret)`.
+async fn bootstrap(
+    app: &TestApp,
+    key: &str,
+    origin: Option<&str>,
+    visitor: Option<(&str, &str)>,
+) -> Resp {
     let mut body = json!({ "site_key": key });
-    if let Some(v) = visitor {
+    if let Some((v, secret)) = visitor {
         body["visitor_id"] = json!(v);
+        body["visitor_secret"] = json!(secret);
     }
     call(
         app,
@@ -192,10 +199,13 @@ async fn sites_and_bootstrap(backend: Backend) {
         Some(ORIGIN)
     );
     assert!(header(&r.headers, "vary").unwrap().contains("Origin"));
-    // A remembered visitor keeps their id.
+    // A remembered visitor keeps their id, with the secret issued to them.
     let vis = r.body["visitor_id"].as_str().unwrap();
-    let r2 = bootstrap(&app, key, Some(ORIGIN), Some(vis)).await;
+    let secret = r.body["visitor_secret"].as_str().unwrap();
+    assert!(secret.starts_with("fpv_"));
+    let r2 = bootstrap(&app, key, Some(ORIGIN), Some((vis, secret))).await;
     assert_eq!(r2.body["visitor_id"], vis);
+    assert_eq!(r2.body["visitor_secret"], Value::Null, "issued only once");
 
     // Other origins get no token and no grant; so do `null` and none.
     for o in [
@@ -600,7 +610,8 @@ fn metric_value(exposition: &str, name: &str) -> f64 {
 /// whether or not they landed in the same transaction.
 async fn concurrent_messages_are_written_exactly_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let site = register(&app, json!({})).await;
+    // 64 messages from one address: above its default share of 60 a minute.
+    let site = register(&app, json!({ "rate_limit_address_per_min": 1000 })).await;
     let key = site["public_key"].as_str().unwrap();
     let mut sends = Vec::new();
     for _ in 0..8 {
