@@ -360,7 +360,7 @@ async fn proof_of_work_is_required_signed_and_single_use(backend: Backend) {
     assert_eq!(r.body["error"]["code"], "challenge_required");
 
     let c = challenge_at(&app, &url, &key).await;
-    assert_eq!(c["max_number"], 50_000, "the default difficulty");
+    assert_eq!(c["max_number"], 20_000, "the default difficulty");
     let good = solve(&c);
     let r = bootstrap(&app, &key, None, json!({ "proof_of_work": good })).await;
     let tok = token_of(&r);
@@ -401,7 +401,7 @@ async fn proof_of_work_is_required_signed_and_single_use(backend: Backend) {
     let mut easier = solved.clone();
     easier["max_number"] = json!(10);
     let mut wrong = solved.clone();
-    wrong["number"] = json!((solved["number"].as_u64().unwrap() + 1) % 50_001);
+    wrong["number"] = json!((solved["number"].as_u64().unwrap() + 1) % 20_001);
     let mut unsigned = solved.clone();
     unsigned["signature"] = json!("00".repeat(32));
     let other_site = register(&app, json!({ "challenge": "proof_of_work" })).await;
@@ -436,9 +436,9 @@ async fn proof_of_work_is_required_signed_and_single_use(backend: Backend) {
         );
     }
     assert!(maxes.windows(2).all(|w| w[0] <= w[1]), "{maxes:?}");
-    assert_eq!(maxes[0], 50_000, "{maxes:?}");
-    assert!(maxes.contains(&100_000), "{maxes:?}");
-    assert_eq!(*maxes.last().unwrap(), 200_000, "{maxes:?}");
+    assert_eq!(maxes[0], 20_000, "{maxes:?}");
+    assert!(maxes.contains(&40_000), "{maxes:?}");
+    assert_eq!(*maxes.last().unwrap(), 80_000, "{maxes:?}");
 }
 
 /// Links and repeated content raise `spam_score` in the message signal;

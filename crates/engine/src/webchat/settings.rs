@@ -94,7 +94,7 @@ impl Default for SiteSettings {
 
 /// The default proof-of-work difficulty, measured to take well under 300 ms
 /// on average in headless Chromium (docs/website-chat.md has the figures).
-pub const DEFAULT_CHALLENGE_MAX_NUMBER: u64 = 50_000;
+pub const DEFAULT_CHALLENGE_MAX_NUMBER: u64 = 20_000;
 
 impl SiteSettings {
     /// Messages per minute one client address may send: its own limit,
