@@ -297,7 +297,9 @@ fn is_secret_key(key: &str) -> bool {
 }
 
 /// Prefixes of the credentials FleetPrompt itself issues, and common bearer forms.
-const CREDENTIAL_PREFIXES: &[&str] = &["fpa_", "fpw_", "fps_", "whsec_", "Bearer ", "bearer "];
+const CREDENTIAL_PREFIXES: &[&str] = &[
+    "fpa_", "fpw_", "fps_", "fpv_", "whsec_", "Bearer ", "bearer ",
+];
 
 fn looks_like_credential(s: &str) -> bool {
     if CREDENTIAL_PREFIXES.iter().any(|p| s.starts_with(p)) {
@@ -365,6 +367,7 @@ mod tests {
     fn refuses_values_shaped_like_credentials() {
         for v in [
             "fpa_abc_def",
+            "fpv_visitor-secret",
             "Bearer abc",
             "whsec_xyz",
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
