@@ -48,19 +48,21 @@
   // their id instead; without it the id is worth nothing.
   function bootstrap() {
     var pre = state.pow && !state.secret ? solve() : Promise.resolve(undefined);
-    return pre.then(function (pow) { return boot(pow, !!pow); });
+    return pre.then(function (pow) { return boot(pow, pow ? 1 : 0); });
   }
+  // `solved`: puzzles solved for this bootstrap so far; a second one is
+  // tried when the first was refused (e.g. it expired on a slow device).
   function boot(pow, solved) {
     return fetch(url("bootstrap"), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ site_key: siteKey, visitor_id: state.visitor || undefined, visitor_secret: state.secret || undefined, proof_of_work: pow })
     }).then(function (r) {
-      if (r.status === 403 && !solved) {
+      if (r.status === 403 && solved < 2) {
         return r.json().then(function (e) {
           if (!e.error || e.error.code.indexOf("challenge_") !== 0) throw new Error("bootstrap refused: HTTP 403");
           state.pow = 1; save();
-          return solve().then(function (p) { return boot(p, true); });
+          return solve().then(function (p) { return boot(p, solved + 1); });
         });
       }
       if (!r.ok) throw new Error("bootstrap refused: HTTP " + r.status);
