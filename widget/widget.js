@@ -43,19 +43,84 @@
     });
   }
 
+  // A new visitor may have to solve a proof of work first (the site's
+  // `challenge` setting). A returning visitor shows the secret issued with
+  // their id instead; without it the id is worth nothing.
   function bootstrap() {
+    var pre = state.pow && !state.secret ? solve() : Promise.resolve(undefined);
+    return pre.then(function (pow) { return boot(pow, pow ? 1 : 0); });
+  }
+  // `solved`: puzzles solved for this bootstrap so far; a second one is
+  // tried when the first was refused (e.g. it expired on a slow device).
+  function boot(pow, solved) {
     return fetch(url("bootstrap"), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ site_key: siteKey, visitor_id: state.visitor || undefined })
+      body: JSON.stringify({ site_key: siteKey, visitor_id: state.visitor || undefined, visitor_secret: state.secret || undefined, proof_of_work: pow })
     }).then(function (r) {
+      if (r.status === 403 && solved < 2) {
+        return r.json().then(function (e) {
+          if (!e.error || e.error.code.indexOf("challenge_") !== 0) throw new Error("bootstrap refused: HTTP 403");
+          state.pow = 1; save();
+          return solve().then(function (p) { return boot(p, solved + 1); });
+        });
+      }
       if (!r.ok) throw new Error("bootstrap refused: HTTP " + r.status);
+      return r.json().then(function (b) {
+        token = b.token;
+        tokenExp = Date.now() + b.expires_in * 1000;
+        settings = b.settings;
+        state.pow = settings.challenge === "proof_of_work" ? 1 : 0;
+        if (state.visitor !== b.visitor_id) { state.visitor = b.visitor_id; state.secret = ""; }
+        if (b.visitor_secret) state.secret = b.visitor_secret;
+        save();
+      });
+    });
+  }
+
+  // Finds n with SHA-256(salt + n) = challenge, trying 0, 1, 2, … in
+  // batches. Runs in a Web Worker (a Blob URL: needs `worker-src blob:`
+  // where the page has a CSP), or here when the page allows no worker.
+  function search(c, done) {
+    var enc = new TextEncoder(), want = new Uint8Array(32), n = 0;
+    for (var i = 0; i < 32; i++) want[i] = parseInt(c.challenge.substr(i * 2, 2), 16);
+    function batch() {
+      if (n > c.max_number) return done(null);
+      var ps = [], first = n;
+      for (var k = 0; k < 1000 && n <= c.max_number; k++, n++) ps.push(crypto.subtle.digest("SHA-256", enc.encode(c.salt + n)));
+      Promise.all(ps).then(function (hs) {
+        for (var j = 0; j < hs.length; j++) {
+          var a = new Uint8Array(hs[j]), m = 0;
+          while (m < 32 && a[m] === want[m]) m++;
+          if (m === 32) return done(first + j);
+        }
+        batch();
+      });
+    }
+    batch();
+  }
+  function solve() {
+    return fetch(url("challenge"), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ site_key: siteKey })
+    }).then(function (r) {
+      if (!r.ok) throw new Error("challenge refused: HTTP " + r.status);
       return r.json();
-    }).then(function (b) {
-      token = b.token;
-      tokenExp = Date.now() + b.expires_in * 1000;
-      settings = b.settings;
-      if (state.visitor !== b.visitor_id) { state.visitor = b.visitor_id; save(); }
+    }).then(function (c) {
+      return new Promise(function (resolve) {
+        var w;
+        try {
+          w = new Worker(URL.createObjectURL(new Blob(["var search=" + search.toString() + ";onmessage=function(e){search(e.data,postMessage)}"], { type: "text/javascript" })));
+        } catch (e) { w = null; }
+        if (!w) return search(c, resolve);
+        w.onmessage = function (e) { w.terminate(); resolve(e.data); };
+        w.onerror = function (e) { e.preventDefault(); w.terminate(); search(c, resolve); };
+        w.postMessage(c);
+      }).then(function (number) {
+        if (number === null) throw new Error("challenge unsolved");
+        return { salt: c.salt, challenge: c.challenge, max_number: c.max_number, signature: c.signature, number: number };
+      });
     });
   }
 

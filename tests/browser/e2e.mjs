@@ -44,9 +44,24 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 const result = {};
+
+// The site asks new visitors for a proof of work: time each solve, from the
+// challenge's arrival to the bootstrap that carries the answer.
+function timeSolves(page, into) {
+  let issued = 0;
+  page.on("response", (r) => { if (r.url().includes("/v1/widget/challenge")) issued = Date.now(); });
+  page.on("request", (r) => {
+    if (r.url().includes("/v1/widget/bootstrap") && (r.postData() || "").includes("proof_of_work")) {
+      into.push(Date.now() - issued);
+    }
+  });
+}
+const solves = [];
+
 try {
   const ctx = await browser.newContext({ viewport: { width: 1000, height: 720 } });
   const page = await ctx.newPage();
+  timeSolves(page, solves);
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(HOST);
@@ -84,7 +99,20 @@ try {
   await page.locator("#fleetprompt-chat button.launch").click();
   await page.locator("#fleetprompt-chat .m.agent", { hasText: "Hi! An operator here." }).waitFor({ timeout: 15000 });
   result.history_after_reload = true;
+  // One solve: the reloaded widget came back with its visitor secret.
+  result.main_page_solves = solves.length;
   result.page_errors = errors;
+
+  // More new visitors (fresh browser profiles), for the solve-time figures.
+  for (let i = 0; i < 8; i++) {
+    const c = await browser.newContext();
+    const p = await c.newPage();
+    timeSolves(p, solves);
+    await p.goto(HOST);
+    await p.locator("#fleetprompt-chat button.launch").waitFor({ timeout: 15000 });
+    await c.close();
+  }
+  result.pow_solve_ms = solves;
 
   // A page on an origin the site does not allow gets no working widget.
   const bad = await ctx.newPage();

@@ -1,7 +1,9 @@
 //! A real browser (headless Debian Chromium, driven by Playwright in
 //! `tests/browser/e2e.mjs`) embeds the widget served by FleetPrompt into a
 //! page on another origin, chats, and receives an operator's reply live; a
-//! page on an origin the site does not allow gets no widget. The screenshot
+//! page on an origin the site does not allow gets no widget. The site asks
+//! new visitors for a proof of work, which the widget solves in a Web
+//! Worker; the solve times are printed. The screenshot
 //! of the open widget is saved as `target/widget-e2e.png`.
 //!
 //! Needs `node`, `/usr/bin/chromium` (`apt-get install chromium`) and
@@ -82,7 +84,7 @@ async fn widget_works_in_a_real_browser() {
     let (s, site) = app
         .post(
             "/admin/v1/sites",
-            json!({ "domains": [host_url], "settings": { "title": "Acme help" } }),
+            json!({ "domains": [host_url], "settings": { "title": "Acme help", "challenge": "proof_of_work" } }),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{site}");
@@ -147,6 +149,39 @@ async fn widget_works_in_a_real_browser() {
     assert_eq!(r["history_after_reload"], true, "{r}");
     assert_eq!(r["bad_origin_widget"], 0, "{r}");
     assert_eq!(r["page_errors"], json!([]), "{r}");
+    // Proof of work: solved once by the first visit, not again after the
+    // reload (the widget returned with its visitor secret); then once per
+    // fresh profile. The figures are printed for docs/website-chat.md.
+    assert_eq!(r["main_page_solves"], 1, "{r}");
+    let solves: Vec<u64> = r["pow_solve_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(solves.len(), 9, "{r}");
+    let mut sorted = solves.clone();
+    sorted.sort_unstable();
+    println!(
+        "proof of work at the default difficulty, solve times in headless Chromium: {solves:?} ms, median {} ms, max {} ms",
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1]
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM website_chat_challenges")
+            .await
+            .unwrap(),
+        9,
+        "each solve spent one challenge"
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT COUNT(*) FROM website_chat_identities WHERE secret_hash IS NULL")
+            .await
+            .unwrap(),
+        0
+    );
     assert!(shot.exists(), "screenshot saved");
 
     // The message and its signal, seen through the admin API.

@@ -259,7 +259,11 @@ pub(crate) async fn tenant_and_site(
         .post(format!("{url}/admin/v1/sites"))
         .bearer_auth(&admin)
         .json(&json!({ "domains": [ORIGIN], "mode": "native",
-                       "settings": { "rate_limit_visitor_per_min": 10000, "rate_limit_site_per_min": 1000000 } }))
+                       // Every simulated visitor comes from 127.0.0.1: lift the
+                       // per-address limits along with the others.
+                       "settings": { "rate_limit_visitor_per_min": 10000, "rate_limit_site_per_min": 1000000,
+                                     "rate_limit_address_per_min": 1000000,
+                                     "rate_limit_new_visitors_per_min": 1000000 } }))
         .send()
         .await?
         .json()

@@ -67,6 +67,16 @@ pub struct ServeArgs {
     /// notifications); defaults to the listen URL.
     #[arg(long, env = "FLEETPROMPT_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Proxies (CIDRs or addresses, comma-separated) whose `Forwarded` /
+    /// `X-Forwarded-For` headers name the client; rate limits are keyed by
+    /// that address. Default: none, the TCP peer is the client.
+    #[arg(
+        long,
+        env = "FLEETPROMPT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR,…"
+    )]
+    pub trusted_proxies: Vec<String>,
     /// Milliseconds between sweeps that end idle chat conversations.
     #[arg(long, env = "FLEETPROMPT_WEBCHAT_SWEEP_MS", default_value_t = 30_000)]
     pub webchat_sweep_ms: u64,
@@ -135,6 +145,8 @@ pub fn install_metrics(
 /// Runs until SIGINT or SIGTERM, then drains in-flight work.
 pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     let addr = check_bind(&args.bind)?;
+    let trusted_proxies = fleetprompt_server::client::TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
     let config = EngineConfig {
         outbound: common.outbound_policy(),
         ..args.engine_config()?
@@ -228,9 +240,13 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%local, role = ?args.role, worker = %engine.config().worker_name, "serving");
 
+    if !trusted_proxies.is_empty() {
+        tracing::info!(proxies = ?args.trusted_proxies, "client addresses are taken from these proxies' forwarding headers");
+    }
     let state = AppState {
         engine: engine.clone(),
         metrics,
+        trusted_proxies: std::sync::Arc::new(trusted_proxies),
     };
     let mut http_stop = stop_rx.clone();
     let server = fleetprompt_server::serve(listener, state, async move {

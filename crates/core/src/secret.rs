@@ -84,6 +84,18 @@ impl MasterKey {
         format!("{SEALED_PREFIX}{}", STANDARD.encode(out))
     }
 
+    /// A 32-byte key for one purpose (`context`), derived from this key, so
+    /// that a MAC key never doubles as the sealing key and every node
+    /// derives the same one.
+    pub fn derive(&self, context: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of any length");
+        m.update(b"fleetprompt.derive.v1\n");
+        m.update(context.as_bytes());
+        m.finalize().into_bytes().into()
+    }
+
     /// Opens a value sealed with the same key and context.
     pub fn open(&self, context: &str, sealed: &str) -> Result<Vec<u8>, SecretError> {
         let raw = sealed
@@ -163,6 +175,17 @@ pub fn parse_admin_token(token: &str) -> Option<(TokenId, &str)> {
     Some((id.parse().ok()?, secret))
 }
 
+/// Prefix of visitor secrets, which the widget keeps to return as the same
+/// visitor (recognisable in a leak scan like every token we issue).
+pub const VISITOR_SECRET_PREFIX: &str = "fpv_";
+
+/// A new visitor secret, `fpv_<random>`, and the hash that is stored.
+pub fn issue_visitor_secret() -> (String, String) {
+    let secret = format!("{VISITOR_SECRET_PREFIX}{}", random_token(24));
+    let hash = hash_secret(&secret);
+    (secret, hash)
+}
+
 /// Prefix of Edge Connector tokens: another prefix than admin tokens, so
 /// neither can be mistaken for the other and a leak scan tells them apart.
 pub const EDGE_TOKEN_PREFIX: &str = "fpe_";
@@ -207,6 +230,22 @@ pub fn parse_edge_token(token: &str) -> Option<(EdgeConnectorId, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_are_stable() {
+        let key = MasterKey::generate();
+        assert_eq!(key.derive("a"), key.derive("a"));
+        assert_ne!(key.derive("a"), key.derive("b"));
+        assert_ne!(key.derive("a"), MasterKey::generate().derive("a"));
+    }
+
+    #[test]
+    fn visitor_secrets_verify_against_their_hash_only() {
+        let (secret, hash) = issue_visitor_secret();
+        assert!(secret.starts_with("fpv_"));
+        assert!(verify_secret(&secret, &hash));
+        assert!(!verify_secret(&issue_visitor_secret().0, &hash));
+    }
 
     #[test]
     fn sealed_secrets_open_only_in_their_context() {

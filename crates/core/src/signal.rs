@@ -360,6 +360,7 @@ mod tests {
     fn refuses_values_shaped_like_credentials() {
         for v in [
             "fpa_abc_def",
+            "fpv_visitor-secret",
             "Bearer abc",
             "see Bearer abc123def456",
             "whsec_xyz",

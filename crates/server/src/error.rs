@@ -39,6 +39,10 @@ pub enum ApiError {
     /// 403: the caller may not do this (e.g. an origin not in the allowlist).
     #[error("{0}")]
     Forbidden(String),
+    /// 403 with its own code: a proof of work is required
+    /// (`challenge_required`) or was refused (`challenge_failed`).
+    #[error("{1}")]
+    Challenge(&'static str, String),
     /// 413: a message is longer than its limit (the limit is named).
     #[error("{0}")]
     MessageTooLarge(String),
@@ -65,6 +69,7 @@ impl ApiError {
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Self::EdgeUnauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Challenge(code, _) => (StatusCode::FORBIDDEN, code),
             Self::MessageTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -135,6 +140,9 @@ impl From<fleetprompt_engine::webchat::WebchatError> for ApiError {
             W::Forbidden(m) => Self::Forbidden(m),
             W::NotFound(what) => Self::NotFound(what),
             W::TooLarge { .. } => Self::MessageTooLarge(e.to_string()),
+            W::RateLimited(secs) => Self::TooManyRequests(secs),
+            W::ChallengeRequired => Self::Challenge("challenge_required", e.to_string()),
+            W::ChallengeFailed(_) => Self::Challenge("challenge_failed", e.to_string()),
             W::Invalid(v) => v.into(),
             W::Engine(e) => e.into(),
         }

@@ -5,12 +5,14 @@
 //! # Layout
 //! - [`error`]: the API error enum and its JSON body.
 //! - [`extract`]: JSON bodies with JSON errors, and admin authentication.
+//! - [`client`]: the client address (peer, or what a trusted proxy says).
 //! - [`admin`]: `/admin/v1/*`, one module per noun.
 //! - [`edge`]: `/edge/v1/*`, what Edge Connectors call with their own token.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the HTTP metrics layer.
 //! - [`widget`]: `/v1/widget/*`, `/widget.js` and `/demo`.
 
 pub mod admin;
+pub mod client;
 pub mod edge;
 pub mod error;
 pub mod extract;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
+    pub trusted_proxies: Arc<client::TrustedProxies>,
 }
 
 /// The whole HTTP application.

@@ -70,6 +70,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0009_draft_discard.sql"),
         postgres: include_str!("../../../migrations/postgres/0009_draft_discard.sql"),
     },
+    Migration {
+        version: 11,
+        name: "visitor_secret",
+        sqlite: include_str!("../../../migrations/sqlite/0011_visitor_secret.sql"),
+        postgres: include_str!("../../../migrations/postgres/0011_visitor_secret.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

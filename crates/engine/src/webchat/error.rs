@@ -26,6 +26,17 @@ pub enum WebchatError {
         /// The site's limit.
         limit: usize,
     },
+    /// Too many requests of this kind from one client address; retry after
+    /// the given seconds.
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
+    /// The site asks for a proof of work before it issues a new visitor,
+    /// and none was sent.
+    #[error("this site asks for a proof of work: solve a challenge from POST /v1/widget/challenge")]
+    ChallengeRequired,
+    /// The proof of work sent is forged, expired, wrong or already used.
+    #[error("the proof of work was refused: {0}")]
+    ChallengeFailed(&'static str),
     /// The input was refused; nothing was written.
     #[error(transparent)]
     Invalid(#[from] ValidationError),

@@ -122,6 +122,7 @@ pub async fn send_message(
         client_message_id: m.client_message_id.to_owned(),
         content: fleetprompt_core::credential::redact(m.content).into_owned(),
         page_url,
+        spam_score: super::spam::score(site.id, m.content, now_ms()),
     };
     engine.ingest_queue().submit(engine, job).await
 }
@@ -133,6 +134,8 @@ pub(crate) struct Job {
     client_message_id: String,
     content: String,
     page_url: Option<String>,
+    /// Computed before the batch, from this node's recent texts.
+    spam_score: u8,
 }
 
 impl Job {
@@ -383,6 +386,7 @@ impl BatchPlan {
             &m,
             page_url,
             quiet_ms,
+            job.spam_score,
             now,
         )?;
         let signal_id = SignalId::new();
@@ -472,7 +476,7 @@ fn visitor_message(
 
 /// The `webchat.message.received` signal of a message. `quiet_ms` is how
 /// long the conversation was quiet (`None` for its first message), for the
-/// escalation rules.
+/// escalation rules; `spam_score` (0–100) is for rules that act on spam.
 #[allow(clippy::too_many_arguments)]
 fn message_signal(
     site: &SiteRow,
@@ -482,6 +486,7 @@ fn message_signal(
     m: &Incoming<'_>,
     page_url: Option<&str>,
     quiet_ms: Option<Millis>,
+    spam_score: u8,
     now: Millis,
 ) -> Result<NewSignal, WebchatError> {
     let payload = with_content(
@@ -495,6 +500,7 @@ fn message_signal(
             "page_url": page_url,
             "first_in_conversation": quiet_ms.is_none(),
             "quiet_ms": quiet_ms,
+            "spam_score": spam_score,
         }),
         m.content,
     );

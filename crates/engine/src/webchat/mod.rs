@@ -15,6 +15,7 @@
 //! - `site_cache`: site records as widget requests read them.
 //! - [`session`]: bootstrap (site key + origin -> token) and token checks.
 //! - [`ingest`]: visitor messages, contact capture, closing, history.
+//! - [`spam`]: the spam score of a visitor message (links, repetition).
 //! - [`reply`]: replies to the visitor (operator or approved assistant).
 //! - [`escalation`]: `webchat.escalate_to_mattermost` / `_to_email`.
 //! - [`outbound`]: `webchat.reply_send`, `webchat.conversation.close`.
@@ -37,6 +38,7 @@ pub mod session;
 pub mod settings;
 pub mod site;
 pub(crate) mod site_cache;
+pub mod spam;
 pub mod sweep;
 pub mod verify;
 

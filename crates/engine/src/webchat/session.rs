@@ -1,18 +1,22 @@
-//! Bootstrap (public site key + allowed origin -> short-lived token) and
-//! the check every later widget request starts with.
+//! Bootstrap (public site key + allowed origin -> short-lived token), the
+//! visitor secret that makes a visitor id worth something only to its
+//! widget, the optional proof of work for new visitors, and the check every
+//! later widget request starts with.
 
 use fleetprompt_core::id::VisitorId;
+use fleetprompt_core::secret::{issue_visitor_secret, verify_secret};
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::webchat::origin::{Origin as WebOrigin, is_allowed};
+use fleetprompt_core::webchat::pow;
 use fleetprompt_core::webchat::token::{self, Claims, Unverified};
 use fleetprompt_core::webchat::visitor::{hash_ip, reduce_user_agent};
 use fleetprompt_store::StoreError;
 use fleetprompt_store::webchat::site::SiteRow;
-use fleetprompt_store::webchat::{identity, installation};
+use fleetprompt_store::webchat::{challenge, identity, installation};
 
 use super::PACKAGE;
 use super::error::WebchatError;
-use super::settings::SiteSettings;
+use super::settings::{Challenge, SiteSettings};
 use super::site::{open_ip_key, signing_secret};
 use crate::Engine;
 
@@ -25,6 +29,9 @@ pub struct Bootstrapped {
     pub token: String,
     /// The visitor it was issued to.
     pub visitor: VisitorId,
+    /// The visitor's secret, when this bootstrap issued it (a new or an
+    /// adopted visitor); the widget keeps it to return as this visitor.
+    pub visitor_secret: Option<String>,
     /// When the token expires.
     pub expires_at: Millis,
     /// The site's settings.
@@ -66,33 +73,145 @@ pub async fn site_by_key(engine: &Engine, public_key: &str) -> Result<SiteRow, W
         .map_err(super::error::or_not_found("site"))
 }
 
-/// Issues a token for `site_key` to a visitor on an allowed origin.
-pub async fn bootstrap(
+/// What a widget presents at bootstrap.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Presented<'a> {
+    /// The visitor id it remembered.
+    pub visitor: Option<&'a str>,
+    /// The visitor secret issued with that id.
+    pub visitor_secret: Option<&'a str>,
+    /// A solved challenge, for a site that asks for a proof of work.
+    pub proof_of_work: Option<&'a pow::Solution>,
+}
+
+/// How long a proof-of-work challenge may be solved and used.
+pub const CHALLENGE_TTL_MS: Millis = 120_000;
+
+/// The key that signs proof-of-work challenges, the same on every node.
+fn pow_key(engine: &Engine) -> [u8; 32] {
+    engine.key().derive("webchat.pow.v1")
+}
+
+/// The active site behind `site_key`, if `origin` may use its widget.
+async fn site_for(
     engine: &Engine,
     site_key: &str,
-    visitor: Option<&str>,
-    client: &Client<'_>,
-) -> Result<Bootstrapped, WebchatError> {
+    origin: Option<&str>,
+) -> Result<SiteRow, WebchatError> {
     let site = site_by_key(engine, site_key).await?;
     if site.status != "active" {
         return Err(WebchatError::Forbidden(
             "this site's widget is not active".into(),
         ));
     }
-    let origin = client
-        .origin
-        .ok_or_else(|| WebchatError::Forbidden("an Origin header is required".into()))?;
+    let origin =
+        origin.ok_or_else(|| WebchatError::Forbidden("an Origin header is required".into()))?;
     if !origin_allowed(&site, origin) {
         return Err(WebchatError::Forbidden(
             "this origin may not use this site's widget".into(),
         ));
     }
-    // A visitor id the widget remembered is kept; anything else gets a new one.
-    let visitor = visitor
-        .and_then(|v| v.parse::<VisitorId>().ok())
-        .unwrap_or_default();
+    Ok(site)
+}
+
+/// A proof-of-work challenge for a new visitor of `site_key`. `recent` is
+/// how many challenges the caller's address took in the current minute:
+/// the work doubles for every ten.
+pub async fn challenge(
+    engine: &Engine,
+    site_key: &str,
+    origin: Option<&str>,
+    recent: u32,
+) -> Result<pow::Challenge, WebchatError> {
+    let site = site_for(engine, site_key, origin).await?;
+    let settings = SiteSettings::from_stored(&site.settings);
+    Ok(pow::issue(
+        &pow_key(engine),
+        &site.id.to_string(),
+        pow::scaled(settings.challenge_max_number, recent),
+        now_ms() + CHALLENGE_TTL_MS,
+    ))
+}
+
+/// Who a bootstrap is for.
+enum Visitor {
+    /// A known visitor who showed their secret.
+    Returning(VisitorId),
+    /// A visitor from before secrets were issued, given one now.
+    Adopted(VisitorId, String),
+    /// Someone new, with their new secret and its hash.
+    New(VisitorId, String, String),
+}
+
+/// Issues a token for `site_key` to a visitor on an allowed origin.
+///
+/// A visitor id is honoured only with its secret; an unknown id, or a known
+/// one with a wrong or missing secret, starts a new visitor (who sees none
+/// of the old one's history). A visitor recorded before secrets existed is
+/// adopted: this bootstrap issues their secret, so no conversation is lost.
+/// A new visitor must first pass `admit_new` (the caller's per-address
+/// limit) and, when the site asks for one, a proof of work.
+pub async fn bootstrap(
+    engine: &Engine,
+    site_key: &str,
+    presented: Presented<'_>,
+    client: &Client<'_>,
+    admit_new: impl FnOnce(&SiteRow, &SiteSettings) -> Result<(), WebchatError>,
+) -> Result<Bootstrapped, WebchatError> {
+    let site = site_for(engine, site_key, client.origin).await?;
     let settings = SiteSettings::from_stored(&site.settings);
     let now = now_ms();
+    let mut tx = engine.db().begin().await?;
+
+    let mut who = None;
+    if let Some(v) = presented.visitor.and_then(|v| v.parse::<VisitorId>().ok()) {
+        match identity::secret_hash(&mut tx, site.tenant, site.id, v).await? {
+            Some(Some(hash))
+                if presented
+                    .visitor_secret
+                    .is_some_and(|s| verify_secret(s, &hash)) =>
+            {
+                who = Some(Visitor::Returning(v));
+            }
+            Some(None) => {
+                let (secret, hash) = issue_visitor_secret();
+                if identity::adopt_secret(&mut tx, site.tenant, site.id, v, &hash).await? {
+                    who = Some(Visitor::Adopted(v, secret));
+                }
+            }
+            _ => {}
+        }
+    }
+    let who = match who {
+        Some(w) => w,
+        None => {
+            admit_new(&site, &settings)?;
+            if settings.challenge == Challenge::ProofOfWork {
+                let solution = presented
+                    .proof_of_work
+                    .ok_or(WebchatError::ChallengeRequired)?;
+                let ok = pow::verify(&pow_key(engine), &site.id.to_string(), solution, now)
+                    .map_err(|e| {
+                        WebchatError::ChallengeFailed(match e {
+                            pow::PowError::Forged => "not issued by this server for this site",
+                            pow::PowError::Expired => "expired",
+                            pow::PowError::Wrong => "wrong answer",
+                        })
+                    })?;
+                if !challenge::spend(&mut tx, site.tenant, &ok.id, ok.expires_at, now).await? {
+                    return Err(WebchatError::ChallengeFailed("already used"));
+                }
+            }
+            let (secret, hash) = issue_visitor_secret();
+            Visitor::New(VisitorId::default(), secret, hash)
+        }
+    };
+    let (visitor, visitor_secret, new_hash) = match who {
+        Visitor::Returning(v) => (v, None, None),
+        Visitor::Adopted(v, secret) => (v, Some(secret), None),
+        Visitor::New(v, secret, hash) => (v, Some(secret), Some(hash)),
+    };
+
     let claims = Claims {
         tenant: site.tenant,
         site: site.id,
@@ -101,12 +220,11 @@ pub async fn bootstrap(
         expires_at: now + settings.token_ttl_secs as i64 * 1000,
         key_id: site.key_id,
     };
-    let secret =
+    let signing =
         signing_secret(engine, &site, site.key_id, now).ok_or(crate::EngineError::Secret)?;
-    let token = token::sign(&secret, &claims);
+    let token = token::sign(&signing, &claims);
 
     let agent = reduce_user_agent(client.user_agent.unwrap_or(""));
-    let mut tx = engine.db().begin().await?;
     let ip_hash = match (
         &client.ip,
         installation::get_tx(&mut tx, site.tenant, PACKAGE).await?,
@@ -123,6 +241,7 @@ pub async fn bootstrap(
             ip_hash: ip_hash.as_deref(),
             browser: agent.browser,
             os: agent.os,
+            secret_hash: new_hash.as_deref(),
             at: now,
         },
     )
@@ -131,6 +250,7 @@ pub async fn bootstrap(
     Ok(Bootstrapped {
         token,
         visitor,
+        visitor_secret,
         expires_at: claims.expires_at,
         settings,
         site,

@@ -17,6 +17,16 @@ pub enum AskContact {
     BeforeChat,
 }
 
+/// What a new visitor must do before bootstrap issues them a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Challenge {
+    /// Nothing.
+    None,
+    /// Solve a small hash puzzle (see `fleetprompt_core::webchat::pow`).
+    ProofOfWork,
+}
+
 /// Settings of one site, with defaults for everything left out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -37,6 +47,17 @@ pub struct SiteSettings {
     pub rate_limit_visitor_per_min: u32,
     /// Messages per minute the whole site may receive.
     pub rate_limit_site_per_min: u32,
+    /// Messages per minute from one client address, across its visitors;
+    /// never more than half the site's budget (see [`Self::address_share`]).
+    pub rate_limit_address_per_min: u32,
+    /// New visitors per minute one client address may start.
+    pub rate_limit_new_visitors_per_min: u32,
+    /// What a new visitor must do before they get a token.
+    pub challenge: Challenge,
+    /// The proof of work's base difficulty: the secret number is at most
+    /// this (on average half as many SHA-256 hashes); doubled for every ten
+    /// challenges an address took in the current minute.
+    pub challenge_max_number: u64,
     /// Largest message, in bytes of UTF-8.
     pub max_message_bytes: u32,
     /// Seconds of silence after which a conversation is ended.
@@ -59,6 +80,10 @@ impl Default for SiteSettings {
             color: "#2563eb".into(),
             rate_limit_visitor_per_min: 20,
             rate_limit_site_per_min: 600,
+            rate_limit_address_per_min: 60,
+            rate_limit_new_visitors_per_min: 60,
+            challenge: Challenge::None,
+            challenge_max_number: DEFAULT_CHALLENGE_MAX_NUMBER,
             max_message_bytes: 4096,
             idle_timeout_secs: 1800,
             token_ttl_secs: 900,
@@ -67,7 +92,19 @@ impl Default for SiteSettings {
     }
 }
 
+/// The default proof-of-work difficulty, measured to take well under 300 ms
+/// on average in headless Chromium (docs/website-chat.md has the figures).
+pub const DEFAULT_CHALLENGE_MAX_NUMBER: u64 = 20_000;
+
 impl SiteSettings {
+    /// Messages per minute one client address may send: its own limit,
+    /// and at most half the site's budget, so one address (one attacker,
+    /// rotating visitor ids) can never spend the whole site's minute.
+    pub fn address_share(&self) -> u32 {
+        self.rate_limit_address_per_min
+            .min((self.rate_limit_site_per_min / 2).max(1))
+    }
+
     /// Parses and checks settings; `null` means all defaults.
     pub fn parse(v: &Value) -> Result<Self, WebchatError> {
         let s: Self = if v.is_null() {
@@ -112,6 +149,20 @@ impl SiteSettings {
                 "rate limits must be between 1 and 10000 (visitor), 1000000 (site) per minute",
             ));
         }
+        if !(1..=1_000_000).contains(&self.rate_limit_address_per_min)
+            || !(1..=1_000_000).contains(&self.rate_limit_new_visitors_per_min)
+        {
+            return Err(invalid(
+                "settings",
+                "rate_limit_address_per_min and rate_limit_new_visitors_per_min must be between 1 and 1000000",
+            ));
+        }
+        if !(100..=5_000_000).contains(&self.challenge_max_number) {
+            return Err(invalid(
+                "settings.challenge_max_number",
+                "must be between 100 and 5000000",
+            ));
+        }
         if !(16..=65_536).contains(&self.max_message_bytes) {
             return Err(invalid(
                 "settings.max_message_bytes",
@@ -143,6 +194,7 @@ impl SiteSettings {
             "ask_contact": self.ask_contact,
             "color": self.color,
             "max_message_bytes": self.max_message_bytes,
+            "challenge": self.challenge,
         })
     }
 }
@@ -158,6 +210,19 @@ mod tests {
         assert_eq!(s.rate_limit_visitor_per_min, 20);
         assert_eq!(s.max_message_bytes, 4096);
         assert_eq!(s.idle_timeout_secs, 1800);
+    }
+
+    #[test]
+    fn one_address_gets_at_most_half_the_site_budget() {
+        let s = SiteSettings::default();
+        assert_eq!(s.address_share(), 60);
+        let small = SiteSettings::parse(&json!({ "rate_limit_site_per_min": 5 })).unwrap();
+        assert_eq!(small.address_share(), 2);
+        let one = SiteSettings::parse(&json!({ "rate_limit_site_per_min": 1 })).unwrap();
+        assert_eq!(one.address_share(), 1);
+        let pow = SiteSettings::parse(&json!({ "challenge": "proof_of_work" })).unwrap();
+        assert_eq!(pow.challenge, Challenge::ProofOfWork);
+        assert!(SiteSettings::parse(&json!({ "challenge": "captcha" })).is_err());
     }
 
     #[test]

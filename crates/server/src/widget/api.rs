@@ -1,30 +1,33 @@
 //! Bootstrap, messages, history, contact capture and closing.
 
-use std::net::SocketAddr;
-
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use fleetprompt_core::id::MessageId;
 use fleetprompt_core::time::{now_ms, to_rfc3339};
+use fleetprompt_core::webchat::pow::Solution;
+use fleetprompt_engine::webchat::WebchatError;
 use fleetprompt_engine::webchat::ingest::{self, Incoming};
 use fleetprompt_engine::webchat::reply::widget_view;
-use fleetprompt_engine::webchat::session::{self, Client};
+use fleetprompt_engine::webchat::session::{self, Client, Presented};
 use fleetprompt_engine::webchat::settings::SiteSettings;
+use fleetprompt_store::webchat::site::SiteRow;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::limit::limiter;
 use super::{authenticate, origin, refuse, rejected};
 use crate::AppState;
+use crate::client::ClientAddr;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/widget/bootstrap", post(bootstrap))
+        .route("/v1/widget/challenge", post(challenge))
         .route("/v1/widget/messages", post(send).get(history))
         .route("/v1/widget/contact", post(contact))
         .route("/v1/widget/close", post(close))
@@ -64,11 +67,13 @@ fn query(q: Result<Query<WidgetQuery>, QueryRejection>) -> Result<WidgetQuery, A
 struct BootstrapBody {
     site_key: String,
     visitor_id: Option<String>,
+    visitor_secret: Option<String>,
+    proof_of_work: Option<Solution>,
 }
 
 async fn bootstrap(
     State(s): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    addr: ClientAddr,
     headers: HeaderMap,
     q: Result<Query<WidgetQuery>, QueryRejection>,
     b: Result<ApiJson<BootstrapBody>, ApiError>,
@@ -77,12 +82,28 @@ async fn bootstrap(
     let b = body(b)?;
     let client = Client {
         origin: origin(&headers),
-        ip: Some(peer.ip().to_string()),
+        ip: Some(addr.0.to_string()),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok()),
     };
-    let boot = session::bootstrap(&s.engine, &b.site_key, b.visitor_id.as_deref(), &client)
+    let presented = Presented {
+        visitor: b.visitor_id.as_deref(),
+        visitor_secret: b.visitor_secret.as_deref(),
+        proof_of_work: b.proof_of_work.as_ref(),
+    };
+    // Only a new visitor is counted: a returning one (with their secret)
+    // refreshing a token never runs into the limit.
+    let admit_new = |site: &SiteRow, settings: &SiteSettings| {
+        limiter()
+            .check(
+                &format!("n:{}:{}", site.id, addr.limit_key()),
+                settings.rate_limit_new_visitors_per_min,
+                now_ms(),
+            )
+            .map_err(WebchatError::RateLimited)
+    };
+    let boot = session::bootstrap(&s.engine, &b.site_key, presented, &client, admit_new)
         .await
         .map_err(refuse)?;
     Ok(Json(json!({
@@ -91,9 +112,34 @@ async fn bootstrap(
         "expires_at": to_rfc3339(boot.expires_at),
         "expires_in": (boot.expires_at - now_ms()) / 1000,
         "visitor_id": boot.visitor,
+        "visitor_secret": boot.visitor_secret,
         "site_id": boot.site.id,
         "settings": boot.settings.public(),
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChallengeBody {
+    site_key: String,
+}
+
+/// A proof-of-work challenge, harder the more this address asked for in
+/// the last minute.
+async fn challenge(
+    State(s): State<AppState>,
+    addr: ClientAddr,
+    headers: HeaderMap,
+    q: Result<Query<WidgetQuery>, QueryRejection>,
+    b: Result<ApiJson<ChallengeBody>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    query(q)?;
+    let b = body(b)?;
+    let recent = limiter().count(&format!("c:{}", addr.limit_key()), now_ms());
+    let c = session::challenge(&s.engine, &b.site_key, origin(&headers), recent)
+        .await
+        .map_err(refuse)?;
+    Ok(Json(json!(c)))
 }
 
 #[derive(Deserialize)]
@@ -106,6 +152,7 @@ struct MessageBody {
 
 async fn send(
     State(s): State<AppState>,
+    addr: ClientAddr,
     headers: HeaderMap,
     q: Result<Query<WidgetQuery>, QueryRejection>,
     b: Result<ApiJson<MessageBody>, ApiError>,
@@ -115,7 +162,8 @@ async fn send(
     let b = body(b)?;
     let settings = SiteSettings::from_stored(&site.settings);
     let now = now_ms();
-    // The visitor's own limit first, so one noisy visitor cannot spend the
+    // Narrowest first: the visitor, then their address (all its visitors),
+    // then the site, so one noisy visitor or address cannot spend the
     // whole site's budget.
     limiter()
         .check(
@@ -125,6 +173,16 @@ async fn send(
         )
         .map_err(|secs| {
             rejected("rate_limit_visitor");
+            ApiError::TooManyRequests(secs)
+        })?;
+    limiter()
+        .check(
+            &format!("a:{}:{}", site.id, addr.limit_key()),
+            settings.address_share(),
+            now,
+        )
+        .map_err(|secs| {
+            rejected("rate_limit_address");
             ApiError::TooManyRequests(secs)
         })?;
     limiter()

@@ -1,5 +1,11 @@
-//! Message rate limits: per visitor and per site, in fixed one-minute
-//! windows, in this process's memory.
+//! Rate limits in fixed one-minute windows, in this process's memory.
+//!
+//! Messages are counted per visitor, per client address (a keyed hash, see
+//! [`crate::client::ClientAddr::limit_key`]) and per site, in that order,
+//! so a refusal by a narrower limit does not spend a wider one: a flood
+//! from one address stops at its own share and leaves the site's budget to
+//! everyone else. New visitors are counted per address at bootstrap, and
+//! challenges per address to scale the proof of work.
 //!
 //! With several API nodes each node counts on its own, so a site's
 //! effective limit is up to nodes × its setting; a shared counter (in
@@ -47,6 +53,21 @@ impl Limiter {
         w.1 += 1;
         Ok(())
     }
+
+    /// Counts one event for `key` and returns how many came before it in
+    /// the current window (never refuses).
+    pub fn count(&self, key: &str, now: Millis) -> u32 {
+        let mut map = self.windows.lock().expect("limiter lock");
+        if map.len() > PRUNE_AT {
+            map.retain(|_, (start, _)| now - *start < WINDOW_MS);
+        }
+        let w = map.entry(key.to_owned()).or_insert((now, 0));
+        if now - w.0 >= WINDOW_MS {
+            *w = (now, 0);
+        }
+        w.1 = w.1.saturating_add(1);
+        w.1 - 1
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +84,14 @@ mod tests {
         assert_eq!(l.check("v", 3, 31_000), Err(30));
         assert!(l.check("other", 3, 31_000).is_ok());
         assert!(l.check("v", 3, 61_000).is_ok());
+    }
+
+    #[test]
+    fn counts_what_came_before_in_the_window() {
+        let l = Limiter::default();
+        assert_eq!(l.count("c", 0), 0);
+        assert_eq!(l.count("c", 10), 1);
+        assert_eq!(l.count("c", 59_999), 2);
+        assert_eq!(l.count("c", 60_000), 0);
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //! - [`cors`]: the CORS layer.
-//! - [`limit`]: per-visitor and per-site message rate limits.
+//! - [`limit`]: rate limits per visitor, per client address and per site.
 //! - [`api`]: bootstrap, messages, history, contact, close.
 //! - [`stream`]: the live event stream (SSE).
 //! - [`assets`]: the embedded widget script and the demo page.
@@ -39,7 +39,7 @@ pub fn describe() {
     describe_counter!(
         REJECTED,
         Unit::Count,
-        "Widget requests refused, by reason (origin, token, rate_limit_visitor, rate_limit_site, too_large, invalid, site_inactive)."
+        "Widget requests refused, by reason (origin, token, rate_limit_visitor, rate_limit_address, rate_limit_site, rate_limit_new_visitors, challenge, too_large, invalid, site_inactive)."
     );
 }
 
@@ -58,6 +58,8 @@ pub(crate) fn refuse(e: WebchatError) -> ApiError {
         WebchatError::Forbidden(_) => Some("site_inactive"),
         WebchatError::TooLarge { .. } => Some("too_large"),
         WebchatError::Invalid(_) => Some("invalid"),
+        WebchatError::RateLimited(_) => Some("rate_limit_new_visitors"),
+        WebchatError::ChallengeRequired | WebchatError::ChallengeFailed(_) => Some("challenge"),
         WebchatError::NotFound(_) | WebchatError::Engine(_) => None,
     };
     if let Some(r) = reason {

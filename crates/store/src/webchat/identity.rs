@@ -45,6 +45,9 @@ pub struct Seen<'a> {
     pub browser: &'a str,
     /// Operating system.
     pub os: &'a str,
+    /// SHA-256 of the visitor secret issued now, for a new visitor; an
+    /// identity that already has one keeps it.
+    pub secret_hash: Option<&'a str>,
     /// When.
     pub at: Millis,
 }
@@ -53,10 +56,11 @@ pub struct Seen<'a> {
 pub async fn touch(tx: &mut Tx, tenant: TenantId, seen: Seen<'_>) -> Result<()> {
     on_tx!(tx, c => {
         sqlx::query(
-            "INSERT INTO website_chat_identities (tenant_id, site_id, visitor_id, ip_hash, browser, os, first_seen_at, last_seen_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+            "INSERT INTO website_chat_identities (tenant_id, site_id, visitor_id, ip_hash, browser, os, first_seen_at, last_seen_at, secret_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)
              ON CONFLICT (tenant_id, site_id, visitor_id) DO UPDATE SET
-                ip_hash = excluded.ip_hash, browser = excluded.browser, os = excluded.os, last_seen_at = excluded.last_seen_at",
+                ip_hash = excluded.ip_hash, browser = excluded.browser, os = excluded.os, last_seen_at = excluded.last_seen_at,
+                secret_hash = COALESCE(website_chat_identities.secret_hash, excluded.secret_hash)",
         )
         .bind(tenant.to_string())
         .bind(seen.site.to_string())
@@ -65,10 +69,58 @@ pub async fn touch(tx: &mut Tx, tenant: TenantId, seen: Seen<'_>) -> Result<()> 
         .bind(seen.browser)
         .bind(seen.os)
         .bind(seen.at)
+        .bind(seen.secret_hash)
         .execute(&mut *c)
         .await?;
     });
     Ok(())
+}
+
+/// What is stored of a visitor's secret: `None` when the visitor is
+/// unknown, `Some(None)` for a visitor from before secrets were issued.
+pub async fn secret_hash(
+    tx: &mut Tx,
+    tenant: TenantId,
+    site: SiteId,
+    visitor: VisitorId,
+) -> Result<Option<Option<String>>> {
+    Ok(on_tx!(tx, c => {
+        sqlx::query_scalar(
+            "SELECT secret_hash FROM website_chat_identities
+             WHERE tenant_id = $1 AND site_id = $2 AND visitor_id = $3",
+        )
+        .bind(tenant.to_string())
+        .bind(site.to_string())
+        .bind(visitor.to_string())
+        .fetch_optional(&mut *c)
+        .await?
+    }))
+}
+
+/// Gives a visitor from before secrets were issued their first secret.
+/// `false` when another bootstrap set one first: only one widget adopts
+/// the id.
+pub async fn adopt_secret(
+    tx: &mut Tx,
+    tenant: TenantId,
+    site: SiteId,
+    visitor: VisitorId,
+    secret_hash: &str,
+) -> Result<bool> {
+    let n = on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE website_chat_identities SET secret_hash = $4
+             WHERE tenant_id = $1 AND site_id = $2 AND visitor_id = $3 AND secret_hash IS NULL",
+        )
+        .bind(tenant.to_string())
+        .bind(site.to_string())
+        .bind(visitor.to_string())
+        .bind(secret_hash)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+    });
+    Ok(n == 1)
 }
 
 /// Stores the contact details a visitor gave.

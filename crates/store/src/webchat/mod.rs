@@ -5,13 +5,16 @@
 //! # Layout
 //! - [`installation`]: the package installed for a tenant, with its IP-hash key.
 //! - [`site`]: sites, their allowlists, settings and sealed signing secrets.
-//! - [`identity`]: what is kept about a visitor (reduced).
+//! - [`identity`]: what is kept about a visitor (reduced), and the hash of
+//!   their visitor secret.
+//! - [`challenge`]: proof-of-work challenges already spent.
 //! - [`conversation`]: conversations and the idle sweep.
 //! - [`message`]: visitor, assistant and agent messages.
 //! - [`batch`]: a batch of visitor messages written together (group commit).
 //! - [`escalation`]: Mattermost threads per conversation and reply drafts.
 
 pub mod batch;
+pub mod challenge;
 pub mod conversation;
 pub mod escalation;
 pub mod identity;
