@@ -7,6 +7,8 @@
 //! - [`config`]: flags and `FLEETPROMPT_EDGE_*` variables, validated once.
 //! - [`api`]: the server's `/edge/v1` API (heartbeat, claim, result).
 //! - [`mail`]: composing and sending one email; SMTP outcome → task outcome.
+//! - [`imap`]: the reply watch: replies to our emails, found over IMAP
+//!   (IDLE), reported to the server, marked seen.
 //! - [`run`] (this file): the heartbeat loop and the claim–send–report loop,
 //!   until shutdown.
 //!
@@ -18,6 +20,7 @@
 
 pub mod api;
 pub mod config;
+pub mod imap;
 pub mod mail;
 
 use std::time::Duration;
@@ -48,6 +51,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         config.heartbeat,
         shutdown.clone(),
     ));
+    // The reply watch runs beside the send loop; its failures are logged
+    // and retried inside it, and only a refused token ends it.
+    let replies = config
+        .imap
+        .clone()
+        .map(|imap| tokio::spawn(imap::watch(imap, client.clone(), shutdown.clone())));
     let mut backoff = Duration::from_secs(1);
     let result = loop {
         if *shutdown.borrow() {
@@ -82,6 +91,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         }
     };
     heartbeats.abort();
+    if let Some(watch) = replies {
+        // It stops on the same shutdown signal; a send loop that ended for
+        // another reason (a refused token) takes it down too.
+        watch.abort();
+        let _ = watch.await;
+    }
     result
 }
 
@@ -111,6 +126,7 @@ async fn handle(
             error: Some(format!("this connector does not run {:?}", task.kind)),
             external_ref: None,
             smtp_code: None,
+            smtp_reply: None,
         }
     };
     tracing::info!(task = %task.id, attempt = task.attempt, outcome = result.outcome,

@@ -70,6 +70,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0009_draft_discard.sql"),
         postgres: include_str!("../../../migrations/postgres/0009_draft_discard.sql"),
     },
+    Migration {
+        version: 10,
+        name: "email",
+        sqlite: include_str!("../../../migrations/sqlite/0010_email.sql"),
+        postgres: include_str!("../../../migrations/postgres/0010_email.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

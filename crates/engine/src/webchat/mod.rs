@@ -16,7 +16,10 @@
 //! - [`session`]: bootstrap (site key + origin -> token) and token checks.
 //! - [`ingest`]: visitor messages, contact capture, closing, history.
 //! - [`reply`]: replies to the visitor (operator or approved assistant).
-//! - [`escalation`]: `webchat.escalate_to_mattermost` / `_to_email`.
+//! - [`escalation`]: `webchat.escalate_to_mattermost`, and what every
+//!   notification shares (summary, contact, deep link).
+//! - [`email`]: `webchat.escalate_to_email`, `email.send` (an Edge Connector
+//!   delivers it) and replies that come back by email.
 //! - [`outbound`]: `webchat.reply_send`, `webchat.conversation.close`.
 //! - [`assist`]: `webchat.reply_generate` (LLM, or BM25 over the FAQ).
 //! - [`live`]: the in-process broadcast that feeds the widget's event stream.
@@ -26,6 +29,7 @@
 
 pub mod assist;
 pub mod demo;
+pub mod email;
 pub mod error;
 pub mod escalation;
 pub mod handlers;
