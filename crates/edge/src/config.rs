@@ -377,6 +377,59 @@ impl Args {
 mod tests {
     use super::*;
 
+    #[test]
+    fn imap_defaults_to_the_smtp_login_and_certificate_and_plain_only_on_loopback() {
+        let token = || Some("fpe_edge_x.y".to_owned());
+        let dir = std::env::temp_dir().join(format!("fp-edge-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("bridge.pem");
+        let cert = rcgen_free_pem();
+        std::fs::write(&pem, cert).unwrap();
+        let pem = pem.display().to_string();
+        // Without --imap-host there is no reply watch.
+        let c = args(&[]).validate(token(), None).unwrap();
+        assert!(c.imap.is_none());
+        let c = args(&[
+            "--imap-host",
+            "127.0.0.1",
+            "--smtp-ca-file",
+            &pem,
+            "--smtp-username",
+            "support@acme.example",
+        ])
+        .validate(token(), Some("bridge-pw".into()))
+        .unwrap();
+        let imap = c.imap.expect("imap");
+        assert_eq!(imap.port, 1143);
+        assert_eq!(imap.username, "support@acme.example");
+        assert_eq!(imap.password, "bridge-pw");
+        assert!(matches!(imap.tls, crate::imap::ImapTls::Starttls { ref pins } if pins.len() == 1));
+        assert!(!format!("{imap:?}").contains("bridge-pw"));
+        // No certificate to pin, no login: refused with a reason.
+        let err = args(&["--imap-host", "127.0.0.1", "--smtp-username", "u"])
+            .validate(token(), Some("pw".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("pin"), "{err}");
+        let err = args(&["--imap-host", "127.0.0.1", "--smtp-ca-file", &pem])
+            .validate(token(), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("user name"), "{err}");
+        // Plaintext only for loopback.
+        let err = args(&[
+            "--imap-host",
+            "mail.example.com",
+            "--imap-insecure-plaintext-loopback",
+        ])
+        .validate(token(), None)
+        .unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
+
+    /// A PEM block (any bytes will do: only their fingerprint is kept).
+    fn rcgen_free_pem() -> &'static str {
+        "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n"
+    }
+
     fn args(extra: &[&str]) -> Args {
         let mut v = vec![
             "fleetprompt-edge",

@@ -235,8 +235,11 @@ mod tests {
             m.contains("To: team@acme.example, Ana <ana@acme.example>"),
             "{m}"
         );
-        assert!(m.contains("From: Acme Desk <desk@acme.example>"), "{m}");
-        assert!(m.contains("Reply-To: Acme Desk <desk@acme.example>"), "{m}");
+        assert!(m.contains("From: \"Acme Desk\" <desk@acme.example>"), "{m}");
+        assert!(
+            m.contains("Reply-To: \"Acme Desk\" <desk@acme.example>"),
+            "{m}"
+        );
         let thread = "<conv_0193a1b2c3d4e5f60718293a4b5c3f9c@edge.fleetprompt>";
         assert!(m.contains(&format!("In-Reply-To: {thread}")), "{m}");
         assert!(m.contains(&format!("References: {thread}")), "{m}");
