@@ -19,6 +19,7 @@ both_backends!(
     email_destinations_name_a_connector_of_the_tenant_and_real_addresses,
     the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor,
     an_operator_reply_during_the_delay_cancels_the_email,
+    a_refused_email_fails_the_escalation_and_shows_on_the_connector,
 );
 
 const ORIGIN: &str = "https://shop.example.com";
@@ -518,6 +519,105 @@ async fn an_operator_reply_during_the_delay_cancels_the_email(backend: Backend) 
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(sink.accepted().is_empty());
     assert!(directives_of(&timeline(&app, &conv).await, "email.send").is_empty());
+    edge.stop().await.unwrap();
+}
+
+async fn a_refused_email_fails_the_escalation_and_shows_on_the_connector(backend: Backend) {
+    let app = spawn(backend, "1s").await;
+    let (connector_id, token) = connector(&app, "bridge-host").await;
+    let (s, v) = app
+        .post(
+            "/admin/v1/destinations",
+            json!({ "name": "email", "kind": "email", "connector": connector_id, "to": [TEAM] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let sink = SmtpSink::start().await;
+    sink.script([554]);
+    let mut edge = Edge::start(&app.db.dir, &app.server, &token, &sink, &[]).unwrap();
+    let site = site(&app).await;
+    let conv = visitor_waits(
+        &app,
+        &visitor(&app, site["public_key"].as_str().unwrap()).await,
+    )
+    .await;
+    let entries = wait_until(
+        "webchat.escalation.failed",
+        Duration::from_secs(30),
+        async || {
+            let e = timeline(&app, &conv).await;
+            (!signals_of(&e, "webchat.escalation.failed").is_empty()).then_some(e)
+        },
+    )
+    .await;
+    let failed = signals_of(&entries, "email.outbound.failed");
+    assert_eq!(failed.len(), 1, "{entries:?}");
+    assert!(failed[0].to_string().contains("554"), "{}", failed[0]);
+    assert!(signals_of(&entries, "webchat.escalation.notified").is_empty());
+    assert!(signals_of(&entries, "email.outbound.sent").is_empty());
+    let (_, v) = app.get("/admin/v1/edge-connectors").await;
+    let c = v["edge_connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == connector_id.as_str())
+        .unwrap()
+        .clone();
+    assert!(
+        c["last_error"].as_str().unwrap_or("").contains("554"),
+        "{c}"
+    );
+    assert!(c["last_error_at"].is_string(), "{c}");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("fleetprompt_edge_tasks_total{event=\"failed\"} 1"),
+        "{metrics}"
+    );
+    edge.stop().await.unwrap();
+}
+
+/// The reply watch trusts exactly the pinned certificate: pinned to another
+/// one, it refuses the server, naming both fingerprints, and reads nothing.
+#[tokio::test]
+async fn the_reply_watch_refuses_a_certificate_it_was_not_given() {
+    let app = spawn(Backend::Sqlite, "10m").await;
+    let (_, token) = connector(&app, "bridge-host").await;
+    let sink = SmtpSink::start().await;
+    let dovecot = Dovecot::start().await;
+    let other = Dovecot::start().await;
+    let mut flags = dovecot.edge_flags();
+    let ca = flags.iter().position(|f| f == "--imap-ca-file").unwrap();
+    flags[ca + 1] = other.cert_path.display().to_string();
+    let mut edge = Edge::start(
+        &app.db.dir,
+        &app.server,
+        &token,
+        &sink,
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    dovecot.deliver(&reply_email(
+        &format!("Team <{TEAM}>"),
+        "r9@example.com",
+        "<dir_0193a1b2c3d4e5f60718293a4b5c6d7e@edge.fleetprompt>",
+        "hello",
+    ));
+    let logs = wait_until(
+        "the refusal in the log",
+        Duration::from_secs(20),
+        async || {
+            let l = edge.logs();
+            l.contains("not the pinned").then_some(l)
+        },
+    )
+    .await;
+    assert!(logs.contains("SHA-256 fingerprint"), "{logs}");
+    assert!(
+        !dovecot.logs().contains("Login: user=<team>"),
+        "{}",
+        dovecot.logs()
+    );
+    assert_eq!(dovecot.seen_counts(), (0, 1));
     edge.stop().await.unwrap();
 }
 
