@@ -236,8 +236,9 @@ async fn timed<T, E: Into<ImapError>>(
     }
 }
 
-/// Connects, upgrades with STARTTLS, logs in and selects the mailbox.
-pub async fn connect(config: &ImapConfig) -> Result<Session, ImapError> {
+/// Connects, upgrades with STARTTLS, logs in and selects the mailbox;
+/// returns the session and the mailbox's UIDVALIDITY.
+pub async fn connect(config: &ImapConfig) -> Result<(Session, Option<u32>), ImapError> {
     let t = config.timeout;
     let tcp = timed(
         t,
@@ -278,8 +279,8 @@ pub async fn connect(config: &ImapConfig) -> Result<Session, ImapError> {
             .map_err(|(e, _)| e)
     })
     .await?;
-    timed(t, session.select(&config.mailbox)).await?;
-    Ok(session)
+    let mailbox = timed(t, session.select(&config.mailbox)).await?;
+    Ok((session, mailbox.uid_validity))
 }
 
 /// One message's identity headers, as the watch first reads them.
@@ -426,8 +427,9 @@ pub async fn watch(
     api: Client,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ImapError> {
-    // UIDs of mail that is not ours, per UIDVALIDITY: never read twice.
-    let mut not_ours: HashSet<u32> = HashSet::new();
+    // UIDs of mail that is not ours: never read twice. They hold only for
+    // one UIDVALIDITY (a rebuilt mailbox numbers its mail afresh).
+    let mut not_ours = NotOurs::default();
     let mut backoff = Duration::from_secs(1);
     loop {
         if *shutdown.borrow() {
@@ -452,13 +454,25 @@ pub async fn watch(
     }
 }
 
+/// The UIDs of unseen mail that is not ours, for one UIDVALIDITY.
+#[derive(Debug, Default)]
+struct NotOurs {
+    validity: Option<u32>,
+    uids: HashSet<u32>,
+}
+
 async fn session_loop(
     config: &ImapConfig,
     api: &Client,
-    not_ours: &mut HashSet<u32>,
+    not_ours: &mut NotOurs,
     backoff: &mut Duration,
 ) -> Result<(), ImapError> {
-    let mut session = connect(config).await?;
+    let (mut session, validity) = connect(config).await?;
+    if not_ours.validity != validity {
+        not_ours.validity = validity;
+        not_ours.uids.clear();
+    }
+    let not_ours = &mut not_ours.uids;
     let idle = timed(config.timeout, session.capabilities())
         .await?
         .has_str("IDLE");
