@@ -1015,6 +1015,12 @@ impl Dovecot {
     /// Starts Dovecot in a directory of its own. Panics (never skips) when
     /// it is not installed: CI installs `dovecot-imapd` in `.ci/run`.
     pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts Dovecot with extra configuration lines (e.g. an
+    /// `imap_capability` without `IDLE`, for the polling fallback).
+    pub async fn start_with(extra_conf: &str) -> Self {
         let bin = std::env::var("DOVECOT_BIN").unwrap_or_else(|_| "/usr/sbin/dovecot".into());
         if !Path::new(&bin).exists() {
             let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -1113,6 +1119,7 @@ service imap-login {{
 service anvil {{
   chroot =
 }}
+{extra_conf}
 "#,
             log = log_path.display(),
             cert = cert_path.display(),

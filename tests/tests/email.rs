@@ -621,6 +621,71 @@ async fn the_reply_watch_refuses_a_certificate_it_was_not_given() {
     edge.stop().await.unwrap();
 }
 
+/// A server without IDLE is polled: the reply still reaches the visitor.
+#[tokio::test]
+async fn replies_are_found_by_polling_when_the_server_has_no_idle() {
+    let app = spawn(Backend::Sqlite, "1s").await;
+    let (connector_id, token) = connector(&app, "bridge-host").await;
+    let (s, v) = app
+        .post(
+            "/admin/v1/destinations",
+            json!({ "name": "email", "kind": "email", "connector": connector_id, "to": [TEAM] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let sink = SmtpSink::start().await;
+    let dovecot = Dovecot::start_with("imap_capability = IMAP4rev1 LITERAL+ SASL-IR ENABLE").await;
+    let mut edge = Edge::start(
+        &app.db.dir,
+        &app.server,
+        &token,
+        &sink,
+        &dovecot
+            .edge_flags()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let site = site(&app).await;
+    let conv = visitor_waits(
+        &app,
+        &visitor(&app, site["public_key"].as_str().unwrap()).await,
+    )
+    .await;
+    sink.wait_for_replies(1, Duration::from_secs(30)).await;
+    let message_id = sink.accepted()[0].header("Message-ID").unwrap();
+    dovecot.deliver(&reply_email(
+        &format!("Team <{TEAM}>"),
+        "p1@example.com",
+        &message_id,
+        "Polled, and answered.",
+    ));
+    let got = wait_until(
+        "the polled reply in the conversation",
+        Duration::from_secs(30),
+        async || {
+            let m = agent_messages(&app, &conv).await;
+            (!m.is_empty()).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(got, ["Polled, and answered."]);
+    // Without colours: the log is a file, but the formatter colours anyway.
+    let mut plain = String::new();
+    let mut in_escape = false;
+    for c in edge.logs().chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, c) => plain.push(c),
+        }
+    }
+    assert!(plain.contains("idle=false"), "{plain}");
+    edge.stop().await.unwrap();
+}
+
 /// The server side of `/edge/v1/inbound` on its own: tenant from the
 /// connector, references to another tenant's email ignored.
 #[tokio::test]
