@@ -686,6 +686,113 @@ async fn replies_are_found_by_polling_when_the_server_has_no_idle() {
     edge.stop().await.unwrap();
 }
 
+/// A reply found while the server is away stays unseen in the mailbox and
+/// is reported once the server is back: nothing the team wrote is lost.
+/// (The server comes back on a new port, so the connector is restarted
+/// pointing at it; what matters is that the failed report left the mail
+/// unseen for the next look.)
+#[tokio::test]
+async fn a_reply_found_while_the_server_is_away_arrives_when_it_is_back() {
+    let mut app = spawn(Backend::Sqlite, "1s").await;
+    let (connector_id, token) = connector(&app, "bridge-host").await;
+    let (s, v) = app
+        .post(
+            "/admin/v1/destinations",
+            json!({ "name": "email", "kind": "email", "connector": connector_id, "to": [TEAM] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let sink = SmtpSink::start().await;
+    let dovecot = Dovecot::start().await;
+    let mut edge = Edge::start(
+        &app.db.dir,
+        &app.server,
+        &token,
+        &sink,
+        &dovecot
+            .edge_flags()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let site = site(&app).await;
+    let conv = visitor_waits(
+        &app,
+        &visitor(&app, site["public_key"].as_str().unwrap()).await,
+    )
+    .await;
+    sink.wait_for_replies(1, Duration::from_secs(30)).await;
+    let message_id = sink.accepted()[0].header("Message-ID").unwrap();
+    wait_until(
+        "the email's success recorded",
+        Duration::from_secs(15),
+        async || {
+            let e = timeline(&app, &conv).await;
+            (!signals_of(&e, "email.outbound.sent").is_empty()).then_some(())
+        },
+    )
+    .await;
+
+    app.server.kill9().await;
+    dovecot.deliver(&reply_email(
+        &format!("Team <{TEAM}>"),
+        "away1@example.com",
+        &message_id,
+        "Sent while you were away.",
+    ));
+    wait_until(
+        "a failed report in the log",
+        Duration::from_secs(20),
+        async || {
+            edge.logs()
+                .contains("could not report the reply")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(dovecot.seen_counts(), (0, 1), "left unseen");
+
+    let wf = app.db.dir.join("workflows");
+    app.server = Server::start(
+        &app.db,
+        "back",
+        &["--workflows", wf.to_str().unwrap(), "--public-url", PUBLIC],
+    )
+    .await
+    .unwrap();
+    edge.stop().await.unwrap();
+    let mut edge = Edge::start(
+        &app.db.dir,
+        &app.server,
+        &token,
+        &sink,
+        &dovecot
+            .edge_flags()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let got = wait_until(
+        "the reply after the restart",
+        Duration::from_secs(30),
+        async || {
+            let m = agent_messages(&app, &conv).await;
+            (!m.is_empty()).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(got, ["Sent while you were away."], "{}", edge.logs());
+    wait_until(
+        "the reply marked seen",
+        Duration::from_secs(10),
+        async || (dovecot.seen_counts() == (1, 0)).then_some(()),
+    )
+    .await;
+    edge.stop().await.unwrap();
+}
+
 /// The server side of `/edge/v1/inbound` on its own: tenant from the
 /// connector, references to another tenant's email ignored.
 #[tokio::test]
