@@ -20,6 +20,7 @@ both_backends!(
     the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor,
     an_operator_reply_during_the_delay_cancels_the_email,
     a_refused_email_fails_the_escalation_and_shows_on_the_connector,
+    a_destinations_email_goes_only_to_its_connector,
 );
 
 const ORIGIN: &str = "https://shop.example.com";
@@ -574,6 +575,56 @@ async fn a_refused_email_fails_the_escalation_and_shows_on_the_connector(backend
         "{metrics}"
     );
     edge.stop().await.unwrap();
+}
+
+async fn a_destinations_email_goes_only_to_its_connector(backend: Backend) {
+    let app = spawn(backend, "1s").await;
+    let (chosen, chosen_token) = connector(&app, "bridge-host").await;
+    let (_, other_token) = connector(&app, "spare-host").await;
+    let (s, v) = app
+        .post(
+            "/admin/v1/destinations",
+            json!({ "name": "email", "kind": "email", "connector": chosen, "to": [TEAM], "from": "Acme Desk <desk@acme.example>" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let site = site(&app).await;
+    let conv = visitor_waits(
+        &app,
+        &visitor(&app, site["public_key"].as_str().unwrap()).await,
+    )
+    .await;
+    wait_until("the email task", Duration::from_secs(15), async || {
+        let e = timeline(&app, &conv).await;
+        (!directives_of(&e, "email.send").is_empty()).then_some(())
+    })
+    .await;
+    let claim = |token: String| {
+        let app = &app;
+        async move {
+            app.request_as(
+                &token,
+                reqwest::Method::POST,
+                "/edge/v1/tasks/claim",
+                Some(json!({ "kinds": ["email.send"], "wait_ms": 500 })),
+            )
+            .await
+        }
+    };
+    let (s, v) = claim(other_token).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["tasks"], json!([]), "another connector took it: {v}");
+    let (s, v) = claim(chosen_token).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let task = &v["tasks"][0];
+    assert_eq!(task["args"]["connector_id"], chosen.as_str(), "{v}");
+    assert_eq!(task["args"]["to"], json!([TEAM]), "{v}");
+    assert_eq!(task["args"]["from"], "Acme Desk <desk@acme.example>", "{v}");
+    assert_eq!(task["args"]["thread_id"], conv.as_str(), "{v}");
+    assert!(
+        task["args"]["html"].as_str().unwrap().contains("<html>"),
+        "{v}"
+    );
 }
 
 /// The reply watch trusts exactly the pinned certificate: pinned to another
