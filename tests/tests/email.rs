@@ -397,22 +397,29 @@ async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(ba
         &message_id,
         "Your order ships tomorrow.",
     ));
+    // A reply with no words of its own (only the quote) is recorded, not sent.
+    dovecot.deliver(&reply_email(
+        &format!("Team <{TEAM}>"),
+        "r3@example.com",
+        &message_id,
+        "",
+    ));
     // Unrelated mail is left alone.
     dovecot.deliver(
         "From: news@shop.example\r\nMessage-ID: <n1@shop.example>\r\nSubject: News\r\n\r\nHello\r\n",
     );
     wait_until(
-        "three inbound emails recorded or deduped",
+        "four inbound emails recorded or deduped",
         Duration::from_secs(30),
         async || {
             let (seen, _) = dovecot.seen_counts();
-            (seen >= 3).then_some(())
+            (seen >= 4).then_some(())
         },
     )
     .await;
     let entries = timeline(&app, &conv).await;
     let received = signals_of(&entries, "email.inbound.received");
-    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(received.len(), 3, "{received:?}");
     let stranger = received
         .iter()
         .find(|s| s.to_string().contains("mallory@elsewhere.example"))
@@ -427,10 +434,10 @@ async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(ba
         ["Your order ships tomorrow."]
     );
     // Processed mail is marked seen, never deleted; other mail stays unread.
-    assert_eq!(dovecot.seen_counts(), (3, 1), "{}", dovecot.logs());
+    assert_eq!(dovecot.seen_counts(), (4, 1), "{}", dovecot.logs());
     let metrics = app.metrics().await;
     for want in [
-        "fleetprompt_edge_inbound_emails_total{outcome=\"matched\"} 1",
+        "fleetprompt_edge_inbound_emails_total{outcome=\"matched\"} 2",
         "fleetprompt_edge_inbound_emails_total{outcome=\"stranger\"} 1",
         "fleetprompt_edge_inbound_emails_total{outcome=\"duplicate\"} 1",
         "fleetprompt_edge_tasks_total{event=\"sent\"} 1",
