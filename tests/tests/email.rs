@@ -576,6 +576,11 @@ async fn a_refused_email_fails_the_escalation_and_shows_on_the_connector(backend
         "{c}"
     );
     assert!(c["last_error_at"].is_string(), "{c}");
+    let out = cli(&app.db, &["edge-connector", "list", "--tenant", "acme"])
+        .await
+        .unwrap();
+    assert!(out.contains("last error") && out.contains("554"), "{out}");
+    assert!(out.contains("version 0."), "{out}");
     let metrics = app.metrics().await;
     assert!(
         metrics.contains("fleetprompt_edge_tasks_total{event=\"failed\"} 1"),
