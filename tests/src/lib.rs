@@ -1297,3 +1297,271 @@ impl Gate {
         self.open.send_replace(true);
     }
 }
+
+/// A real IMAP server for the Edge Connector's reply watch: Debian's
+/// `dovecot-imapd`, started with a throwaway configuration in the test's
+/// directory (127.0.0.1 on a free port, one passwd-file user, a maildir,
+/// STARTTLS required on a self-signed `CA:TRUE` certificate like Proton
+/// Mail Bridge's). Mail is delivered by writing it into the maildir.
+pub struct Dovecot {
+    child: Child,
+    /// Its IMAP port.
+    pub port: u16,
+    /// The user's name (`team`).
+    pub user: String,
+    /// Its certificate (PEM), for `--imap-ca-file`.
+    pub cert_path: PathBuf,
+    /// A file holding the user's password, for `--imap-password-file`.
+    pub password_path: PathBuf,
+    /// Where it logs.
+    pub log_path: PathBuf,
+    maildir: PathBuf,
+    root: PathBuf,
+}
+
+/// The uid and gid mail is stored as (`nobody`): Dovecot refuses to run a
+/// mail process as root, and `nobody` exists everywhere.
+const DOVECOT_MAIL_UID: u32 = 65534;
+
+impl Dovecot {
+    /// Starts Dovecot in a directory of its own. Panics (never skips) when
+    /// it is not installed: CI installs `dovecot-imapd` in `.ci/run`.
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts Dovecot with extra configuration lines (e.g. an
+    /// `imap_capability` without `IDLE`, for the polling fallback).
+    pub async fn start_with(extra_conf: &str) -> Self {
+        let bin = std::env::var("DOVECOT_BIN").unwrap_or_else(|_| "/usr/sbin/dovecot".into());
+        if !Path::new(&bin).exists() {
+            let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            panic!(
+                "dovecot is required for the IMAP tests and was not found at {bin} (set DOVECOT_BIN). \
+                 Install it with `apt-get update && apt-get install -y dovecot-imapd`.{}",
+                if in_ci {
+                    " CI must install it in .ci/run."
+                } else {
+                    ""
+                }
+            );
+        }
+        // Its sockets live under the base dir, and a Unix socket path is at
+        // most 107 bytes: a short directory of its own, removed on drop.
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        // The random end of a UUIDv7.
+        let root = std::env::temp_dir().join(format!("fpdv-{}", &id[id.len() - 12..]));
+        let maildir = root.join("mail/team/Maildir");
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+        }
+        std::fs::create_dir_all(root.join("run")).expect("base dir");
+        std::fs::create_dir_all(root.join("state")).expect("state dir");
+        // The login and mail processes run unprivileged: they must reach
+        // their sockets and the maildir.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755));
+        }
+        chown_tree(&root.join("mail"));
+
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("certificate params");
+        // Proton Mail Bridge's certificate is self-signed and CA-flagged.
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-signed certificate");
+        let cert_path = root.join("cert.pem");
+        let key_path = root.join("key.pem");
+        std::fs::write(&cert_path, cert.pem()).expect("cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("key");
+        let password_path = root.join("password");
+        std::fs::write(&password_path, "correct horse battery").expect("password");
+        std::fs::write(
+            root.join("passwd"),
+            format!(
+                "team:{{PLAIN}}correct horse battery:{DOVECOT_MAIL_UID}:{DOVECOT_MAIL_UID}::{}::\n",
+                root.join("mail/team").display()
+            ),
+        )
+        .expect("passwd");
+
+        // A free port: bind, note, release (Dovecot binds it right after).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log_path = root.join("dovecot.log");
+        let r = root.display();
+        let conf = format!(
+            r#"protocols = imap
+listen = 127.0.0.1
+base_dir = {r}/run
+state_dir = {r}/state
+instance_name = fp-{port}
+default_internal_user = root
+default_internal_group = root
+default_login_user = dovenull
+log_path = {log}
+ssl = required
+ssl_cert = <{cert}
+ssl_key = <{key}
+disable_plaintext_auth = yes
+auth_mechanisms = plain login
+mail_location = maildir:{r}/mail/%u/Maildir
+first_valid_uid = 1000
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {r}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={DOVECOT_MAIL_UID} gid={DOVECOT_MAIL_UID} home={r}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  chroot =
+}}
+service anvil {{
+  chroot =
+}}
+{extra_conf}
+"#,
+            log = log_path.display(),
+            cert = cert_path.display(),
+            key = key_path.display(),
+        );
+        let conf_path = root.join("dovecot.conf");
+        std::fs::write(&conf_path, conf).expect("dovecot.conf");
+        let out = std::fs::File::create(root.join("dovecot.out")).expect("out");
+        let child = Command::new(&bin)
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::from(out.try_clone().expect("out")))
+            .stderr(Stdio::from(out))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting dovecot");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "dovecot did not listen on {port}: {}{}",
+                std::fs::read_to_string(root.join("dovecot.out")).unwrap_or_default(),
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            port,
+            user: "team".into(),
+            cert_path,
+            password_path,
+            log_path,
+            maildir,
+            root,
+        }
+    }
+
+    /// The `fleetprompt-edge` flags that watch this server's INBOX.
+    pub fn edge_flags(&self) -> Vec<String> {
+        vec![
+            "--imap-host".into(),
+            "127.0.0.1".into(),
+            "--imap-port".into(),
+            self.port.to_string(),
+            "--imap-ca-file".into(),
+            self.cert_path.display().to_string(),
+            "--imap-username".into(),
+            self.user.clone(),
+            "--imap-password-file".into(),
+            self.password_path.display().to_string(),
+            "--imap-poll-secs".into(),
+            "2".into(),
+        ]
+    }
+
+    /// Delivers a raw message (CRLF line ends) into the INBOX, as a mail
+    /// server does: written in `tmp/`, then moved into `new/`.
+    pub fn deliver(&self, raw: &str) {
+        let name = format!(
+            "{}.{}.fleetprompt-test",
+            chrono_secs(),
+            uuid::Uuid::now_v7().simple()
+        );
+        let tmp = self.maildir.join("tmp").join(&name);
+        std::fs::write(&tmp, raw).expect("write mail");
+        let _ = std::os::unix::fs::chown(&tmp, Some(DOVECOT_MAIL_UID), Some(DOVECOT_MAIL_UID));
+        std::fs::rename(&tmp, self.maildir.join("new").join(&name)).expect("deliver mail");
+    }
+
+    /// The flags of every message in the INBOX (maildir `:2,` info), by
+    /// whether it has been seen: (seen, unseen).
+    pub fn seen_counts(&self) -> (usize, usize) {
+        let mut seen = 0;
+        let mut unseen = 0;
+        for sub in ["new", "cur"] {
+            for e in std::fs::read_dir(self.maildir.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.split_once(":2,").is_some_and(|(_, f)| f.contains('S')) {
+                    seen += 1;
+                } else {
+                    unseen += 1;
+                }
+            }
+        }
+        (seen, unseen)
+    }
+
+    /// Everything it has logged.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // SIGTERM lets the master stop its children; kill_on_drop is the
+        // fallback.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        if std::env::var_os("FLEETPROMPT_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+fn chrono_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn chown_tree(path: &Path) {
+    let _ = std::os::unix::fs::chown(path, Some(DOVECOT_MAIL_UID), Some(DOVECOT_MAIL_UID));
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            chown_tree(&e.path());
+        }
+    }
+}

@@ -509,7 +509,13 @@ async fn the_edge_binary_delivers_retries_and_fails_email_through_real_smtp(back
     );
     assert_eq!(
         mail.header("Subject").as_deref(),
-        Some("Unanswered website chat")
+        Some(
+            format!(
+                "[FleetPrompt] Conversation with a visitor on your website (#{})",
+                &conv[conv.len() - 4..]
+            )
+            .as_str()
+        )
     );
     assert!(
         mail.body_text()

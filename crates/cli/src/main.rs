@@ -349,7 +349,25 @@ async fn edge_connector(
                 } else {
                     "active"
                 };
-                println!("{}\t{}\t{state}\tlast seen {seen}", c.id, c.name);
+                let version = c.version.as_deref().unwrap_or("-");
+                // The last error, on one line: a connector that is alive
+                // but cannot send says why.
+                let error = c
+                    .last_error
+                    .as_deref()
+                    .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .map(|e| {
+                        let at = c
+                            .last_error_at
+                            .map(fleetprompt_core::time::to_rfc3339)
+                            .unwrap_or_default();
+                        format!("\tlast error {at}: {e}")
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{}\t{}\t{state}\tlast seen {seen}\tversion {version}{error}",
+                    c.id, c.name
+                );
             }
             db.close().await;
             Ok(())

@@ -93,6 +93,22 @@ pub struct TaskResult {
     /// The SMTP server's reply code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smtp_code: Option<u16>,
+    /// The SMTP server's reply text, shown on the conversation's timeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_reply: Option<String>,
+}
+
+/// A reply found in the mailbox, as reported to `POST /edge/v1/inbound`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InboundReport {
+    /// The reply's `Message-ID` (the server dedupes by it).
+    pub message_id: String,
+    /// The ids of ours it answers (`dir_…`, `conv_…`).
+    pub references: Vec<String>,
+    /// The sender's address.
+    pub from: String,
+    /// Its own words.
+    pub text: String,
 }
 
 /// The server, with this connector's token.
@@ -171,6 +187,13 @@ impl Client {
             )
             .await?;
         Ok(serde_json::from_value(v["tasks"].clone()).unwrap_or_default())
+    }
+
+    /// Reports a reply found in the mailbox; the answer says whether it was
+    /// recorded and whether it came from the team.
+    pub async fn inbound(&self, report: &InboundReport) -> Result<Value, ApiError> {
+        let body = serde_json::to_value(report).unwrap_or(Value::Null);
+        self.post("/inbound", body).await
     }
 
     /// Reports how an attempt ended.

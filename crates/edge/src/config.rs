@@ -124,6 +124,117 @@ pub struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "FLEETPROMPT_EDGE_LOG_JSON")]
     pub log_json: bool,
+    /// The reply watch's IMAP settings.
+    #[command(flatten)]
+    pub imap: ImapArgs,
+}
+
+/// Flags of the reply watch (IMAP); without `--imap-host` replies are not
+/// watched.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImapArgs {
+    /// IMAP server host whose mailbox receives replies to our emails
+    /// (Proton Mail Bridge: 127.0.0.1).
+    #[arg(long, env = "FLEETPROMPT_EDGE_IMAP_HOST")]
+    pub imap_host: Option<String>,
+    /// IMAP port (Proton Mail Bridge listens on 1143, with STARTTLS).
+    #[arg(long, env = "FLEETPROMPT_EDGE_IMAP_PORT", default_value_t = 1143)]
+    pub imap_port: u16,
+    /// The PEM certificate the IMAP server must present (pinned by its
+    /// SHA-256); default: --smtp-ca-file (Bridge uses one certificate for both).
+    #[arg(long, env = "FLEETPROMPT_EDGE_IMAP_CA_FILE")]
+    pub imap_ca_file: Option<PathBuf>,
+    /// Speak IMAP without TLS. Passwords then cross in the clear: allowed
+    /// only for a loopback host.
+    #[arg(long, env = "FLEETPROMPT_EDGE_IMAP_INSECURE_PLAINTEXT_LOOPBACK")]
+    pub imap_insecure_plaintext_loopback: bool,
+    /// IMAP user name; default: --smtp-username.
+    #[arg(long, env = "FLEETPROMPT_EDGE_IMAP_USERNAME")]
+    pub imap_username: Option<String>,
+    /// A file holding the IMAP password, when it is not in
+    /// FLEETPROMPT_EDGE_IMAP_PASSWORD; default: the SMTP password.
+    #[arg(long, env = "FLEETPROMPT_EDGE_IMAP_PASSWORD_FILE")]
+    pub imap_password_file: Option<PathBuf>,
+    /// The mailbox replies arrive in.
+    #[arg(long, env = "FLEETPROMPT_EDGE_IMAP_MAILBOX", default_value = "INBOX")]
+    pub imap_mailbox: String,
+    /// Longest wait between two looks at the mailbox, in seconds: the IDLE
+    /// renewal, or the poll interval of a server without IDLE.
+    #[arg(long, env = "FLEETPROMPT_EDGE_IMAP_POLL_SECS", default_value_t = 60)]
+    pub imap_poll_secs: u64,
+}
+
+impl ImapArgs {
+    /// The reply watch's settings, or `None` without `--imap-host`.
+    /// Credentials and the pinned certificate default to SMTP's.
+    pub fn resolve(
+        &self,
+        env_password: Option<String>,
+        smtp_credentials: Option<&(String, String)>,
+        smtp_trust: &crate::pin::Trust,
+        message_id_domain: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<crate::imap::ImapConfig>> {
+        let Some(host) = self.imap_host.clone().filter(|h| !h.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let tls = if self.imap_insecure_plaintext_loopback {
+            if !is_loopback(&host) {
+                anyhow::bail!(
+                    "--imap-insecure-plaintext-loopback is allowed only for a loopback host, not {host:?}"
+                );
+            }
+            crate::imap::ImapTls::Plain
+        } else {
+            let trust = match &self.imap_ca_file {
+                Some(p) => {
+                    let what = format!("--imap-ca-file {}", p.display());
+                    let pem =
+                        std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {what}: {e}"))?;
+                    crate::pin::Trust::Pinned {
+                        pins: crate::pin::pins_from_pem(&pem, &what)?,
+                        source: what,
+                    }
+                }
+                None => match smtp_trust {
+                    crate::pin::Trust::Pinned { .. } => smtp_trust.clone(),
+                    crate::pin::Trust::Platform => anyhow::bail!(
+                        "--imap-host needs the certificate to pin: --imap-ca-file, or --smtp-ca-file / --smtp-cert-sha256 when the server is the same (Proton Mail Bridge)"
+                    ),
+                },
+            };
+            crate::imap::ImapTls::Starttls { trust }
+        };
+        let password = match (env_password, &self.imap_password_file) {
+            (Some(p), _) => Some(p),
+            (None, Some(path)) => Some(read_secret(path, "IMAP password")?),
+            (None, None) => smtp_credentials.map(|(_, p)| p.clone()),
+        };
+        let username = self
+            .imap_username
+            .clone()
+            .or_else(|| smtp_credentials.map(|(u, _)| u.clone()));
+        let (Some(username), Some(password)) = (username, password) else {
+            anyhow::bail!(
+                "--imap-host needs a user name and password: --imap-username and FLEETPROMPT_EDGE_IMAP_PASSWORD, or the SMTP ones"
+            );
+        };
+        if self.imap_poll_secs == 0 || self.imap_poll_secs > 1500 {
+            // IDLE must be renewed within 29 minutes (RFC 2177).
+            anyhow::bail!("--imap-poll-secs must be 1 to 1500");
+        }
+        Ok(Some(crate::imap::ImapConfig {
+            host,
+            port: self.imap_port,
+            tls,
+            username,
+            password,
+            mailbox: self.imap_mailbox.clone(),
+            poll: Duration::from_secs(self.imap_poll_secs),
+            message_id_domain: message_id_domain.to_owned(),
+            timeout,
+        }))
+    }
 }
 
 /// Settings checked and resolved: secrets read, addresses parsed.
@@ -161,6 +272,8 @@ pub struct Config {
     pub smtp_timeout: Duration,
     /// The journal's directory.
     pub state_dir: PathBuf,
+    /// The reply watch (IMAP), when `--imap-host` is set.
+    pub imap: Option<crate::imap::ImapConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -275,7 +388,15 @@ impl Args {
         {
             anyhow::bail!("--message-id-domain must be a domain name");
         }
+        let imap = self.imap.resolve(
+            std::env::var("FLEETPROMPT_EDGE_IMAP_PASSWORD").ok(),
+            smtp_credentials.as_ref(),
+            &smtp_trust,
+            &self.message_id_domain,
+            Duration::from_secs(self.smtp_timeout_secs.max(1)),
+        )?;
         Ok(Config {
+            imap,
             server_url: self.server_url.trim_end_matches('/').to_owned(),
             token,
             smtp_host: self.smtp_host,
@@ -332,6 +453,61 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imap_defaults_to_the_smtp_login_and_certificate_and_plain_only_on_loopback() {
+        let token = || Some("fpe_edge_x.y".to_owned());
+        let dir = std::env::temp_dir().join(format!("fp-edge-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("bridge.pem");
+        let cert = rcgen_free_pem();
+        std::fs::write(&pem, cert).unwrap();
+        let pem = pem.display().to_string();
+        // Without --imap-host there is no reply watch.
+        let c = args(&[]).validate(token(), None).unwrap();
+        assert!(c.imap.is_none());
+        let c = args(&[
+            "--imap-host",
+            "127.0.0.1",
+            "--smtp-ca-file",
+            &pem,
+            "--smtp-username",
+            "support@acme.example",
+        ])
+        .validate(token(), Some("bridge-pw".into()))
+        .unwrap();
+        let imap = c.imap.expect("imap");
+        assert_eq!(imap.port, 1143);
+        assert_eq!(imap.username, "support@acme.example");
+        assert_eq!(imap.password, "bridge-pw");
+        assert!(
+            matches!(imap.tls, crate::imap::ImapTls::Starttls { trust: crate::pin::Trust::Pinned { ref pins, .. } } if pins.len() == 1)
+        );
+        assert!(!format!("{imap:?}").contains("bridge-pw"));
+        // No certificate to pin, no login: refused with a reason.
+        let err = args(&["--imap-host", "127.0.0.1", "--smtp-username", "u"])
+            .validate(token(), Some("pw".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("pin"), "{err}");
+        let err = args(&["--imap-host", "127.0.0.1", "--smtp-ca-file", &pem])
+            .validate(token(), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("user name"), "{err}");
+        // Plaintext only for loopback.
+        let err = args(&[
+            "--imap-host",
+            "mail.example.com",
+            "--imap-insecure-plaintext-loopback",
+        ])
+        .validate(token(), None)
+        .unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
+
+    /// A PEM block (any bytes will do: only their fingerprint is kept).
+    fn rcgen_free_pem() -> &'static str {
+        "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n"
+    }
 
     fn args(extra: &[&str]) -> Args {
         let mut v = vec![

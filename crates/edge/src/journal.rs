@@ -292,6 +292,7 @@ mod tests {
             error: None,
             external_ref: Some("<dir_1@x>".into()),
             smtp_code: Some(250),
+            smtp_reply: Some("250 queued".into()),
         }
     }
 

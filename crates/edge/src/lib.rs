@@ -14,6 +14,9 @@
 //!   out once across crashes and keeps results the server has not taken.
 //! - [`task`]: one claimed task, journaled end to end.
 //! - [`check`]: `fleetprompt-edge check`.
+//! - [`mail`]: composing and sending one email; SMTP outcome → task outcome.
+//! - [`imap`]: the reply watch: replies to our emails, found over IMAP
+//!   (IDLE), reported to the server, marked seen.
 //! - [`run`] (this file): the heartbeat loop and the claim–send–report loop,
 //!   until shutdown.
 //!
@@ -27,6 +30,7 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod imap;
 pub mod journal;
 pub mod mail;
 pub mod pin;
@@ -76,6 +80,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         config: config.clone(),
         counters: Arc::default(),
     };
+    // The reply watch runs beside the send loop; its failures are logged
+    // and retried inside it, and only a refused token ends it.
+    let replies = config
+        .imap
+        .clone()
+        .map(|imap| tokio::spawn(imap::watch(imap, client.clone(), shutdown.clone())));
     let mut backoff = Duration::from_secs(1);
     let result = loop {
         if *shutdown.borrow() {
@@ -129,6 +139,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> anyhow:
         }
     };
     heartbeats.abort();
+    if let Some(watch) = replies {
+        // It stops on the same shutdown signal; a send loop that ended for
+        // another reason (a refused token) takes it down too.
+        watch.abort();
+        let _ = watch.await;
+    }
     result
 }
 

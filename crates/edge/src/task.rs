@@ -92,6 +92,7 @@ impl Runner {
                 error: Some(format!("this connector does not run {:?}", task.kind)),
                 external_ref: None,
                 smtp_code: None,
+                smtp_reply: None,
             };
             self.journal
                 .finish(&task.id, &message_id, State::Failed, None, &r)
@@ -114,6 +115,7 @@ impl Runner {
                             .flatten(),
                         external_ref: (e.state == State::Sent).then(|| e.message_id.clone()),
                         smtp_code: e.smtp_code,
+                        smtp_reply: e.smtp_reply.clone(),
                     };
                     tracing::info!(task = %task.id, attempt = task.attempt, journaled_attempt = e.attempt,
                         state = ?e.state, journal_replays_total = replays,
@@ -149,9 +151,10 @@ impl Runner {
 
     /// Composes, connects, journals `sending`, sends, journals the end.
     async fn send(&self, task: &Task, message_id: &str) -> Result<TaskResult, TaskError> {
-        let result = |outcome, error, smtp_code| TaskResult {
+        let result = |outcome, error: Option<String>, smtp_code| TaskResult {
             attempt: task.attempt,
             outcome,
+            smtp_reply: error.clone(),
             error,
             external_ref: None,
             smtp_code,
@@ -195,6 +198,7 @@ impl Runner {
                     error: None,
                     external_ref: Some(message_id.to_owned()),
                     smtp_code: Some(reply.code),
+                    smtp_reply: Some(reply.text.clone()),
                 };
                 self.journal
                     .finish(&task.id, message_id, State::Sent, Some(&reply.text), &r)

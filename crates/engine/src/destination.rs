@@ -66,6 +66,65 @@ impl LlmConfig {
 /// Bounds of an LLM destination's `max_response_bytes`: 1 KiB to 64 MiB.
 const LLM_RESPONSE_BYTES: std::ops::RangeInclusive<u64> = 1024..=64 * 1024 * 1024;
 
+/// What `email` destinations keep: which of the tenant's Edge Connectors
+/// sends, to whom, and from whom. Nothing here is secret (the SMTP password
+/// stays with the connector), but it is sealed like every destination's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmailConfig {
+    /// The Edge Connector that sends (`edge_…`).
+    pub connector_id: fleetprompt_core::EdgeConnectorId,
+    /// The team's addresses; a reply from one of them reaches the visitor.
+    pub to: Vec<String>,
+    /// The sender, e.g. `Acme Support <support@acme.example>`; the
+    /// connector's `--from` when none.
+    pub from: Option<String>,
+}
+
+/// Most recipients of an email destination (Proton counts each one as an
+/// email against its sending limits, and caps a message at 100).
+pub const EMAIL_TO_MAX: usize = 20;
+
+/// The bare address of `Name <addr>` or `addr`, lowercased, if it is one.
+pub fn email_address(mailbox: &str) -> Option<String> {
+    let m = mailbox.trim();
+    let (name, addr) = match (m.rfind('<'), m.ends_with('>')) {
+        (Some(open), true) => (&m[..open], &m[open + 1..m.len() - 1]),
+        (None, false) => ("", m),
+        _ => return None,
+    };
+    if name.contains(['<', '>', '\r', '\n']) {
+        return None;
+    }
+    fleetprompt_core::webchat::visitor::check_email(addr.trim()).ok()?;
+    Some(addr.trim().to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::email_address;
+
+    #[test]
+    fn mailboxes_yield_their_address() {
+        assert_eq!(
+            email_address("Acme Desk <Desk@Acme.example>").as_deref(),
+            Some("desk@acme.example")
+        );
+        assert_eq!(
+            email_address(" team@example.com ").as_deref(),
+            Some("team@example.com")
+        );
+        for bad in [
+            "Acme <nope>",
+            "not an address",
+            "a <b@c.com",
+            "x\n <a@b.com>",
+            "<a@b.com> x",
+        ] {
+            assert_eq!(email_address(bad), None, "{bad:?}");
+        }
+    }
+}
+
 /// A destination as shown to admins: never its secrets.
 #[derive(Debug, Clone, Serialize)]
 pub struct DestinationView {
@@ -129,7 +188,7 @@ fn sealed_bytes<T: Serialize>(cfg: &T) -> Result<Vec<u8>, EngineError> {
 }
 
 /// The destination kinds `create` accepts.
-pub const KINDS: &[&str] = &["webhook", "mattermost", "mattermost_api", "llm"];
+pub const KINDS: &[&str] = &["webhook", "mattermost", "mattermost_api", "llm", "email"];
 
 /// Creates a destination. For webhooks, returns the signing secret once.
 pub async fn create(
@@ -250,6 +309,77 @@ pub async fn create(
                     "api_key": api_key.map(|_| "(sealed)"),
                     "timeout_ms": timeout_ms,
                     "max_response_bytes": max_response_bytes,
+                }),
+                None,
+            )
+        }
+        "email" => {
+            let connector = required(config, "connector")?;
+            let found = fleetprompt_store::edge::find(engine.db(), tenant, connector)
+                .await
+                .map_err(|e| match e {
+                    fleetprompt_store::StoreError::NotFound => invalid(
+                        "connector",
+                        format!("no Edge Connector {connector:?} in this tenant (create one with POST /admin/v1/edge-connectors)"),
+                    ),
+                    other => other.into(),
+                })?;
+            if found.revoked_at.is_some() {
+                return Err(invalid(
+                    "connector",
+                    format!("Edge Connector {connector:?} is revoked"),
+                ));
+            }
+            let to: Vec<String> = match config.get("to") {
+                Some(Value::String(one)) => vec![one.clone()],
+                Some(Value::Array(many)) => many
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| invalid("to", "must be a list of addresses"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                _ => {
+                    return Err(invalid(
+                        "to",
+                        "is required: a list of addresses, e.g. [\"team@example.com\"]",
+                    ));
+                }
+            };
+            if to.is_empty() || to.len() > EMAIL_TO_MAX {
+                return Err(invalid(
+                    "to",
+                    format!("must name 1 to {EMAIL_TO_MAX} addresses"),
+                ));
+            }
+            for t in &to {
+                if email_address(t).is_none() {
+                    return Err(invalid("to", format!("{t:?} is not an email address")));
+                }
+            }
+            let from = match config.get("from") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(f)) if email_address(f).is_some() => Some(f.trim().to_owned()),
+                Some(_) => {
+                    return Err(invalid(
+                        "from",
+                        "must be an address, e.g. \"Acme <support@acme.example>\"",
+                    ));
+                }
+            };
+            let cfg = EmailConfig {
+                connector_id: found.id,
+                to: to.iter().map(|t| t.trim().to_owned()).collect(),
+                from,
+            };
+            (
+                sealed_bytes(&cfg)?,
+                json!({
+                    "connector_id": cfg.connector_id,
+                    "connector": found.name,
+                    "to": cfg.to,
+                    "from": cfg.from,
                 }),
                 None,
             )

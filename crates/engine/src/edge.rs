@@ -141,7 +141,7 @@ pub struct EdgeTask {
     pub lease_until: Millis,
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
     EngineError::Validation(ValidationError::Invalid {
         field,
         reason: reason.into(),
@@ -183,6 +183,7 @@ pub async fn claim_tasks(
         let claimed = queue::claim_edge(
             engine.db(),
             connector.tenant_id,
+            &connector.id.to_string(),
             &req.kinds,
             &worker,
             lease.as_millis() as i64,
@@ -191,6 +192,7 @@ pub async fn claim_tasks(
         .await?;
         if !claimed.is_empty() {
             metrics::claimed(claimed.len());
+            metrics::edge_tasks("claimed", claimed.len());
             let lease_until = now_ms() + lease.as_millis() as i64;
             return Ok(claimed
                 .into_iter()
@@ -239,6 +241,9 @@ pub struct TaskResult {
     pub external_ref: Option<String>,
     /// The SMTP reply code, kept as the attempt's external status.
     pub smtp_code: Option<u16>,
+    /// The SMTP server's reply text (e.g. `250 2.0.0 Ok: queued as 4F…`),
+    /// shown on the timeline with the `Message-ID`.
+    pub smtp_reply: Option<String>,
 }
 
 /// Records the outcome of an attempt a connector was leased, through the
@@ -277,9 +282,19 @@ pub async fn report_result(
     let error = report
         .error
         .map(|e| e.chars().take(ERROR_MAX).collect::<String>());
+    let smtp_reply = report.smtp_reply.as_deref().map(|r| {
+        r.chars()
+            .filter(|c| !c.is_control())
+            .take(ERROR_MAX)
+            .collect::<String>()
+    });
     let outcome = match report.outcome {
         ReportedOutcome::Succeeded => Outcome::Succeeded {
-            result: json!({ "smtp_code": report.smtp_code, "message_id": report.external_ref }),
+            result: json!({
+                "smtp_code": report.smtp_code,
+                "smtp_reply": smtp_reply,
+                "message_id": report.external_ref,
+            }),
             http_status: report.smtp_code,
             external_ref: report.external_ref,
         },
@@ -304,6 +319,13 @@ pub async fn report_result(
     let (mut completion, retry_delay) =
         crate::worker::completion_of(engine, &claimed, started_at, outcome);
     completion.worker = worker_name(connector.id);
+    // The timeline shows what the SMTP server said and the Message-ID:
+    // both go into the result signal (and its escalation twin).
+    if let Some((_, s)) = completion.signal.as_mut() {
+        s.payload["smtp_reply"] = json!(smtp_reply);
+        s.payload["message_id"] = json!(completion.external_ref);
+        s.payload["connector_id"] = json!(connector.id);
+    }
     let applied =
         crate::worker::write_completions(engine, std::slice::from_ref(&completion)).await?;
     if !applied.first().copied().unwrap_or(false) {
@@ -314,6 +336,29 @@ pub async fn report_result(
     }
     let duration = Duration::from_millis((completion.finished_at - started_at).max(0) as u64);
     metrics::attempt(&row.kind, completion.outcome.as_str(), duration);
+    metrics::edge_tasks(
+        match completion.outcome {
+            fleetprompt_core::AttemptOutcome::Succeeded => "sent",
+            fleetprompt_core::AttemptOutcome::Failed => "failed",
+            _ => "retry",
+        },
+        1,
+    );
+    if let Some(error) = &completion.error {
+        // Kept on the connector for the admin listing: a connector that
+        // heartbeats but cannot send shows why. Best effort: the attempt is
+        // already written.
+        let kept = async {
+            let mut tx = engine.db().begin().await?;
+            edge::set_last_error(&mut tx, tenant, connector.id, error, completion.finished_at)
+                .await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, connector = %connector.id, "could not keep the connector's last error");
+        }
+    }
     if let Some(delay) = retry_delay {
         metrics::retry_scheduled(&row.kind, delay);
     }

@@ -103,6 +103,13 @@ pub trait Handler: Send + Sync + 'static {
         ResultSignals::default()
     }
 
+    /// A second pair of result signals, recorded and routed with the first
+    /// in the completion's transaction: `email.send` ends its escalation
+    /// too (`webchat.escalation.notified` / `.failed`).
+    fn also_result_signals(&self) -> Option<ResultSignals> {
+        None
+    }
+
     /// A signal recorded (not routed) in the transaction that creates a
     /// directive of this kind, e.g. `webchat.escalation.created`.
     fn created_signal(&self) -> Option<&'static str> {

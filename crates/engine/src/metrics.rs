@@ -46,9 +46,41 @@ pub const IN_FLIGHT: &str = "fleetprompt_directives_in_flight";
 pub const EDGE_PENDING: &str = "fleetprompt_edge_tasks_pending";
 /// When each Edge Connector was last heard from, by connector id.
 pub const EDGE_LAST_SEEN: &str = "fleetprompt_edge_connector_last_seen_timestamp_seconds";
+/// Edge tasks by what happened to them: `claimed` by a connector, `sent`
+/// (SMTP accepted), `retry` (a failed attempt that will be tried again),
+/// `failed` (for good).
+pub const EDGE_TASKS: &str = "fleetprompt_edge_tasks_total";
+/// Reply emails reported by Edge Connectors, by outcome: `matched` (from
+/// the team: sent to the visitor), `stranger` (recorded, not sent),
+/// `duplicate` (seen before), `ignored` (answers none of our emails).
+pub const INBOUND_EMAILS: &str = "fleetprompt_edge_inbound_emails_total";
+
+/// The values of [`EDGE_TASKS`]'s `event` label.
+pub const EDGE_TASK_EVENTS: &[&str] = &["claimed", "sent", "retry", "failed"];
+/// The values of [`INBOUND_EMAILS`]'s `outcome` label.
+pub const INBOUND_OUTCOMES: &[&str] = &["matched", "stranger", "duplicate", "ignored"];
 
 /// Describes every engine metric to the recorder. Call once at start.
 pub fn describe() {
+    describe_counter!(
+        EDGE_TASKS,
+        Unit::Count,
+        "Edge tasks (email.send) by event: claimed by a connector, sent, retry, failed for good."
+    );
+    describe_counter!(
+        INBOUND_EMAILS,
+        Unit::Count,
+        "Reply emails reported by Edge Connectors, by outcome: matched, stranger, duplicate, ignored."
+    );
+    // Registered at zero, so dashboards and alerts see the series before
+    // the first email (a counter that appears only on its first increment
+    // makes `rate()` and `increase()` miss it).
+    for event in EDGE_TASK_EVENTS {
+        counter!(EDGE_TASKS, "event" => *event).absolute(0);
+    }
+    for outcome in INBOUND_OUTCOMES {
+        counter!(INBOUND_EMAILS, "outcome" => *outcome).absolute(0);
+    }
     describe_counter!(
         SIGNALS_RECORDED,
         Unit::Count,
@@ -210,4 +242,12 @@ pub(crate) fn edge_backlog(pending: i64) {
 /// mail server), never by traffic, so they are safe as a label.
 pub(crate) fn edge_last_seen(connector: &str, at_ms: i64) {
     gauge!(EDGE_LAST_SEEN, "connector" => connector.to_owned()).set(at_ms as f64 / 1000.0);
+}
+
+pub(crate) fn edge_tasks(event: &'static str, n: usize) {
+    counter!(EDGE_TASKS, "event" => event).increment(n as u64);
+}
+
+pub(crate) fn inbound_email(outcome: &'static str) {
+    counter!(INBOUND_EMAILS, "outcome" => outcome).increment(1);
 }

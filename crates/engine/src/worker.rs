@@ -33,7 +33,7 @@ use fleetprompt_core::{AttemptOutcome, NewSignal};
 use fleetprompt_store::queue::{self, Claimed, Completion};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tower::layer::util::Identity;
 
@@ -452,6 +452,7 @@ pub(crate) async fn route_result_signals(
     batch: &[Completion],
     applied: &[bool],
 ) -> Result<(), EngineError> {
+    record_also_signals(engine, tx, batch, applied).await?;
     if engine.rules().current().is_empty() {
         return Ok(());
     }
@@ -465,6 +466,47 @@ pub(crate) async fn route_result_signals(
         })
         .collect();
     engine.route_signals(tx, &views, false).await?;
+    Ok(())
+}
+
+/// The second result signal of each applied completion whose kind names
+/// one ([`crate::Handler::also_result_signals`]): the same payload under the
+/// other type, recorded and routed in the completion's transaction.
+async fn record_also_signals(
+    engine: &Engine,
+    tx: &mut fleetprompt_store::Tx,
+    batch: &[Completion],
+    applied: &[bool],
+) -> Result<(), EngineError> {
+    for (c, _) in batch.iter().zip(applied).filter(|(_, a)| **a) {
+        let Some((_, first)) = c.signal.as_ref() else {
+            continue;
+        };
+        let Some(kind) = first.payload.get("kind").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(also) = engine
+            .handlers()
+            .get(kind)
+            .and_then(|h| h.also_result_signals())
+        else {
+            continue;
+        };
+        let signal_type = if c.outcome == AttemptOutcome::Succeeded {
+            also.succeeded
+        } else {
+            also.failed
+        };
+        let mut s = NewSignal::new(
+            signal_type,
+            first.subject.as_str(),
+            first.payload.clone(),
+            format!("{}:{signal_type}", first.dedupe_key),
+            first.occurred_at,
+        )?;
+        s.caused_by = first.caused_by;
+        engine.record_in_tx(tx, c.tenant, &s).await?;
+    }
     Ok(())
 }
 

@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/heartbeat", post(heartbeat))
         .route("/tasks/claim", post(claim))
         .route("/tasks/{id}/result", post(result))
+        .route("/inbound", post(inbound))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
@@ -88,6 +89,8 @@ struct ResultBody {
     error: Option<String>,
     external_ref: Option<String>,
     smtp_code: Option<u16>,
+    /// The SMTP server's reply text.
+    smtp_reply: Option<String>,
 }
 
 async fn result(
@@ -107,6 +110,7 @@ async fn result(
             error: b.error,
             external_ref: b.external_ref,
             smtp_code: b.smtp_code,
+            smtp_reply: b.smtp_reply,
         },
     )
     .await?;
@@ -114,4 +118,52 @@ async fn result(
     Ok(Json(
         json!({ "id": id, "status": row.status, "attempts": row.attempts }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboundBody {
+    /// The reply's `Message-ID`: the same email reported twice is one.
+    message_id: String,
+    /// The ids it answers (`dir_…` of our `Message-ID`s, `conv_…` of our
+    /// thread ids), from its `In-Reply-To` and `References`.
+    references: Vec<String>,
+    /// The sender's address.
+    from: String,
+    /// The reply's own words (quotes and signature stripped).
+    text: String,
+}
+
+/// A reply email the connector found in its mailbox. The tenant is the
+/// connector's; the conversation is the one the answered email is about.
+async fn inbound(
+    State(s): State<AppState>,
+    Edge(connector): Edge,
+    ApiJson(b): ApiJson<InboundBody>,
+) -> Result<Json<Value>, ApiError> {
+    use fleetprompt_engine::webchat::email::{InboundEmail, InboundOutcome, receive_reply};
+    let outcome = receive_reply(
+        &s.engine,
+        &connector,
+        InboundEmail {
+            message_id: b.message_id,
+            references: b.references,
+            from: b.from,
+            text: b.text,
+        },
+    )
+    .await?;
+    Ok(Json(match outcome {
+        InboundOutcome::Recorded {
+            conversation,
+            known_sender,
+            duplicate,
+        } => json!({
+            "recorded": true,
+            "conversation_id": conversation,
+            "known_sender": known_sender,
+            "duplicate": duplicate,
+        }),
+        InboundOutcome::Ignored(reason) => json!({ "recorded": false, "reason": reason }),
+    }))
 }

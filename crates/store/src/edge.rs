@@ -39,6 +39,12 @@ pub struct EdgeConnector {
     /// When it was revoked; a revoked connector cannot authenticate.
     #[serde(serialize_with = "crate::timeline::ser_opt_ms")]
     pub revoked_at: Option<Millis>,
+    /// The last error it reported for a task (an SMTP refusal, a TLS
+    /// failure), so a connector that is alive but failing shows.
+    pub last_error: Option<String>,
+    /// When it reported that error.
+    #[serde(serialize_with = "crate::timeline::ser_opt_ms")]
+    pub last_error_at: Option<Millis>,
 }
 
 /// Checks a connector name: 1 to [`NAME_MAX`] printable characters.
@@ -82,11 +88,14 @@ pub async fn create(
         last_seen_at: None,
         version: None,
         revoked_at: None,
+        last_error: None,
+        last_error_at: None,
     };
     Ok((connector, token))
 }
 
-const COLUMNS: &str = "id, tenant_id, name, created_at, last_seen_at, version, revoked_at";
+const COLUMNS: &str =
+    "id, tenant_id, name, created_at, last_seen_at, version, revoked_at, last_error, last_error_at";
 
 macro_rules! decode {
     ($r:expr) => {{
@@ -99,6 +108,8 @@ macro_rules! decode {
             last_seen_at: r.try_get(4)?,
             version: r.try_get(5)?,
             revoked_at: r.try_get(6)?,
+            last_error: r.try_get(7)?,
+            last_error_at: r.try_get(8)?,
         }
     }};
 }
@@ -166,7 +177,7 @@ pub async fn authenticate(
             .bind(id.to_string())
             .fetch_optional(c)
             .await?
-            .map(|r| -> Result<(EdgeConnector, String)> { Ok((decode!(&r), r.try_get(7)?)) })
+            .map(|r| -> Result<(EdgeConnector, String)> { Ok((decode!(&r), r.try_get(9)?)) })
             .transpose()?
     });
     let Some((connector, hash)) = found else {
@@ -195,6 +206,54 @@ pub async fn touch(
         .bind(id.to_string())
         .bind(at)
         .bind(version)
+        .execute(&mut *c)
+        .await?;
+    });
+    Ok(())
+}
+
+/// One of a tenant's connectors by its id or, failing that, its name (the
+/// newest live one of that name): how an email destination names it.
+pub async fn find(db: &Db, tenant: TenantId, id_or_name: &str) -> Result<EdgeConnector> {
+    if let Ok(id) = id_or_name.parse::<EdgeConnectorId>() {
+        return get(db, tenant, id).await;
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM edge_connectors
+         WHERE tenant_id = $1 AND name = $2 AND revoked_at IS NULL ORDER BY id DESC LIMIT 1"
+    );
+    on_db!(db, c => {
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(id_or_name.trim())
+            .fetch_optional(c)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(decode!(&row))
+    })
+}
+
+/// Longest last-error text kept, in characters.
+pub const LAST_ERROR_MAX: usize = 500;
+
+/// Records the error a connector reported for a task.
+pub async fn set_last_error(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: EdgeConnectorId,
+    error: &str,
+    at: Millis,
+) -> Result<()> {
+    let error: String = error.chars().take(LAST_ERROR_MAX).collect();
+    on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE edge_connectors SET last_error = $3, last_error_at = $4
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(error)
+        .bind(at)
         .execute(&mut *c)
         .await?;
     });

@@ -71,6 +71,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0009_draft_discard.sql"),
     },
     Migration {
+        version: 10,
+        name: "email",
+        sqlite: include_str!("../../../migrations/sqlite/0010_email.sql"),
+        postgres: include_str!("../../../migrations/postgres/0010_email.sql"),
+    },
+    Migration {
         version: 11,
         name: "visitor_secret",
         sqlite: include_str!("../../../migrations/sqlite/0011_visitor_secret.sql"),

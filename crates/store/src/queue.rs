@@ -92,10 +92,13 @@ pub async fn claim(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> Result<V
 }
 
 /// Claims up to `limit` due edge-lane directives of `tenant` whose kind is
-/// one of `kinds`, for the connector `worker`, leased for `lease_ms`.
+/// one of `kinds`, for the connector `worker`, leased for `lease_ms`. A task
+/// whose args name a `connector_id` (its email destination's) goes only to
+/// that connector; one that names none, to any of the tenant's.
 pub async fn claim_edge(
     db: &Db,
     tenant: TenantId,
+    connector: &str,
     kinds: &[String],
     worker: &str,
     lease_ms: i64,
@@ -104,7 +107,18 @@ pub async fn claim_edge(
     if kinds.is_empty() {
         return Ok(Vec::new());
     }
-    claim_lane(db, Lane::Edge { tenant, kinds }, worker, lease_ms, limit).await
+    claim_lane(
+        db,
+        Lane::Edge {
+            tenant,
+            connector,
+            kinds,
+        },
+        worker,
+        lease_ms,
+        limit,
+    )
+    .await
 }
 
 /// Which rows a claim may take.
@@ -114,6 +128,9 @@ enum Lane<'a> {
     /// Due edge directives of one tenant, of the given kinds.
     Edge {
         tenant: TenantId,
+        /// The claiming connector: a task whose args name another
+        /// (`connector_id`, from its email destination) is not its to take.
+        connector: &'a str,
         kinds: &'a [String],
     },
 }
@@ -140,7 +157,10 @@ async fn claim_lane(
             let filter = match lane {
                 Lane::Platform => PLATFORM_LANE.to_owned(),
                 Lane::Edge { .. } => {
-                    format!("{EDGE_LANE} AND tenant_id = $5 AND kind = ANY($6::text[])")
+                    format!(
+                        "{EDGE_LANE} AND tenant_id = $5 AND kind = ANY($6::text[])
+                         AND COALESCE(args::jsonb ->> 'connector_id', $7) = $7"
+                    )
                 }
             };
             let sql = format!(
@@ -162,8 +182,16 @@ async fn claim_lane(
                 .bind(now + lease_ms)
                 .bind(now)
                 .bind(limit);
-            if let Lane::Edge { tenant, kinds } = lane {
-                q = q.bind(tenant.to_string()).bind(kinds.to_vec());
+            if let Lane::Edge {
+                tenant,
+                connector,
+                kinds,
+            } = lane
+            {
+                q = q
+                    .bind(tenant.to_string())
+                    .bind(kinds.to_vec())
+                    .bind(connector);
             }
             let rows = q.fetch_all(&mut **t).await?;
             rows.iter()
@@ -174,7 +202,8 @@ async fn claim_lane(
             let filter = match lane {
                 Lane::Platform => PLATFORM_LANE.to_owned(),
                 Lane::Edge { .. } => format!(
-                    "{EDGE_LANE} AND tenant_id = $5 AND kind IN (SELECT value FROM json_each($6))"
+                    "{EDGE_LANE} AND tenant_id = $5 AND kind IN (SELECT value FROM json_each($6))
+                     AND COALESCE(json_extract(args, '$.connector_id'), $7) = $7"
                 ),
             };
             let sql = format!(
@@ -190,10 +219,16 @@ async fn claim_lane(
                 .bind(now + lease_ms)
                 .bind(now)
                 .bind(limit);
-            if let Lane::Edge { tenant, kinds } = lane {
+            if let Lane::Edge {
+                tenant,
+                connector,
+                kinds,
+            } = lane
+            {
                 q = q
                     .bind(tenant.to_string())
-                    .bind(serde_json::to_string(kinds).map_err(corrupt)?);
+                    .bind(serde_json::to_string(kinds).map_err(corrupt)?)
+                    .bind(connector);
             }
             let rows = q.fetch_all(&mut **t).await?;
             rows.iter()

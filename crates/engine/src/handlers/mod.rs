@@ -8,7 +8,8 @@ pub use webhook::WebhookPost;
 
 use crate::HandlerRegistry;
 use crate::webchat::assist::ReplyGenerate;
-use crate::webchat::escalation::{EmailSend, EscalateToEmail, EscalateToMattermost};
+use crate::webchat::email::{EmailSend, EscalateToEmail};
+use crate::webchat::escalation::EscalateToMattermost;
 use crate::webchat::handlers::{SiteDisable, SiteRegister, SiteRotateSecret};
 use crate::webchat::outbound::{ConversationClose, ReplySend};
 

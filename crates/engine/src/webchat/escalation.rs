@@ -1,4 +1,4 @@
-//! Escalation: `webchat.escalate_to_mattermost` and `webchat.escalate_to_email`.
+//! Escalation: `webchat.escalate_to_mattermost` (email: [`super::email`]).
 //!
 //! A notification is one concise post: the site, a safe summary of the
 //! visitor's message (one line, truncated, inert: `@`-mentions defused so a
@@ -10,12 +10,11 @@
 //! posted as replies to it (one thread per conversation).
 
 use fleetprompt_connectors::mattermost::{self, ApiPost, PostOutcome};
+use fleetprompt_core::TenantId;
 use fleetprompt_core::id::ConversationId;
 use fleetprompt_core::signal::ValidationError;
 use fleetprompt_core::time::now_ms;
-use fleetprompt_core::{DirectiveId, DirectiveKind, NewSignal, Origin, RetryPolicy, TenantId};
 use fleetprompt_store::StoreError;
-use fleetprompt_store::directive::{self, NewDirective};
 use fleetprompt_store::queue::Claimed;
 use fleetprompt_store::webchat::{conversation, escalation, identity, message};
 use futures::FutureExt;
@@ -207,6 +206,56 @@ pub fn notice_text(n: &Notice<'_>) -> String {
     mattermost::truncate_post(&t)
 }
 
+/// The visitor's name and email, as far as they gave them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contact {
+    /// Their name.
+    pub name: Option<String>,
+    /// Their email address.
+    pub email: Option<String>,
+}
+
+impl Contact {
+    /// `Name <email>`, the email, the name, or nothing.
+    pub fn display(&self) -> Option<String> {
+        match (&self.name, &self.email) {
+            (Some(n), Some(e)) => Some(format!("{n} <{e}>")),
+            (None, Some(e)) => Some(e.clone()),
+            (Some(n), None) => Some(n.clone()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The visitor's contact details when the site's `notify_contact` setting
+/// lets notifications show them; `None` otherwise.
+pub(crate) async fn visitor_contact(
+    engine: &Engine,
+    tenant: TenantId,
+    conv: &conversation::ConversationRow,
+    settings: &SiteSettings,
+) -> Result<Option<Contact>, StoreError> {
+    if !settings.notify_contact {
+        return Ok(None);
+    }
+    Ok(
+        identity::get(engine.db(), tenant, conv.site_id, conv.visitor_id)
+            .await?
+            .map(|i| Contact {
+                name: i.name,
+                email: i.email,
+            }),
+    )
+}
+
+/// How a site is named in notifications: its first allowed origin, else its id.
+pub(crate) fn site_name(site: &fleetprompt_store::webchat::site::SiteRow) -> String {
+    site.allowed_origins
+        .first()
+        .cloned()
+        .unwrap_or_else(|| site.id.to_string())
+}
+
 /// The console deep link of a conversation.
 pub fn conversation_link(engine: &Engine, id: ConversationId) -> String {
     format!(
@@ -297,25 +346,11 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
             Err(e) => return retry(e),
         }
     }
-    let contact = if settings.notify_contact {
-        match identity::get(db, d.tenant, conv.site_id, conv.visitor_id).await {
-            Ok(Some(i)) => match (i.name, i.email) {
-                (Some(n), Some(e)) => Some(format!("{n} <{e}>")),
-                (None, Some(e)) => Some(e),
-                (Some(n), None) => Some(n),
-                (None, None) => None,
-            },
-            Ok(None) => None,
-            Err(e) => return retry(e),
-        }
-    } else {
-        None
+    let contact = match visitor_contact(engine, d.tenant, &conv, &settings).await {
+        Ok(c) => c.and_then(|c| c.display()),
+        Err(e) => return retry(e),
     };
-    let site_name = site
-        .allowed_origins
-        .first()
-        .cloned()
-        .unwrap_or_else(|| site.id.to_string());
+    let site_name = site_name(&site);
     let link = conversation_link(engine, conv_id);
     let root = if dest.kind == "mattermost_api" {
         match escalation::thread_root(db, d.tenant, conv_id, dest_name).await {
@@ -417,158 +452,6 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
             http_status: status,
             external_ref: error_id,
         },
-    }
-}
-
-/// `webchat.escalate_to_email`: records `email.outbound.requested` and
-/// creates an `email.send` task in the edge lane, which an Edge Connector
-/// of the tenant claims and delivers through the tenant's own mail server.
-///
-/// Args: `{ "to"?, "conversation_id"? }` (without `to`, the connector's
-/// default recipient).
-pub struct EscalateToEmail;
-
-/// The subject line of an escalation email.
-pub const EMAIL_SUBJECT: &str = "Unanswered website chat";
-
-/// The plain-text body of an escalation email: no visitor text, only the
-/// link, so nothing a visitor typed leaves through the tenant's mail server
-/// unreviewed.
-pub fn email_text(link: &str) -> String {
-    format!(
-        "A visitor on your website is waiting for an answer in the chat.\n\nOpen the conversation: {link}\n"
-    )
-}
-
-impl Handler for EscalateToEmail {
-    fn result_signals(&self) -> ResultSignals {
-        ESCALATION_SIGNALS
-    }
-
-    fn created_signal(&self) -> Option<&'static str> {
-        Some("webchat.escalation.created")
-    }
-
-    fn validate<'a>(
-        &'a self,
-        engine: &'a Engine,
-        tenant: TenantId,
-        args: &'a Value,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        validate_conversation(engine, tenant, args).boxed()
-    }
-
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        async move {
-            let conv_id = match claimed_conversation(d) {
-                Ok(c) => c,
-                Err(failed) => return failed,
-            };
-            let to = d.args.get("to").and_then(Value::as_str);
-            let link = conversation_link(engine, conv_id);
-            let payload = json!({
-                "conversation_id": conv_id,
-                "to": to,
-                "subject": EMAIL_SUBJECT,
-                "text": email_text(&link),
-                "link": link,
-                "requested_by": d.id,
-            });
-            let result = async {
-                let mut tx = engine.db().begin().await?;
-                let s = NewSignal::new(
-                    "email.outbound.requested",
-                    &super::conversation_subject(conv_id),
-                    payload.clone(),
-                    format!("email_outbound:{}:{}", d.tenant, d.id),
-                    now_ms(),
-                )?;
-                let mut s = s;
-                s.caused_by = Some(d.id);
-                engine.record_in_tx(&mut tx, d.tenant, &s).await?;
-                let task = NewDirective {
-                    id: DirectiveId::new(),
-                    kind: DirectiveKind::parse("email.send".to_owned())?,
-                    args: payload.clone(),
-                    dedupe_key: format!("email_send:{}:{}", d.tenant, d.id),
-                    subject: Some(super::conversation_subject(conv_id)),
-                    retry: RetryPolicy::default(),
-                    // Due now: the kind puts it in the edge lane, which only
-                    // the tenant's connectors claim.
-                    run_at: now_ms(),
-                    origin: Origin::System {
-                        component: "webchat.escalate_to_email".into(),
-                    },
-                    caused_by: d.caused_by,
-                };
-                let created = directive::insert(&mut tx, d.tenant, &task).await?;
-                tx.commit().await?;
-                Ok::<_, EngineError>(created.id())
-            }
-            .await;
-            match result {
-                Ok(task) => Outcome::Succeeded {
-                    result: json!({ "queued": "email.send", "task": task, "conversation_id": conv_id }),
-                    http_status: None,
-                    external_ref: Some(task.to_string()),
-                },
-                Err(e) => retry(e),
-            }
-        }
-        .boxed()
-    }
-}
-
-/// The signals of an email's delivery.
-pub const EMAIL_SIGNALS: ResultSignals = ResultSignals {
-    succeeded: "email.outbound.sent",
-    failed: "email.outbound.failed",
-};
-
-/// `email.send`: delivered by an Edge Connector (`fleetprompt-edge`), which
-/// claims it over `/edge/v1/tasks/claim` and reports through
-/// `/edge/v1/tasks/{id}/result`; the outcome is written by the same
-/// completion path as the platform's own attempts. The kind runs in the edge
-/// lane ([`fleetprompt_core::Runner::Edge`]), so no platform worker claims it.
-///
-/// Args: `{ "to"?, "subject", "text"?, "link"?, "conversation_id"? }`.
-pub struct EmailSend;
-
-impl Handler for EmailSend {
-    fn result_signals(&self) -> ResultSignals {
-        EMAIL_SIGNALS
-    }
-
-    fn validate<'a>(
-        &'a self,
-        _: &'a Engine,
-        _: TenantId,
-        args: &'a Value,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        let check = || {
-            if !args.get("subject").is_some_and(Value::is_string) {
-                return Err(invalid("`subject` (a string) is required"));
-            }
-            for field in ["to", "text", "link"] {
-                if args
-                    .get(field)
-                    .is_some_and(|v| !v.is_string() && !v.is_null())
-                {
-                    return Err(invalid(format!("`{field}` must be a string")));
-                }
-            }
-            Ok(())
-        };
-        futures::future::ready(check()).boxed()
-    }
-
-    fn execute<'a>(&'a self, _: &'a Engine, _: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        // Unreachable through the platform's claim, which takes only the
-        // platform lane; kept as a clear failure rather than a panic.
-        futures::future::ready(Outcome::fail(
-            "email.send runs on an Edge Connector, not on a platform worker",
-        ))
-        .boxed()
     }
 }
 

@@ -17,7 +17,10 @@
 //! - [`ingest`]: visitor messages, contact capture, closing, history.
 //! - [`spam`]: the spam score of a visitor message (links, repetition).
 //! - [`reply`]: replies to the visitor (operator or approved assistant).
-//! - [`escalation`]: `webchat.escalate_to_mattermost` / `_to_email`.
+//! - [`escalation`]: `webchat.escalate_to_mattermost`, and what every
+//!   notification shares (summary, contact, deep link).
+//! - [`email`]: `webchat.escalate_to_email`, `email.send` (an Edge Connector
+//!   delivers it) and replies that come back by email.
 //! - [`outbound`]: `webchat.reply_send`, `webchat.conversation.close`.
 //! - [`assist`]: `webchat.reply_generate` (LLM, or BM25 over the FAQ).
 //! - [`live`]: the in-process broadcast that feeds the widget's event stream.
@@ -27,6 +30,7 @@
 
 pub mod assist;
 pub mod demo;
+pub mod email;
 pub mod error;
 pub mod escalation;
 pub mod handlers;
