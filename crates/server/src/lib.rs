@@ -34,15 +34,30 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-/// The whole HTTP application.
+/// The largest body any route reads unless its router sets its own.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The whole HTTP application. Unknown routes and wrong methods answer
+/// JSON errors like every handler, from one fallback each.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .nest("/admin/v1", admin::router())
         .nest("/edge/v1", edge::router())
         .merge(widget::router(&state))
+        // After every route is added: it applies to the routes present
+        // (the widget's own is set inside its CORS layer, so preflights
+        // still reach that layer).
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(|| async { error::ApiError::NotFound("route".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(ops::track_http))
         .with_state(state)
+}
+
+/// The answer to a known route with a method it does not have.
+pub(crate) async fn method_not_allowed() -> error::ApiError {
+    error::ApiError::MethodNotAllowed
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves.

@@ -15,8 +15,8 @@ use axum::extract::DefaultBodyLimit;
 
 use crate::AppState;
 
-/// Largest admin request body.
-const BODY_LIMIT: usize = 256 * 1024;
+/// Largest admin request body; a larger one is answered with a JSON 413.
+const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Every admin route.
 pub fn router() -> Router<AppState> {

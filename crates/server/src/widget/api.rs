@@ -2,8 +2,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -20,7 +19,7 @@ use super::limit::limiter;
 use super::{authenticate, origin, refuse, rejected};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Query};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -52,10 +51,15 @@ struct WidgetQuery {
     after: Option<String>,
 }
 
-fn query(q: Result<Query<WidgetQuery>, QueryRejection>) -> Result<WidgetQuery, ApiError> {
+fn query(q: Result<Query<WidgetQuery>, ApiError>) -> Result<WidgetQuery, ApiError> {
     q.map(|Query(q)| q).map_err(|e| {
         rejected("invalid");
-        ApiError::Unprocessable("validation_failed", e.body_text())
+        // An unknown or malformed parameter is a 422 here, as the widget
+        // API has always answered; text that cannot be stored stays a 400.
+        match e {
+            ApiError::BadRequest(m) => ApiError::Unprocessable("validation_failed", m),
+            other => other,
+        }
     })
 }
 
@@ -70,7 +74,7 @@ async fn bootstrap(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
     b: Result<ApiJson<BootstrapBody>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     query(q)?;
@@ -107,7 +111,7 @@ struct MessageBody {
 async fn send(
     State(s): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
     b: Result<ApiJson<MessageBody>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     query(q)?;
@@ -162,7 +166,7 @@ async fn send(
 async fn history(
     State(s): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let (site, claims) = authenticate(&s, &headers).await?;
@@ -196,7 +200,7 @@ struct ContactBody {
 async fn contact(
     State(s): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
     b: Result<ApiJson<ContactBody>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     query(q)?;
@@ -211,7 +215,7 @@ async fn contact(
 async fn close(
     State(s): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     query(q)?;
     let (site, claims) = authenticate(&s, &headers).await?;

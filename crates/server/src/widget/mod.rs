@@ -74,6 +74,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(api::router())
         .merge(stream::router())
+        // Inside the CORS layer, which answers preflights (OPTIONS) itself.
+        .method_not_allowed_fallback(crate::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
