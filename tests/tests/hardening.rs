@@ -2,11 +2,18 @@
 //! and PostgreSQL: every error is JSON (unknown routes, wrong methods, bad
 //! queries, bad paths, oversize bodies), and a NUL character in any string
 //! of any route is refused with 400 `invalid_text` before anything is
-//! written (PostgreSQL cannot store it, so it used to be a 500).
+//! written (PostgreSQL cannot store it, so it used to be a 500). And the
+//! connection discipline: slow and idle connections are closed after the
+//! header timeout, the connection cap holds, and so do the caps on live
+//! widget streams per visitor and per site.
+
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use fleetprompt_system_tests::{Backend, TestApp, both_backends};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const ORIGIN: &str = "https://shop.example.com";
 
@@ -72,6 +79,66 @@ async fn raw(
         status,
         content_type,
         body: r.text().await.unwrap_or_default(),
+    }
+}
+
+/// POSTs `body` over a raw connection, reading the answer while writing.
+async fn raw_tcp(app: &TestApp, path: &str, token: &str, body: Vec<u8>) -> Raw {
+    let addr = app.server.url.trim_start_matches("http://").to_owned();
+    let conn = TcpStream::connect(&addr).await.unwrap();
+    let (mut rd, mut wr) = conn.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let writer = tokio::spawn(async move {
+        if wr.write_all(head.as_bytes()).await.is_ok() {
+            // The server may stop reading; a failed write is expected.
+            let _ = wr.write_all(&body).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&answer);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head.lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    });
+                    if len.is_some_and(|len| body.len() >= len) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    writer.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    Raw {
+        status,
+        content_type,
+        body: body.to_owned(),
     }
 }
 
@@ -178,17 +245,18 @@ async fn errors_are_json(backend: Backend) {
             .assert_error(what, status, code);
     }
 
-    // A 10 MB admin body: a JSON 413, not axum's text/plain one.
+    // A 10 MB admin body: a JSON 413, not axum's text/plain one. Sent raw,
+    // reading while writing: the server answers before the body is in, and
+    // an HTTP client would report its failed write instead of the answer.
     let big = format!(
         "{{\"type\":\"x.y\",\"subject\":\"s:1\",\"dedupe_key\":\"k\",\"payload\":{{\"pad\":\"{}\"}}}}",
         "a".repeat(10 * 1024 * 1024)
     );
-    raw(
+    raw_tcp(
         &app,
-        M::POST,
         "/admin/v1/signals",
-        admin,
-        Some(big.into_bytes()),
+        &app.tenant.token,
+        big.into_bytes(),
     )
     .await
     .assert_error(
@@ -511,4 +579,281 @@ async fn nul_bytes_are_refused_everywhere(backend: Backend) {
     );
 }
 
-both_backends!(errors_are_json, nul_bytes_are_refused_everywhere);
+/// A site allowing `ORIGIN`; returns its public key.
+async fn site(app: &TestApp) -> String {
+    let (s, v) = app
+        .post(
+            "/admin/v1/sites",
+            json!({ "domains": ["shop.example.com"], "mode": "native" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["public_key"].as_str().unwrap().to_owned()
+}
+
+/// A new visitor's widget token.
+async fn widget_token(app: &TestApp, key: &str) -> String {
+    let r = raw(
+        app,
+        reqwest::Method::POST,
+        &format!("/v1/widget/bootstrap?site_key={key}"),
+        None,
+        Some(json!({ "site_key": key }).to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// Opens a live stream; the answer, to read with [`read_until`].
+async fn open_stream(app: &TestApp, token: &str) -> reqwest::Response {
+    app.http
+        .get(format!("{}/v1/widget/stream", app.server.url))
+        .header("origin", ORIGIN)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("stream request")
+}
+
+/// Reads a stream until its text contains `needle` (true) or it ends or
+/// `timeout` passes (false).
+async fn read_until(
+    resp: &mut reqwest::Response,
+    seen: &mut String,
+    needle: &str,
+    timeout: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(c))) => seen.push_str(&String::from_utf8_lossy(&c)),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Whether the server closes `conn` within `timeout` (reads return EOF or
+/// an error), draining whatever it sends first.
+async fn closed_within(conn: &mut TcpStream, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The hard open-file limit this test process (and so its child) has.
+fn hard_open_files() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let hard = line.split_whitespace().nth(4).expect("hard limit");
+    hard.parse().unwrap_or(u64::MAX)
+}
+
+async fn slow_and_idle_connections_are_closed(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--header-timeout-secs", "1"]).await;
+    let addr = app.server.url.trim_start_matches("http://").to_owned();
+    let limit = Duration::from_secs(4);
+
+    // A connection that sends nothing.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    // One that sends its headers a byte at a time, forever.
+    let mut dripping = TcpStream::connect(&addr).await.unwrap();
+    dripping
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let drip = tokio::spawn(async move {
+        for _ in 0..40 {
+            if dripping.write_all(b"X").await.is_err() {
+                return (dripping, true);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (dripping, false)
+    });
+    // A keep-alive connection left idle after one request.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    assert!(
+        closed_within(&mut silent, limit).await,
+        "a silent connection stayed open"
+    );
+    assert!(
+        closed_within(&mut idle, limit).await,
+        "an idle keep-alive connection stayed open"
+    );
+    let (mut dripping, write_failed) = drip.await.unwrap();
+    assert!(
+        write_failed || closed_within(&mut dripping, Duration::from_millis(100)).await,
+        "a connection dripping its headers stayed open"
+    );
+
+    // A live stream is not a connection waiting for headers: it outlives
+    // the timeout, and still gets its events.
+    let key = site(&app).await;
+    let token = widget_token(&app, &key).await;
+    let mut stream = open_stream(&app, &token).await;
+    assert_eq!(stream.status().as_u16(), 200);
+    let mut seen = String::new();
+    assert!(
+        read_until(&mut stream, &mut seen, "event: ready", limit).await,
+        "{seen}"
+    );
+    assert!(
+        !read_until(
+            &mut stream,
+            &mut seen,
+            "event: reconnect",
+            Duration::from_secs(3)
+        )
+        .await,
+        "the stream ended early: {seen}"
+    );
+    let (s, _) = app.get("/admin/v1/sites").await;
+    assert_eq!(s, StatusCode::OK, "the server still serves");
+
+    // It raised its open-file limit to the hard limit, and said so.
+    let logs = app.server.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("open-file limit raised"))
+        .expect("the open-file limit is logged");
+    let v: Value = serde_json::from_str(line).unwrap();
+    let figure = v["fields"]["open_files"].as_u64().unwrap_or(0);
+    let hard = hard_open_files();
+    assert!(
+        figure >= 1024 && (figure == hard || hard == u64::MAX),
+        "{line} (hard limit {hard})"
+    );
+}
+
+async fn the_connection_cap_holds(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &["--max-connections", "4", "--header-timeout-secs", "30"],
+    )
+    .await;
+    let addr = app.server.url.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    // The loop stops accepting: a fifth connection gets no answer.
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let refused = quick
+        .get(format!("{}/healthz", app.server.url))
+        .send()
+        .await;
+    assert!(refused.is_err(), "answered past the cap: {refused:?}");
+    let logs = app.server.logs();
+    assert!(logs.contains("connection limit reached"), "{logs}");
+    // One closes: the waiting connections are served.
+    held.pop();
+    let r = quick
+        .get(format!("{}/healthz", app.server.url))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect("served once a slot is free").status().as_u16(),
+        200
+    );
+    drop(held);
+}
+
+async fn stream_caps_hold(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--streams-per-site", "5"]).await;
+    let key = site(&app).await;
+    let limit = Duration::from_secs(5);
+
+    // A fourth stream of one visitor replaces the oldest.
+    let a = widget_token(&app, &key).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut s = open_stream(&app, &a).await;
+        assert_eq!(s.status().as_u16(), 200);
+        let mut seen = String::new();
+        assert!(
+            read_until(&mut s, &mut seen, "event: ready", limit).await,
+            "{seen}"
+        );
+        streams.push((s, seen));
+    }
+    let mut fourth = open_stream(&app, &a).await;
+    let mut seen = String::new();
+    assert!(
+        read_until(&mut fourth, &mut seen, "event: ready", limit).await,
+        "{seen}"
+    );
+    let (oldest, oldest_seen) = &mut streams[0];
+    assert!(
+        read_until(oldest, oldest_seen, "event: replaced", limit).await,
+        "the oldest stream was not closed: {oldest_seen}"
+    );
+    assert!(oldest.chunk().await.ok().flatten().is_none(), "it ended");
+    for (s, seen) in &mut streams[1..] {
+        assert!(!read_until(s, seen, "event: replaced", Duration::from_millis(300)).await);
+    }
+    streams.remove(0);
+
+    // The site holds 5: a's 3 and b's 2; c's is refused, as JSON.
+    let b = widget_token(&app, &key).await;
+    let mut bs = Vec::new();
+    for _ in 0..2 {
+        let mut s = open_stream(&app, &b).await;
+        let mut seen = String::new();
+        assert!(
+            read_until(&mut s, &mut seen, "event: ready", limit).await,
+            "{seen}"
+        );
+        bs.push(s);
+    }
+    let c = widget_token(&app, &key).await;
+    let refused = open_stream(&app, &c).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    let v: Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+    // One goes away: c gets its stream.
+    drop(bs.pop());
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let mut s = open_stream(&app, &c).await;
+        if s.status().as_u16() == 200 {
+            let mut seen = String::new();
+            assert!(read_until(&mut s, &mut seen, "event: ready", limit).await);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the freed place was not reused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((streams, fourth));
+}
+
+both_backends!(
+    errors_are_json,
+    nul_bytes_are_refused_everywhere,
+    slow_and_idle_connections_are_closed,
+    the_connection_cap_holds,
+    stream_caps_hold
+);

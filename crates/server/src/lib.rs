@@ -3,6 +3,7 @@
 //! mapped to HTTP in one place, [`error::ApiError`].
 //!
 //! # Layout
+//! - [`listen`]: the accept loop (header timeout, connection cap, drain).
 //! - [`error`]: the API error enum and its JSON body.
 //! - [`extract`]: JSON bodies with JSON errors, and admin authentication.
 //! - [`admin`]: `/admin/v1/*`, one module per noun.
@@ -14,10 +15,10 @@ pub mod admin;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod ops;
 pub mod widget;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The widget's live streams: their caps, and their end at shutdown.
+    pub streams: Arc<widget::stream::Streams>,
 }
 
 /// The largest body any route reads unless its router sets its own.
@@ -60,16 +63,18 @@ pub(crate) async fn method_not_allowed() -> error::ApiError {
     error::ApiError::MethodNotAllowed
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// Serves the application on `listener` until `shutdown` resolves; then
+/// stops accepting, ends the widget's live streams with a reconnect event,
+/// and returns once the requests in flight have finished.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: &listen::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
+    let streams = state.streams.clone();
+    listen::serve(listener, app(state), limits, shutdown, move || {
+        streams.stop_all()
+    })
     .await
 }

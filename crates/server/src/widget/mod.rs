@@ -18,7 +18,7 @@ mod api;
 pub mod assets;
 mod cors;
 pub mod limit;
-mod stream;
+pub mod stream;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -39,7 +39,7 @@ pub fn describe() {
     describe_counter!(
         REJECTED,
         Unit::Count,
-        "Widget requests refused, by reason (origin, token, rate_limit_visitor, rate_limit_site, too_large, invalid, site_inactive)."
+        "Widget requests refused, by reason (origin, token, rate_limit_visitor, rate_limit_site, too_large, invalid, site_inactive, streams_site)."
     );
 }
 
