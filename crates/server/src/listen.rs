@@ -24,22 +24,19 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics::{Unit, counter, describe_counter};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 /// Connections accepted and served.
 pub const CONNECTIONS: &str = "fleetprompt_http_connections_total";
-/// Connections open now.
-pub const CONNECTIONS_OPEN: &str = "fleetprompt_http_connections_open";
 /// Times the accept loop found the connection cap reached.
 pub const CONNECTION_LIMIT: &str = "fleetprompt_http_connection_limit_reached_total";
 
 /// Describes the listener's metrics. Call once at start.
 pub fn describe() {
     describe_counter!(CONNECTIONS, Unit::Count, "HTTP connections accepted.");
-    describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "HTTP connections open now.");
     describe_counter!(
         CONNECTION_LIMIT,
         Unit::Count,
@@ -123,7 +120,6 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         counter!(CONNECTIONS).increment(1);
-        gauge!(CONNECTIONS_OPEN).increment(1.0);
         let app = app.clone();
         let service = TowerToHyperService::new(tower::service_fn(
             move |mut req: Request<Incoming>| {
@@ -137,7 +133,6 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
-            gauge!(CONNECTIONS_OPEN).decrement(1.0);
             drop(slot);
         });
     }
