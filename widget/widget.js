@@ -217,11 +217,12 @@
     });
   }
 
-  function refresh() {
+  // historyOnly: a stream's catch-up, which must not resend the outbox.
+  function refresh(historyOnly) {
     return api("GET", "messages" + (lastId ? "?after=" + encodeURIComponent(lastId) : "")).then(function (r) {
       if (!el.log.childNodes.length && settings.greeting) note(settings.greeting);
       r.messages.forEach(show);
-      (state.outbox || []).forEach(deliver);
+      if (!historyOnly) (state.outbox || []).forEach(deliver);
     }, function () { /* shown as offline by failed sends */ });
   }
 
@@ -252,7 +253,7 @@
               else if (l.indexOf("data:") === 0) data += l.slice(5).trim();
             });
             if (ev === "message" && data) { try { show(JSON.parse(data)); } catch (e) { /* ignore a bad event */ } }
-            if (ev === "ready") { el.root = 1; retryMs = 1000; refresh(); }
+            if (ev === "ready") { el.root = 1; retryMs = 1000; refresh(true); }
             if (ev === "reconnect" || ev === "replaced") { end = ev; reader.cancel(); throw new Error(ev); }
           }
           return pump();
@@ -265,7 +266,8 @@
       // and back off while the server keeps failing.
       var wait = end === "reconnect" ? 250 + Math.random() * 1500 : retryMs * (0.5 + Math.random());
       if (end !== "reconnect") retryMs = Math.min(retryMs * 2, 30000);
-      setTimeout(stream, wait);
+      // The refresh also resends what is still in the outbox.
+      setTimeout(function () { refresh(); stream(); }, wait);
     });
   }
 
