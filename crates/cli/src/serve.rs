@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// backlog (lowered to fit the open-file limit).
     #[arg(long, env = "FLEETPROMPT_MAX_CONNECTIONS", default_value_t = 8192)]
     pub max_connections: usize,
+    /// Largest admin request body, in KiB; a larger one is answered 413.
+    #[arg(long, env = "FLEETPROMPT_ADMIN_BODY_LIMIT_KIB", default_value_t = fleetprompt_server::admin::BODY_LIMIT / 1024)]
+    pub admin_body_limit_kib: usize,
     /// Live widget streams per visitor; a new one closes the oldest.
     #[arg(long, env = "FLEETPROMPT_STREAMS_PER_VISITOR", default_value_t = fleetprompt_server::widget::stream::STREAMS_PER_VISITOR)]
     pub streams_per_visitor: usize,
@@ -251,6 +254,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             args.streams_per_visitor,
             args.streams_per_site,
         )),
+        admin_body_limit: args.admin_body_limit_kib.max(1) * 1024,
     };
     let limits = fleetprompt_server::listen::Limits {
         header_timeout: Duration::from_secs(args.header_timeout_secs),

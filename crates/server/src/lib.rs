@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The widget's live streams: their caps, and their end at shutdown.
     pub streams: Arc<widget::stream::Streams>,
+    /// Largest admin request body, in bytes ([`admin::BODY_LIMIT`] by default).
+    pub admin_body_limit: usize,
 }
 
 /// The largest body any route reads unless its router sets its own.
@@ -45,7 +47,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
-        .nest("/admin/v1", admin::router())
+        .nest("/admin/v1", admin::router(state.admin_body_limit))
         .nest("/edge/v1", edge::router())
         .merge(widget::router(&state))
         // After every route is added: it applies to the routes present
