@@ -97,6 +97,7 @@ async fn sigterm_ends_streams_and_releases_leases(backend: Backend) {
     let start = Instant::now();
     app.server.stop().await.expect("a clean exit");
     let took = start.elapsed();
+    println!("exited {took:?} after SIGTERM ({GRACE_SECS} s grace, {STREAMS} streams)");
     assert!(
         took < Duration::from_secs(GRACE_SECS + 3),
         "exit took {took:?} with a {GRACE_SECS} s grace"
