@@ -176,6 +176,13 @@ async fn errors_are_json(backend: Backend) {
             "not_found",
         ),
         (
+            "an old widget script",
+            M::GET,
+            "/widget/0000000000000000.js",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
             "wrong method (admin)",
             M::DELETE,
             "/admin/v1/sites",

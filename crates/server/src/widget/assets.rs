@@ -109,7 +109,7 @@ async fn stable(headers: HeaderMap) -> Response {
 
 async fn hashed(Path(file): Path<String>, headers: HeaderMap) -> Response {
     if file != format!("{}.js", WIDGET.hash) {
-        return StatusCode::NOT_FOUND.into_response();
+        return crate::error::ApiError::NotFound("script".into()).into_response();
     }
     script(&headers, "public, max-age=31536000, immutable")
 }
