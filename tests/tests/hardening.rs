@@ -775,7 +775,8 @@ async fn the_connection_cap_holds(backend: Backend) {
     assert!(logs.contains("connection limit reached"), "{logs}");
     // One closes: the waiting connections are served.
     held.pop();
-    let r = quick
+    let r = app
+        .http
         .get(format!("{}/healthz", app.server.url))
         .send()
         .await;
