@@ -282,18 +282,24 @@
     });
   }
 
-  function refresh() {
+  // historyOnly: a stream's catch-up, which must not resend the outbox.
+  function refresh(historyOnly) {
     return api("GET", "messages" + (lastId ? "?after=" + encodeURIComponent(lastId) : "")).then(function (r) {
       if (!el.log.childNodes.length && settings.greeting) note(settings.greeting);
       r.messages.forEach(show);
-      (state.outbox || []).forEach(deliver);
+      if (!historyOnly) (state.outbox || []).forEach(deliver);
     }, function () { /* shown as offline by failed sends */ });
   }
 
-  // Server-sent events over fetch, so the token goes in a header.
+  // Server-sent events over fetch, so the token goes in a header. The
+  // server ends a stream with `reconnect` (token expiry, node shutdown) or
+  // `replaced` (too many streams for this visitor: stay quiet until used).
+  // Every connect catches up from history once the stream is live, so a
+  // message sent while no stream was open is not missed.
+  var retryMs = 1000;
   function stream() {
     streaming = true;
-    var ready = token && Date.now() < tokenExp - 30000 ? Promise.resolve() : bootstrap();
+    var ready = token && Date.now() < tokenExp - 30000 ? Promise.resolve() : bootstrap(), end = "";
     ready.then(function () {
       return fetch(url("stream"), { headers: { Authorization: "Bearer " + token, Accept: "text/event-stream" } });
     }).then(function (r) {
@@ -312,15 +318,21 @@
               else if (l.indexOf("data:") === 0) data += l.slice(5).trim();
             });
             if (ev === "message" && data) { try { show(JSON.parse(data)); } catch (e) { /* ignore a bad event */ } }
-            if (ev === "ready") { el.root = 1; }
+            if (ev === "ready") { el.root = 1; retryMs = 1000; refresh(true); }
+            if (ev === "reconnect" || ev === "replaced") { end = ev; reader.cancel(); throw new Error(ev); }
           }
           return pump();
         });
       }
       return pump();
     }).catch(function () {
-      // Reconnect with a fresh token, then catch up on what was missed.
-      setTimeout(function () { refresh(); stream(); }, 2000);
+      if (end === "replaced") { streaming = false; return; }
+      // Spread reconnects out (a node stopping ends every stream at once),
+      // and back off while the server keeps failing.
+      var wait = end === "reconnect" ? 250 + Math.random() * 1500 : retryMs * (0.5 + Math.random());
+      if (end !== "reconnect") retryMs = Math.min(retryMs * 2, 30000);
+      // The refresh also resends what is still in the outbox.
+      setTimeout(function () { refresh(); stream(); }, wait);
     });
   }
 

@@ -80,6 +80,28 @@ pub struct ServeArgs {
     /// Milliseconds between sweeps that end idle chat conversations.
     #[arg(long, env = "FLEETPROMPT_WEBCHAT_SWEEP_MS", default_value_t = 30_000)]
     pub webchat_sweep_ms: u64,
+    /// Seconds a connection has to send a request's headers; also the most
+    /// a keep-alive connection may sit idle between requests.
+    #[arg(long, env = "FLEETPROMPT_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// HTTP connections open at once; at the cap new ones wait in the
+    /// backlog (lowered to fit the open-file limit).
+    #[arg(long, env = "FLEETPROMPT_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+    /// Largest admin request body, in KiB; a larger one is answered 413.
+    #[arg(long, env = "FLEETPROMPT_ADMIN_BODY_LIMIT_KIB", default_value_t = fleetprompt_server::admin::BODY_LIMIT / 1024)]
+    pub admin_body_limit_kib: usize,
+    /// Live widget streams per visitor; a new one closes the oldest.
+    #[arg(long, env = "FLEETPROMPT_STREAMS_PER_VISITOR", default_value_t = fleetprompt_server::widget::stream::STREAMS_PER_VISITOR)]
+    pub streams_per_visitor: usize,
+    /// Live widget streams per site; past it new ones are answered 429.
+    #[arg(long, env = "FLEETPROMPT_STREAMS_PER_SITE", default_value_t = fleetprompt_server::widget::stream::STREAMS_PER_SITE)]
+    pub streams_per_site: usize,
+    /// Seconds that requests and directive attempts in flight get to finish
+    /// after SIGTERM/SIGINT; the leases of what has not finished by then are
+    /// released, so other nodes take the work over at once.
+    #[arg(long, env = "FLEETPROMPT_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
 }
 
 impl ServeArgs {
@@ -91,6 +113,9 @@ impl ServeArgs {
         }
         if self.concurrency == 0 {
             anyhow::bail!("--concurrency must be at least 1");
+        }
+        if self.header_timeout_secs == 0 {
+            anyhow::bail!("--header-timeout-secs must be at least 1");
         }
         Ok(EngineConfig {
             concurrency: self.concurrency,
@@ -131,6 +156,7 @@ pub fn install_metrics(
     fleetprompt_engine::metrics::describe();
     fleetprompt_server::ops::describe();
     fleetprompt_server::widget::describe();
+    fleetprompt_server::listen::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -145,6 +171,11 @@ pub fn install_metrics(
 /// Runs until SIGINT or SIGTERM, then drains in-flight work.
 pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     let addr = check_bind(&args.bind)?;
+    let files = raise_open_files();
+    tracing::info!(
+        open_files = files.unwrap_or(0),
+        "open-file limit raised to the hard limit"
+    );
     let trusted_proxies = fleetprompt_server::client::TrustedProxies::parse(&args.trusted_proxies)
         .map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
     let config = EngineConfig {
@@ -247,22 +278,112 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         engine: engine.clone(),
         metrics,
         trusted_proxies: std::sync::Arc::new(trusted_proxies),
+        streams: std::sync::Arc::new(fleetprompt_server::widget::stream::Streams::new(
+            args.streams_per_visitor,
+            args.streams_per_site,
+        )),
+        admin_body_limit: args.admin_body_limit_kib.max(1) * 1024,
+    };
+    let limits = fleetprompt_server::listen::Limits {
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        max_connections: fit_connections(args.max_connections, files),
     };
     let mut http_stop = stop_rx.clone();
-    let server = fleetprompt_server::serve(listener, state, async move {
-        let _ = http_stop.changed().await;
+    let mut server = tokio::spawn(async move {
+        fleetprompt_server::serve(listener, state, &limits, async move {
+            let _ = http_stop.changed().await;
+        })
+        .await
     });
-    let stopping = engine.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing work in flight");
-        stopping.begin_shutdown();
-        let _ = stop_tx.send(true);
-    });
-    server.await.context("HTTP server")?;
-    while tasks.join_next().await.is_some() {}
-    db.close().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        ended = &mut server => {
+            ended.context("HTTP server")?.context("HTTP server")?;
+            anyhow::bail!("the HTTP server stopped by itself");
+        }
+    }
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let deadline = tokio::time::Instant::now() + grace;
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: closing live streams, finishing work in flight"
+    );
+    engine.begin_shutdown();
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout_at(deadline, &mut server).await {
+        Ok(ended) => ended.context("HTTP server")?.context("HTTP server")?,
+        Err(_) => {
+            tracing::warn!("requests still in flight at the drain deadline; closing them");
+            server.abort();
+        }
+    }
+    let drained = tokio::time::timeout_at(deadline, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("directive attempts still running at the drain deadline; stopping them");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    if args.role != Role::Api {
+        match fleetprompt_engine::upkeep::release_own_leases(&engine).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                released = n,
+                "released the leases of unfinished directives; they run again on another node"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "releasing leases failed; other nodes take the work over when they expire"
+            ),
+        }
+    }
+    // Bounded: a connection an aborted task still holds is not waited for.
+    let _ = tokio::time::timeout(Duration::from_secs(2), db.close()).await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises this process's open-file soft limit to its hard limit: every
+/// connection and stream is a descriptor, and the usual soft default (1024)
+/// is far below what the server can hold. Returns the limit in force.
+fn raise_open_files() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => getrlimit(Resource::Nofile).current,
+        Err(e) => {
+            tracing::warn!(error = %e, soft = ?limit.current, hard = ?limit.maximum, "could not raise the open-file limit");
+            limit.current
+        }
+    }
+}
+
+/// Descriptors kept for everything but client connections: database
+/// connections, outbound requests, rule files, logs.
+const RESERVED_FILES: u64 = 256;
+
+/// The connection cap, lowered so that the open-file limit `files` is never
+/// what refuses a connection (or the database, or `/healthz`).
+fn fit_connections(wanted: usize, files: Option<u64>) -> usize {
+    let Some(files) = files else { return wanted };
+    let fits = files.saturating_sub(RESERVED_FILES).max(16);
+    if (wanted as u64) > fits {
+        tracing::warn!(
+            max_connections = fits,
+            wanted,
+            open_files = files,
+            "--max-connections lowered to fit the open-file limit"
+        );
+        fits as usize
+    } else {
+        wanted
+    }
 }
 
 async fn gauges_only(engine: std::sync::Arc<Engine>, mut stop: watch::Receiver<bool>) {

@@ -82,6 +82,20 @@ pub async fn reap_once(engine: &Engine) -> Result<usize, EngineError> {
     Ok(n)
 }
 
+/// Gives back the leases this process still holds (attempts its drain
+/// deadline cut short) and reaps them at once, so they run again on another
+/// node now rather than when their leases would have run out. Returns how
+/// many were released.
+pub async fn release_own_leases(engine: &Engine) -> Result<u64, EngineError> {
+    let released =
+        queue::release_leases(engine.db(), &engine.config().worker_name, now_ms()).await?;
+    if released > 0 {
+        // Each pass takes at most 500; a node holds at most its concurrency.
+        while reap_once(engine).await? > 0 {}
+    }
+    Ok(released)
+}
+
 /// How often the tables that grew are analyzed (PostgreSQL). A statement's
 /// plan, cached per connection, is made again only when a table it reads is
 /// analyzed; a new database under load doubles its tables every second or

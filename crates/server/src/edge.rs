@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use fleetprompt_core::DirectiveId;
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Edge};
+use crate::extract::{ApiJson, Edge, Path};
 
 /// Largest request body a connector sends (results carry short error texts).
 const BODY_LIMIT: usize = 64 * 1024;

@@ -55,6 +55,12 @@ pub enum ApiError {
     /// 503: the database cannot be reached.
     #[error("service unavailable")]
     Unavailable,
+    /// 400: text the databases cannot store (a NUL character); names where.
+    #[error("{0} contains a NUL character, which is not accepted")]
+    InvalidText(String),
+    /// 405: the route exists, but not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
 }
 
 impl ApiError {
@@ -74,6 +80,8 @@ impl ApiError {
             Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::InvalidText(_) => (StatusCode::BAD_REQUEST, "invalid_text"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         }
     }
 }

@@ -1,6 +1,15 @@
-//! Request extractors whose failures are JSON errors.
+//! Request extractors whose failures are JSON errors, and admin and
+//! connector authentication.
+//!
+//! Every handler takes its query, path and body through [`Query`], [`Path`]
+//! and [`ApiJson`], so that every extraction failure is an [`ApiError`]
+//! (400 `bad_request`, 413, 422) and never axum's `text/plain` answer. The
+//! same extractors refuse text the databases cannot store (a NUL character:
+//! PostgreSQL `text` and `jsonb` cannot hold `\u0000`) with 400
+//! `invalid_text` naming the field, before any handler runs, so no route
+//! can reach a write with it.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use fleetprompt_core::TokenId;
@@ -8,29 +17,149 @@ use fleetprompt_core::secret::parse_admin_token;
 use fleetprompt_store::edge::EdgeConnector;
 use fleetprompt_store::tenant::{self, Tenant};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::AppState;
 use crate::error::ApiError;
 
-/// A JSON body; a bad one is answered with a JSON 400/413/422.
+/// A JSON body; a bad one is answered with a JSON 400/413/422, and one with
+/// a NUL character in any string (or key) with 400 `invalid_text`.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::JsonDataError(e)) => {
-                Err(ApiError::Unprocessable("validation_failed", e.body_text()))
+        // Through a `Value` first, so the text check sees every string,
+        // including those of fields the target type keeps as raw JSON.
+        let axum::Json(value) = axum::Json::<Value>::from_request(req, state)
+            .await
+            .map_err(ApiError::from)?;
+        if let Some(at) = nul_in(&value, "") {
+            return Err(ApiError::InvalidText(at));
+        }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|e| ApiError::Unprocessable("validation_failed", e.to_string()))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        match e {
+            JsonRejection::JsonDataError(e) => {
+                Self::Unprocessable("validation_failed", e.body_text())
             }
-            Err(JsonRejection::BytesRejection(e))
+            JsonRejection::BytesRejection(e)
                 if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
             {
-                Err(ApiError::TooLarge)
+                Self::TooLarge
             }
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+            e => Self::BadRequest(e.body_text()),
         }
+    }
+}
+
+/// An optional JSON body: none (or only whitespace) is `None`; a present
+/// one is judged like [`ApiJson`]'s.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+        if let Some(at) = nul_in(&value, "") {
+            return Err(ApiError::InvalidText(at));
+        }
+        serde_json::from_value(value)
+            .map(|v| Self(Some(v)))
+            .map_err(|e| ApiError::Unprocessable("validation_failed", e.to_string()))
+    }
+}
+
+/// The path (`$.a.b[2]`) of the first string or key holding a NUL, if any.
+fn nul_in(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(format!("${at}")),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_in(x, &format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, x)| {
+            if k.contains('\0') {
+                Some(format!("${at} (a key)"))
+            } else {
+                nul_in(x, &format!("{at}.{k}"))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Whether percent-encoded `raw` (a path or query string) decodes to a NUL.
+fn encodes_nul(raw: &str) -> bool {
+    raw.as_bytes().windows(3).any(|w| w == b"%00")
+}
+
+/// A query string; a bad one is answered with a JSON 400 `bad_request`, one
+/// holding an encoded NUL with 400 `invalid_text`.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(encodes_nul) {
+            return Err(ApiError::InvalidText("the query string".into()));
+        }
+        let axum::extract::Query(v) = axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Self(v))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::BadRequest(e.body_text())
+    }
+}
+
+/// Path parameters; bad ones (e.g. not UTF-8) are answered with a JSON 400
+/// `bad_request`, an encoded NUL with 400 `invalid_text`.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if encodes_nul(parts.uri.path()) {
+            return Err(ApiError::InvalidText("the path".into()));
+        }
+        let axum::extract::Path(v) = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Self(v))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::BadRequest(e.body_text())
     }
 }
 

@@ -3,6 +3,7 @@
 //! mapped to HTTP in one place, [`error::ApiError`].
 //!
 //! # Layout
+//! - [`listen`]: the accept loop (header timeout, connection cap, drain).
 //! - [`error`]: the API error enum and its JSON body.
 //! - [`extract`]: JSON bodies with JSON errors, and admin authentication.
 //! - [`client`]: the client address (peer, or what a trusted proxy says).
@@ -16,10 +17,10 @@ pub mod client;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod ops;
 pub mod widget;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -36,29 +37,50 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
     pub trusted_proxies: Arc<client::TrustedProxies>,
+    /// The widget's live streams: their caps, and their end at shutdown.
+    pub streams: Arc<widget::stream::Streams>,
+    /// Largest admin request body, in bytes ([`admin::BODY_LIMIT`] by default).
+    pub admin_body_limit: usize,
 }
 
-/// The whole HTTP application.
+/// The largest body any route reads unless its router sets its own.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The whole HTTP application. Unknown routes and wrong methods answer
+/// JSON errors like every handler, from one fallback each.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
-        .nest("/admin/v1", admin::router())
+        .nest("/admin/v1", admin::router(state.admin_body_limit))
         .nest("/edge/v1", edge::router())
         .merge(widget::router(&state))
+        // After every route is added: it applies to the routes present
+        // (the widget's own is set inside its CORS layer, so preflights
+        // still reach that layer).
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(|| async { error::ApiError::NotFound("route".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(ops::track_http))
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// The answer to a known route with a method it does not have.
+pub(crate) async fn method_not_allowed() -> error::ApiError {
+    error::ApiError::MethodNotAllowed
+}
+
+/// Serves the application on `listener` until `shutdown` resolves; then
+/// stops accepting, ends the widget's live streams with a reconnect event,
+/// and returns once the requests in flight have finished.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: &listen::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
+    let streams = state.streams.clone();
+    listen::serve(listener, app(state), limits, shutdown, move || {
+        streams.stop_all()
+    })
     .await
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use crate::db::TxInner;
-use crate::{Db, Result, Tx, corrupt, on_db};
+use crate::{Db, Result, Tx, corrupt, on_db, on_tx};
 
 /// A directive claimed for one attempt.
 #[derive(Debug, Clone)]
@@ -541,6 +541,29 @@ async fn expired_in(db: &Db, lane: &str, now: Millis, limit: i64) -> Result<Vec<
             })
             .collect()
     })
+}
+
+/// Ends now the leases `worker` holds on platform directives, so that the
+/// next reaper pass (on any node) records those attempts as lost and runs
+/// them again at once, instead of after the lease. A stopping node calls
+/// this for the attempts its drain deadline cut short. Returns how many.
+pub async fn release_leases(db: &Db, worker: &str, now: Millis) -> Result<u64> {
+    let sql = format!(
+        "UPDATE directives SET lease_until = $2
+         WHERE {PLATFORM_LANE} AND status = 'running' AND locked_by = $1 AND lease_until >= $2"
+    );
+    // In a transaction: on SQLite only the writer connection may write.
+    let mut tx = db.begin().await?;
+    let n = on_tx!(tx, c => {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(now - 1)
+            .execute(c)
+            .await?
+            .rows_affected()
+    });
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// Counts due-or-delayed pending platform directives and the age of the

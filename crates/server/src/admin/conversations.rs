@@ -2,7 +2,7 @@
 //! `webchat.reply_send` directive, so it is on the audit timeline), and
 //! review, approve or discard reply drafts.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson};
+use crate::extract::{Admin, ApiJson, Path, Query};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

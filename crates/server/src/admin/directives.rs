@@ -1,6 +1,6 @@
 //! `/admin/v1/directives`: create, read, list, retry, cancel.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson};
+use crate::extract::{Admin, ApiJson, Path, Query};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

@@ -1,6 +1,6 @@
 //! `/admin/v1/edge-connectors`: register, list and revoke Edge Connectors.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson};
+use crate::extract::{Admin, ApiJson, Path};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

@@ -15,11 +15,12 @@ use axum::extract::DefaultBodyLimit;
 
 use crate::AppState;
 
-/// Largest admin request body.
-const BODY_LIMIT: usize = 256 * 1024;
+/// Largest admin request body by default; a larger one is answered with a
+/// JSON 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// Every admin route.
-pub fn router() -> Router<AppState> {
+/// Every admin route, reading bodies of at most `body_limit` bytes.
+pub fn router(body_limit: usize) -> Router<AppState> {
     Router::new()
         .merge(destinations::router())
         .merge(directives::router())
@@ -30,5 +31,5 @@ pub fn router() -> Router<AppState> {
         .merge(sites::router())
         .merge(conversations::router())
         .merge(workflows::router())
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(body_limit))
 }

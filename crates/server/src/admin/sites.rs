@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson};
+use crate::extract::{Admin, ApiJson, OptionalJson, Path};
 
 /// How long the API waits for a site directive before answering 202.
 const WAIT: Duration = Duration::from_secs(10);
@@ -151,16 +151,11 @@ async fn rotate(
     admin: Admin,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    OptionalJson(body): OptionalJson<RotateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
     // The body is optional: none means no grace period.
-    let b: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::Unprocessable("validation_failed", e.to_string()))?
-    };
+    let b = body.unwrap_or_default();
     let origin = Origin::Api {
         token_id: admin.token_id,
     };

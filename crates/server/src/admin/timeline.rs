@@ -1,6 +1,6 @@
 //! `GET /admin/v1/timeline?subject=…`: the audit trail of one subject.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use fleetprompt_core::Subject;
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::Admin;
+use crate::extract::{Admin, Query};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/timeline", get(show))

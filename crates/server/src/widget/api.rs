@@ -1,7 +1,6 @@
 //! Bootstrap, messages, history, contact capture and closing.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -22,7 +21,7 @@ use super::{authenticate, origin, refuse, rejected};
 use crate::AppState;
 use crate::client::ClientAddr;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, Query};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -55,10 +54,15 @@ struct WidgetQuery {
     after: Option<String>,
 }
 
-fn query(q: Result<Query<WidgetQuery>, QueryRejection>) -> Result<WidgetQuery, ApiError> {
+fn query(q: Result<Query<WidgetQuery>, ApiError>) -> Result<WidgetQuery, ApiError> {
     q.map(|Query(q)| q).map_err(|e| {
         rejected("invalid");
-        ApiError::Unprocessable("validation_failed", e.body_text())
+        // An unknown or malformed parameter is a 422 here, as the widget
+        // API has always answered; text that cannot be stored stays a 400.
+        match e {
+            ApiError::BadRequest(m) => ApiError::Unprocessable("validation_failed", m),
+            other => other,
+        }
     })
 }
 
@@ -75,7 +79,7 @@ async fn bootstrap(
     State(s): State<AppState>,
     addr: ClientAddr,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
     b: Result<ApiJson<BootstrapBody>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     query(q)?;
@@ -130,7 +134,7 @@ async fn challenge(
     State(s): State<AppState>,
     addr: ClientAddr,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
     b: Result<ApiJson<ChallengeBody>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     query(q)?;
@@ -154,7 +158,7 @@ async fn send(
     State(s): State<AppState>,
     addr: ClientAddr,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
     b: Result<ApiJson<MessageBody>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     query(q)?;
@@ -220,7 +224,7 @@ async fn send(
 async fn history(
     State(s): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(q)?;
     let (site, claims) = authenticate(&s, &headers).await?;
@@ -254,7 +258,7 @@ struct ContactBody {
 async fn contact(
     State(s): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
     b: Result<ApiJson<ContactBody>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     query(q)?;
@@ -269,7 +273,7 @@ async fn contact(
 async fn close(
     State(s): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WidgetQuery>, QueryRejection>,
+    q: Result<Query<WidgetQuery>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     query(q)?;
     let (site, claims) = authenticate(&s, &headers).await?;

@@ -9,13 +9,14 @@ use std::io::Write;
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
+use crate::extract::Path;
 
 /// The widget's source, as shipped.
 pub const WIDGET_JS: &str = include_str!("../../../../widget/widget.js");
@@ -108,7 +109,7 @@ async fn stable(headers: HeaderMap) -> Response {
 
 async fn hashed(Path(file): Path<String>, headers: HeaderMap) -> Response {
     if file != format!("{}.js", WIDGET.hash) {
-        return StatusCode::NOT_FOUND.into_response();
+        return crate::error::ApiError::NotFound("script".into()).into_response();
     }
     script(&headers, "public, max-age=31536000, immutable")
 }

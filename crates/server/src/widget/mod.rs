@@ -18,7 +18,7 @@ mod api;
 pub mod assets;
 mod cors;
 pub mod limit;
-mod stream;
+pub mod stream;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -39,7 +39,7 @@ pub fn describe() {
     describe_counter!(
         REJECTED,
         Unit::Count,
-        "Widget requests refused, by reason (origin, token, rate_limit_visitor, rate_limit_address, rate_limit_site, rate_limit_new_visitors, challenge, too_large, invalid, site_inactive)."
+        "Widget requests refused, by reason (origin, token, rate_limit_visitor, rate_limit_address, rate_limit_site, rate_limit_new_visitors, challenge, too_large, invalid, site_inactive, streams_site)."
     );
 }
 
@@ -76,6 +76,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(api::router())
         .merge(stream::router())
+        // Inside the CORS layer, which answers preflights (OPTIONS) itself.
+        .method_not_allowed_fallback(crate::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
