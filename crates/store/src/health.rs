@@ -1,0 +1,272 @@
+//! Whether the database can be used now, answered fast.
+//!
+//! - Outages are told apart from other failures where a `sqlx` error
+//!   becomes a [`StoreError`] ([`classify`]): a database that cannot be
+//!   reached is [`StoreError::Unavailable`], one with no room to write is
+//!   [`StoreError::StorageFull`]. Both end by themselves, so callers answer
+//!   "retry later" instead of "internal error", and both are counted.
+//! - A breaker ([`Health`]): once PostgreSQL is known to be unreachable (a
+//!   failed connect, or the monitor's probe), reads and transactions fail at
+//!   once instead of each waiting out the pool's acquire timeout; the
+//!   monitor closes it again as soon as a probe connects.
+//! - Readiness ([`crate::Db::ready`]): a write that was refused in the last
+//!   seconds, or a probe write (at most once a second, skipped while real
+//!   commits succeed), says whether writes work.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use fleetprompt_core::time::now_ms;
+use metrics::{Unit, counter, describe_counter};
+use tokio::sync::Notify;
+
+use crate::StoreError;
+
+/// Database errors that are outages, by kind (`unavailable`, `storage_full`).
+pub const DB_OUTAGE_ERRORS: &str = "fleetprompt_db_outage_errors_total";
+
+/// Describes this crate's metrics. Call once at start.
+pub fn describe() {
+    describe_counter!(
+        DB_OUTAGE_ERRORS,
+        Unit::Count,
+        "Database errors that are outages (unreachable, read-only, or no room to write), by kind."
+    );
+}
+
+/// How long after a refused write (storage full, read-only) readiness
+/// stays failed, unless the error repeats. Short, so recovery shows at once
+/// once space is freed; long enough that a node refusing every write is
+/// taken out of a load balancer even while a probe write squeezes through
+/// (a WAL frame reused after a checkpoint).
+const REFUSED_WRITE_HOLD_MS: i64 = 2_000;
+
+/// How often a cached readiness answer is reused.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a probe may take before readiness says no: `/readyz` answers
+/// within a second either way.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// When a write was last refused for want of space or because the database
+/// is read-only, in this process (milliseconds since the epoch; 0: never).
+/// Process-wide because it is recorded where any `sqlx` error becomes a
+/// [`StoreError`], which knows no [`crate::Db`]; a process has one.
+static WRITE_REFUSED_AT: AtomicI64 = AtomicI64::new(0);
+
+/// Turns a `sqlx` error into this crate's, telling outages apart.
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
+    let outage = match &e {
+        sqlx::Error::PoolTimedOut => Some(StoreError::Unavailable(
+            "timed out waiting for a database connection".into(),
+        )),
+        sqlx::Error::PoolClosed => Some(StoreError::Unavailable(
+            "the database connections are closed".into(),
+        )),
+        sqlx::Error::Io(io) => Some(StoreError::Unavailable(describe_io(io))),
+        sqlx::Error::Tls(t) => Some(StoreError::Unavailable(format!("TLS: {t}"))),
+        sqlx::Error::Database(d) => classify_database(d.as_ref()),
+        _ => None,
+    };
+    match outage {
+        Some(o) => {
+            let kind = match &o {
+                StoreError::StorageFull(_) => "storage_full",
+                _ => "unavailable",
+            };
+            counter!(DB_OUTAGE_ERRORS, "kind" => kind).increment(1);
+            o
+        }
+        None => StoreError::Database(e),
+    }
+}
+
+fn classify_database(d: &dyn sqlx::error::DatabaseError) -> Option<StoreError> {
+    let code = d.code()?;
+    let message = d.message().to_owned();
+    if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLite reports extended codes; the primary code is the low byte.
+        let primary = code.parse::<i32>().ok()? & 0xff;
+        return match primary {
+            // SQLITE_FULL: the disk (or a quota) is full.
+            13 => {
+                refused_write();
+                Some(StoreError::StorageFull(message))
+            }
+            // SQLITE_IOERR: a write to the disk failed (on some file
+            // systems a full disk shows up as this, not as SQLITE_FULL).
+            10 => {
+                refused_write();
+                Some(StoreError::Unavailable(format!(
+                    "disk I/O error: {message}"
+                )))
+            }
+            _ => None,
+        };
+    }
+    match code.as_ref() {
+        // disk_full
+        "53100" => {
+            refused_write();
+            Some(StoreError::StorageFull(message))
+        }
+        // read_only_sql_transaction: a standby, or a primary demoted.
+        "25006" => {
+            refused_write();
+            Some(StoreError::Unavailable(format!("read-only: {message}")))
+        }
+        // insufficient_resources, out_of_memory, too_many_connections;
+        // admin/crash shutdown, cannot_connect_now (starting up).
+        "53000" | "53200" | "53300" | "57P01" | "57P02" | "57P03" => {
+            Some(StoreError::Unavailable(message))
+        }
+        // connection_exception and its subclasses.
+        c if c.starts_with("08") => Some(StoreError::Unavailable(message)),
+        _ => None,
+    }
+}
+
+/// Why a connection failed, in words, without counting it as an outage
+/// error (the monitor's own probes are not requests).
+pub(crate) fn reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => describe_io(io),
+        other => other.to_string(),
+    }
+}
+
+/// A connection-level I/O error in words, for logs and start-up messages.
+fn describe_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => "connection refused".into(),
+        K::ConnectionReset => "connection reset".into(),
+        K::ConnectionAborted => "connection aborted".into(),
+        K::UnexpectedEof | K::BrokenPipe => "connection closed".into(),
+        K::TimedOut => "timed out".into(),
+        K::NotConnected => "not connected".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn refused_write() {
+    WRITE_REFUSED_AT.store(now_ms(), Ordering::Release);
+}
+
+/// The outage a recent refused write says the database is in, if any.
+fn recently_refused() -> Option<i64> {
+    let at = WRITE_REFUSED_AT.load(Ordering::Acquire);
+    (at != 0 && now_ms() - at < REFUSED_WRITE_HOLD_MS).then_some(at)
+}
+
+/// The breaker and readiness state of one [`crate::Db`].
+#[derive(Debug)]
+pub(crate) struct Health {
+    /// When the database was found unreachable and not found back since
+    /// (milliseconds since the epoch; 0: reachable).
+    down_since: AtomicI64,
+    /// Why it is unreachable, for the errors the breaker answers with.
+    down_reason: std::sync::Mutex<String>,
+    /// Wakes the monitor at once when a caller sees the database fail.
+    pub(crate) failed: Notify,
+    /// When a write transaction last committed (milliseconds since the epoch).
+    last_commit: AtomicI64,
+    /// The last probe's answer and when it was taken; the lock also makes
+    /// concurrent readiness checks share one probe.
+    probe: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            down_since: AtomicI64::new(0),
+            down_reason: std::sync::Mutex::new(String::new()),
+            failed: Notify::new(),
+            last_commit: AtomicI64::new(0),
+            probe: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Health {
+    /// Opens the breaker: the database is unreachable.
+    pub(crate) fn mark_down(&self, reason: &str) {
+        *self.down_reason.lock().expect("health lock") = reason.to_owned();
+        if self
+            .down_since
+            .compare_exchange(0, now_ms(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::warn!(
+                reason,
+                "database unreachable; answering 503 until it is back"
+            );
+        }
+        self.failed.notify_one();
+    }
+
+    /// Closes the breaker: a probe connected.
+    pub(crate) fn mark_up(&self) {
+        let since = self.down_since.swap(0, Ordering::AcqRel);
+        if since != 0 {
+            tracing::info!(down_ms = now_ms() - since, "database reachable again");
+        }
+    }
+
+    /// Whether the breaker is open.
+    pub(crate) fn is_down(&self) -> bool {
+        self.down_since.load(Ordering::Acquire) != 0
+    }
+
+    /// Fails fast while the breaker is open.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        if self.is_down() {
+            let reason = self.down_reason.lock().expect("health lock").clone();
+            return Err(StoreError::Unavailable(format!(
+                "database unreachable ({reason})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records a commit: writes work.
+    pub(crate) fn committed(&self) {
+        self.last_commit.store(now_ms(), Ordering::Release);
+    }
+
+    /// Whether writes work, probing with `probe` at most once a second
+    /// unless a commit after the last refused write says so already.
+    pub(crate) async fn ready<F>(&self, probe: F) -> crate::Result<()>
+    where
+        F: std::future::Future<Output = crate::Result<()>>,
+    {
+        self.check()?;
+        if let Some(at) = recently_refused() {
+            return Err(StoreError::StorageFull(format!(
+                "a write was refused {} ms ago",
+                now_ms() - at
+            )));
+        }
+        let refused = WRITE_REFUSED_AT.load(Ordering::Acquire);
+        let commit = self.last_commit.load(Ordering::Acquire);
+        if commit > refused && now_ms() - commit < PROBE_EVERY.as_millis() as i64 {
+            return Ok(());
+        }
+        let mut last = self.probe.lock().await;
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < PROBE_EVERY
+        {
+            return answer.clone().map_err(StoreError::Unavailable);
+        }
+        let answer = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "a probe write took longer than {} ms",
+                PROBE_TIMEOUT.as_millis()
+            )),
+        };
+        *last = Some((Instant::now(), answer.clone()));
+        answer.map_err(StoreError::Unavailable)
+    }
+}
