@@ -70,6 +70,15 @@ pub struct ServeArgs {
     /// Milliseconds between sweeps that end idle chat conversations.
     #[arg(long, env = "FLEETPROMPT_WEBCHAT_SWEEP_MS", default_value_t = 30_000)]
     pub webchat_sweep_ms: u64,
+    /// Seconds to keep retrying an unreachable database at start before
+    /// giving up (unset: forever). Meanwhile /healthz answers and /readyz
+    /// says 503.
+    #[arg(
+        long = "db-wait",
+        env = "FLEETPROMPT_DB_WAIT_SECS",
+        value_name = "SECS"
+    )]
+    pub db_wait: Option<u64>,
 }
 
 impl ServeArgs {
@@ -119,6 +128,7 @@ pub fn install_metrics(
         .install_recorder()
         .context("installing the metrics recorder")?;
     fleetprompt_engine::metrics::describe();
+    fleetprompt_store::health::describe();
     fleetprompt_server::ops::describe();
     fleetprompt_server::widget::describe();
     let upkeep = handle.clone();
@@ -138,7 +148,41 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     let config = args.engine_config()?;
     let metrics = install_metrics(config.reap_interval)?;
     let key = common.master_key()?;
-    let db = common.open_db().await?;
+
+    // Listen first, so /healthz and /readyz answer while the database is
+    // awaited; every other route answers 503 until the gate opens.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    // The one line on stdout: where to go. Tests read it to find port 0's choice.
+    println!("FleetPrompt listening on http://{local}");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing work in flight");
+        let _ = stop_tx.send(true);
+    });
+    let gate = fleetprompt_server::startup::Gate::default();
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(fleetprompt_server::startup::serve(
+        listener,
+        gate.clone(),
+        async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        },
+    ));
+
+    let Some(db) = wait_for_db(
+        common,
+        args.db_wait.map(Duration::from_secs),
+        stop_rx.clone(),
+    )
+    .await?
+    else {
+        server.await.context("HTTP server")??;
+        return Ok(());
+    };
     let applied = fleetprompt_store::migrate::run(&db)
         .await
         .context("migrating the database")?;
@@ -156,7 +200,6 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             e.report()
         );
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(fleetprompt_engine::rules::watch(
         engine.clone(),
         args.workflows.clone(),
@@ -195,12 +238,6 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         tasks.spawn(gauges_only(engine.clone(), stop_rx.clone()));
     }
 
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr()?;
-    // The one line on stdout: where to go. Tests read it to find port 0's choice.
-    println!("FleetPrompt listening on http://{local}");
     match &args.public_url {
         Some(u) => {
             let parsed = reqwest::Url::parse(u).context("--public-url is not a URL")?;
@@ -216,25 +253,62 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%local, role = ?args.role, worker = %engine.config().worker_name, "serving");
 
-    let state = AppState {
+    gate.open(AppState {
         engine: engine.clone(),
         metrics,
-    };
-    let mut http_stop = stop_rx.clone();
-    let server = fleetprompt_server::serve(listener, state, async move {
-        let _ = http_stop.changed().await;
     });
     let stopping = engine.clone();
+    let mut stop = stop_rx.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing work in flight");
+        let _ = stop.wait_for(|stop| *stop).await;
         stopping.begin_shutdown();
-        let _ = stop_tx.send(true);
     });
-    server.await.context("HTTP server")?;
+    server.await.context("HTTP server")??;
     while tasks.join_next().await.is_some() {}
     db.close().await;
     Ok(())
+}
+
+/// Connects to the database, retrying with backoff (1 s, doubling, at
+/// most 5 s between tries) while it is unreachable, for at most `wait`
+/// (`None`: until it answers or the process is told to stop, then `None`).
+/// Any other failure (a bad URL, no such database, a wrong password) ends
+/// the process at once: waiting would not mend it.
+async fn wait_for_db(
+    common: &Common,
+    wait: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<fleetprompt_store::Db>> {
+    let url = common.database_url();
+    let shown = redact_db_url(&url);
+    let durability: fleetprompt_store::db::Durability =
+        common.durability.parse().map_err(anyhow::Error::msg)?;
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let reason = match fleetprompt_store::Db::connect(&url, durability).await {
+            Ok(db) => return Ok(Some(db)),
+            Err(fleetprompt_store::StoreError::Unavailable(reason)) => reason,
+            Err(e) => return Err(e).with_context(|| format!("connecting to {shown}")),
+        };
+        if let Some(wait) = wait
+            && started.elapsed() + delay > wait
+        {
+            anyhow::bail!(
+                "cannot connect to {shown} ({reason}); gave up after {} s (--db-wait)",
+                wait.as_secs()
+            );
+        }
+        tracing::warn!(
+            "cannot connect to {shown} ({reason}), retrying in {} s",
+            delay.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|stop| *stop) => return Ok(None),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 async fn gauges_only(engine: std::sync::Arc<Engine>, mut stop: watch::Receiver<bool>) {

@@ -8,6 +8,7 @@
 //! - [`admin`]: `/admin/v1/*`, one module per noun.
 //! - [`edge`]: `/edge/v1/*`, what Edge Connectors call with their own token.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the HTTP metrics layer.
+//! - [`startup`]: serving health while the process waits for the database.
 //! - [`widget`]: `/v1/widget/*`, `/widget.js` and `/demo`.
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod startup;
 pub mod widget;
 
 use std::net::SocketAddr;

@@ -221,6 +221,7 @@ impl Health {
     /// Fails fast while the breaker is open.
     pub(crate) fn check(&self) -> crate::Result<()> {
         if self.is_down() {
+            counter!(DB_OUTAGE_ERRORS, "kind" => "unavailable").increment(1);
             let reason = self.down_reason.lock().expect("health lock").clone();
             return Err(StoreError::Unavailable(format!(
                 "database unreachable ({reason})"
