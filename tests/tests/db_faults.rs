@@ -405,9 +405,11 @@ async fn postgres_outage_answers_503_at_once_and_recovers() {
     eprintln!("/readyz 503 {detected:?} after the cut");
     // Known unreachable: every request is answered 503 at once.
     let mut pending = vec![];
+    let mut slowest = Duration::ZERO;
     for i in 0..5 {
         let id = cmid();
         let r = send(&app, &token, &id, &format!("during {i}")).await;
+        slowest = slowest.max(r.took);
         assert_outage(
             &r,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -445,6 +447,7 @@ async fn postgres_outage_answers_503_at_once_and_recovers() {
             "a burst while the database is down",
         );
     }
+    eprintln!("messages while the database was down answered in at most {slowest:?}");
     let metrics = app.metrics().await;
     assert!(
         metrics.contains("fleetprompt_db_outage_errors_total{kind=\"unavailable\"}"),
@@ -576,4 +579,109 @@ async fn db_wait_gives_up_with_a_clear_message() {
         logs.contains("(connection refused); gave up after 2 s (--db-wait)"),
         "{logs}"
     );
+}
+
+/// Runs statements on a connection of the test's own to `url`, as an
+/// operator at a `psql` prompt would.
+async fn pg_exec(url: &str, statements: &[&str]) {
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    for s in statements {
+        sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+/// A failover as the server sees it: every session of the database but
+/// this one ends.
+fn end_sessions(name: &str) -> String {
+    format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_read_only_answers_503_and_recovers() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let token = widget_token(&app).await;
+    let mut accepted = HashSet::new();
+    let id = cmid();
+    assert_eq!(
+        send(&app, &token, &id, "before").await.status,
+        StatusCode::ACCEPTED
+    );
+    accepted.insert(id);
+    let name = app.db.url.rsplit('/').next().unwrap().to_owned();
+
+    // The database turns read-only and its sessions end, as when a primary
+    // is demoted: the server reconnects to a database that refuses writes.
+    pg_exec(
+        &app.db.url,
+        &[
+            &format!("ALTER DATABASE {name} SET default_transaction_read_only = on"),
+            &end_sessions(&name),
+        ],
+    )
+    .await;
+    // Past the moment the ended sessions open the breaker: what is left is
+    // a reachable database that refuses every write.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut pending = vec![];
+    for i in 0..3 {
+        let id = cmid();
+        let r = send(&app, &token, &id, &format!("read-only {i}")).await;
+        assert_outage(
+            &r,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "a message to a read-only database",
+        );
+        pending.push(id);
+    }
+    let r = readyz(&app).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert!(r.took < Duration::from_secs(1));
+    // Reads still work: only writes are refused.
+    let (s, v) = app.get("/admin/v1/sites").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Writable again (a new primary): ready and writing within seconds.
+    pg_exec(
+        &app.db.url,
+        &[
+            "SET default_transaction_read_only = off",
+            &format!("ALTER DATABASE {name} RESET default_transaction_read_only"),
+            &end_sessions(&name),
+        ],
+    )
+    .await;
+    let back = Instant::now();
+    wait_readyz(&app, StatusCode::OK, Duration::from_secs(5)).await;
+    for id in &pending {
+        loop {
+            let r = send(&app, &token, id, "retried").await;
+            if r.status == StatusCode::ACCEPTED {
+                accepted.insert(id.clone());
+                break;
+            }
+            assert!(
+                back.elapsed() < Duration::from_secs(5),
+                "writes still fail {:?} after the database became writable: {} {}",
+                back.elapsed(),
+                r.status,
+                r.body
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!("writable again: writes back in {:?}", back.elapsed());
+    let stored = app
+        .db
+        .scalar("SELECT COUNT(*) FROM website_chat_messages WHERE role = 'visitor'")
+        .await
+        .unwrap();
+    assert_eq!(stored as usize, accepted.len());
 }

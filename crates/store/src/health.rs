@@ -271,3 +271,58 @@ impl Health {
         answer.map_err(StoreError::Unavailable)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn connection_failures_are_outages_and_others_are_not() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        match classify(sqlx::Error::Io(refused)) {
+            StoreError::Unavailable(m) => assert_eq!(m, "connection refused"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(sqlx::Error::RowNotFound),
+            StoreError::Database(_)
+        ));
+        assert!(StoreError::Unavailable("x".into()).outage().is_some());
+        assert!(StoreError::NotFound.outage().is_none());
+    }
+
+    #[test]
+    fn the_breaker_fails_fast_until_a_probe_connects() {
+        let h = Health::default();
+        assert!(h.check().is_ok());
+        h.mark_down("connection refused");
+        match h.check() {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("connection refused"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        h.mark_up();
+        assert!(h.check().is_ok());
+    }
+
+    #[tokio::test]
+    async fn readiness_probes_at_most_once_a_second() {
+        let h = Health::default();
+        let probes = AtomicUsize::new(0);
+        let probe = || async {
+            probes.fetch_add(1, Ordering::Relaxed);
+            Err(StoreError::Unavailable("read-only".into()))
+        };
+        assert!(h.ready(probe()).await.is_err());
+        assert!(h.ready(probe()).await.is_err());
+        assert_eq!(probes.load(Ordering::Relaxed), 1, "the answer is reused");
+        // A commit says writes work, without a probe.
+        h.committed();
+        assert!(h.ready(probe()).await.is_ok());
+        assert_eq!(probes.load(Ordering::Relaxed), 1);
+    }
+}
