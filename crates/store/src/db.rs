@@ -177,14 +177,16 @@ impl Db {
                 // roll the transaction back by itself; sqlx's ROLLBACK then
                 // fails and leaves the connection's transaction depth at 1,
                 // so every later BEGIN on it fails ("non-zero transaction
-                // depth") until restart. A connection that comes back still
-                // in a transaction is closed instead, and the pool opens a
-                // fresh one for the next write. The ping first: a dropped
-                // transaction's ROLLBACK is queued to the connection's
-                // thread, and the depth is only final once it has run.
-                .after_release(|conn, _| {
+                // depth") until restart. A connection still in a
+                // transaction when it is taken for the next write is closed
+                // instead, and the pool opens a fresh one. Checked on
+                // acquire, not on release: the pool pings a connection
+                // before it takes it back, and that ping runs on the
+                // connection's thread after a dropped transaction's queued
+                // ROLLBACK, so the depth is final by then (and reading it
+                // costs no hand-off to the thread).
+                .before_acquire(|conn, _| {
                     Box::pin(async move {
-                        conn.ping().await?;
                         if conn.is_in_transaction() {
                             tracing::warn!(
                                 "the SQLite writer was left inside a transaction (SQLite rolled it back by itself); replacing the connection"
@@ -277,9 +279,7 @@ impl Db {
     pub async fn begin_on(&self, own: Option<&OwnPool>) -> Result<Tx> {
         self.0.health.check()?;
         let inner = match (&self.0.pools, own) {
-            (Pools::Postgres(_), Some(OwnPool(p))) => {
-                TxInner::Postgres(p.begin().await.map_err(|e| self.connect_failed(e))?)
-            }
+            (Pools::Postgres(_), Some(OwnPool(p))) => TxInner::Postgres(self.pg_begin(p).await?),
             (Pools::Sqlite { writer, .. }, _) => {
                 // IMMEDIATE takes the write lock at once, waiting (busy
                 // timeout) if another connection holds it; a deferred
@@ -287,9 +287,7 @@ impl Db {
                 // "database is locked" when its first write found it taken.
                 TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?)
             }
-            (Pools::Postgres(p), None) => {
-                TxInner::Postgres(p.begin().await.map_err(|e| self.connect_failed(e))?)
-            }
+            (Pools::Postgres(p), None) => TxInner::Postgres(self.pg_begin(p).await?),
         };
         Ok(Tx {
             inner,
@@ -322,17 +320,35 @@ impl Db {
         self.0.config_generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// A PostgreSQL transaction could not start: when for want of a
-    /// connection, the breaker opens (and the monitor, woken, closes it
-    /// again if its own probe connects), so the requests behind this one
-    /// fail at once.
-    fn connect_failed(&self, e: sqlx::Error) -> StoreError {
-        let lost = matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_));
-        let e = StoreError::from(e);
-        if lost && let StoreError::Unavailable(reason) = &e {
-            self.0.health.mark_down(reason);
-        }
-        e
+    /// Starts a PostgreSQL transaction on `pool`. A wait for a connection
+    /// ends as soon as the breaker opens, instead of at the pool's acquire
+    /// timeout; and when a transaction cannot start for want of a
+    /// connection, the breaker opens (the monitor, woken, closes it again
+    /// if its own probe connects), so the requests behind this one fail at
+    /// once.
+    async fn pg_begin(&self, pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
+        let health = &self.0.health;
+        let mut opened = health.subscribe();
+        let begun = tokio::select! {
+            begun = pool.begin() => Some(begun),
+            // The guard `wait_for` returns is dropped inside, before
+            // `check` reads the breaker again.
+            _ = async { drop(opened.wait_for(Option::is_some).await) } => None,
+        };
+        let Some(begun) = begun else {
+            return Err(health
+                .check()
+                .err()
+                .unwrap_or_else(|| StoreError::Unavailable("database unreachable".into())));
+        };
+        begun.map_err(|e| {
+            let lost = matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_));
+            let e = StoreError::from(e);
+            if lost && let StoreError::Unavailable(reason) = &e {
+                health.mark_down(reason);
+            }
+            e
+        })
     }
 
     /// Whether the database takes writes now, answered within a second:

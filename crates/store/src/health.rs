@@ -162,11 +162,10 @@ fn recently_refused() -> Option<i64> {
 /// The breaker and readiness state of one [`crate::Db`].
 #[derive(Debug)]
 pub(crate) struct Health {
-    /// When the database was found unreachable and not found back since
-    /// (milliseconds since the epoch; 0: reachable).
-    down_since: AtomicI64,
-    /// Why it is unreachable, for the errors the breaker answers with.
-    down_reason: std::sync::Mutex<String>,
+    /// While the breaker is open: since when (milliseconds since the
+    /// epoch) and why. A watch, so callers waiting on a connection give up
+    /// as soon as it opens.
+    open: tokio::sync::watch::Sender<Option<(i64, String)>>,
     /// Wakes the monitor at once when a caller sees the database fail.
     pub(crate) failed: Notify,
     /// When a write transaction last committed (milliseconds since the epoch).
@@ -179,8 +178,7 @@ pub(crate) struct Health {
 impl Default for Health {
     fn default() -> Self {
         Self {
-            down_since: AtomicI64::new(0),
-            down_reason: std::sync::Mutex::new(String::new()),
+            open: tokio::sync::watch::Sender::new(None),
             failed: Notify::new(),
             last_commit: AtomicI64::new(0),
             probe: tokio::sync::Mutex::new(None),
@@ -191,12 +189,18 @@ impl Default for Health {
 impl Health {
     /// Opens the breaker: the database is unreachable.
     pub(crate) fn mark_down(&self, reason: &str) {
-        *self.down_reason.lock().expect("health lock") = reason.to_owned();
-        if self
-            .down_since
-            .compare_exchange(0, now_ms(), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        let opened = self.open.send_if_modified(|state| match state {
+            Some((_, why)) => {
+                // Already open: the latest reason, no wake-up.
+                reason.clone_into(why);
+                false
+            }
+            None => {
+                *state = Some((now_ms(), reason.to_owned()));
+                true
+            }
+        });
+        if opened {
             tracing::warn!(
                 reason,
                 "database unreachable; answering 503 until it is back"
@@ -207,27 +211,37 @@ impl Health {
 
     /// Closes the breaker: a probe connected.
     pub(crate) fn mark_up(&self) {
-        let since = self.down_since.swap(0, Ordering::AcqRel);
-        if since != 0 {
+        let mut since = None;
+        self.open.send_if_modified(|state| {
+            since = state.take().map(|(at, _)| at);
+            since.is_some()
+        });
+        if let Some(since) = since {
             tracing::info!(down_ms = now_ms() - since, "database reachable again");
         }
     }
 
+    /// Follows whether the breaker is open.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<(i64, String)>> {
+        self.open.subscribe()
+    }
+
     /// Whether the breaker is open.
     pub(crate) fn is_down(&self) -> bool {
-        self.down_since.load(Ordering::Acquire) != 0
+        self.open.borrow().is_some()
     }
 
     /// Fails fast while the breaker is open.
     pub(crate) fn check(&self) -> crate::Result<()> {
-        if self.is_down() {
-            counter!(DB_OUTAGE_ERRORS, "kind" => "unavailable").increment(1);
-            let reason = self.down_reason.lock().expect("health lock").clone();
-            return Err(StoreError::Unavailable(format!(
-                "database unreachable ({reason})"
-            )));
+        match &*self.open.borrow() {
+            Some((_, reason)) => {
+                counter!(DB_OUTAGE_ERRORS, "kind" => "unavailable").increment(1);
+                Err(StoreError::Unavailable(format!(
+                    "database unreachable ({reason})"
+                )))
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Records a commit: writes work.
