@@ -159,6 +159,20 @@ fn assert_outage(r: &Resp, status: StatusCode, code: &str, what: &str) {
     );
 }
 
+/// The value of an unlabelled counter in a Prometheus exposition (0 when
+/// it was never incremented, so is absent).
+fn counter_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// Ingest batches written again message by message: an outage must never
+/// cause that (every message would fail alike, each after its own wait).
+const FALLBACKS: &str = "fleetprompt_webchat_ingest_batch_fallbacks_total";
+
 fn cmid() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -290,6 +304,11 @@ async fn sqlite_full_disk_is_an_outage_that_ends_by_itself() {
     assert!(
         metrics.contains("fleetprompt_db_outage_errors_total{kind=\"storage_full\"}"),
         "the refused write is counted"
+    );
+    assert_eq!(
+        counter_value(&metrics, FALLBACKS),
+        0.0,
+        "no one-by-one retry"
     );
     // Still full: still refused, and still answered at once.
     let r = send(&app, &token, &pending, &content).await;
@@ -468,6 +487,11 @@ async fn postgres_outage_answers_503_at_once_and_recovers() {
     assert!(
         metrics.contains("fleetprompt_db_outage_errors_total{kind=\"unavailable\"}"),
         "the refused requests are counted"
+    );
+    assert_eq!(
+        counter_value(&metrics, FALLBACKS),
+        0.0,
+        "no one-by-one retry"
     );
 
     // Back: ready again and writing within seconds, without a restart.
