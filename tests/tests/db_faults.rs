@@ -299,6 +299,7 @@ async fn sqlite_full_disk_is_an_outage_that_ends_by_itself() {
         "/readyz while writes fail: {}",
         r.body
     );
+    assert_eq!(r.body, "database storage full");
     assert!(r.took < Duration::from_secs(1), "/readyz took {:?}", r.took);
     let metrics = app.metrics().await;
     assert!(
@@ -683,6 +684,7 @@ async fn postgres_read_only_answers_503_and_recovers() {
     }
     let r = readyz(&app).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.body, "database unavailable");
     assert!(r.took < Duration::from_secs(1));
     // Reads still work: only writes are refused.
     let (s, v) = app.get("/admin/v1/sites").await;

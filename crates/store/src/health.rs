@@ -13,7 +13,7 @@
 //!   seconds, or a probe write (at most once a second, skipped while real
 //!   commits succeed), says whether writes work.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use fleetprompt_core::time::now_ms;
@@ -54,6 +54,10 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 /// [`StoreError`], which knows no [`crate::Db`]; a process has one.
 static WRITE_REFUSED_AT: AtomicI64 = AtomicI64::new(0);
 
+/// Whether that write was refused for want of space (else: read-only, or
+/// a disk I/O error).
+static REFUSED_FOR_SPACE: AtomicBool = AtomicBool::new(false);
+
 /// Turns a `sqlx` error into this crate's, telling outages apart.
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     let outage = match &e {
@@ -90,13 +94,13 @@ fn classify_database(d: &dyn sqlx::error::DatabaseError) -> Option<StoreError> {
         return match primary {
             // SQLITE_FULL: the disk (or a quota) is full.
             13 => {
-                refused_write();
+                refused_write(true);
                 Some(StoreError::StorageFull(message))
             }
             // SQLITE_IOERR: a write to the disk failed (on some file
             // systems a full disk shows up as this, not as SQLITE_FULL).
             10 => {
-                refused_write();
+                refused_write(false);
                 Some(StoreError::Unavailable(format!(
                     "disk I/O error: {message}"
                 )))
@@ -107,12 +111,12 @@ fn classify_database(d: &dyn sqlx::error::DatabaseError) -> Option<StoreError> {
     match code.as_ref() {
         // disk_full
         "53100" => {
-            refused_write();
+            refused_write(true);
             Some(StoreError::StorageFull(message))
         }
         // read_only_sql_transaction: a standby, or a primary demoted.
         "25006" => {
-            refused_write();
+            refused_write(false);
             Some(StoreError::Unavailable(format!("read-only: {message}")))
         }
         // insufficient_resources, out_of_memory, too_many_connections;
@@ -149,14 +153,24 @@ fn describe_io(e: &std::io::Error) -> String {
     }
 }
 
-fn refused_write() {
+fn refused_write(for_space: bool) {
+    REFUSED_FOR_SPACE.store(for_space, Ordering::Release);
     WRITE_REFUSED_AT.store(now_ms(), Ordering::Release);
 }
 
-/// The outage a recent refused write says the database is in, if any.
-fn recently_refused() -> Option<i64> {
+/// The outage a write refused in the last seconds says the database is
+/// in, if any.
+fn recently_refused() -> Option<StoreError> {
     let at = WRITE_REFUSED_AT.load(Ordering::Acquire);
-    (at != 0 && now_ms() - at < REFUSED_WRITE_HOLD_MS).then_some(at)
+    if at == 0 || now_ms() - at >= REFUSED_WRITE_HOLD_MS {
+        return None;
+    }
+    let why = format!("a write was refused {} ms ago", now_ms() - at);
+    Some(if REFUSED_FOR_SPACE.load(Ordering::Acquire) {
+        StoreError::StorageFull(why)
+    } else {
+        StoreError::Unavailable(why)
+    })
 }
 
 /// The breaker and readiness state of one [`crate::Db`].
@@ -256,11 +270,8 @@ impl Health {
         F: std::future::Future<Output = crate::Result<()>>,
     {
         self.check()?;
-        if let Some(at) = recently_refused() {
-            return Err(StoreError::StorageFull(format!(
-                "a write was refused {} ms ago",
-                now_ms() - at
-            )));
+        if let Some(refused) = recently_refused() {
+            return Err(refused);
         }
         let refused = WRITE_REFUSED_AT.load(Ordering::Acquire);
         let commit = self.last_commit.load(Ordering::Acquire);
