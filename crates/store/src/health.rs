@@ -32,6 +32,11 @@ pub fn describe() {
         Unit::Count,
         "Database errors that are outages (unreachable, read-only, or no room to write), by kind."
     );
+    // Exported at zero from the start, so an alert's `increase()` sees the
+    // first outage too (a series born at 1 has no increase).
+    for kind in ["unavailable", "storage_full"] {
+        counter!(DB_OUTAGE_ERRORS, "kind" => kind).increment(0);
+    }
 }
 
 /// How long after a refused write (storage full, read-only) readiness
