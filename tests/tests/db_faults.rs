@@ -213,6 +213,14 @@ impl Drop for Tmpfs {
             .arg("-l")
             .arg(&self.0)
             .status();
+        // The test database may have been dropped first, and could not
+        // remove a mount point: remove what is left once it is empty.
+        let _ = std::fs::remove_dir(&self.0);
+        if let Some(parent) = self.0.parent()
+            && std::env::var_os("FLEETPROMPT_KEEP_TEST_DIRS").is_none()
+        {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
