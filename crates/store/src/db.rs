@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use tokio::sync::Notify;
 
-use crate::health::{Health, PROBE_TIMEOUT};
+use crate::health::Health;
 use crate::{Result, StoreError};
 
 /// Which database a [`Db`] talks to.
@@ -445,6 +445,12 @@ async fn checkpoint_loop(checkpointer: SqlitePool, writer: SqlitePool) {
 /// How long a connection attempt may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the monitor's connect or `SELECT 1` may take before the
+/// breaker opens. A refused or reset connection fails at once whatever
+/// this is; it only bounds a server that does not answer at all, and is
+/// generous so that a server slowed by load does not trip the breaker.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Watches PostgreSQL on a connection of its own, outside the pool (whose
 /// every slot may be busy under load, which is no outage): `SELECT 1` every
 /// second, every 250 ms while the breaker is open or right after a caller
@@ -482,14 +488,14 @@ async fn probe(
     opts: &PgConnectOptions,
 ) -> std::result::Result<(), String> {
     if conn.is_none() {
-        let c = tokio::time::timeout(PROBE_TIMEOUT, PgConnection::connect_with(opts))
+        let c = tokio::time::timeout(MONITOR_TIMEOUT, PgConnection::connect_with(opts))
             .await
             .map_err(|_| "timed out connecting".to_owned())?
             .map_err(|e| crate::health::reason(&e))?;
         *conn = Some(c);
     }
     let c = conn.as_mut().expect("connected above");
-    tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&mut *c))
+    tokio::time::timeout(MONITOR_TIMEOUT, sqlx::query("SELECT 1").execute(&mut *c))
         .await
         .map_err(|_| "timed out".to_owned())?
         .map_err(|e| crate::health::reason(&e))?;

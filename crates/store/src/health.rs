@@ -51,7 +51,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a probe may take before readiness says no: `/readyz` answers
 /// within a second either way.
-pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// When a write was last refused for want of space or because the database
 /// is read-only, in this process (milliseconds since the epoch; 0: never).
