@@ -15,6 +15,8 @@
 //!   the real `fleetprompt-edge` against it.
 //! - [`Gate`]: a TCP forwarder in front of a server that the test can close
 //!   (connections refused and cut) and reopen, onto a restarted server too.
+//! - [`TcpProxy`]: a loopback TCP proxy a test can cut, to make a real
+//!   PostgreSQL unreachable for one server without stopping it.
 //! - [`both_backends!`]: runs one test body on SQLite and on PostgreSQL.
 //!
 //! PostgreSQL is expected at `FLEETPROMPT_TEST_PG_URL` (default
@@ -245,19 +247,76 @@ pub struct Server {
 
 impl Server {
     /// Starts `fleetprompt serve` on `db` with extra flags, allowed to reach
-    /// loopback ([`ALLOW_LOOPBACK`]) so it can call the stand-in servers.
+    /// loopback ([`ALLOW_LOOPBACK`]) so it can call the stand-in servers,
+    /// and waits until it is ready (`/readyz` 200): it listens before its
+    /// database is connected and migrated.
     pub async fn start(db: &TestDb, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        Self::start_with_outbound(db, name, extra, Some(ALLOW_LOOPBACK)).await
+        Self::start_on(db, &db.url, name, extra).await
     }
 
-    /// Starts `fleetprompt serve` with the default outbound policy: no
-    /// internal address, loopback included, is reachable.
+    /// [`Server::start`] with the database at `url` (e.g. through a
+    /// [`TcpProxy`]) instead of `db.url`.
+    pub async fn start_on(
+        db: &TestDb,
+        url: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut server = Self::start_unready(db, url, name, extra).await?;
+        server.wait_ready(Duration::from_secs(60)).await?;
+        Ok(server)
+    }
+
+    /// Polls `/readyz` until it answers 200; fails if the process exits
+    /// first or `timeout` passes.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let http = http_client();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = http.get(format!("{}/readyz", self.url)).send().await
+                && r.status() == reqwest::StatusCode::OK
+            {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "fleetprompt serve exited with {status} before it was ready; see {}",
+                    self.log_path.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "fleetprompt serve was not ready within {timeout:?}; see {}",
+                    self.log_path.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Starts `fleetprompt serve` with the default outbound policy (no
+    /// internal address, loopback included, is reachable), and waits until
+    /// it is ready.
     pub async fn start_guarded(db: &TestDb, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        Self::start_with_outbound(db, name, extra, None).await
+        let mut server = Self::start_with_outbound(db, &db.url, name, extra, None).await?;
+        server.wait_ready(Duration::from_secs(60)).await?;
+        Ok(server)
+    }
+
+    /// Starts `fleetprompt serve` on the database at `url` and returns as
+    /// soon as it listens, ready or not.
+    pub async fn start_unready(
+        db: &TestDb,
+        url: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::start_with_outbound(db, url, name, extra, Some(ALLOW_LOOPBACK)).await
     }
 
     async fn start_with_outbound(
         db: &TestDb,
+        url: &str,
         name: &str,
         extra: &[&str],
         allow_outbound: Option<&str>,
@@ -286,7 +345,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&db.dir)
             .arg("--database-url")
-            .arg(&db.url)
+            .arg(url)
             .env("FLEETPROMPT_MASTER_KEY", MASTER_KEY)
             .env("RUST_LOG", "info,fleetprompt_server=debug")
             .env("FLEETPROMPT_LOG_FORMAT", "json")
@@ -343,6 +402,125 @@ impl Server {
     /// Everything it has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
+    }
+}
+
+/// A TCP proxy on loopback in front of a real server (PostgreSQL), which
+/// a test can cut: while cut, connecting is refused (nothing listens on
+/// its port) and every connection through it is closed; restored, it
+/// listens on the same port again.
+pub struct TcpProxy {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpProxy {
+    /// Starts a proxy to `target` (`host:port`), open.
+    pub async fn start(target: &str) -> anyhow::Result<Self> {
+        let target: std::net::SocketAddr = target.parse()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (open, rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(proxy_loop(Some(listener), port, target, rx));
+        Ok(Self { port, open })
+    }
+
+    /// Starts a proxy to the server of the database URL `url`.
+    pub async fn in_front_of(url: &str) -> anyhow::Result<Self> {
+        let u = reqwest::Url::parse(url)?;
+        let host = match u.host_str() {
+            Some("localhost") | None => "127.0.0.1",
+            Some(h) => h,
+        };
+        Self::start(&format!("{host}:{}", u.port().unwrap_or(5432))).await
+    }
+
+    /// A PostgreSQL URL like `url` but through this proxy.
+    pub fn url_for(&self, url: &str) -> String {
+        let mut u = reqwest::Url::parse(url).expect("database URL");
+        u.set_host(Some("127.0.0.1")).expect("host");
+        u.set_port(Some(self.port)).expect("port");
+        u.to_string()
+    }
+
+    /// Cuts the proxy: new connections are refused, open ones closed.
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Restores the proxy: it listens again.
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+async fn proxy_loop(
+    mut listener: Option<tokio::net::TcpListener>,
+    port: u16,
+    target: std::net::SocketAddr,
+    mut open: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match listener.take() {
+            Some(l) => tokio::select! {
+                accepted = l.accept() => {
+                    if let Ok((conn, _)) = accepted {
+                        tokio::spawn(proxy_pipe(conn, target, open.clone()));
+                    }
+                    listener = Some(l);
+                }
+                changed = open.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // Cut: the listener is dropped, so connecting is refused.
+                    if *open.borrow() {
+                        listener = Some(l);
+                    }
+                }
+            },
+            None => {
+                if open.changed().await.is_err() {
+                    return;
+                }
+                if *open.borrow() {
+                    // The port was ours a moment ago; SO_REUSEADDR (set by
+                    // tokio on Unix) lets it be bound again at once.
+                    for _ in 0..100 {
+                        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                            Ok(l) => {
+                                listener = Some(l);
+                                break;
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn proxy_pipe(
+    mut conn: tokio::net::TcpStream,
+    target: std::net::SocketAddr,
+    mut open: tokio::sync::watch::Receiver<bool>,
+) {
+    let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream) => {}
+        _ = open.wait_for(|open| !*open) => {}
     }
 }
 
@@ -418,21 +596,24 @@ impl TestApp {
 
     /// Same, with extra `serve` flags.
     pub async fn spawn_with(backend: Backend, extra: &[&str]) -> Self {
-        Self::spawn_inner(backend, extra, Some(ALLOW_LOOPBACK)).await
+        Self::spawn_inner(backend, extra, true).await
     }
 
     /// Fresh database, tenant `acme`, one server with the default outbound
     /// policy (loopback not reachable), for tests of that policy.
     pub async fn spawn_guarded(backend: Backend, extra: &[&str]) -> Self {
-        Self::spawn_inner(backend, extra, None).await
+        Self::spawn_inner(backend, extra, false).await
     }
 
-    async fn spawn_inner(backend: Backend, extra: &[&str], allow_outbound: Option<&str>) -> Self {
+    async fn spawn_inner(backend: Backend, extra: &[&str], allow_loopback: bool) -> Self {
         let db = TestDb::new(backend).await.expect("test database");
         let tenant = create_tenant(&db, "acme").await.expect("tenant");
-        let server = Server::start_with_outbound(&db, "server", extra, allow_outbound)
-            .await
-            .expect("server");
+        let server = if allow_loopback {
+            Server::start(&db, "server", extra).await
+        } else {
+            Server::start_guarded(&db, "server", extra).await
+        }
+        .expect("server");
         Self {
             db,
             server,

@@ -127,6 +127,18 @@ pub(crate) async fn start_server(
         .context("unexpected first line")?
         .to_owned();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // It listens before its database is ready: wait until it says ready.
+    let http = crate::bench::http_client(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match http.get(format!("{url}/readyz")).send().await {
+            Ok(r) if r.status().is_success() => break,
+            _ if std::time::Instant::now() > deadline => {
+                anyhow::bail!("the server was not ready within 60 s")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
     Ok(ServerProc { child, url, pid })
 }
 

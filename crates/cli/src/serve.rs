@@ -102,6 +102,15 @@ pub struct ServeArgs {
     /// released, so other nodes take the work over at once.
     #[arg(long, env = "FLEETPROMPT_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
+    /// Seconds to keep retrying an unreachable database at start before
+    /// giving up (unset: forever). Meanwhile /healthz answers and /readyz
+    /// says 503.
+    #[arg(
+        long = "db-wait",
+        env = "FLEETPROMPT_DB_WAIT_SECS",
+        value_name = "SECS"
+    )]
+    pub db_wait: Option<u64>,
 }
 
 impl ServeArgs {
@@ -154,6 +163,7 @@ pub fn install_metrics(
         .install_recorder()
         .context("installing the metrics recorder")?;
     fleetprompt_engine::metrics::describe();
+    fleetprompt_store::health::describe();
     fleetprompt_server::ops::describe();
     fleetprompt_server::widget::describe();
     fleetprompt_server::listen::describe();
@@ -184,7 +194,51 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     };
     let metrics = install_metrics(config.reap_interval)?;
     let key = common.master_key()?;
-    let db = common.open_db().await?;
+
+    // Listen first, so /healthz and /readyz answer while the database is
+    // awaited; every other route answers 503 until the gate opens.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    // The one line on stdout: where to go. Tests read it to find port 0's choice.
+    println!("FleetPrompt listening on http://{local}");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing work in flight");
+        let _ = stop_tx.send(true);
+    });
+    let gate = fleetprompt_server::startup::Gate::default();
+    let streams = std::sync::Arc::new(fleetprompt_server::widget::stream::Streams::new(
+        args.streams_per_visitor,
+        args.streams_per_site,
+    ));
+    let limits = fleetprompt_server::listen::Limits {
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        max_connections: fit_connections(args.max_connections, files),
+    };
+    let mut http_stop = stop_rx.clone();
+    let mut server = tokio::spawn(fleetprompt_server::startup::serve(
+        listener,
+        gate.clone(),
+        limits,
+        streams.clone(),
+        async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        },
+    ));
+
+    let Some(db) = wait_for_db(
+        common,
+        args.db_wait.map(Duration::from_secs),
+        stop_rx.clone(),
+    )
+    .await?
+    else {
+        server.await.context("HTTP server")??;
+        return Ok(());
+    };
     let applied = fleetprompt_store::migrate::run(&db)
         .await
         .context("migrating the database")?;
@@ -211,7 +265,6 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             e.report()
         );
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(fleetprompt_engine::rules::watch(
         engine.clone(),
         args.workflows.clone(),
@@ -250,12 +303,6 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         tasks.spawn(gauges_only(engine.clone(), stop_rx.clone()));
     }
 
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr()?;
-    // The one line on stdout: where to go. Tests read it to find port 0's choice.
-    println!("FleetPrompt listening on http://{local}");
     match &args.public_url {
         Some(u) => {
             let parsed = reqwest::Url::parse(u).context("--public-url is not a URL")?;
@@ -274,29 +321,16 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     if !trusted_proxies.is_empty() {
         tracing::info!(proxies = ?args.trusted_proxies, "client addresses are taken from these proxies' forwarding headers");
     }
-    let state = AppState {
+    gate.open(AppState {
         engine: engine.clone(),
         metrics,
         trusted_proxies: std::sync::Arc::new(trusted_proxies),
-        streams: std::sync::Arc::new(fleetprompt_server::widget::stream::Streams::new(
-            args.streams_per_visitor,
-            args.streams_per_site,
-        )),
+        streams,
         admin_body_limit: args.admin_body_limit_kib.max(1) * 1024,
-    };
-    let limits = fleetprompt_server::listen::Limits {
-        header_timeout: Duration::from_secs(args.header_timeout_secs),
-        max_connections: fit_connections(args.max_connections, files),
-    };
-    let mut http_stop = stop_rx.clone();
-    let mut server = tokio::spawn(async move {
-        fleetprompt_server::serve(listener, state, &limits, async move {
-            let _ = http_stop.changed().await;
-        })
-        .await
     });
+    let mut stopped = stop_rx.clone();
     tokio::select! {
-        () = shutdown_signal() => {}
+        _ = stopped.wait_for(|stop| *stop) => {}
         ended = &mut server => {
             ended.context("HTTP server")?.context("HTTP server")?;
             anyhow::bail!("the HTTP server stopped by itself");
@@ -309,7 +343,6 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         "shutting down: closing live streams, finishing work in flight"
     );
     engine.begin_shutdown();
-    let _ = stop_tx.send(true);
     match tokio::time::timeout_at(deadline, &mut server).await {
         Ok(ended) => ended.context("HTTP server")?.context("HTTP server")?,
         Err(_) => {
@@ -416,5 +449,47 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Connects to the database, retrying with backoff (1 s, doubling, at
+/// most 5 s between tries) while it is unreachable, for at most `wait`
+/// (`None`: until it answers or the process is told to stop, then `None`).
+/// Any other failure (a bad URL, no such database, a wrong password) ends
+/// the process at once: waiting would not mend it.
+async fn wait_for_db(
+    common: &Common,
+    wait: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<fleetprompt_store::Db>> {
+    let url = common.database_url();
+    let shown = redact_db_url(&url);
+    let durability: fleetprompt_store::db::Durability =
+        common.durability.parse().map_err(anyhow::Error::msg)?;
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let reason = match fleetprompt_store::Db::connect(&url, durability).await {
+            Ok(db) => return Ok(Some(db)),
+            Err(fleetprompt_store::StoreError::Unavailable(reason)) => reason,
+            Err(e) => return Err(e).with_context(|| format!("connecting to {shown}")),
+        };
+        if let Some(wait) = wait
+            && started.elapsed() + delay > wait
+        {
+            anyhow::bail!(
+                "cannot connect to {shown} ({reason}); gave up after {} s (--db-wait)",
+                wait.as_secs()
+            );
+        }
+        tracing::warn!(
+            "cannot connect to {shown} ({reason}), retrying in {} s",
+            delay.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|stop| *stop) => return Ok(None),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

@@ -52,8 +52,9 @@ pub enum ApiError {
     /// 500: our fault; details go to the log, never to the client.
     #[error("internal error")]
     Internal(String),
-    /// 503: the database cannot be reached.
-    #[error("service unavailable")]
+    /// 503: the database cannot be reached (or is read-only), or the
+    /// process is still starting; retry after [`RETRY_UNAVAILABLE_SECS`].
+    #[error("the service is unavailable for a moment; retry later")]
     Unavailable,
     /// 400: text the databases cannot store (a NUL character); names where.
     #[error("{0} contains a NUL character, which is not accepted")]
@@ -61,7 +62,18 @@ pub enum ApiError {
     /// 405: the route exists, but not with this method.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// 507: the database has no room to write; retry after
+    /// [`RETRY_STORAGE_FULL_SECS`] (writes work again once space is freed).
+    #[error("the service cannot store anything for a moment; retry later")]
+    StorageFull,
 }
+
+/// `Retry-After` of a 503: the database breaker probes four times a
+/// second, so a client is back soon after the database.
+pub const RETRY_UNAVAILABLE_SECS: u64 = 2;
+
+/// `Retry-After` of a 507: space is freed by an operator, not in an instant.
+pub const RETRY_STORAGE_FULL_SECS: u64 = 5;
 
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -82,6 +94,7 @@ impl ApiError {
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::InvalidText(_) => (StatusCode::BAD_REQUEST, "invalid_text"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::StorageFull => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
         }
     }
 }
@@ -94,9 +107,15 @@ impl IntoResponse for ApiError {
         }
         let body = json!({ "error": { "code": code, "message": self.to_string() } });
         let mut resp = (status, Json(body)).into_response();
-        if let Self::TooManyRequests(secs) = self {
+        let retry_after = match self {
+            Self::TooManyRequests(secs) => Some(secs.max(1)),
+            Self::Unavailable => Some(RETRY_UNAVAILABLE_SECS),
+            Self::StorageFull => Some(RETRY_STORAGE_FULL_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         resp
     }
@@ -126,9 +145,16 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Conflict(m) => Self::Conflict("conflict", m),
             EngineError::InvalidState(m) => Self::Conflict("invalid_state", m),
-            EngineError::Store(fleetprompt_store::StoreError::Database(
-                sqlx::Error::PoolTimedOut,
-            )) => Self::Unavailable,
+            // Outages: the detail (which says why) is logged once by the
+            // store's breaker and counted; clients get "retry later".
+            EngineError::Store(fleetprompt_store::StoreError::Unavailable(m)) => {
+                tracing::debug!(reason = %m, "database unavailable");
+                Self::Unavailable
+            }
+            EngineError::Store(fleetprompt_store::StoreError::StorageFull(m)) => {
+                tracing::debug!(reason = %m, "database storage full");
+                Self::StorageFull
+            }
             other => Self::Internal(other.to_string()),
         }
     }

@@ -10,6 +10,7 @@
 //! - [`admin`]: `/admin/v1/*`, one module per noun.
 //! - [`edge`]: `/edge/v1/*`, what Edge Connectors call with their own token.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the HTTP metrics layer.
+//! - [`startup`]: serving health while the process waits for the database.
 //! - [`widget`]: `/v1/widget/*`, `/widget.js` and `/demo`.
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod extract;
 pub mod listen;
 pub mod ops;
+pub mod startup;
 pub mod widget;
 
 use std::sync::Arc;
@@ -26,7 +28,6 @@ use std::sync::Arc;
 use axum::Router;
 use fleetprompt_engine::Engine;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -67,20 +68,4 @@ pub fn app(state: AppState) -> Router {
 /// The answer to a known route with a method it does not have.
 pub(crate) async fn method_not_allowed() -> error::ApiError {
     error::ApiError::MethodNotAllowed
-}
-
-/// Serves the application on `listener` until `shutdown` resolves; then
-/// stops accepting, ends the widget's live streams with a reconnect event,
-/// and returns once the requests in flight have finished.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    limits: &listen::Limits,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let streams = state.streams.clone();
-    listen::serve(listener, app(state), limits, shutdown, move || {
-        streams.stop_all()
-    })
-    .await
 }

@@ -39,12 +39,21 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics_text))
 }
 
+/// Ready while the database takes writes: answered within a second, from
+/// the store's breaker and at most one probe write a second (see
+/// `Db::ready`), so a load balancer stops sending work to a node whose
+/// database is unreachable, full or read-only, and sends it again once
+/// writes work.
 async fn readyz(State(s): State<AppState>) -> Response {
-    match s.engine.db().ping().await {
+    match s.engine.db().ready().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+            tracing::debug!(error = %e, "not ready");
+            let why = match e {
+                fleetprompt_store::StoreError::StorageFull(_) => "database storage full",
+                _ => "database unavailable",
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
         }
     }
 }

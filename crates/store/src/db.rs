@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use tokio::sync::Notify;
 
+use crate::health::Health;
 use crate::{Result, StoreError};
 
 /// Which database a [`Db`] talks to.
@@ -76,6 +78,8 @@ struct Inner {
     /// changed (a commit here, or a notification from another node), so
     /// caches of it can tell.
     config_generation: AtomicU64,
+    /// The breaker and readiness state.
+    health: Arc<Health>,
 }
 
 /// A handle to the database; cheap to clone.
@@ -112,6 +116,16 @@ impl Db {
     pub async fn connect(url: &str, durability: Durability) -> Result<Self> {
         let pools = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
+            // One plain connection first: the pool retries a refused
+            // connection until its acquire timeout and then says only
+            // "timed out", while a caller retrying at start-up needs the
+            // cause (connection refused, no such database, bad password)
+            // and at once.
+            tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts))
+                .await
+                .map_err(|_| StoreError::Unavailable("timed out connecting".into()))??
+                .close()
+                .await?;
             let pool = PgPoolOptions::new()
                 // Room for the completers (4), the claim loop, LISTEN and
                 // the HTTP handlers' reads at once (the message batchers
@@ -159,6 +173,29 @@ impl Db {
                 .max_connections(1)
                 .min_connections(1)
                 .test_before_acquire(false)
+                // When a write fails because the disk is full, SQLite may
+                // roll the transaction back by itself; sqlx's ROLLBACK then
+                // fails and leaves the connection's transaction depth at 1,
+                // so every later BEGIN on it fails ("non-zero transaction
+                // depth") until restart. A connection still in a
+                // transaction when it is taken for the next write is closed
+                // instead, and the pool opens a fresh one. Checked on
+                // acquire, not on release: the pool pings a connection
+                // before it takes it back, and that ping runs on the
+                // connection's thread after a dropped transaction's queued
+                // ROLLBACK, so the depth is final by then (and reading it
+                // costs no hand-off to the thread).
+                .before_acquire(|conn, _| {
+                    Box::pin(async move {
+                        if conn.is_in_transaction() {
+                            tracing::warn!(
+                                "the SQLite writer was left inside a transaction (SQLite rolled it back by itself); replacing the connection"
+                            );
+                            return Ok(false);
+                        }
+                        Ok(true)
+                    })
+                })
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
                 .await?;
@@ -175,14 +212,17 @@ impl Db {
             Pools::Sqlite { writer, reader }
         };
         let wake_others = Arc::new(Notify::new());
+        let health = Arc::new(Health::default());
         if let Pools::Postgres(pool) = &pools {
             tokio::spawn(notify_loop(pool.clone(), wake_others.clone()));
+            tokio::spawn(monitor_loop(pool.clone(), health.clone()));
         }
         Ok(Self(Arc::new(Inner {
             pools,
             work_available: Notify::new(),
             wake_others,
             config_generation: AtomicU64::new(0),
+            health,
         })))
     }
 
@@ -202,12 +242,15 @@ impl Db {
         }
     }
 
+    /// The pool reads go to; fails at once while the database is known
+    /// to be unreachable, instead of waiting out the pool's timeout.
     #[doc(hidden)]
-    pub fn reader(&self) -> Reader<'_> {
-        match &self.0.pools {
+    pub fn reader(&self) -> Result<Reader<'_>> {
+        self.0.health.check()?;
+        Ok(match &self.0.pools {
             Pools::Sqlite { reader, .. } => Reader::Sqlite(reader),
             Pools::Postgres(p) => Reader::Postgres(p),
-        }
+        })
     }
 
     /// A PostgreSQL pool of up to `size` connections of its own, for a
@@ -234,8 +277,9 @@ impl Db {
 
     /// Starts a write transaction, on `own`'s connections when given.
     pub async fn begin_on(&self, own: Option<&OwnPool>) -> Result<Tx> {
+        self.0.health.check()?;
         let inner = match (&self.0.pools, own) {
-            (Pools::Postgres(_), Some(OwnPool(p))) => TxInner::Postgres(p.begin().await?),
+            (Pools::Postgres(_), Some(OwnPool(p))) => TxInner::Postgres(self.pg_begin(p).await?),
             (Pools::Sqlite { writer, .. }, _) => {
                 // IMMEDIATE takes the write lock at once, waiting (busy
                 // timeout) if another connection holds it; a deferred
@@ -243,7 +287,7 @@ impl Db {
                 // "database is locked" when its first write found it taken.
                 TxInner::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?)
             }
-            (Pools::Postgres(p), None) => TxInner::Postgres(p.begin().await?),
+            (Pools::Postgres(p), None) => TxInner::Postgres(self.pg_begin(p).await?),
         };
         Ok(Tx {
             inner,
@@ -276,6 +320,75 @@ impl Db {
         self.0.config_generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Starts a PostgreSQL transaction on `pool`. A wait for a connection
+    /// ends as soon as the breaker opens, instead of at the pool's acquire
+    /// timeout; and when a transaction cannot start for want of a
+    /// connection, the breaker opens (the monitor, woken, closes it again
+    /// if its own probe connects), so the requests behind this one fail at
+    /// once.
+    async fn pg_begin(&self, pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
+        let health = &self.0.health;
+        let mut opened = health.subscribe();
+        let begun = tokio::select! {
+            begun = pool.begin() => Some(begun),
+            // The guard `wait_for` returns is dropped inside, before
+            // `check` reads the breaker again.
+            _ = async { drop(opened.wait_for(Option::is_some).await) } => None,
+        };
+        let Some(begun) = begun else {
+            return Err(health
+                .check()
+                .err()
+                .unwrap_or_else(|| StoreError::Unavailable("database unreachable".into())));
+        };
+        begun.map_err(|e| {
+            let lost = matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_));
+            let e = StoreError::from(e);
+            if lost && let StoreError::Unavailable(reason) = &e {
+                health.mark_down(reason);
+            }
+            e
+        })
+    }
+
+    /// Whether the database takes writes now, answered within a second:
+    /// not while it is known to be unreachable, nor within seconds of a
+    /// write refused for want of space (or on a read-only server), nor when
+    /// a probe write fails. The probe (SQLite: rewriting the header's user
+    /// version, one WAL frame; PostgreSQL: assigning a transaction id, one
+    /// WAL commit record, on a server not read-only) runs at most once a
+    /// second, and not at all while real commits succeed.
+    pub async fn ready(&self) -> Result<()> {
+        let probe = async {
+            match &self.0.pools {
+                Pools::Sqlite { .. } => {
+                    let mut tx = self.begin().await?;
+                    if let TxInner::Sqlite(t) = &mut tx.inner {
+                        let v: i64 = sqlx::query_scalar("PRAGMA user_version")
+                            .fetch_one(&mut **t)
+                            .await?;
+                        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {v}")))
+                            .execute(&mut **t)
+                            .await?;
+                    }
+                    tx.commit().await
+                }
+                Pools::Postgres(p) => {
+                    let (_, read_only): (String, String) = sqlx::query_as(
+                        "SELECT txid_current()::text, current_setting('transaction_read_only')",
+                    )
+                    .fetch_one(p)
+                    .await?;
+                    if read_only == "on" {
+                        return Err(StoreError::Unavailable("the server is read-only".into()));
+                    }
+                    Ok(())
+                }
+            }
+        };
+        self.0.health.ready(probe).await
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
         crate::on_db!(self, c => {
@@ -302,13 +415,24 @@ impl Db {
 async fn checkpoint_loop(checkpointer: SqlitePool, writer: SqlitePool) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once when checkpoints start failing (a full disk fails every
+    // one, twenty a second) and once when they work again.
+    let mut failing = false;
     while !writer.is_closed() {
         tick.tick().await;
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&checkpointer)
             .await
         {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying every 50 ms");
+            }
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("WAL checkpoints work again");
+            }
+            _ => {}
         }
     }
     // A last, complete checkpoint so the WAL does not outlive the process.
@@ -316,6 +440,66 @@ async fn checkpoint_loop(checkpointer: SqlitePool, writer: SqlitePool) {
         .execute(&checkpointer)
         .await;
     checkpointer.close().await;
+}
+
+/// How long a connection attempt may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the monitor's connect or `SELECT 1` may take before the
+/// breaker opens. A refused or reset connection fails at once whatever
+/// this is; it only bounds a server that does not answer at all, and is
+/// generous so that a server slowed by load does not trip the breaker.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Watches PostgreSQL on a connection of its own, outside the pool (whose
+/// every slot may be busy under load, which is no outage): `SELECT 1` every
+/// second, every 250 ms while the breaker is open or right after a caller
+/// saw a failure. A failed probe opens the breaker; the first one that
+/// connects again closes it. Ends when the pool closes.
+async fn monitor_loop(pool: PgPool, health: Arc<Health>) {
+    let opts = (*pool.connect_options()).clone();
+    let mut conn: Option<PgConnection> = None;
+    while !pool.is_closed() {
+        match probe(&mut conn, &opts).await {
+            Ok(()) => health.mark_up(),
+            Err(reason) => {
+                conn = None;
+                health.mark_down(&reason);
+            }
+        }
+        let wait = if health.is_down() {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = health.failed.notified() => {}
+        }
+    }
+    if let Some(c) = conn {
+        let _ = c.close().await;
+    }
+}
+
+/// One `SELECT 1` on the monitor's connection, connecting first if needed.
+async fn probe(
+    conn: &mut Option<PgConnection>,
+    opts: &PgConnectOptions,
+) -> std::result::Result<(), String> {
+    if conn.is_none() {
+        let c = tokio::time::timeout(MONITOR_TIMEOUT, PgConnection::connect_with(opts))
+            .await
+            .map_err(|_| "timed out connecting".to_owned())?
+            .map_err(|e| crate::health::reason(&e))?;
+        *conn = Some(c);
+    }
+    let c = conn.as_mut().expect("connected above");
+    tokio::time::timeout(MONITOR_TIMEOUT, sqlx::query("SELECT 1").execute(&mut *c))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| crate::health::reason(&e))?;
+    Ok(())
 }
 
 /// Wakes the other nodes' workers (`NOTIFY` on [`WAKE_CHANNEL`]) after
@@ -400,6 +584,7 @@ impl Tx {
             TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
         }
+        self.db.0.health.committed();
         if self.config {
             self.db.config_changed();
         }

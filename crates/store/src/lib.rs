@@ -18,6 +18,7 @@
 //! - [`directive`]: creating, reading, cancelling and re-driving directives.
 //! - [`edge`]: Edge Connectors, their tokens and heartbeats.
 //! - [`evaluation`]: rule evaluations (why a rule did or did not act).
+//! - [`health`]: outages told apart, the breaker, readiness.
 //! - [`queue`]: claiming due directives, completing attempts, reaping leases.
 //! - [`retention`]: pruning what has aged out (`fleetprompt prune`).
 //! - [`timeline`]: a subject's causal history.
@@ -29,6 +30,7 @@ pub mod destination;
 pub mod directive;
 pub mod edge;
 pub mod evaluation;
+pub mod health;
 pub mod migrate;
 pub mod queue;
 pub mod retention;
@@ -43,9 +45,18 @@ pub use db::{Backend, Db, Tx};
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed or could not be reached.
+    /// The database failed (not an outage: see the two below).
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database cannot be reached now (connection refused or lost, no
+    /// connection free in time, the breaker open after recent failures,
+    /// a read-only server): retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database has no room to write (`SQLITE_FULL`, PostgreSQL
+    /// `53100 disk_full`): writes succeed again once space is freed.
+    #[error("database storage is full: {0}")]
+    StorageFull(String),
     /// The record does not exist for this tenant.
     #[error("not found")]
     NotFound,
@@ -66,6 +77,31 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        health::classify(e)
+    }
+}
+
+impl StoreError {
+    /// A copy of this error when it is an outage (the database unreachable
+    /// or full), which every caller waiting on the same database shares;
+    /// `None` for an error of one request's own.
+    pub fn outage(&self) -> Option<StoreError> {
+        match self {
+            Self::Unavailable(m) => Some(Self::Unavailable(m.clone())),
+            Self::StorageFull(m) => Some(Self::StorageFull(m.clone())),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a unique-constraint violation (two writers raced
+    /// to insert one record).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Database(e) if is_unique_violation(e))
+    }
 }
 
 /// Result alias of this crate.
@@ -112,7 +148,7 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[doc(hidden)]
 macro_rules! on_db {
     ($db:expr, $c:ident => $body:expr) => {
-        match $db.reader() {
+        match $db.reader()? {
             $crate::db::Reader::Sqlite($c) => $body,
             $crate::db::Reader::Postgres($c) => $body,
         }

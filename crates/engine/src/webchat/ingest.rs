@@ -76,7 +76,16 @@ fn clean_page_url(url: &str) -> Result<String, WebchatError> {
 }
 
 fn is_unique_violation(e: &WebchatError) -> bool {
-    matches!(e, WebchatError::Engine(EngineError::Store(StoreError::Database(sqlx::Error::Database(d)))) if d.is_unique_violation())
+    matches!(e, WebchatError::Engine(EngineError::Store(s)) if s.is_unique_violation())
+}
+
+/// The outage a failed batch met (the database unreachable or full), which
+/// every message of the batch shares.
+fn outage(e: &WebchatError) -> Option<StoreError> {
+    match e {
+        WebchatError::Engine(EngineError::Store(s)) => s.outage(),
+        _ => None,
+    }
 }
 
 fn signal_of(
@@ -252,6 +261,18 @@ async fn batcher(engine: Weak<Engine>, rx: Jobs, own: Option<OwnPool>) {
                 crate::metrics::ingest_batch(batch.len());
                 for ((_, reply), r) in batch.drain(..).zip(results) {
                     let _ = reply.send(Ok(r));
+                }
+            }
+            // The database is down or full: every message would fail the
+            // same way, each after its own wait, so all get the batch's
+            // answer at once (503/507: the widget retries).
+            Err(e) if let Some(o) = outage(&e) => {
+                tracing::warn!(error = %e, messages = batch.len(), "batch write failed: database outage");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(o
+                        .outage()
+                        .unwrap_or_else(|| StoreError::Unavailable("database outage".into()))
+                        .into()));
                 }
             }
             // One bad apple (a race with another node, say) must not fail the
