@@ -329,7 +329,10 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         admin_body_limit: args.admin_body_limit_kib.max(1) * 1024,
     });
     let mut stopped = stop_rx.clone();
+    // Biased: once stopping, the server ends too, and that end is ours, not
+    // the server stopping by itself (nor may its handle be polled twice).
     tokio::select! {
+        biased;
         _ = stopped.wait_for(|stop| *stop) => {}
         ended = &mut server => {
             ended.context("HTTP server")?.context("HTTP server")?;

@@ -144,11 +144,13 @@ pub async fn connect(config: &ImapConfig) -> Result<(Session, Option<u32>), Imap
                 crate::pin::client_config(trust).map_err(|e| ImapError::Starttls(e.to_string()))?;
             let name = ServerName::try_from(config.host.clone())
                 .map_err(|e| ImapError::Starttls(format!("bad host name: {e}")))?;
-            let secured = timed(
-                t,
-                tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp),
-            )
-            .await?;
+            let connect = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp);
+            let secured = match tokio::time::timeout(t, connect).await {
+                Ok(Ok(s)) => s,
+                // A pin mismatch in words, naming both fingerprints.
+                Ok(Err(e)) => return Err(ImapError::Starttls(crate::pin::explain(&e))),
+                Err(_) => return Err(ImapError::Timeout(t)),
+            };
             Box::new(secured)
         }
         ImapTls::Plain => Box::new(client.into_inner()),
