@@ -511,10 +511,23 @@ struct RecorderState {
     received: Vec<Received>,
     script: HashMap<String, VecDeque<Reply>>,
     delay: HashMap<String, Duration>,
+    /// Successful answers by `(path, pending_post_id)`, with when they were given.
+    pending_posts: HashMap<(String, String), (Instant, Reply)>,
+    /// Requests answered from `pending_posts` instead of being taken.
+    deduplicated: Vec<Received>,
 }
+
+/// How long Mattermost remembers a `pending_post_id` (`app/post.go`
+/// `PendingPostIDsCacheTTL`).
+pub const PENDING_POST_ID_TTL: Duration = Duration::from_secs(30);
 
 /// A real HTTP server on loopback that records requests and answers from a
 /// per-path script (200 when the script is empty).
+///
+/// Like Mattermost's `POST /api/v4/posts`, a JSON body whose
+/// `pending_post_id` was answered with a 2xx on the same path within
+/// [`PENDING_POST_ID_TTL`] gets that answer again and creates nothing: it
+/// is listed by [`Recorder::deduplicated`], not [`Recorder::received`].
 #[derive(Clone)]
 pub struct Recorder {
     /// Its base URL.
@@ -540,21 +553,44 @@ async fn record(
         tokio::time::sleep(d).await;
     }
     let mut s = state.lock().expect("recorder lock");
-    s.received.push(Received {
+    let received = Received {
         path: path.clone(),
         headers,
         body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
         at: Instant::now(),
-    });
-    let reply = s
-        .script
-        .get_mut(&path)
-        .and_then(VecDeque::pop_front)
-        .unwrap_or_else(|| Reply {
-            status: 200,
-            headers: vec![],
-            body: "ok".into(),
-        });
+    };
+    let pending = received
+        .body
+        .get("pending_post_id")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .map(|p| (path.clone(), p.to_owned()));
+    let seen = pending
+        .as_ref()
+        .and_then(|k| s.pending_posts.get(k))
+        .filter(|(at, _)| at.elapsed() < PENDING_POST_ID_TTL)
+        .map(|(_, reply)| reply.clone());
+    let reply = if let Some(reply) = seen {
+        s.deduplicated.push(received);
+        reply
+    } else {
+        s.received.push(received);
+        let reply = s
+            .script
+            .get_mut(&path)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or_else(|| Reply {
+                status: 200,
+                headers: vec![],
+                body: "ok".into(),
+            });
+        if let Some(k) = pending
+            && (200..300).contains(&reply.status)
+        {
+            s.pending_posts.insert(k, (Instant::now(), reply.clone()));
+        }
+        reply
+    };
     let mut resp = (
         StatusCode::from_u16(reply.status).expect("status"),
         reply.body,
@@ -612,6 +648,19 @@ impl Recorder {
             .lock()
             .expect("recorder lock")
             .received
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Requests on `path` answered as repeats of a `pending_post_id` (see
+    /// [`Recorder`]).
+    pub fn deduplicated(&self, path: &str) -> Vec<Received> {
+        self.state
+            .lock()
+            .expect("recorder lock")
+            .deduplicated
             .iter()
             .filter(|r| r.path == path)
             .cloned()
