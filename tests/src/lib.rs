@@ -175,6 +175,21 @@ impl TestDb {
         }
     }
 
+    /// Runs a query returning one text column; returns its values.
+    pub async fn strings(&self, sql: &str) -> anyhow::Result<Vec<String>> {
+        if self.pg_name.is_some() {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await?;
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_all(&mut c)
+                .await?)
+        } else {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.url).await?;
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_all(&mut c)
+                .await?)
+        }
+    }
+
     /// Polls [`TestDb::scalar`] every 100 ms until `done` holds for its
     /// value, which it returns; panics with `what` after `timeout`.
     pub async fn wait_scalar(
@@ -631,6 +646,15 @@ impl Recorder {
             .entry(path.to_owned())
             .or_default()
             .extend(replies);
+    }
+
+    /// Drops the answers still queued for `path` (it answers 200 again).
+    pub fn clear_script(&self, path: &str) {
+        self.state
+            .lock()
+            .expect("recorder lock")
+            .script
+            .remove(path);
     }
 
     /// Makes `path` answer only after `delay`.

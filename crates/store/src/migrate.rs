@@ -70,6 +70,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0009_draft_discard.sql"),
         postgres: include_str!("../../../migrations/postgres/0009_draft_discard.sql"),
     },
+    Migration {
+        version: 12,
+        name: "directive_destination",
+        sqlite: include_str!("../../../migrations/sqlite/0012_directive_destination.sql"),
+        postgres: include_str!("../../../migrations/postgres/0012_directive_destination.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (
