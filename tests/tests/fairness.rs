@@ -132,13 +132,16 @@ async fn a_failing_destination_opens_its_breaker_and_drains_on_recovery(backend:
     sink.script("/down", std::iter::repeat_n(Reply::status(503), 10_000));
     destination_as(&app, &t, "down", &format!("{}/down", sink.url)).await;
     let total = 30;
+    // All due at one moment, after they are all created.
+    let due = Instant::now() + Duration::from_secs(3);
     for n in 0..total {
+        let delay_ms = due.saturating_duration_since(Instant::now()).as_millis() as u64;
         webhook_as(
             &app,
             &t,
             "down",
             n,
-            json!({ "backoff": { "base_ms": 30_000, "jitter": 0.0 } }),
+            json!({ "delay_ms": delay_ms, "backoff": { "base_ms": 30_000, "jitter": 0.0 } }),
         )
         .await;
     }
@@ -155,13 +158,15 @@ async fn a_failing_destination_opens_its_breaker_and_drains_on_recovery(backend:
         assert!(Instant::now() < deadline, "the breaker never opened:\n{m}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // While open, the due directives are not attempted.
+    // While open, the due directives are not attempted (attempts already
+    // in flight when it opened end first).
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let at_open = sink.received("/down").len();
     assert!(
         at_open < total,
         "{at_open} attempts before the breaker opened"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         sink.received("/down").len(),
         at_open,

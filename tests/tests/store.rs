@@ -259,13 +259,52 @@ async fn a_claim_shares_its_batch_and_keeps_destinations_in_their_room(backend: 
     let row = directive::get(&db, first.tenant, first.id).await.unwrap();
     assert_eq!(row.status.as_str(), "pending");
     assert_eq!(row.attempts, 0);
-    // Pulling forward makes a destination's later retries due now.
-    due_for(&db, a, "later", 3, -600_000).await;
+    // Pulling forward makes a destination's waiting retries due now, and
+    // leaves a directive delayed on purpose alone.
+    due_for(&db, a, "later", 3, 100).await;
+    due_for(&db, a, "later", 1, -600_000).await;
+    let closed = |tenant, destination: &str| queue::DestinationRoom {
+        tenant,
+        destination: destination.into(),
+        room: 0,
+    };
+    let only_later = [closed(a, "slow"), closed(a, "other"), closed(b, "quick")];
+    let shape = queue::ClaimShape {
+        window: 100,
+        default_room: 100,
+        rooms: &only_later,
+    };
+    let tried = queue::claim(&db, "w", LEASE_MS, 100, shape).await.unwrap();
+    assert_eq!(tried.len(), 3, "{tried:?}");
+    let now = now_ms();
+    let retries: Vec<queue::Completion> = tried
+        .iter()
+        .map(|c| queue::Completion {
+            tenant: c.tenant,
+            id: c.id,
+            attempt: c.attempt,
+            worker: "w".into(),
+            started_at: now,
+            finished_at: now,
+            outcome: fleetprompt_core::AttemptOutcome::Retrying,
+            error: Some("503".into()),
+            http_status: Some(503),
+            external_ref: None,
+            next_attempt_at: Some(now + 600_000),
+            result: None,
+            signal: None,
+        })
+        .collect();
+    assert_eq!(retries.len(), 3);
+    let mut tx = db.begin().await.unwrap();
+    queue::complete(&mut tx, &retries).await.unwrap();
+    tx.commit().await.unwrap();
     assert_eq!(
         queue::pull_forward(&db, a, "later", Some(1)).await.unwrap(),
         1
     );
     assert_eq!(queue::pull_forward(&db, a, "later", None).await.unwrap(), 2);
+    assert_eq!(queue::pull_forward(&db, a, "later", None).await.unwrap(), 0);
     assert_eq!(queue::pull_forward(&db, b, "later", None).await.unwrap(), 0);
     db.close().await;
 }

@@ -432,10 +432,12 @@ pub async fn unclaim(db: &Db, worker: &str, held: &[Held]) -> Result<u64> {
     Ok(n)
 }
 
-/// Makes the pending platform directives of one destination due now (at
-/// most `limit` of them, earliest first, or all): a probe for a half-open
-/// circuit breaker, or the backlog of a destination that has recovered,
-/// which would otherwise wait out each retry's backoff. Returns how many.
+/// Makes the waiting retries of one destination due now (at most `limit`
+/// of them, earliest first, or all): a probe for a half-open circuit
+/// breaker, or the backlog of a destination that has recovered, which would
+/// otherwise wait out each retry's backoff. Only retries (`attempts > 0`):
+/// a directive delayed on purpose (a reminder cancelled by a reply) keeps
+/// its time. Returns how many.
 pub async fn pull_forward(
     db: &Db,
     tenant: TenantId,
@@ -450,7 +452,7 @@ pub async fn pull_forward(
          WHERE tenant_id = $1 AND id IN (
             SELECT id FROM directives
             WHERE {PLATFORM_LANE} AND tenant_id = $1 AND destination = $2
-              AND status = 'pending' AND next_attempt_at > $3
+              AND status = 'pending' AND attempts > 0 AND next_attempt_at > $3
             ORDER BY next_attempt_at LIMIT $4)
            AND {PLATFORM_LANE} AND status = 'pending'"
     );
