@@ -526,6 +526,8 @@ struct RecorderState {
     received: Vec<Received>,
     script: HashMap<String, VecDeque<Reply>>,
     delay: HashMap<String, Duration>,
+    /// Per path, how long to wait after taking a request before answering.
+    answer_delay: HashMap<String, Duration>,
     /// Successful answers by `(path, pending_post_id)`, with when they were given.
     pending_posts: HashMap<(String, String), (Instant, Reply)>,
     /// Requests answered from `pending_posts` instead of being taken.
@@ -567,45 +569,53 @@ async fn record(
         // A slow receiver, answering after the work is "done".
         tokio::time::sleep(d).await;
     }
-    let mut s = state.lock().expect("recorder lock");
-    let received = Received {
-        path: path.clone(),
-        headers,
-        body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
-        at: Instant::now(),
+    let (reply, answer_delay) = {
+        let mut s = state.lock().expect("recorder lock");
+        let received = Received {
+            path: path.clone(),
+            headers,
+            body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
+            at: Instant::now(),
+        };
+        let pending = received
+            .body
+            .get("pending_post_id")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .map(|p| (path.clone(), p.to_owned()));
+        let seen = pending
+            .as_ref()
+            .and_then(|k| s.pending_posts.get(k))
+            .filter(|(at, _)| at.elapsed() < PENDING_POST_ID_TTL)
+            .map(|(_, reply)| reply.clone());
+        let reply = if let Some(reply) = seen {
+            s.deduplicated.push(received);
+            reply
+        } else {
+            s.received.push(received);
+            let reply = s
+                .script
+                .get_mut(&path)
+                .and_then(VecDeque::pop_front)
+                .unwrap_or_else(|| Reply {
+                    status: 200,
+                    headers: vec![],
+                    body: "ok".into(),
+                });
+            if let Some(k) = pending
+                && (200..300).contains(&reply.status)
+            {
+                s.pending_posts.insert(k, (Instant::now(), reply.clone()));
+            }
+            reply
+        };
+        (reply, s.answer_delay.get(&path).copied())
     };
-    let pending = received
-        .body
-        .get("pending_post_id")
-        .and_then(Value::as_str)
-        .filter(|p| !p.is_empty())
-        .map(|p| (path.clone(), p.to_owned()));
-    let seen = pending
-        .as_ref()
-        .and_then(|k| s.pending_posts.get(k))
-        .filter(|(at, _)| at.elapsed() < PENDING_POST_ID_TTL)
-        .map(|(_, reply)| reply.clone());
-    let reply = if let Some(reply) = seen {
-        s.deduplicated.push(received);
-        reply
-    } else {
-        s.received.push(received);
-        let reply = s
-            .script
-            .get_mut(&path)
-            .and_then(VecDeque::pop_front)
-            .unwrap_or_else(|| Reply {
-                status: 200,
-                headers: vec![],
-                body: "ok".into(),
-            });
-        if let Some(k) = pending
-            && (200..300).contains(&reply.status)
-        {
-            s.pending_posts.insert(k, (Instant::now(), reply.clone()));
-        }
-        reply
-    };
+    if let Some(d) = answer_delay {
+        // Taken (a post created) but answered late: a crash of the caller
+        // meanwhile loses the answer, not the post.
+        tokio::time::sleep(d).await;
+    }
     let mut resp = (
         StatusCode::from_u16(reply.status).expect("status"),
         reply.body,
@@ -646,6 +656,16 @@ impl Recorder {
             .entry(path.to_owned())
             .or_default()
             .extend(replies);
+    }
+
+    /// Makes `path` take each request at once (it is recorded, and counts
+    /// as a created post) but answer only after `delay`.
+    pub fn slow_answer(&self, path: &str, delay: Duration) {
+        self.state
+            .lock()
+            .expect("recorder lock")
+            .answer_delay
+            .insert(path.to_owned(), delay);
     }
 
     /// Drops the answers still queued for `path` (it answers 200 again).

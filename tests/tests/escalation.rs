@@ -461,6 +461,65 @@ async fn rest_mode_retries_carry_one_pending_post_id(backend: Backend) {
     assert_eq!(mm.deduplicated(path).len(), 1);
 }
 
+/// kill -9 while REST-mode posts are in flight: Mattermost (its stand-in)
+/// already created them, and the retries on the restarted node, within
+/// Mattermost's 30 s, carry the same `pending_post_id`: every conversation
+/// is notified exactly once in the channel.
+async fn rest_mode_shows_no_duplicate_post_after_a_crash(backend: Backend) {
+    let mut app = spawn(backend, false).await;
+    let mm = Recorder::start().await;
+    let path = "/api/v4/posts";
+    mm.slow_answer(path, Duration::from_millis(400));
+    destination(
+        &app,
+        json!({ "name": "mattermost", "kind": "mattermost_api", "base_url": mm.url, "token": "s3cret-token", "channel_id": "chan1" }),
+    )
+    .await;
+    let site = site(&app).await;
+    let key = site["public_key"].as_str().unwrap().to_owned();
+    let n = 30;
+    for i in 0..n {
+        let token = visitor(&app, &key).await;
+        say(&app, &token, &format!("Question {i}")).await;
+    }
+    mm.wait_for(path, 5, Duration::from_secs(20)).await;
+    app.server.kill9().await;
+    let taken_at_kill = mm.received(path).len();
+    app.server = Server::start(
+        &app.db,
+        "restarted",
+        &[
+            "--workflows",
+            app.db.dir.join("workflows").to_str().unwrap(),
+            "--public-url",
+            PUBLIC,
+        ],
+    )
+    .await
+    .unwrap();
+    app.db
+        .wait_scalar(
+            "SELECT COUNT(*) FROM signals WHERE type = 'webchat.escalation.notified'",
+            |c| c == n as i64,
+            Duration::from_secs(40),
+            "not every conversation was notified",
+        )
+        .await;
+    let posts = mm.received(path);
+    let mut ids: Vec<&str> = posts
+        .iter()
+        .map(|p| p.body["pending_post_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let repeats = mm.deduplicated(path).len();
+    println!(
+        "{backend:?}: {taken_at_kill} posts taken before kill -9; {repeats} repeats deduplicated by pending_post_id"
+    );
+    assert_eq!(posts.len(), n, "one post per conversation in the channel");
+    assert_eq!(ids.len(), n);
+}
+
 async fn llm_draft_is_stored_and_approval_sends_it(backend: Backend) {
     let app = spawn(backend, false).await;
     let llm = Recorder::start().await;
@@ -690,6 +749,7 @@ both_backends!(
     mattermost_404_fails_visibly,
     rest_mode_threads_follow_ups,
     rest_mode_retries_carry_one_pending_post_id,
+    rest_mode_shows_no_duplicate_post_after_a_crash,
     llm_draft_is_stored_and_approval_sends_it,
     llm_timeout_retries_then_fails,
     faq_drafts_paraphrases_and_nothing_for_unrelated,
