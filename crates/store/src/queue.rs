@@ -196,19 +196,31 @@ async fn claim_lane(
                     // (SKIP LOCKED, re-checked as still pending). Locking
                     // the whole window would write a row lock to each of
                     // its rows for the few that are claimed.
+                    // Without rooms (no destination at its cap, no open
+                    // breaker: the usual case) the statement skips their
+                    // joins altogether.
+                    let shaped = !shape.rooms.is_empty();
+                    let (rooms, blocked, join, room) = if shaped {
+                        (
+                            "rooms AS (SELECT * FROM UNNEST($7::text[], $8::text[], $9::int8[])
+                                AS r(tenant_id, destination, room)), ",
+                            "AND NOT EXISTS (SELECT 1 FROM rooms b WHERE b.room <= 0
+                                AND b.tenant_id = directives.tenant_id AND b.destination = directives.destination)",
+                            "LEFT JOIN rooms r ON r.tenant_id = w.tenant_id AND r.destination = w.destination",
+                            "COALESCE(r.room, $6)",
+                        )
+                    } else {
+                        ("", "", "", "$6")
+                    };
                     let sql = format!(
-                        "WITH rooms AS (
-                            SELECT * FROM UNNEST($6::text[], $7::text[], $8::int8[]) AS r(tenant_id, destination, room)
-                         ), ranked AS (
+                        "WITH {rooms}ranked AS (
                             SELECT w.tenant_id, w.id, w.next_attempt_at, w.destination,
                                 row_number() OVER (PARTITION BY w.tenant_id, w.destination ORDER BY w.next_attempt_at) AS in_destination,
-                                COALESCE(r.room, $9) AS room
+                                {room} AS room
                             FROM (SELECT tenant_id, id, destination, next_attempt_at FROM directives
-                                  WHERE {PLATFORM_LANE} AND status = 'pending' AND next_attempt_at <= $3
-                                    AND NOT EXISTS (SELECT 1 FROM rooms b WHERE b.room <= 0
-                                        AND b.tenant_id = directives.tenant_id AND b.destination = directives.destination)
+                                  WHERE {PLATFORM_LANE} AND status = 'pending' AND next_attempt_at <= $3 {blocked}
                                   ORDER BY next_attempt_at LIMIT $5) w
-                            LEFT JOIN rooms r ON r.tenant_id = w.tenant_id AND r.destination = w.destination
+                            {join}
                          ), chosen AS (
                             SELECT tenant_id, id FROM (
                                 SELECT tenant_id, id, next_attempt_at,
@@ -224,30 +236,32 @@ async fn claim_lane(
                          WHERE d.tenant_id = c.tenant_id AND d.id = c.id
                          RETURNING {returning}"
                     );
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(worker)
                         .bind(now + lease_ms)
                         .bind(now)
                         .bind(limit)
                         .bind(shape.window.max(limit))
-                        .bind(
-                            shape
-                                .rooms
-                                .iter()
-                                .map(|r| r.tenant.to_string())
-                                .collect::<Vec<_>>(),
-                        )
-                        .bind(
-                            shape
-                                .rooms
-                                .iter()
-                                .map(|r| r.destination.clone())
-                                .collect::<Vec<_>>(),
-                        )
-                        .bind(shape.rooms.iter().map(|r| r.room).collect::<Vec<_>>())
-                        .bind(shape.default_room)
-                        .fetch_all(&mut **t)
-                        .await?
+                        .bind(shape.default_room);
+                    if shaped {
+                        q = q
+                            .bind(
+                                shape
+                                    .rooms
+                                    .iter()
+                                    .map(|r| r.tenant.to_string())
+                                    .collect::<Vec<_>>(),
+                            )
+                            .bind(
+                                shape
+                                    .rooms
+                                    .iter()
+                                    .map(|r| r.destination.clone())
+                                    .collect::<Vec<_>>(),
+                            )
+                            .bind(shape.rooms.iter().map(|r| r.room).collect::<Vec<_>>());
+                    }
+                    q.fetch_all(&mut **t).await?
                 }
                 Lane::Edge { tenant, kinds } => {
                     let sql = format!(
@@ -278,20 +292,28 @@ async fn claim_lane(
         TxInner::Sqlite(t) => {
             let q = match lane {
                 Lane::Platform(shape) => {
+                    let shaped = !shape.rooms.is_empty();
+                    let (rooms, blocked, join, room) = if shaped {
+                        (
+                            "rooms AS (SELECT value ->> 0 AS tenant_id, value ->> 1 AS destination,
+                                value ->> 2 AS room FROM json_each($7)), ",
+                            "AND NOT EXISTS (SELECT 1 FROM rooms b WHERE b.room <= 0
+                                AND b.tenant_id = directives.tenant_id AND b.destination = directives.destination)",
+                            "LEFT JOIN rooms r ON r.tenant_id = w.tenant_id AND r.destination = w.destination",
+                            "COALESCE(r.room, $6)",
+                        )
+                    } else {
+                        ("", "", "", "$6")
+                    };
                     let sql = format!(
-                        "WITH rooms AS (
-                            SELECT value ->> 0 AS tenant_id, value ->> 1 AS destination, value ->> 2 AS room
-                            FROM json_each($6)
-                         ), ranked AS (
+                        "WITH {rooms}ranked AS (
                             SELECT w.rid, w.tenant_id, w.next_attempt_at, w.destination,
                                 row_number() OVER (PARTITION BY w.tenant_id, w.destination ORDER BY w.next_attempt_at) AS in_destination,
-                                COALESCE(r.room, $7) AS room
+                                {room} AS room
                             FROM (SELECT rowid AS rid, tenant_id, destination, next_attempt_at FROM directives
-                                  WHERE {PLATFORM_LANE} AND status = 'pending' AND next_attempt_at <= $3
-                                    AND NOT EXISTS (SELECT 1 FROM rooms b WHERE b.room <= 0
-                                        AND b.tenant_id = directives.tenant_id AND b.destination = directives.destination)
+                                  WHERE {PLATFORM_LANE} AND status = 'pending' AND next_attempt_at <= $3 {blocked}
                                   ORDER BY next_attempt_at LIMIT $5) w
-                            LEFT JOIN rooms r ON r.tenant_id = w.tenant_id AND r.destination = w.destination
+                            {join}
                          )
                          UPDATE directives SET status = 'running', attempts = attempts + 1, locked_by = $1,
                             lease_until = $2, updated_at = $3
@@ -302,20 +324,22 @@ async fn claim_lane(
                                          ORDER BY in_tenant, next_attempt_at LIMIT $4)
                          RETURNING {RETURNING}"
                     );
-                    let rooms = crate::json_array(
-                        shape
-                            .rooms
-                            .iter()
-                            .map(|r| serde_json::json!([r.tenant, r.destination, r.room])),
-                    );
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .bind(worker)
                         .bind(now + lease_ms)
                         .bind(now)
                         .bind(limit)
                         .bind(shape.window.max(limit))
-                        .bind(rooms)
-                        .bind(shape.default_room)
+                        .bind(shape.default_room);
+                    if shaped {
+                        q = q.bind(crate::json_array(
+                            shape
+                                .rooms
+                                .iter()
+                                .map(|r| serde_json::json!([r.tenant, r.destination, r.room])),
+                        ));
+                    }
+                    q
                 }
                 Lane::Edge { tenant, kinds } => {
                     let sql = format!(
