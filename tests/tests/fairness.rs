@@ -16,6 +16,7 @@ both_backends!(
     a_slow_tenant_does_not_delay_another,
     a_failing_destination_opens_its_breaker_and_drains_on_recovery,
     a_live_worker_keeps_its_lease_past_the_lease_time,
+    a_destination_keeps_to_its_own_cap,
 );
 
 async fn destination_as(app: &TestApp, tenant: &Tenant, name: &str, url: &str) {
@@ -244,4 +245,76 @@ async fn a_live_worker_keeps_its_lease_past_the_lease_time(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(expired, 0);
+}
+
+/// A destination created with `max_in_flight = 2` never has more than two
+/// attempts at once, its first claim on a node included (claimed before the
+/// node knew the cap, any over it are handed back unattempted), and no
+/// attempt is counted but the ten that ran.
+async fn a_destination_keeps_to_its_own_cap(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let sink = Recorder::start().await;
+    sink.slow("/two", Duration::from_millis(300));
+    let (s, v) = app
+        .post(
+            "/admin/v1/destinations",
+            json!({ "name": "bad", "kind": "webhook", "url": format!("{}/two", sink.url), "max_in_flight": 0 }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = app
+        .post(
+            "/admin/v1/destinations",
+            json!({ "name": "two", "kind": "webhook", "url": format!("{}/two", sink.url), "max_in_flight": 2 }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["config"]["max_in_flight"], 2, "{v}");
+    let t = app.tenant.clone();
+    let due = Instant::now() + Duration::from_secs(1);
+    for n in 0..10 {
+        let delay_ms = due.saturating_duration_since(Instant::now()).as_millis() as u64;
+        webhook_as(&app, &t, "two", n, json!({ "delay_ms": delay_ms })).await;
+    }
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let running = app
+            .db
+            .scalar("SELECT COUNT(*) FROM directives WHERE status = 'running'")
+            .await
+            .unwrap();
+        most = most.max(running);
+        let done = app
+            .db
+            .scalar("SELECT COUNT(*) FROM directives WHERE status = 'succeeded'")
+            .await
+            .unwrap();
+        if done == 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of 10 succeeded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let attempts = app
+        .db
+        .scalar("SELECT COUNT(*) FROM directive_attempts")
+        .await
+        .unwrap();
+    assert_eq!(attempts, 10, "handed-back claims count no attempt");
+    assert_eq!(sink.received("/two").len(), 10);
+    // Running rows include claims about to be handed back; what reached the
+    // receiver at once is what the cap bounds.
+    let got = sink.received("/two");
+    let mut at_once = 0;
+    for r in &got {
+        let started = r.at - Duration::from_millis(300);
+        let overlapping = got
+            .iter()
+            .filter(|o| o.at > started && o.at - Duration::from_millis(300) <= r.at)
+            .count();
+        at_once = at_once.max(overlapping);
+    }
+    println!("{backend:?}: at most {most} running rows, {at_once} requests at once");
+    assert!(at_once <= 2, "{at_once} requests at once");
 }
