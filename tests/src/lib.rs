@@ -185,6 +185,21 @@ impl TestDb {
         }
     }
 
+    /// Runs a query returning one text column; returns its values.
+    pub async fn strings(&self, sql: &str) -> anyhow::Result<Vec<String>> {
+        if self.pg_name.is_some() {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await?;
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_all(&mut c)
+                .await?)
+        } else {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.url).await?;
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_all(&mut c)
+                .await?)
+        }
+    }
+
     /// Polls [`TestDb::scalar`] every 100 ms until `done` holds for its
     /// value, which it returns; panics with `what` after `timeout`.
     pub async fn wait_scalar(
@@ -739,10 +754,25 @@ struct RecorderState {
     received: Vec<Received>,
     script: HashMap<String, VecDeque<Reply>>,
     delay: HashMap<String, Duration>,
+    /// Per path, how long to wait after taking a request before answering.
+    answer_delay: HashMap<String, Duration>,
+    /// Successful answers by `(path, pending_post_id)`, with when they were given.
+    pending_posts: HashMap<(String, String), (Instant, Reply)>,
+    /// Requests answered from `pending_posts` instead of being taken.
+    deduplicated: Vec<Received>,
 }
+
+/// How long Mattermost remembers a `pending_post_id` (`app/post.go`
+/// `PendingPostIDsCacheTTL`).
+pub const PENDING_POST_ID_TTL: Duration = Duration::from_secs(30);
 
 /// A real HTTP server on loopback that records requests and answers from a
 /// per-path script (200 when the script is empty).
+///
+/// Like Mattermost's `POST /api/v4/posts`, a JSON body whose
+/// `pending_post_id` was answered with a 2xx on the same path within
+/// [`PENDING_POST_ID_TTL`] gets that answer again and creates nothing: it
+/// is listed by [`Recorder::deduplicated`], not [`Recorder::received`].
 #[derive(Clone)]
 pub struct Recorder {
     /// Its base URL.
@@ -767,22 +797,53 @@ async fn record(
         // A slow receiver, answering after the work is "done".
         tokio::time::sleep(d).await;
     }
-    let mut s = state.lock().expect("recorder lock");
-    s.received.push(Received {
-        path: path.clone(),
-        headers,
-        body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
-        at: Instant::now(),
-    });
-    let reply = s
-        .script
-        .get_mut(&path)
-        .and_then(VecDeque::pop_front)
-        .unwrap_or_else(|| Reply {
-            status: 200,
-            headers: vec![],
-            body: "ok".into(),
-        });
+    let (reply, answer_delay) = {
+        let mut s = state.lock().expect("recorder lock");
+        let received = Received {
+            path: path.clone(),
+            headers,
+            body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
+            at: Instant::now(),
+        };
+        let pending = received
+            .body
+            .get("pending_post_id")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .map(|p| (path.clone(), p.to_owned()));
+        let seen = pending
+            .as_ref()
+            .and_then(|k| s.pending_posts.get(k))
+            .filter(|(at, _)| at.elapsed() < PENDING_POST_ID_TTL)
+            .map(|(_, reply)| reply.clone());
+        let reply = if let Some(reply) = seen {
+            s.deduplicated.push(received);
+            reply
+        } else {
+            s.received.push(received);
+            let reply = s
+                .script
+                .get_mut(&path)
+                .and_then(VecDeque::pop_front)
+                .unwrap_or_else(|| Reply {
+                    status: 200,
+                    headers: vec![],
+                    body: "ok".into(),
+                });
+            if let Some(k) = pending
+                && (200..300).contains(&reply.status)
+            {
+                s.pending_posts.insert(k, (Instant::now(), reply.clone()));
+            }
+            reply
+        };
+        (reply, s.answer_delay.get(&path).copied())
+    };
+    if let Some(d) = answer_delay {
+        // Taken (a post created) but answered late: a crash of the caller
+        // meanwhile loses the answer, not the post.
+        tokio::time::sleep(d).await;
+    }
     let mut resp = (
         StatusCode::from_u16(reply.status).expect("status"),
         reply.body,
@@ -825,6 +886,25 @@ impl Recorder {
             .extend(replies);
     }
 
+    /// Makes `path` take each request at once (it is recorded, and counts
+    /// as a created post) but answer only after `delay`.
+    pub fn slow_answer(&self, path: &str, delay: Duration) {
+        self.state
+            .lock()
+            .expect("recorder lock")
+            .answer_delay
+            .insert(path.to_owned(), delay);
+    }
+
+    /// Drops the answers still queued for `path` (it answers 200 again).
+    pub fn clear_script(&self, path: &str) {
+        self.state
+            .lock()
+            .expect("recorder lock")
+            .script
+            .remove(path);
+    }
+
     /// Makes `path` answer only after `delay`.
     pub fn slow(&self, path: &str, delay: Duration) {
         self.state
@@ -840,6 +920,19 @@ impl Recorder {
             .lock()
             .expect("recorder lock")
             .received
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Requests on `path` answered as repeats of a `pending_post_id` (see
+    /// [`Recorder`]).
+    pub fn deduplicated(&self, path: &str) -> Vec<Received> {
+        self.state
+            .lock()
+            .expect("recorder lock")
+            .deduplicated
             .iter()
             .filter(|r| r.path == path)
             .cloned()

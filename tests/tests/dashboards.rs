@@ -49,6 +49,7 @@ const DIMENSIONLESS: &[&str] = &[
     "fleetprompt_directives_failed",
     "fleetprompt_directives_in_flight",
     "fleetprompt_edge_tasks_pending",
+    "fleetprompt_destination_breakers_open",
     "fleetprompt_directive_claim_batch_size",
     "fleetprompt_directive_complete_batch_size",
     "fleetprompt_webchat_ingest_batch_size",

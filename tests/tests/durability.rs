@@ -151,6 +151,75 @@ async fn durable_retry_survives_a_crash(backend: Backend) {
     );
 }
 
+/// kill -9 of one of two PostgreSQL nodes with the default 10 s lease: the
+/// directives it held start again on the other node and finish within
+/// 15 s (the lease, which the dead node renewed by heartbeat until it died,
+/// plus one reaper pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_directives_finish_on_the_other_within_15_s() {
+    let flags = &["--concurrency", "8"];
+    let mut app = TestApp::spawn_with(Backend::Postgres, flags).await;
+    let sink = Recorder::start().await;
+    // Slow enough that the first node is still waiting on its 8 requests when it dies.
+    sink.slow("/sink", Duration::from_secs(20));
+    app.webhook("sink", &format!("{}/sink", sink.url)).await;
+    create_webhooks(&app, 12, "takeover").await;
+    // The first node holds its 8, mid-request, before the second starts.
+    app.db
+        .wait_scalar(
+            "SELECT COUNT(*) FROM directives WHERE status = 'running'",
+            |n| n == 8,
+            Duration::from_secs(10),
+            "the first node did not claim its 8",
+        )
+        .await;
+    let held = app
+        .db
+        .strings("SELECT id FROM directives WHERE status = 'running'")
+        .await
+        .unwrap();
+    let mut second = Server::start(&app.db, "second", flags).await.unwrap();
+    app.server.kill9().await;
+    let killed = Instant::now();
+    // The receiver answers at once from now on (the second node's first 4
+    // requests still wait out their 20 s).
+    sink.slow("/sink", Duration::ZERO);
+    let ids = held
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    app.db
+        .wait_scalar(
+            &format!(
+                "SELECT COUNT(*) FROM directives WHERE status = 'succeeded' AND id IN ({ids})"
+            ),
+            |n| n == 8,
+            Duration::from_secs(15),
+            "the killed node's directives did not finish within 15 s",
+        )
+        .await;
+    println!(
+        "the killed node's 8 directives finished {:?} after kill -9",
+        killed.elapsed()
+    );
+    let expired = app
+        .db
+        .scalar("SELECT COUNT(*) FROM directive_attempts WHERE outcome = 'lease_expired'")
+        .await
+        .unwrap();
+    assert_eq!(expired, 8, "each held directive was reaped once");
+    app.db
+        .wait_scalar(
+            "SELECT COUNT(*) FROM directives WHERE status = 'succeeded'",
+            |n| n == 12,
+            Duration::from_secs(30),
+            "not every directive succeeded",
+        )
+        .await;
+    second.stop().await.unwrap();
+}
+
 /// Two nodes on one PostgreSQL database: every directive delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_one_postgres_queue() {

@@ -404,6 +404,122 @@ async fn rest_mode_threads_follow_ups(backend: Backend) {
     );
 }
 
+/// Every attempt of one REST-mode notification carries the same
+/// `pending_post_id`, derived from the directive id, so Mattermost (and its
+/// stand-in) takes a retry within 30 s as the post it already created.
+async fn rest_mode_retries_carry_one_pending_post_id(backend: Backend) {
+    let app = spawn(backend, false).await;
+    let mm = Recorder::start().await;
+    let path = "/api/v4/posts";
+    mm.script(
+        path,
+        [
+            Reply::status(503),
+            Reply {
+                status: 201,
+                headers: vec![],
+                body: r#"{"id":"post1","message":"x"}"#.into(),
+            },
+        ],
+    );
+    destination(
+        &app,
+        json!({ "name": "mattermost", "kind": "mattermost_api", "base_url": mm.url, "token": "s3cret-token", "channel_id": "chan1" }),
+    )
+    .await;
+    let site = site(&app).await;
+    let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
+    let conv = say(&app, &token, "Is anyone there?").await;
+    let entries = wait_signal(
+        &app,
+        &conv,
+        "webchat.escalation.notified",
+        Duration::from_secs(15),
+    )
+    .await;
+    let notified = signals_of(&entries, "webchat.escalation.notified")[0].clone();
+    let directive = notified["payload"]["directive_id"].as_str().unwrap();
+    let posts = mm.received(path);
+    assert_eq!(posts.len(), 2, "one failed attempt, one retry");
+    let ids: Vec<&str> = posts
+        .iter()
+        .map(|p| p.body["pending_post_id"].as_str().expect("pending_post_id"))
+        .collect();
+    assert_eq!(ids[0], ids[1], "stable across attempts");
+    assert_eq!(ids[0], format!("fleetprompt:{directive}"));
+    // The same post sent again (as after a crash between Mattermost's answer
+    // and our commit) is taken as the one already created.
+    let again = app
+        .http
+        .post(format!("{}{path}", mm.url))
+        .json(&posts[1].body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 201);
+    assert_eq!(mm.received(path).len(), 2);
+    assert_eq!(mm.deduplicated(path).len(), 1);
+}
+
+/// kill -9 while REST-mode posts are in flight: Mattermost (its stand-in)
+/// already created them, and the retries on the restarted node, within
+/// Mattermost's 30 s, carry the same `pending_post_id`: every conversation
+/// is notified exactly once in the channel.
+async fn rest_mode_shows_no_duplicate_post_after_a_crash(backend: Backend) {
+    let mut app = spawn(backend, false).await;
+    let mm = Recorder::start().await;
+    let path = "/api/v4/posts";
+    mm.slow_answer(path, Duration::from_millis(400));
+    destination(
+        &app,
+        json!({ "name": "mattermost", "kind": "mattermost_api", "base_url": mm.url, "token": "s3cret-token", "channel_id": "chan1" }),
+    )
+    .await;
+    let site = site(&app).await;
+    let key = site["public_key"].as_str().unwrap().to_owned();
+    let n = 30;
+    for i in 0..n {
+        let token = visitor(&app, &key).await;
+        say(&app, &token, &format!("Question {i}")).await;
+    }
+    mm.wait_for(path, 5, Duration::from_secs(20)).await;
+    app.server.kill9().await;
+    let taken_at_kill = mm.received(path).len();
+    app.server = Server::start(
+        &app.db,
+        "restarted",
+        &[
+            "--workflows",
+            app.db.dir.join("workflows").to_str().unwrap(),
+            "--public-url",
+            PUBLIC,
+        ],
+    )
+    .await
+    .unwrap();
+    app.db
+        .wait_scalar(
+            "SELECT COUNT(*) FROM signals WHERE type = 'webchat.escalation.notified'",
+            |c| c == n as i64,
+            Duration::from_secs(40),
+            "not every conversation was notified",
+        )
+        .await;
+    let posts = mm.received(path);
+    let mut ids: Vec<&str> = posts
+        .iter()
+        .map(|p| p.body["pending_post_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let repeats = mm.deduplicated(path).len();
+    println!(
+        "{backend:?}: {taken_at_kill} posts taken before kill -9; {repeats} repeats deduplicated by pending_post_id"
+    );
+    assert_eq!(posts.len(), n, "one post per conversation in the channel");
+    assert_eq!(ids.len(), n);
+}
+
 async fn llm_draft_is_stored_and_approval_sends_it(backend: Backend) {
     let app = spawn(backend, false).await;
     let llm = Recorder::start().await;
@@ -632,6 +748,8 @@ both_backends!(
     retries_503_then_notifies,
     mattermost_404_fails_visibly,
     rest_mode_threads_follow_ups,
+    rest_mode_retries_carry_one_pending_post_id,
+    rest_mode_shows_no_duplicate_post_after_a_crash,
     llm_draft_is_stored_and_approval_sends_it,
     llm_timeout_retries_then_fails,
     faq_drafts_paraphrases_and_nothing_for_unrelated,

@@ -24,6 +24,7 @@ use serde_json::json;
 
 both_backends!(
     a_lease_holds_its_directive_until_it_ends,
+    a_claim_shares_its_batch_and_keeps_destinations_in_their_room,
     a_conversation_touch_never_moves_back,
 );
 
@@ -78,14 +79,16 @@ async fn a_lease_holds_its_directive_until_it_ends(backend: Backend) {
     // Due a second ago, so the lease (not the due time) must hold it.
     let id = due_directives(&db, tenant, 1).await[0];
 
-    let claimed = queue::claim(&db, "worker-a", LEASE_MS, 10).await.unwrap();
+    let claimed = queue::claim(&db, "worker-a", LEASE_MS, 10, queue::ClaimShape::EARLIEST)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!((claimed[0].id, claimed[0].attempt), (id, 1));
 
     // Running, past its due time, lease live: no other claim takes it and
     // the reaper leaves it alone.
     assert!(
-        queue::claim(&db, "worker-b", LEASE_MS, 10)
+        queue::claim(&db, "worker-b", LEASE_MS, 10, queue::ClaimShape::EARLIEST)
             .await
             .unwrap()
             .is_empty(),
@@ -100,6 +103,31 @@ async fn a_lease_holds_its_directive_until_it_ends(backend: Backend) {
     );
     let row = directive::get(&db, tenant, id).await.unwrap();
     assert_eq!(row.status.as_str(), "running");
+    // The heartbeat renews only its holder's lease, at its attempt.
+    let held = queue::Held {
+        tenant,
+        id,
+        attempt: 1,
+    };
+    assert_eq!(
+        queue::renew(&db, "worker-b", LEASE_MS, &[held])
+            .await
+            .unwrap(),
+        0
+    );
+    let stale = queue::Held { attempt: 2, ..held };
+    assert_eq!(
+        queue::renew(&db, "worker-a", LEASE_MS, &[stale])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        queue::renew(&db, "worker-a", LEASE_MS, &[held])
+            .await
+            .unwrap(),
+        1
+    );
 
     // Once the lease has run out, the reaper finds it, with its holder.
     let expired = queue::expired_leases(&db, now_ms() + LEASE_MS + 1_000, 10)
@@ -129,8 +157,155 @@ async fn a_lease_holds_its_directive_until_it_ends(backend: Backend) {
                 "the claim's update never reached pg_stat_user_tables",
             )
             .await;
-        assert_eq!(non_hot, 0, "the claim rewrote index entries");
+        assert_eq!(non_hot, 0, "the claim or the renewal rewrote index entries");
     }
+    db.close().await;
+}
+
+/// Creates `n` directives of `tenant` for `destination`, due `ago_ms` ago
+/// (each one a millisecond later than the one before).
+async fn due_for(
+    db: &Db,
+    tenant: TenantId,
+    destination: &str,
+    n: usize,
+    ago_ms: i64,
+) -> Vec<DirectiveId> {
+    let now = now_ms();
+    let rows: Vec<(TenantId, NewDirective)> = (0..n)
+        .map(|i| {
+            let id = DirectiveId::new();
+            let new = NewDirective {
+                id,
+                kind: DirectiveKind::parse("webhook.post").unwrap(),
+                args: json!({ "destination": destination }),
+                dedupe_key: format!("shape:{id}"),
+                subject: None,
+                retry: RetryPolicy::default(),
+                run_at: now - ago_ms + i as i64,
+                origin: Origin::System {
+                    component: "test".into(),
+                },
+                caused_by: None,
+            };
+            (tenant, new)
+        })
+        .collect();
+    let mut tx = db.begin().await.unwrap();
+    let created = directive::insert_many(&mut tx, &rows).await.unwrap();
+    tx.commit().await.unwrap();
+    created.into_iter().map(|c| c.id()).collect()
+}
+
+async fn a_claim_shares_its_batch_and_keeps_destinations_in_their_room(backend: Backend) {
+    let (_test_db, db) = open(backend).await;
+    let a = new_tenant(&db).await;
+    let mut tx = db.begin().await.unwrap();
+    let (b, _) = fleetprompt_store::tenant::create(&mut tx, "store-test-b")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let b = b.id;
+    // A's burst is older than all of B's work: the earliest-due claim
+    // would take only A's.
+    due_for(&db, a, "slow", 20, 60_000).await;
+    due_for(&db, a, "other", 20, 50_000).await;
+    due_for(&db, b, "quick", 5, 1_000).await;
+    let shape = queue::ClaimShape {
+        window: 100,
+        default_room: 3,
+        rooms: &[queue::DestinationRoom {
+            tenant: a,
+            destination: "slow".into(),
+            room: 2,
+        }],
+    };
+    let got = queue::claim(&db, "w", LEASE_MS, 8, shape).await.unwrap();
+    let count = |t: TenantId, d: &str| {
+        got.iter()
+            .filter(|c| c.tenant == t && c.destination.as_deref() == Some(d))
+            .count()
+    };
+    assert_eq!(got.len(), 8, "{got:?}");
+    assert_eq!(count(a, "slow"), 2, "held to its room");
+    assert_eq!(count(b, "quick"), 3, "held to the default room");
+    // Round-robin by tenant: B's three come first in their rounds though
+    // A's are older; the rounds B has nothing for go to A.
+    assert_eq!(count(a, "other"), 3);
+    // A destination with no room is stepped over.
+    let shape = queue::ClaimShape {
+        window: 100,
+        default_room: 100,
+        rooms: &[queue::DestinationRoom {
+            tenant: a,
+            destination: "slow".into(),
+            room: 0,
+        }],
+    };
+    let got = queue::claim(&db, "w", LEASE_MS, 100, shape).await.unwrap();
+    assert!(
+        got.iter().all(|c| c.destination.as_deref() != Some("slow")),
+        "{got:?}"
+    );
+    assert_eq!(got.len(), 17 + 2, "the rest of A's other, and of B's quick");
+    // Handing a claim back undoes it: pending again, its attempt not counted.
+    let first = &got[0];
+    let held = queue::Held {
+        tenant: first.tenant,
+        id: first.id,
+        attempt: first.attempt,
+    };
+    assert_eq!(queue::unclaim(&db, "w", &[held]).await.unwrap(), 1);
+    let row = directive::get(&db, first.tenant, first.id).await.unwrap();
+    assert_eq!(row.status.as_str(), "pending");
+    assert_eq!(row.attempts, 0);
+    // Pulling forward makes a destination's waiting retries due now, and
+    // leaves a directive delayed on purpose alone.
+    due_for(&db, a, "later", 3, 100).await;
+    due_for(&db, a, "later", 1, -600_000).await;
+    let closed = |tenant, destination: &str| queue::DestinationRoom {
+        tenant,
+        destination: destination.into(),
+        room: 0,
+    };
+    let only_later = [closed(a, "slow"), closed(a, "other"), closed(b, "quick")];
+    let shape = queue::ClaimShape {
+        window: 100,
+        default_room: 100,
+        rooms: &only_later,
+    };
+    let tried = queue::claim(&db, "w", LEASE_MS, 100, shape).await.unwrap();
+    assert_eq!(tried.len(), 3, "{tried:?}");
+    let now = now_ms();
+    let retries: Vec<queue::Completion> = tried
+        .iter()
+        .map(|c| queue::Completion {
+            tenant: c.tenant,
+            id: c.id,
+            attempt: c.attempt,
+            worker: "w".into(),
+            started_at: now,
+            finished_at: now,
+            outcome: fleetprompt_core::AttemptOutcome::Retrying,
+            error: Some("503".into()),
+            http_status: Some(503),
+            external_ref: None,
+            next_attempt_at: Some(now + 600_000),
+            result: None,
+            signal: None,
+        })
+        .collect();
+    assert_eq!(retries.len(), 3);
+    let mut tx = db.begin().await.unwrap();
+    queue::complete(&mut tx, &retries).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        queue::pull_forward(&db, a, "later", Some(1)).await.unwrap(),
+        1
+    );
+    assert_eq!(queue::pull_forward(&db, a, "later", None).await.unwrap(), 2);
+    assert_eq!(queue::pull_forward(&db, a, "later", None).await.unwrap(), 0);
+    assert_eq!(queue::pull_forward(&db, b, "later", None).await.unwrap(), 0);
     db.close().await;
 }
 
@@ -259,9 +434,10 @@ async fn statistics_follow_growth_only() {
     );
     // Analyzed at 120 rows: updates, and growth short of double, do not count.
     due_directives(&db, tenant, 100).await;
-    let running = fleetprompt_store::queue::claim(&db, "w", 60_000, 200)
-        .await
-        .unwrap();
+    let running =
+        fleetprompt_store::queue::claim(&db, "w", 60_000, 200, queue::ClaimShape::EARLIEST)
+            .await
+            .unwrap();
     assert_eq!(running.len(), 200);
     assert!(
         !pass_after(220).await,

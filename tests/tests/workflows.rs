@@ -20,6 +20,8 @@ both_backends!(
     throttle_allows_one_per_key_per_window,
     result_signals_are_routed_like_any_signal,
     a_broken_edit_keeps_the_last_good_rules,
+    a_truncate_then_write_under_traffic_loses_no_signal,
+    an_emptied_file_keeps_the_last_good_rules,
 );
 
 const RULES: &str = r#"
@@ -634,6 +636,100 @@ async fn a_broken_edit_keeps_the_last_good_rules(backend: Backend) {
         metrics.contains(r#"fleetprompt_workflow_reloads_total{result="error"}"#),
         "{metrics}"
     );
+}
+
+/// `cp rules.toml workflows/…` truncates the file and then writes it; a
+/// watcher that loads in between drops the file's rules. Under a steady
+/// stream of signals, brief and slow truncations alike must leave every
+/// signal routed by the full set.
+async fn a_truncate_then_write_under_traffic_loses_no_signal(backend: Backend) {
+    let RulesApp { app, dir } = spawn(backend).await;
+    let app = std::sync::Arc::new(app);
+    let sent = 60;
+    let traffic = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            for i in 0..sent {
+                signal(
+                    &app,
+                    "order.created",
+                    &format!("order:{i}"),
+                    json!({ "order_id": format!("t-{i}"), "total": 500 }),
+                    &format!("t{i}"),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let path = dir.join("tenants/acme/rules.toml");
+    let truncate = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+    };
+    // Quick copies: the empty file lasts less than the settle time.
+    for _ in 0..3 {
+        truncate();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        write(&dir, RULES);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A slow one: the empty file settles, and is refused.
+    truncate();
+    let w = wait_reload(&app, |w| !w["status"]["last_error"].is_null()).await;
+    assert_eq!(w["rules"].as_array().unwrap().len(), 5, "{w}");
+    write(&dir, RULES);
+    traffic.await.unwrap();
+    let routed = directives(&app)
+        .await
+        .iter()
+        .filter(|d| {
+            d["dedupe_key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("big-order:t-"))
+        })
+        .count();
+    assert_eq!(routed, sent, "every signal was routed by the full set");
+}
+
+async fn an_emptied_file_keeps_the_last_good_rules(backend: Backend) {
+    let RulesApp { app, dir } = spawn(backend).await;
+    write(&dir, "");
+    let w = wait_reload(&app, |w| !w["status"]["last_error"].is_null()).await;
+    let err = w["status"]["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("rules.toml") && err.contains("# fleetprompt: empty"),
+        "{err}"
+    );
+    assert_eq!(
+        w["rules"].as_array().unwrap().len(),
+        5,
+        "the old rules stay"
+    );
+    signal(
+        &app,
+        "order.created",
+        "order:1",
+        json!({ "order_id": "e-1", "total": 900 }),
+        "e1",
+    )
+    .await;
+    assert_eq!(directives(&app).await.len(), 1, "old rules still route");
+    // A comment-only file is as empty as an empty one.
+    write(&dir, "# nothing here yet\n");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_, w) = app.get("/admin/v1/workflows").await;
+    assert_eq!(w["rules"].as_array().unwrap().len(), 5, "{w}");
+    assert!(!w["status"]["last_error"].is_null(), "{w}");
+    // Saying so empties it.
+    write(&dir, "# fleetprompt: empty\n");
+    wait_reload(&app, |w| {
+        w["status"]["last_error"].is_null() && w["rules"].as_array().unwrap().is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]

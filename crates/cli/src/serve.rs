@@ -35,12 +35,25 @@ pub struct ServeArgs {
     /// Directives run at once by this process.
     #[arg(long, env = "FLEETPROMPT_CONCURRENCY", default_value_t = 256)]
     pub concurrency: usize,
-    /// Seconds a claimed directive stays leased before another node may take it.
-    #[arg(long, env = "FLEETPROMPT_LEASE_SECS", default_value_t = 30)]
+    /// Seconds a claimed directive stays leased before another node may take
+    /// it; the live worker renews it every third of that while it runs, so a
+    /// killed node's work starts again within the lease plus one reaper pass.
+    #[arg(long, env = "FLEETPROMPT_LEASE_SECS", default_value_t = 10)]
     pub lease_secs: u64,
-    /// Seconds a handler may run (must be below the lease).
+    /// Seconds a handler may run.
     #[arg(long, env = "FLEETPROMPT_HANDLER_TIMEOUT_SECS", default_value_t = 20)]
     pub handler_timeout_secs: u64,
+    /// Attempts in flight to one destination at once, per node, unless the
+    /// destination sets its own `max_in_flight`.
+    #[arg(
+        long,
+        env = "FLEETPROMPT_DESTINATION_CONCURRENCY",
+        default_value_t = 16
+    )]
+    pub destination_concurrency: usize,
+    /// Failed attempts in a row that open a destination's circuit breaker.
+    #[arg(long, env = "FLEETPROMPT_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
     /// Milliseconds between polls for delayed retries when nothing wakes the worker.
     #[arg(long, env = "FLEETPROMPT_POLL_MS", default_value_t = 250)]
     pub poll_ms: u64,
@@ -115,13 +128,14 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     fn engine_config(&self) -> anyhow::Result<EngineConfig> {
-        if self.handler_timeout_secs >= self.lease_secs {
-            anyhow::bail!(
-                "--handler-timeout-secs must be below --lease-secs, or a slow attempt would be run twice"
-            );
+        if self.lease_secs == 0 {
+            anyhow::bail!("--lease-secs must be at least 1");
         }
-        if self.concurrency == 0 {
-            anyhow::bail!("--concurrency must be at least 1");
+        if self.concurrency == 0 || self.destination_concurrency == 0 {
+            anyhow::bail!("--concurrency and --destination-concurrency must be at least 1");
+        }
+        if self.breaker_failures == 0 {
+            anyhow::bail!("--breaker-failures must be at least 1");
         }
         if self.header_timeout_secs == 0 {
             anyhow::bail!("--header-timeout-secs must be at least 1");
@@ -133,6 +147,11 @@ impl ServeArgs {
             handler_timeout: Duration::from_secs(self.handler_timeout_secs),
             poll_interval: Duration::from_millis(self.poll_ms.max(10)),
             reap_interval: Duration::from_millis(self.reap_ms.max(100)),
+            flow: fleetprompt_engine::flow::FlowConfig {
+                default_cap: self.destination_concurrency,
+                failures_to_open: self.breaker_failures,
+                ..Default::default()
+            },
             ..EngineConfig::default()
         })
     }

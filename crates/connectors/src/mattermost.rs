@@ -4,9 +4,12 @@
 //!   answers `200 ok`. The URL itself is the credential, so it is never
 //!   logged (errors name only the host).
 //! - REST API v4: `POST <base_url>/api/v4/posts` with
-//!   `{"channel_id", "message", "root_id"?}` and `Authorization: Bearer
-//!   <token>`; Mattermost answers `201` with the post, whose `id` threads
-//!   follow-ups (`root_id`).
+//!   `{"channel_id", "message", "root_id"?, "pending_post_id"}` and
+//!   `Authorization: Bearer <token>`; Mattermost answers `201` with the post,
+//!   whose `id` threads follow-ups (`root_id`). Mattermost returns the post
+//!   already created for a `pending_post_id` it saw within 30 s instead of
+//!   creating another (`deduplicateCreatePost`), so a retry soon after a lost
+//!   answer or a crash does not post twice. Webhooks have no such key.
 //!
 //! Mattermost's errors are JSON `{"id", "message", "status_code", …}`:
 //! 400, 401, 403, 404 and 501 are permanent (the error `id` is kept as the
@@ -90,12 +93,19 @@ pub struct ApiPost<'a> {
     pub root_id: Option<&'a str>,
     /// The message (Markdown).
     pub message: &'a str,
+    /// The same on every attempt of one notification (e.g. derived from the
+    /// directive id), so Mattermost dedupes a retry within 30 s.
+    pub pending_post_id: &'a str,
 }
 
 /// Creates a post with the REST API v4.
 pub async fn post_api(out: &Outbound, p: &ApiPost<'_>) -> PostOutcome {
     let url = format!("{}/api/v4/posts", p.base_url.trim_end_matches('/'));
-    let mut body = json!({ "channel_id": p.channel_id, "message": truncate_post(p.message) });
+    let mut body = json!({
+        "channel_id": p.channel_id,
+        "message": truncate_post(p.message),
+        "pending_post_id": p.pending_post_id,
+    });
     if let Some(root) = p.root_id {
         body["root_id"] = json!(root);
     }

@@ -16,9 +16,10 @@ pub struct EngineConfig {
     pub complete_batch: usize,
     /// Completion transactions in flight at once on PostgreSQL.
     pub pg_completers: usize,
-    /// How long a claim is held before another node may take it over.
+    /// How long a claim is held before another node may take it over,
+    /// unless its worker renews it (every third of it, while it runs).
     pub lease: Duration,
-    /// Longest a handler may run; must stay well below `lease`.
+    /// Longest a handler may run (its lease is renewed meanwhile).
     pub handler_timeout: Duration,
     /// Fallback poll when no wake-up arrives (delayed retries, other nodes on SQLite).
     pub poll_interval: Duration,
@@ -31,6 +32,8 @@ pub struct EngineConfig {
     /// Which addresses outbound HTTP may reach (public ones, plus the
     /// operator's `--allow-outbound` ranges).
     pub outbound: fleetprompt_connectors::OutboundPolicy,
+    /// Per-destination concurrency caps and circuit breakers.
+    pub flow: crate::flow::FlowConfig,
 }
 
 impl Default for EngineConfig {
@@ -41,13 +44,14 @@ impl Default for EngineConfig {
             claim_batch: 256,
             complete_batch: 512,
             pg_completers: 4,
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(10),
             handler_timeout: Duration::from_secs(20),
             poll_interval: Duration::from_millis(250),
             reap_interval: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             http_timeout: Duration::from_secs(15),
             outbound: Default::default(),
+            flow: crate::flow::FlowConfig::default(),
         }
     }
 }

@@ -209,7 +209,15 @@ pub async fn create(
             "must be 1 to 64 characters of a-z, A-Z, 0-9, '-' and '_'",
         ));
     }
-    let (sealed, public, shown_once) = match kind {
+    let max_in_flight = match config.get("max_in_flight") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| invalid("max_in_flight", "must be 1 to 10000"))?,
+        ),
+    };
+    let (sealed, mut public, shown_once) = match kind {
         "webhook" => {
             let url = config
                 .get("url")
@@ -394,6 +402,11 @@ pub async fn create(
             ));
         }
     };
+    // Public, not sealed: the worker reads it for every destination it
+    // delivers to (see `flow`).
+    if let Some(n) = max_in_flight {
+        public["max_in_flight"] = json!(n);
+    }
     let id = DestinationId::new();
     let row = DestinationRow {
         id,

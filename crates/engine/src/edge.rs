@@ -278,6 +278,7 @@ pub async fn report_result(
         max_attempts: row.max_attempts,
         retry_policy: row.retry_policy,
         caused_by: row.caused_by,
+        destination: None,
     };
     let error = report
         .error

@@ -24,6 +24,7 @@ pub mod cron;
 pub mod destination;
 pub mod edge;
 pub mod error;
+pub mod flow;
 pub mod handler;
 pub mod handlers;
 pub mod metrics;

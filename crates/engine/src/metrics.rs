@@ -42,6 +42,12 @@ pub const LEASES_EXPIRED: &str = "fleetprompt_directive_leases_expired_total";
 pub const WORKFLOW_RELOADS: &str = "fleetprompt_workflow_reloads_total";
 /// Directives running in this process.
 pub const IN_FLIGHT: &str = "fleetprompt_directives_in_flight";
+/// Destination circuit breakers that opened (or opened again after a failed probe).
+pub const BREAKERS_OPENED: &str = "fleetprompt_destination_breakers_opened_total";
+/// Destinations whose circuit breaker is open or half-open in this process.
+pub const BREAKERS_OPEN: &str = "fleetprompt_destination_breakers_open";
+/// Claimed directives handed back unattempted (their destination had no room).
+pub const UNCLAIMED: &str = "fleetprompt_directives_unclaimed_total";
 /// Edge-lane tasks waiting for a connector (due or delayed).
 pub const EDGE_PENDING: &str = "fleetprompt_edge_tasks_pending";
 /// When each Edge Connector was last heard from, by connector id.
@@ -166,6 +172,21 @@ pub fn describe() {
         Unit::Count,
         "Directives claimed and not yet completed by this process."
     );
+    describe_counter!(
+        BREAKERS_OPENED,
+        Unit::Count,
+        "Destination circuit breakers opened by failing attempts (a failed probe counts again)."
+    );
+    describe_gauge!(
+        BREAKERS_OPEN,
+        Unit::Count,
+        "Destinations whose circuit breaker is open or half-open in this process (their directives are deferred)."
+    );
+    describe_counter!(
+        UNCLAIMED,
+        Unit::Count,
+        "Claimed directives handed back unattempted because their destination had no room."
+    );
     describe_gauge!(
         EDGE_LAST_SEEN,
         Unit::Seconds,
@@ -232,6 +253,18 @@ pub(crate) fn lease_expired(kind: &str) {
 
 pub(crate) fn in_flight(n: usize) {
     gauge!(IN_FLIGHT).set(n as f64);
+}
+
+pub(crate) fn breaker_opened() {
+    counter!(BREAKERS_OPENED).increment(1);
+}
+
+pub(crate) fn breakers_open(n: usize) {
+    gauge!(BREAKERS_OPEN).set(n as f64);
+}
+
+pub(crate) fn unclaimed(n: usize) {
+    counter!(UNCLAIMED).increment(n as u64);
 }
 
 pub(crate) fn edge_backlog(pending: i64) {

@@ -57,6 +57,7 @@ pub async fn reap_once(engine: &Engine) -> Result<usize, EngineError> {
                     max_attempts: e.max_attempts,
                     retry_policy: Default::default(),
                     caused_by: None,
+                    destination: None,
                 };
                 let subject = e
                     .subject

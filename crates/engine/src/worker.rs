@@ -4,11 +4,16 @@
 //! batches under a lease (never more than the free concurrency slots, so no
 //! claimed row waits in memory while its lease runs down), and sleeps on the
 //! in-process wake-up, PostgreSQL NOTIFY, or a short poll for delayed retries.
+//! Claims are shaped by the [`Flows`]: tenants share each batch, and each
+//! destination stays within its cap and its circuit breaker. A heartbeat
+//! renews the leases of everything claimed and not yet completed, every
+//! third of the lease, so a lease can be short (a dead node's work is taken
+//! over soon) while a slow attempt keeps its own.
 //! The worker service runs the handler, then hands the outcome to the
 //! [`completer`], which writes many attempts, statuses and result signals in
 //! one transaction (group commit) before the service returns.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,13 +35,15 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_core::{AttemptOutcome, NewSignal};
-use fleetprompt_store::queue::{self, Claimed, Completion};
+use fleetprompt_core::{DirectiveId, TenantId};
+use fleetprompt_store::queue::{self, ClaimShape, Claimed, Completion, Held};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tower::layer::util::Identity;
 
+use crate::flow::{AfterAttempt, Flows, Health};
 use crate::{Engine, EngineError, Outcome, metrics};
 
 /// State shared by the backend, the service and the completer.
@@ -47,6 +54,36 @@ pub struct WorkerRuntime {
     /// Woken when a slot frees up, so a full worker claims again at once.
     slot_freed: Notify,
     completions: mpsc::Sender<(Completion, oneshot::Sender<bool>)>,
+    /// Claimed and not yet completed: the leases the heartbeat renews.
+    held: std::sync::Mutex<HashMap<DirectiveId, Held>>,
+    /// Per-destination caps and circuit breakers.
+    flows: Flows,
+}
+
+impl WorkerRuntime {
+    fn hold(&self, c: &Claimed) {
+        self.held.lock().expect("held lock").insert(
+            c.id,
+            Held {
+                tenant: c.tenant,
+                id: c.id,
+                attempt: c.attempt,
+            },
+        );
+    }
+
+    fn release(&self, id: DirectiveId) {
+        self.held.lock().expect("held lock").remove(&id);
+    }
+
+    fn held(&self) -> Vec<Held> {
+        self.held
+            .lock()
+            .expect("held lock")
+            .values()
+            .copied()
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for WorkerRuntime {
@@ -153,11 +190,30 @@ fn claim_stream(
                 continue;
             }
             let limit = free.min(cfg.claim_batch) as i64;
+            let (rooms, probes) = s.rt.flows.rooms();
+            for (tenant, destination) in probes {
+                // A half-open breaker needs one due directive to probe with;
+                // its retries may all be backed off far into the future.
+                if let Err(e) =
+                    queue::pull_forward(s.rt.engine.db(), tenant, &destination, Some(1)).await
+                {
+                    tracing::warn!(error = %e, "making a breaker's probe due failed");
+                }
+            }
+            let shape = ClaimShape {
+                // A quarter more than the batch: room for the tenants just
+                // behind another's burst to get their share, at a cost the
+                // engine benchmark does not see (docs/benchmarks.md).
+                window: limit + limit / 4 + 1,
+                default_room: s.rt.flows.default_room(),
+                rooms: &rooms,
+            };
             match queue::claim(
                 s.rt.engine.db(),
                 &cfg.worker_name,
                 cfg.lease.as_millis() as i64,
                 limit,
+                shape,
             )
             .await
             {
@@ -166,12 +222,30 @@ fn claim_stream(
                     let n =
                         s.rt.in_flight.fetch_add(claimed.len(), Ordering::AcqRel) + claimed.len();
                     metrics::in_flight(n);
-                    s.buffer.extend(claimed);
+                    let mut back = Vec::new();
+                    for c in claimed {
+                        s.rt.hold(&c);
+                        if let Some(dest) = &c.destination {
+                            if !s.rt.flows.knows(c.tenant, dest) {
+                                let cap = destination_cap(&s.rt.engine, c.tenant, dest).await;
+                                s.rt.flows.set_cap(c.tenant, dest, cap);
+                            }
+                            if !s.rt.flows.take(c.tenant, dest) {
+                                back.push(c);
+                                continue;
+                            }
+                        }
+                        s.buffer.push_back(c);
+                    }
+                    if !back.is_empty() {
+                        hand_back(&s.rt, &back).await;
+                    }
                 }
                 Ok(_) => {
                     // Set while idle too: a gauge left unset for a minute is
                     // dropped from /metrics (see `install_metrics`).
                     metrics::in_flight(in_flight);
+                    metrics::breakers_open(s.rt.flows.open_breakers());
                     tokio::select! {
                         _ = s.rt.engine.db().work_available() => {}
                         _ = tokio::time::sleep(cfg.poll_interval) => {}
@@ -189,6 +263,92 @@ fn claim_stream(
             }
         }
     })
+}
+
+/// A destination's own cap (`max_in_flight` in its configuration), if it
+/// has one.
+async fn destination_cap(engine: &Engine, tenant: TenantId, name: &str) -> Option<usize> {
+    crate::destination::find(engine, tenant, name)
+        .await
+        .ok()?
+        .public_config
+        .get("max_in_flight")?
+        .as_u64()
+        .map(|n| n as usize)
+}
+
+/// Hands claims the flows refused back to the queue, unattempted. A claim
+/// that cannot be handed back runs out its lease and is reaped.
+async fn hand_back(rt: &WorkerRuntime, back: &[Claimed]) {
+    let held: Vec<Held> = back
+        .iter()
+        .map(|c| Held {
+            tenant: c.tenant,
+            id: c.id,
+            attempt: c.attempt,
+        })
+        .collect();
+    let engine = &rt.engine;
+    match queue::unclaim(engine.db(), &engine.config().worker_name, &held).await {
+        Ok(_) => metrics::unclaimed(held.len()),
+        Err(e) => {
+            tracing::warn!(error = %e, "handing claims back failed; their leases will expire")
+        }
+    }
+    for c in back {
+        rt.release(c.id);
+    }
+    let left = rt.in_flight.fetch_sub(back.len(), Ordering::AcqRel) - back.len();
+    metrics::in_flight(left);
+}
+
+/// Counts an attempt's end against its destination: a breaker may open, or
+/// close, in which case the destination's queued retries are made due now.
+async fn count_for_destination(rt: &WorkerRuntime, d: &Claimed, health: Health) {
+    let Some(dest) = &d.destination else {
+        return;
+    };
+    match rt.flows.finished(d.tenant, dest, health) {
+        AfterAttempt::Nothing => {}
+        AfterAttempt::Opened => {
+            metrics::breaker_opened();
+            tracing::warn!(tenant = %d.tenant, destination = %dest, "destination keeps failing; circuit breaker open, its directives are deferred");
+        }
+        AfterAttempt::Recovered => {
+            match queue::pull_forward(rt.engine.db(), d.tenant, dest, None).await {
+                Ok(n) => {
+                    tracing::info!(tenant = %d.tenant, destination = %dest, retries = n, "destination recovered; circuit breaker closed, its queued retries made due")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, destination = %dest, "making a recovered destination's retries due failed")
+                }
+            }
+        }
+    }
+    metrics::breakers_open(rt.flows.open_breakers());
+}
+
+/// Renews the leases of everything claimed and not yet completed, every
+/// third of the lease, until the runtime is dropped.
+async fn heartbeat(rt: std::sync::Weak<WorkerRuntime>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(rt) = rt.upgrade() else {
+            return;
+        };
+        let held = rt.held();
+        let cfg = rt.engine.config();
+        if let Err(e) = queue::renew(
+            rt.engine.db(),
+            &cfg.worker_name,
+            cfg.lease.as_millis() as i64,
+            &held,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, leases = held.len(), "renewing leases failed");
+        }
+    }
 }
 
 /// What one attempt did, for the metrics layer.
@@ -230,6 +390,7 @@ async fn run_directive(
         }
     };
     let duration = clock.elapsed();
+    let health = Health::of(&outcome);
     let (completion, retry_delay) = completion_of(engine, &d, started_at, outcome);
     let report = AttemptReport {
         kind: d.kind.clone(),
@@ -240,6 +401,8 @@ async fn run_directive(
     let (reply, written) = oneshot::channel();
     let sent = rt.completions.send((completion, reply)).await.is_ok();
     let committed = sent && written.await.unwrap_or(false);
+    rt.release(d.id);
+    count_for_destination(&rt, &d, health).await;
     let left = rt.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
     metrics::in_flight(left);
     rt.slot_freed.notify_one();
@@ -579,7 +742,13 @@ pub async fn run(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Result
         in_flight: AtomicUsize::new(0),
         slot_freed: Notify::new(),
         completions: tx,
+        held: std::sync::Mutex::new(HashMap::new()),
+        flows: Flows::new(engine.config().flow),
     });
+    let beat = tokio::spawn(heartbeat(
+        Arc::downgrade(&rt),
+        (engine.config().lease / 3).max(Duration::from_millis(100)),
+    ));
     let backend = DirectiveBackend::new(rt.clone(), shutdown.clone());
     let worker = WorkerBuilder::new(engine.config().worker_name.clone())
         .backend(backend)
@@ -599,6 +768,7 @@ pub async fn run(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Result
             Ok::<(), std::io::Error>(())
         })
         .await;
+    beat.abort();
     drop(rt);
     for c in completers {
         let _ = c.await;

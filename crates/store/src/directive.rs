@@ -65,6 +65,13 @@ fn rule_of(origin: &Origin) -> Option<String> {
     }
 }
 
+/// The destination a directive delivers to: by the platform's convention,
+/// the name in its `args.destination`. Kept in a column of its own for the
+/// claim's per-destination caps and circuit breakers ([`crate::queue`]).
+pub fn destination_of(args: &Value) -> Option<&str> {
+    args.get("destination").and_then(Value::as_str)
+}
+
 /// Creates a directive unless its dedupe key is taken.
 pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &NewDirective) -> Result<Created> {
     let mut created = insert_many(tx, &[(tenant, d.clone())]).await?;
@@ -98,6 +105,7 @@ pub async fn insert_many(tx: &mut Tx, ds: &[(TenantId, NewDirective)]) -> Result
             d.caused_by,
             rule_of(&d.origin),
             d.kind.runner().as_str(),
+            destination_of(&d.args),
         ]));
     }
     let rows = crate::json_array(rows.into_iter());
@@ -106,10 +114,10 @@ pub async fn insert_many(tx: &mut Tx, ds: &[(TenantId, NewDirective)]) -> Result
     let insert = format!(
         "INSERT INTO directives (tenant_id, id, kind, args, dedupe_key, subject, status, attempts,
             max_attempts, retry_policy, next_attempt_at, origin, caused_by, created_at, updated_at, rule_id,
-            runner)
+            runner, destination)
          SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5,
             'pending', 0, CAST(k.value ->> 6 AS INTEGER), k.value ->> 7, CAST(k.value ->> 8 AS BIGINT),
-            k.value ->> 9, k.value ->> 10, $2, $2, k.value ->> 11, k.value ->> 12
+            k.value ->> 9, k.value ->> 10, $2, $2, k.value ->> 11, k.value ->> 12, k.value ->> 13
          FROM {k} WHERE true ORDER BY k.key
          ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id"
     );

@@ -82,6 +82,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0011_visitor_secret.sql"),
         postgres: include_str!("../../../migrations/postgres/0011_visitor_secret.sql"),
     },
+    Migration {
+        version: 12,
+        name: "directive_destination",
+        sqlite: include_str!("../../../migrations/sqlite/0012_directive_destination.sql"),
+        postgres: include_str!("../../../migrations/postgres/0012_directive_destination.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

@@ -3,8 +3,9 @@
 //!
 //! The queue has two lanes (`runner`): `platform` directives are claimed by
 //! the platform's workers ([`claim`]), `edge` ones only by an Edge Connector
-//! of their tenant ([`claim_edge`]). Platform claims take the earliest due
-//! rows of every tenant; completions of both lanes go through [`complete`],
+//! of their tenant ([`claim_edge`]). Platform claims share each batch among
+//! the tenants with due work and keep each destination within the room the
+//! worker gives it ([`ClaimShape`]); completions of both lanes go through [`complete`],
 //! fenced by `(locked_by, attempts)`, so a worker (or connector) whose lease
 //! was reaped and handed to another cannot overwrite the newer attempt's
 //! outcome.
@@ -42,9 +43,11 @@ pub struct Claimed {
     pub retry_policy: RetryPolicy,
     /// The signal that caused it.
     pub caused_by: Option<SignalId>,
+    /// The destination it delivers to (`args.destination`), if any.
+    pub destination: Option<String>,
 }
 
-const RETURNING: &str = "tenant_id, id, kind, args, dedupe_key, subject, attempts, max_attempts, retry_policy, caused_by";
+const RETURNING: &str = "tenant_id, id, kind, args, dedupe_key, subject, attempts, max_attempts, retry_policy, caused_by, destination";
 
 macro_rules! decode_claimed {
     ($r:expr) => {{
@@ -64,6 +67,7 @@ macro_rules! decode_claimed {
                 .map(|s| s.parse())
                 .transpose()
                 .map_err(corrupt)?,
+            destination: r.try_get(10)?,
         }
     }};
 }
@@ -85,10 +89,53 @@ const PLATFORM_LANE: &str = "finished_at IS NULL AND runner = 'platform'";
 /// The edge lane's index predicate, as its queries must spell it.
 const EDGE_LANE: &str = "finished_at IS NULL AND runner = 'edge'";
 
+/// How many directives of one destination a claim may take now.
+#[derive(Debug, Clone)]
+pub struct DestinationRoom {
+    /// The destination's tenant.
+    pub tenant: TenantId,
+    /// Its name (`args.destination`).
+    pub destination: String,
+    /// Directives it may be given: its cap less those in flight, or 0 while
+    /// its circuit breaker is open (its directives are then stepped over).
+    pub room: i64,
+}
+
+/// How a platform claim chooses among the due directives.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimShape<'a> {
+    /// How many of the earliest due directives are looked at (at least the
+    /// claim's limit): the batch is shared round-robin among their tenants,
+    /// so a tenant with a deep backlog cannot fill it alone.
+    pub window: i64,
+    /// The room of a destination not listed in `rooms`.
+    pub default_room: i64,
+    /// Destinations with another room (in flight, their own cap, or a breaker).
+    pub rooms: &'a [DestinationRoom],
+}
+
+impl ClaimShape<'static> {
+    /// The earliest due, whatever their tenant or destination.
+    pub const EARLIEST: Self = Self {
+        window: 0,
+        default_room: i64::MAX,
+        rooms: &[],
+    };
+}
+
 /// Claims up to `limit` due platform-lane directives for `worker`, leased
-/// for `lease_ms`.
-pub async fn claim(db: &Db, worker: &str, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
-    claim_lane(db, Lane::Platform, worker, lease_ms, limit).await
+/// for `lease_ms`, shaped by `shape`: destinations with no room are stepped
+/// over, no destination gets more than its room, and among the `window`
+/// earliest due the batch goes round-robin by tenant (each tenant's first
+/// directive, then each one's second …), oldest first within a round.
+pub async fn claim(
+    db: &Db,
+    worker: &str,
+    lease_ms: i64,
+    limit: i64,
+    shape: ClaimShape<'_>,
+) -> Result<Vec<Claimed>> {
+    claim_lane(db, Lane::Platform(shape), worker, lease_ms, limit).await
 }
 
 /// Claims up to `limit` due edge-lane directives of `tenant` whose kind is
@@ -124,7 +171,7 @@ pub async fn claim_edge(
 /// Which rows a claim may take.
 enum Lane<'a> {
     /// Due platform directives of every tenant.
-    Platform,
+    Platform(ClaimShape<'a>),
     /// Due edge directives of one tenant, of the given kinds.
     Edge {
         tenant: TenantId,
@@ -154,82 +201,195 @@ async fn claim_lane(
             sqlx::query("SET LOCAL enable_bitmapscan = off")
                 .execute(&mut **t)
                 .await?;
-            let filter = match lane {
-                Lane::Platform => PLATFORM_LANE.to_owned(),
-                Lane::Edge { .. } => {
-                    format!(
-                        "{EDGE_LANE} AND tenant_id = $5 AND kind = ANY($6::text[])
-                         AND COALESCE(args::jsonb ->> 'connector_id', $7) = $7"
-                    )
+            let returning = RETURNING
+                .split(", ")
+                .map(|c| format!("d.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let rows = match lane {
+                Lane::Platform(shape) => {
+                    // Two steps in one statement: rank the window's rows
+                    // without locking them, then lock only the chosen ones
+                    // (SKIP LOCKED, re-checked as still pending). Locking
+                    // the whole window would write a row lock to each of
+                    // its rows for the few that are claimed.
+                    // Without rooms (no destination at its cap, no open
+                    // breaker: the usual case) the statement skips their
+                    // joins altogether.
+                    let shaped = !shape.rooms.is_empty();
+                    let (rooms, blocked, join, room) = if shaped {
+                        (
+                            "rooms AS (SELECT * FROM UNNEST($7::text[], $8::text[], $9::int8[])
+                                AS r(tenant_id, destination, room)), ",
+                            "AND NOT EXISTS (SELECT 1 FROM rooms b WHERE b.room <= 0
+                                AND b.tenant_id = directives.tenant_id AND b.destination = directives.destination)",
+                            "LEFT JOIN rooms r ON r.tenant_id = w.tenant_id AND r.destination = w.destination",
+                            "COALESCE(r.room, $6)",
+                        )
+                    } else {
+                        ("", "", "", "$6")
+                    };
+                    let sql = format!(
+                        "WITH {rooms}ranked AS (
+                            SELECT w.tenant_id, w.id, w.next_attempt_at, w.destination,
+                                row_number() OVER (PARTITION BY w.tenant_id, w.destination ORDER BY w.next_attempt_at) AS in_destination,
+                                {room} AS room
+                            FROM (SELECT tenant_id, id, destination, next_attempt_at FROM directives
+                                  WHERE {PLATFORM_LANE} AND status = 'pending' AND next_attempt_at <= $3 {blocked}
+                                  ORDER BY next_attempt_at LIMIT $5) w
+                            {join}
+                         ), chosen AS (
+                            SELECT tenant_id, id FROM (
+                                SELECT tenant_id, id, next_attempt_at,
+                                    row_number() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at) AS in_tenant
+                                FROM ranked WHERE destination IS NULL OR in_destination <= room) f
+                            ORDER BY in_tenant, next_attempt_at LIMIT $4
+                         )
+                         UPDATE directives d SET status = 'running', attempts = d.attempts + 1, locked_by = $1,
+                            lease_until = $2, updated_at = $3
+                         FROM (SELECT l.tenant_id, l.id FROM directives l JOIN chosen ch
+                                 ON l.tenant_id = ch.tenant_id AND l.id = ch.id
+                               WHERE l.status = 'pending' FOR UPDATE OF l SKIP LOCKED) c
+                         WHERE d.tenant_id = c.tenant_id AND d.id = c.id
+                         RETURNING {returning}"
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(worker)
+                        .bind(now + lease_ms)
+                        .bind(now)
+                        .bind(limit)
+                        .bind(shape.window.max(limit))
+                        .bind(shape.default_room);
+                    if shaped {
+                        q = q
+                            .bind(
+                                shape
+                                    .rooms
+                                    .iter()
+                                    .map(|r| r.tenant.to_string())
+                                    .collect::<Vec<_>>(),
+                            )
+                            .bind(
+                                shape
+                                    .rooms
+                                    .iter()
+                                    .map(|r| r.destination.clone())
+                                    .collect::<Vec<_>>(),
+                            )
+                            .bind(shape.rooms.iter().map(|r| r.room).collect::<Vec<_>>());
+                    }
+                    q.fetch_all(&mut **t).await?
+                }
+                Lane::Edge {
+                    tenant,
+                    connector,
+                    kinds,
+                } => {
+                    let sql = format!(
+                        "UPDATE directives d SET status = 'running', attempts = d.attempts + 1, locked_by = $1,
+                            lease_until = $2, updated_at = $3
+                         FROM (SELECT tenant_id, id FROM directives
+                               WHERE {EDGE_LANE} AND tenant_id = $5 AND kind = ANY($6::text[])
+                                 AND COALESCE(args::jsonb ->> 'connector_id', $7) = $7
+                                 AND status = 'pending' AND next_attempt_at <= $3
+                               ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) c
+                         WHERE d.tenant_id = c.tenant_id AND d.id = c.id
+                         RETURNING {returning}"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(worker)
+                        .bind(now + lease_ms)
+                        .bind(now)
+                        .bind(limit)
+                        .bind(tenant.to_string())
+                        .bind(kinds.to_vec())
+                        .bind(connector)
+                        .fetch_all(&mut **t)
+                        .await?
                 }
             };
-            let sql = format!(
-                "UPDATE directives d SET status = 'running', attempts = d.attempts + 1, locked_by = $1,
-                    lease_until = $2, updated_at = $3
-                 FROM (SELECT tenant_id, id FROM directives
-                       WHERE {filter} AND status = 'pending' AND next_attempt_at <= $3
-                       ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) c
-                 WHERE d.tenant_id = c.tenant_id AND d.id = c.id
-                 RETURNING {returning}",
-                returning = RETURNING
-                    .split(", ")
-                    .map(|c| format!("d.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(worker)
-                .bind(now + lease_ms)
-                .bind(now)
-                .bind(limit);
-            if let Lane::Edge {
-                tenant,
-                connector,
-                kinds,
-            } = lane
-            {
-                q = q
-                    .bind(tenant.to_string())
-                    .bind(kinds.to_vec())
-                    .bind(connector);
-            }
-            let rows = q.fetch_all(&mut **t).await?;
             rows.iter()
                 .map(|r| Ok(decode_claimed!(r)))
                 .collect::<Result<Vec<_>>>()?
         }
         TxInner::Sqlite(t) => {
-            let filter = match lane {
-                Lane::Platform => PLATFORM_LANE.to_owned(),
-                Lane::Edge { .. } => format!(
-                    "{EDGE_LANE} AND tenant_id = $5 AND kind IN (SELECT value FROM json_each($6))
-                     AND COALESCE(json_extract(args, '$.connector_id'), $7) = $7"
-                ),
+            let q = match lane {
+                Lane::Platform(shape) => {
+                    let shaped = !shape.rooms.is_empty();
+                    let (rooms, blocked, join, room) = if shaped {
+                        (
+                            "rooms AS (SELECT value ->> 0 AS tenant_id, value ->> 1 AS destination,
+                                value ->> 2 AS room FROM json_each($7)), ",
+                            "AND NOT EXISTS (SELECT 1 FROM rooms b WHERE b.room <= 0
+                                AND b.tenant_id = directives.tenant_id AND b.destination = directives.destination)",
+                            "LEFT JOIN rooms r ON r.tenant_id = w.tenant_id AND r.destination = w.destination",
+                            "COALESCE(r.room, $6)",
+                        )
+                    } else {
+                        ("", "", "", "$6")
+                    };
+                    let sql = format!(
+                        "WITH {rooms}ranked AS (
+                            SELECT w.rid, w.tenant_id, w.next_attempt_at, w.destination,
+                                row_number() OVER (PARTITION BY w.tenant_id, w.destination ORDER BY w.next_attempt_at) AS in_destination,
+                                {room} AS room
+                            FROM (SELECT rowid AS rid, tenant_id, destination, next_attempt_at FROM directives
+                                  WHERE {PLATFORM_LANE} AND status = 'pending' AND next_attempt_at <= $3 {blocked}
+                                  ORDER BY next_attempt_at LIMIT $5) w
+                            {join}
+                         )
+                         UPDATE directives SET status = 'running', attempts = attempts + 1, locked_by = $1,
+                            lease_until = $2, updated_at = $3
+                         WHERE rowid IN (SELECT rid FROM (
+                                            SELECT rid, next_attempt_at,
+                                                row_number() OVER (PARTITION BY tenant_id ORDER BY next_attempt_at) AS in_tenant
+                                            FROM ranked WHERE destination IS NULL OR in_destination <= room) f
+                                         ORDER BY in_tenant, next_attempt_at LIMIT $4)
+                         RETURNING {RETURNING}"
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(worker)
+                        .bind(now + lease_ms)
+                        .bind(now)
+                        .bind(limit)
+                        .bind(shape.window.max(limit))
+                        .bind(shape.default_room);
+                    if shaped {
+                        q = q.bind(crate::json_array(
+                            shape
+                                .rooms
+                                .iter()
+                                .map(|r| serde_json::json!([r.tenant, r.destination, r.room])),
+                        ));
+                    }
+                    q
+                }
+                Lane::Edge {
+                    tenant,
+                    connector,
+                    kinds,
+                } => {
+                    let sql = format!(
+                        "UPDATE directives SET status = 'running', attempts = attempts + 1, locked_by = $1,
+                            lease_until = $2, updated_at = $3
+                         WHERE rowid IN (SELECT rowid FROM directives
+                                         WHERE {EDGE_LANE} AND tenant_id = $5
+                                           AND kind IN (SELECT value FROM json_each($6))
+                                           AND COALESCE(json_extract(args, '$.connector_id'), $7) = $7
+                                           AND status = 'pending' AND next_attempt_at <= $3
+                                         ORDER BY next_attempt_at LIMIT $4)
+                         RETURNING {RETURNING}"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(worker)
+                        .bind(now + lease_ms)
+                        .bind(now)
+                        .bind(limit)
+                        .bind(tenant.to_string())
+                        .bind(serde_json::to_string(kinds).map_err(corrupt)?)
+                        .bind(connector)
+                }
             };
-            let sql = format!(
-                "UPDATE directives SET status = 'running', attempts = attempts + 1, locked_by = $1,
-                    lease_until = $2, updated_at = $3
-                 WHERE rowid IN (SELECT rowid FROM directives
-                                 WHERE {filter} AND status = 'pending' AND next_attempt_at <= $3
-                                 ORDER BY next_attempt_at LIMIT $4)
-                 RETURNING {RETURNING}"
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(worker)
-                .bind(now + lease_ms)
-                .bind(now)
-                .bind(limit);
-            if let Lane::Edge {
-                tenant,
-                connector,
-                kinds,
-            } = lane
-            {
-                q = q
-                    .bind(tenant.to_string())
-                    .bind(serde_json::to_string(kinds).map_err(corrupt)?)
-                    .bind(connector);
-            }
             let rows = q.fetch_all(&mut **t).await?;
             rows.iter()
                 .map(|r| Ok(decode_claimed!(r)))
@@ -243,6 +403,128 @@ async fn claim_lane(
         tx.commit().await?;
     }
     Ok(claimed)
+}
+
+/// One claim held by a worker: the fence of its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The directive's tenant.
+    pub tenant: TenantId,
+    /// The directive.
+    pub id: DirectiveId,
+    /// The attempt the lease is for.
+    pub attempt: i32,
+}
+
+/// Extends the leases `worker` still holds on `held` (of either lane) to
+/// `lease_ms` from now: the heartbeat of a live worker, so leases can be
+/// short and a dead worker's work is taken over soon. Writes only
+/// `lease_until` (no index reads it). Returns how many were renewed.
+pub async fn renew(db: &Db, worker: &str, lease_ms: i64, held: &[Held]) -> Result<u64> {
+    if held.is_empty() {
+        return Ok(0);
+    }
+    let rows = crate::json_array(
+        held.iter()
+            .map(|h| serde_json::json!([h.tenant, h.id, h.attempt])),
+    );
+    let sql = format!(
+        "UPDATE directives SET lease_until = $2
+         FROM {k}
+         WHERE directives.tenant_id = k.value ->> 0 AND directives.id = k.value ->> 1
+           AND directives.attempts = CAST(k.value ->> 2 AS INTEGER) AND directives.locked_by = $3
+           AND directives.status = 'running'",
+        k = crate::json_rows(db.backend(), 1)
+    );
+    let mut tx = db.begin().await?;
+    let renewed = crate::on_tx!(tx, c => {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(rows)
+            .bind(now_ms() + lease_ms)
+            .bind(worker)
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+    });
+    tx.commit().await?;
+    Ok(renewed)
+}
+
+/// Hands claims back unattempted (their attempt count undone), for claims
+/// the worker took but must not run now (a destination over its cap, or
+/// whose breaker opened meanwhile). Fenced like a completion.
+pub async fn unclaim(db: &Db, worker: &str, held: &[Held]) -> Result<u64> {
+    if held.is_empty() {
+        return Ok(0);
+    }
+    let rows = crate::json_array(
+        held.iter()
+            .map(|h| serde_json::json!([h.tenant, h.id, h.attempt])),
+    );
+    let sql = format!(
+        "UPDATE directives SET status = 'pending', attempts = attempts - 1, locked_by = NULL,
+            lease_until = NULL, updated_at = $2
+         FROM {k}
+         WHERE directives.tenant_id = k.value ->> 0 AND directives.id = k.value ->> 1
+           AND directives.attempts = CAST(k.value ->> 2 AS INTEGER) AND directives.locked_by = $3
+           AND directives.status = 'running'",
+        k = crate::json_rows(db.backend(), 1)
+    );
+    let mut tx = db.begin().await?;
+    let n = crate::on_tx!(tx, c => {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(rows)
+            .bind(now_ms())
+            .bind(worker)
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+    });
+    tx.mark_due_work();
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Makes the waiting retries of one destination due now (at most `limit`
+/// of them, earliest first, or all): a probe for a half-open circuit
+/// breaker, or the backlog of a destination that has recovered, which would
+/// otherwise wait out each retry's backoff. Only retries (`attempts > 0`):
+/// a directive delayed on purpose (a reminder cancelled by a reply) keeps
+/// its time. Returns how many.
+pub async fn pull_forward(
+    db: &Db,
+    tenant: TenantId,
+    destination: &str,
+    limit: Option<i64>,
+) -> Result<u64> {
+    let now = now_ms();
+    // Scans the destination's unfinished directives by the queue index: a
+    // rare call (a breaker's probe or close), so no index of its own.
+    let sql = format!(
+        "UPDATE directives SET next_attempt_at = $3, updated_at = $3
+         WHERE tenant_id = $1 AND id IN (
+            SELECT id FROM directives
+            WHERE {PLATFORM_LANE} AND tenant_id = $1 AND destination = $2
+              AND status = 'pending' AND attempts > 0 AND next_attempt_at > $3
+            ORDER BY next_attempt_at LIMIT $4)
+           AND {PLATFORM_LANE} AND status = 'pending'"
+    );
+    let mut tx = db.begin().await?;
+    let n = crate::on_tx!(tx, c => {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(destination)
+            .bind(now)
+            .bind(limit.unwrap_or(i64::MAX))
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+    });
+    if n > 0 {
+        tx.mark_due_work();
+    }
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// The end of one attempt, to be written with its directive's new state.

@@ -383,6 +383,9 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
                 Ok(c) => c,
                 Err(e) => return Outcome::fail(e.to_string()),
             };
+            // Stable across attempts: the server only compares the strings
+            // (its own webapp sends `<user_id>:<timestamp>`).
+            let pending_post_id = format!("fleetprompt:{}", d.id);
             mattermost::post_api(
                 engine.http(),
                 &ApiPost {
@@ -391,6 +394,7 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
                     channel_id: &cfg.channel_id,
                     root_id: root.as_deref(),
                     message: &text,
+                    pending_post_id: &pending_post_id,
                 },
             )
             .await
