@@ -258,6 +258,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         "outbound requests reach public addresses only, plus the allowed internal ranges"
     );
     let engine = Engine::new(db.clone(), key, config);
+    fleetprompt_engine::metrics::register_known(&engine.handlers().kinds());
     if let Err(e) = fleetprompt_engine::rules::load(&engine, &args.workflows) {
         anyhow::bail!(
             "workflow rules in {} are invalid:\n{}",
