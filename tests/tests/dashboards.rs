@@ -179,6 +179,32 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     names
 }
 
+/// Every `fleetprompt_*` metric the dashboards' panels and the alert rules
+/// name, as queried (a histogram by its `_bucket` series).
+fn dashboard_and_alert_metrics(queries: &[(String, String, String)]) -> BTreeSet<String> {
+    let alerts = std::fs::read_to_string(dashboards_dir().join("alerts.yml")).expect("alerts.yml");
+    queries
+        .iter()
+        .map(|(_, _, expr)| expr.as_str())
+        .chain(std::iter::once(alerts.as_str()))
+        .flat_map(metric_names)
+        .collect()
+}
+
+/// The names in `names` that no sample line of a `/metrics` text has.
+fn missing_metrics(metrics: &str, names: &BTreeSet<String>) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| {
+            !metrics.lines().filter(|l| !l.starts_with('#')).any(|l| {
+                l.strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -426,6 +452,32 @@ async fn every_panel_and_alert_works_against_real_prometheus() {
         http: http_client(),
     };
 
+    // A fresh server, before any traffic (the harness's `/readyz` polls
+    // aside), already exports every metric a dashboard or an alert names:
+    // a series born on its first event leaves panels at "No data" and
+    // makes `rate()` and `increase()` miss that event.
+    let fresh = app.metrics().await;
+    // Read after the scrape, so the scrape saw no admin traffic.
+    let (s, connectors) = app.get("/admin/v1/edge-connectors").await;
+    assert_eq!(s, StatusCode::OK, "{connectors}");
+    let no_connector = connectors["edge_connectors"]
+        .as_array()
+        .is_some_and(|c| c.is_empty());
+    let missing = missing_metrics(&fresh, &dashboard_and_alert_metrics(&queries))
+        .into_iter()
+        // A gauge per connector: while no connector is registered there is
+        // no series to export, and a made-up one would trip the silent
+        // connector alert. Once one exists it must be there (checked after
+        // the load below).
+        .filter(|name| {
+            !(no_connector && name == "fleetprompt_edge_connector_last_seen_timestamp_seconds")
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        missing.is_empty(),
+        "a fresh server's /metrics lacks {missing:?}:\n{fresh}"
+    );
+
     // Receivers: one that answers 200, one 500 then 200 (a retry), one 404
     // (a permanent failure), one too slow to answer before we kill the node.
     let hook = Recorder::start().await;
@@ -524,20 +576,15 @@ async fn every_panel_and_alert_works_against_real_prometheus() {
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
 
-    // /metrics: every metric a dashboard names exists; every metric has a
+    // /metrics after traffic: every metric a dashboard or alert names
+    // exists, the connector's gauge included; every metric has a
     // description and a unit.
     let metrics = app.metrics().await;
-    let mut problems = Vec::new();
-    for (_, title, expr) in &queries {
-        for name in metric_names(expr) {
-            let exported = metrics
-                .lines()
-                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
-            if !exported {
-                problems.push(format!("{title}: {name} is not in /metrics"));
-            }
-        }
-    }
+    let mut problems: Vec<String> =
+        missing_metrics(&metrics, &dashboard_and_alert_metrics(&queries))
+            .into_iter()
+            .map(|name| format!("{name} is not in /metrics"))
+            .collect();
     for line in metrics
         .lines()
         .filter(|l| l.starts_with("# TYPE fleetprompt_"))

@@ -4,8 +4,10 @@
 //!
 //! # Layout
 //! - `main.rs`: the command line and dispatch.
-//! - `settings.rs`: layered settings (defaults, then `FLEETPROMPT_*`
-//!   environment variables, then flags), the master key and logging.
+//! - `settings.rs`: layered settings (defaults, then the configuration
+//!   file, then `FLEETPROMPT_*` environment variables, then flags), the
+//!   master key and logging.
+//! - `config.rs`: the configuration file and `config show`.
 //! - `serve.rs`: `serve` — the HTTP server and the directive worker.
 //! - `bench.rs`: `bench engine` — directive throughput and start latency.
 //! - `demo.rs`: the demo tenant and site that `serve` sets up for `/demo`.
@@ -17,6 +19,7 @@
 mod bench;
 mod bench_escalation;
 mod bench_ingest;
+mod config;
 mod demo;
 mod prune;
 mod serve;
@@ -24,7 +27,7 @@ mod settings;
 mod workflows;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use settings::Common;
 
 #[derive(Parser)]
@@ -46,6 +49,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// The configuration in force.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -68,6 +74,14 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Delete finished directives, signals and ended conversations older than a cutoff.
     Prune(prune::PruneArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the settings `serve` would run with (given the same flags),
+    /// each with where its value came from (default, file, env, flag);
+    /// secrets redacted.
+    Show(serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -160,7 +174,34 @@ enum TenantCommand {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The file's values become clap's defaults, so it is read first.
+    let loaded = match config::load(&Cli::command(), &args) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let command = config::apply(Cli::command(), &loaded);
+    let matches = command.clone().get_matches_from(&args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Config(ConfigCommand::Show(_)) = &cli.command {
+        let show = matches
+            .subcommand_matches("config")
+            .and_then(|m| m.subcommand_matches("show"))
+            .unwrap_or(&matches);
+        return match config::show(&Cli::command(), show, &loaded) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -209,6 +250,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     settings::init_logging(&cli.common);
     match cli.command {
         Command::Serve(args) => serve::run(&cli.common, args).await,
+        // Answered in `main`, before the runtime starts.
+        Command::Config(ConfigCommand::Show(_)) => Ok(()),
         Command::Migrate => {
             let db = cli.common.open_db().await?;
             let n = fleetprompt_store::migrate::run(&db)

@@ -277,6 +277,10 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         "outbound requests reach public addresses only, plus the allowed internal ranges"
     );
     let engine = Engine::new(db.clone(), key, config);
+    fleetprompt_engine::metrics::register_known(&engine.handlers().kinds());
+    // The queue and connector gauges hold the database's values from the
+    // first scrape, not only after the first upkeep pass.
+    fleetprompt_engine::upkeep::refresh_gauges(&engine).await;
     if let Err(e) = fleetprompt_engine::rules::load(&engine, &args.workflows) {
         anyhow::bail!(
             "workflow rules in {} are invalid:\n{}",

@@ -1,5 +1,6 @@
-//! Settings shared by every command: defaults, then `FLEETPROMPT_*`
-//! environment variables, then flags (clap resolves the last two).
+//! Settings shared by every command: defaults, then the configuration file
+//! (`config.rs`), then `FLEETPROMPT_*` environment variables, then flags
+//! (clap resolves the last two; the file feeds clap's environment).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,13 @@ pub enum LogFormat {
 /// Settings every command shares.
 #[derive(Debug, Args)]
 pub struct Common {
+    /// The configuration file: TOML, one `key = value` per setting, keyed by
+    /// the flags' long names (`-` or `_`); environment and flags override
+    /// it. Default: `./fleetprompt.toml` when present (docs/operations.md).
+    /// Given before the command (`fleetprompt --config PATH serve`), as
+    /// `package install` has a `--config` of its own.
+    #[arg(long, env = "FLEETPROMPT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Directory for the embedded database and the master key file.
     #[arg(
         long,
@@ -61,6 +69,18 @@ pub struct Common {
         value_name = "CIDR[,CIDR…]"
     )]
     pub allow_outbound: Vec<fleetprompt_connectors::Cidr>,
+    /// The master key that seals stored secrets, 64 hex digits (default:
+    /// `<data dir>/master.key`, created on first use). Prefer the
+    /// environment or the configuration file to this flag, which other
+    /// local users can see in the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETPROMPT_MASTER_KEY",
+        hide_env_values = true,
+        value_name = "HEX"
+    )]
+    pub master_key: Option<String>,
 }
 
 impl Common {
@@ -98,11 +118,12 @@ impl Common {
         Ok(Db::connect(&url, durability).await?)
     }
 
-    /// The master key: `FLEETPROMPT_MASTER_KEY`, else `<data dir>/master.key`,
-    /// created with mode 0600 on first use.
+    /// The master key: `--master-key` (or `FLEETPROMPT_MASTER_KEY`, or the
+    /// file's `master_key`), else `<data dir>/master.key`, created with mode
+    /// 0600 on first use.
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {
-        if let Ok(k) = std::env::var("FLEETPROMPT_MASTER_KEY") {
-            return MasterKey::parse(&k).context("FLEETPROMPT_MASTER_KEY");
+        if let Some(k) = &self.master_key {
+            return MasterKey::parse(k).context("the master key (FLEETPROMPT_MASTER_KEY)");
         }
         load_or_create_key(&self.data_dir.join("master.key"))
     }

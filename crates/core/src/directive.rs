@@ -159,6 +159,14 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
+    /// Every outcome, for metric series registered before the first attempt.
+    pub const ALL: [Self; 4] = [
+        Self::Succeeded,
+        Self::Retrying,
+        Self::Failed,
+        Self::LeaseExpired,
+    ];
+
     /// The outcome as stored and used in metric labels.
     pub const fn as_str(self) -> &'static str {
         match self {

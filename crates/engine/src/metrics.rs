@@ -194,6 +194,39 @@ pub fn describe() {
     );
 }
 
+/// Registers at zero every series whose label values are known before any
+/// traffic: each directive kind (from the handler registry) on the
+/// per-kind counters and histograms, every attempt outcome, both reload
+/// results, and the `custom` signal type. A series that appears only on its
+/// first event leaves a dashboard panel at "No data" and makes `rate()` and
+/// `increase()` miss that first event. Call once the handlers are known.
+///
+/// [`EDGE_LAST_SEEN`] is not among them: it is a gauge per connector, and
+/// there is no honest value for a connector that does not exist.
+pub fn register_known(kinds: &[&str]) {
+    for kind in kinds {
+        let kind = (*kind).to_owned();
+        counter!(DIRECTIVES_CREATED, "kind" => kind.clone()).absolute(0);
+        counter!(DIRECTIVES_DEDUPLICATED, "kind" => kind.clone()).absolute(0);
+        counter!(LEASES_EXPIRED, "kind" => kind.clone()).absolute(0);
+        for outcome in fleetprompt_core::AttemptOutcome::ALL {
+            counter!(ATTEMPTS, "kind" => kind.clone(), "outcome" => outcome.as_str()).absolute(0);
+        }
+        // A histogram handle, once registered, is exported with empty
+        // buckets until its first sample.
+        let _ = histogram!(ATTEMPT_DURATION, "kind" => kind.clone());
+        let _ = histogram!(RETRY_DELAY, "kind" => kind);
+    }
+    for result in ["ok", "error"] {
+        counter!(WORKFLOW_RELOADS, "result" => result).absolute(0);
+    }
+    counter!(SIGNALS_RECORDED, "type" => "custom").absolute(0);
+    counter!(INGEST_FALLBACKS).absolute(0);
+    for h in [CLAIM_BATCH, COMPLETE_BATCH, INGEST_BATCH] {
+        let _ = histogram!(h);
+    }
+}
+
 const PLATFORM_NAMESPACES: &[&str] = &["webchat.", "directive.", "email.", "cron.", "workflow."];
 
 fn bounded_type(t: &str) -> &str {

@@ -34,17 +34,44 @@ use crate::error::ApiError;
 /// Widget requests refused, by reason.
 pub const REJECTED: &str = "fleetprompt_widget_rejected_total";
 
-/// Describes the widget's metrics. Call once at start.
+/// Every value of [`REJECTED`]'s `reason` label: the one list that the
+/// description, the zero series at start and [`rejected`]'s check share.
+pub const REJECT_REASONS: &[&str] = &[
+    "origin",
+    "token",
+    "rate_limit_visitor",
+    "rate_limit_address",
+    "rate_limit_site",
+    "rate_limit_new_visitors",
+    "challenge",
+    "too_large",
+    "invalid",
+    "site_inactive",
+    "streams_site",
+];
+
+/// Describes the widget's metrics and registers each reason at zero, so a
+/// dashboard's `rate()` sees the first refusal too. Call once at start.
 pub fn describe() {
     describe_counter!(
         REJECTED,
         Unit::Count,
-        "Widget requests refused, by reason (origin, token, rate_limit_visitor, rate_limit_address, rate_limit_site, rate_limit_new_visitors, challenge, too_large, invalid, site_inactive, streams_site)."
+        format!(
+            "Widget requests refused, by reason ({}).",
+            REJECT_REASONS.join(", ")
+        )
     );
+    for reason in REJECT_REASONS {
+        counter!(REJECTED, "reason" => *reason).absolute(0);
+    }
 }
 
-/// Counts a refusal; `reason` is from a fixed set.
+/// Counts a refusal; `reason` is one of [`REJECT_REASONS`].
 pub(crate) fn rejected(reason: &'static str) {
+    debug_assert!(
+        REJECT_REASONS.contains(&reason),
+        "unlisted widget refusal reason {reason:?}"
+    );
     counter!(REJECTED, "reason" => reason).increment(1);
 }
 
