@@ -30,6 +30,36 @@ pub fn platform() -> HandlerRegistry {
     r
 }
 
+/// The signal types the platform records other than its handlers' result
+/// and creation signals (those come from [`HandlerRegistry::signal_types`]).
+/// `workflows check` warns about an `on` or `cancel_on` that matches none
+/// of them. Keep it in step with the code that records them (ingest, the
+/// idle sweep, replies, drafts, email, cron); it is the seed of the package
+/// manifest's list of signal types, which will replace it.
+pub const RECORDED_SIGNALS: &[&str] = &[
+    "cron.tick",
+    "webchat.session.started",
+    "webchat.message.received",
+    "webchat.contact.captured",
+    "webchat.session.ended",
+    "webchat.reply.sent",
+    "webchat.reply.generated",
+    "webchat.draft.discarded",
+    "email.outbound.requested",
+    "email.inbound.received",
+];
+
+/// Every signal type the platform can record: [`RECORDED_SIGNALS`] and the
+/// result and creation signals of `registry`'s handlers.
+pub fn signal_types(registry: &HandlerRegistry) -> std::collections::BTreeSet<String> {
+    RECORDED_SIGNALS
+        .iter()
+        .copied()
+        .chain(registry.signal_types())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Reads a required string argument.
 pub(crate) fn str_arg<'a>(
     args: &'a serde_json::Value,
@@ -41,4 +71,29 @@ pub(crate) fn str_arg<'a>(
             reason: format!("`{name}` (a string) is required"),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_types_join_the_list_and_every_handlers_results() {
+        let types = signal_types(&platform());
+        for t in [
+            "webchat.session.ended",
+            "webchat.escalation.created",
+            "webchat.escalation.notified",
+            "email.outbound.sent",
+            "directive.failed",
+        ] {
+            assert!(types.contains(t), "{t} missing from {types:?}");
+        }
+        for t in &types {
+            assert!(
+                fleetprompt_core::signal::SignalType::parse(t.as_str()).is_ok(),
+                "{t}"
+            );
+        }
+    }
 }
