@@ -77,6 +77,50 @@ pub(crate) fn str_arg<'a>(
 mod tests {
     use super::*;
 
+    /// Every signal type the engine's code records by name (the first
+    /// argument of `NewSignal::new(` or ingest's `signal_of(`, when it is a
+    /// string literal) is in [`RECORDED_SIGNALS`] or among the handlers'
+    /// result signals, so the list cannot silently fall behind the code.
+    #[test]
+    fn every_signal_the_code_records_is_known() {
+        let known = signal_types(&platform());
+        let mut pending = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        let mut found = 0;
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).expect("engine sources") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("source");
+                for call in ["NewSignal::new(", "signal_of("] {
+                    for (at, _) in text.match_indices(call) {
+                        let rest = text[at + call.len()..].trim_start();
+                        let Some(literal) = rest.strip_prefix('"') else {
+                            continue;
+                        };
+                        let name = literal.split('"').next().unwrap_or_default();
+                        // Not a call at all (this test's own needles).
+                        if !name.contains('.') || name.contains(' ') {
+                            continue;
+                        }
+                        found += 1;
+                        assert!(
+                            known.contains(name),
+                            "{} records {name:?}: add it to RECORDED_SIGNALS",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(found >= 8, "found only {found} recorded signal names");
+    }
+
     #[test]
     fn signal_types_join_the_list_and_every_handlers_results() {
         let types = signal_types(&platform());
