@@ -13,6 +13,7 @@ both_backends!(
     directive_dedupe_creates_one_job,
     retries_with_growing_backoff_then_succeeds,
     permanent_failure_is_failed_after_one_attempt_and_can_be_redriven,
+    closing_a_missing_conversation_fails_once,
     retry_after_is_honoured,
     cancel_pending_directive,
     tenants_cannot_see_each_other,
@@ -262,6 +263,38 @@ fn fleetprompt_connectors_sign(
         "v1,{}",
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     )
+}
+
+/// A conversation that does not exist cannot appear by retrying: closing
+/// it fails at the first attempt instead of using up the retry budget.
+async fn closing_a_missing_conversation_fails_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let missing = fleetprompt_core::id::ConversationId::new();
+    let (s, v) = app
+        .post(
+            "/admin/v1/directives",
+            json!({
+                "kind": "webchat.conversation.close",
+                "args": { "conversation_id": missing },
+                "dedupe_key": "close-missing",
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let d = app
+        .wait_for_status(&id, &["failed", "succeeded"], Duration::from_secs(10))
+        .await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert_eq!(d["attempts"], 1, "{d}");
+    assert_eq!(d["attempt_log"].as_array().unwrap().len(), 1, "{d}");
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("conversation does not exist"),
+        "{d}"
+    );
 }
 
 async fn permanent_failure_is_failed_after_one_attempt_and_can_be_redriven(backend: Backend) {

@@ -13,7 +13,9 @@ use crate::settings::Common;
 /// Workflow rule commands.
 #[derive(Subcommand)]
 pub enum WorkflowsCommand {
-    /// Validate every rule file; print `file:line:col: message` for each problem.
+    /// Validate every rule file; print `file:line:col: message` for each
+    /// problem, and `file:line:col: warning: …` for an `on`/`cancel_on`
+    /// that names a signal type nothing records.
     Check {
         /// The workflows directory.
         #[arg(default_value = "./workflows")]
@@ -96,11 +98,24 @@ pub fn run(cmd: WorkflowsCommand) -> anyhow::Result<bool> {
     match cmd {
         WorkflowsCommand::Check { dir } => match RuleSet::load_dir(&dir, &check_options()) {
             Ok(set) => {
+                // Warnings do not fail the check: a signal posted through
+                // the admin API may carry a type no code records.
+                let known = fleetprompt_engine::handlers::signal_types(
+                    &fleetprompt_engine::handlers::platform(),
+                );
+                let warnings = set.unknown_signal_types(&known);
+                for w in &warnings {
+                    eprintln!("{w}");
+                }
                 println!(
-                    "{}: {} rules in {} files are valid",
+                    "{}: {} rules in {} files are valid{}",
                     dir.display(),
                     set.len(),
-                    set.files().len()
+                    set.files().len(),
+                    match warnings.len() {
+                        0 => String::new(),
+                        n => format!(", with {n} warning(s)"),
+                    }
                 );
                 Ok(true)
             }

@@ -150,4 +150,18 @@ impl HandlerRegistry {
     pub fn kinds(&self) -> Vec<&'static str> {
         self.handlers.keys().copied().collect()
     }
+
+    /// Every signal type the handlers record: their result signals (both
+    /// pairs) and their creation signals, sorted and without repeats.
+    pub fn signal_types(&self) -> Vec<&'static str> {
+        let mut types = std::collections::BTreeSet::new();
+        for h in self.handlers.values() {
+            for r in std::iter::once(h.result_signals()).chain(h.also_result_signals()) {
+                types.insert(r.succeeded);
+                types.insert(r.failed);
+            }
+            types.extend(h.created_signal());
+        }
+        types.into_iter().collect()
+    }
 }

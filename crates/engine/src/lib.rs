@@ -323,17 +323,46 @@ impl Engine {
     ) -> Result<(Created, DirectiveRow), EngineError> {
         let new = self.prepare_directive(tenant, req, origin).await?;
         let mut tx = self.db.begin().await?;
-        let created = directive::insert(&mut tx, tenant, &new).await?;
-        if let Created::New(id) = created {
-            self.record_created(&mut tx, tenant, id, &new).await?;
-        }
+        let created = self.insert_directive(&mut tx, tenant, &new).await?;
         tx.commit().await?;
-        match created {
-            Created::New(_) => metrics::directive_created(new.kind.as_str()),
-            Created::Existing(_) => metrics::directive_deduplicated(new.kind.as_str()),
-        }
+        count_created(&new, &created);
         let row = directive::get(&self.db, tenant, created.id()).await?;
         Ok((created, row))
+    }
+
+    /// Checks a directive the engine built itself (an approved draft's
+    /// reply, say) as [`Engine::prepare_directive`] checks a request: the
+    /// payload limits and its handler's validation. Called before the
+    /// transaction that inserts it, as validation may read the database.
+    pub(crate) async fn validate_directive(
+        &self,
+        tenant: TenantId,
+        new: &NewDirective,
+    ) -> Result<(), EngineError> {
+        let handler = self.handlers.get(new.kind.as_str()).ok_or_else(|| {
+            EngineError::Validation(ValidationError::Invalid {
+                field: "kind",
+                reason: format!("unknown directive kind {:?}", new.kind.as_str()),
+            })
+        })?;
+        check_payload("args", &new.args)?;
+        handler.validate(self, tenant, &new.args).await
+    }
+
+    /// Inserts a checked directive (and so its job) in the caller's
+    /// transaction, with its kind's creation signal. The caller counts it
+    /// with [`count_created`] once the transaction has committed.
+    pub(crate) async fn insert_directive(
+        &self,
+        tx: &mut fleetprompt_store::Tx,
+        tenant: TenantId,
+        new: &NewDirective,
+    ) -> Result<Created, EngineError> {
+        let created = directive::insert(tx, tenant, new).await?;
+        if let Created::New(id) = created {
+            self.record_created(tx, tenant, id, new).await?;
+        }
+        Ok(created)
     }
 
     /// Records the kind's creation signal (e.g. `webchat.escalation.created`),
@@ -398,5 +427,13 @@ impl Engine {
         directive::redrive(&mut tx, tenant, id).await?;
         tx.commit().await?;
         Ok(directive::get(&self.db, tenant, id).await?)
+    }
+}
+
+/// Counts a committed directive insert: created, or deduplicated.
+pub(crate) fn count_created(new: &NewDirective, created: &Created) {
+    match created {
+        Created::New(_) => metrics::directive_created(new.kind.as_str()),
+        Created::Existing(_) => metrics::directive_deduplicated(new.kind.as_str()),
     }
 }

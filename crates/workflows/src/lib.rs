@@ -42,6 +42,8 @@
 //! - `cron`: [`CronTrigger`], [`RuleSet::cron_rules`], [`RuleSet::cron_tick`].
 //! - `expr`: CEL conditions. `template`: minijinja templates (with a
 //!   Jinja-compatible `truncate` filter).
+//! - `taxonomy`: [`RuleSet::unknown_signal_types`], warnings for `on` and
+//!   `cancel_on` patterns that no known signal type matches.
 //! - `pattern`: signal type patterns (`webchat.*`). `duration`: `"10m"`.
 //! - `diagnostic`: [`Diagnostic`] and byte-offset to line:col mapping.
 //!   `error`: [`LoadError`].
@@ -56,6 +58,7 @@ mod model;
 mod pattern;
 mod route;
 mod rule;
+mod taxonomy;
 mod template;
 
 pub use crate::cron::{CronTrigger, PlannedSignal};

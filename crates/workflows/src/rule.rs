@@ -247,6 +247,9 @@ pub struct RuleSet {
     pub(crate) crons: Vec<CronTrigger>,
     pub(crate) cel: Arc<cel::Env>,
     pub(crate) templates: Templates,
+    /// Every `on` and `cancel_on` pattern with its position, for
+    /// [`RuleSet::unknown_signal_types`].
+    pub(crate) signal_refs: Vec<crate::taxonomy::SignalRef>,
 }
 
 impl fmt::Debug for RuleSet {
@@ -270,6 +273,7 @@ impl RuleSet {
             crons: Vec::new(),
             cel: crate::expr::cel_env(),
             templates: Templates::new(),
+            signal_refs: Vec::new(),
         }
     }
 

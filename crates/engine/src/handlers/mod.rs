@@ -30,6 +30,36 @@ pub fn platform() -> HandlerRegistry {
     r
 }
 
+/// The signal types the platform records other than its handlers' result
+/// and creation signals (those come from [`HandlerRegistry::signal_types`]).
+/// `workflows check` warns about an `on` or `cancel_on` that matches none
+/// of them. Keep it in step with the code that records them (ingest, the
+/// idle sweep, replies, drafts, email, cron); it is the seed of the package
+/// manifest's list of signal types, which will replace it.
+pub const RECORDED_SIGNALS: &[&str] = &[
+    "cron.tick",
+    "webchat.session.started",
+    "webchat.message.received",
+    "webchat.contact.captured",
+    "webchat.session.ended",
+    "webchat.reply.sent",
+    "webchat.reply.generated",
+    "webchat.draft.discarded",
+    "email.outbound.requested",
+    "email.inbound.received",
+];
+
+/// Every signal type the platform can record: [`RECORDED_SIGNALS`] and the
+/// result and creation signals of `registry`'s handlers.
+pub fn signal_types(registry: &HandlerRegistry) -> std::collections::BTreeSet<String> {
+    RECORDED_SIGNALS
+        .iter()
+        .copied()
+        .chain(registry.signal_types())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Reads a required string argument.
 pub(crate) fn str_arg<'a>(
     args: &'a serde_json::Value,
@@ -41,4 +71,73 @@ pub(crate) fn str_arg<'a>(
             reason: format!("`{name}` (a string) is required"),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every signal type the engine's code records by name (the first
+    /// argument of `NewSignal::new(` or ingest's `signal_of(`, when it is a
+    /// string literal) is in [`RECORDED_SIGNALS`] or among the handlers'
+    /// result signals, so the list cannot silently fall behind the code.
+    #[test]
+    fn every_signal_the_code_records_is_known() {
+        let known = signal_types(&platform());
+        let mut pending = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        let mut found = 0;
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).expect("engine sources") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("source");
+                for call in ["NewSignal::new(", "signal_of("] {
+                    for (at, _) in text.match_indices(call) {
+                        let rest = text[at + call.len()..].trim_start();
+                        let Some(literal) = rest.strip_prefix('"') else {
+                            continue;
+                        };
+                        let name = literal.split('"').next().unwrap_or_default();
+                        // Not a call at all (this test's own needles).
+                        if !name.contains('.') || name.contains(' ') {
+                            continue;
+                        }
+                        found += 1;
+                        assert!(
+                            known.contains(name),
+                            "{} records {name:?}: add it to RECORDED_SIGNALS",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(found >= 8, "found only {found} recorded signal names");
+    }
+
+    #[test]
+    fn signal_types_join_the_list_and_every_handlers_results() {
+        let types = signal_types(&platform());
+        for t in [
+            "webchat.session.ended",
+            "webchat.escalation.created",
+            "webchat.escalation.notified",
+            "email.outbound.sent",
+            "directive.failed",
+        ] {
+            assert!(types.contains(t), "{t} missing from {types:?}");
+        }
+        for t in &types {
+            assert!(
+                fleetprompt_core::signal::SignalType::parse(t.as_str()).is_ok(),
+                "{t}"
+            );
+        }
+    }
 }

@@ -17,7 +17,7 @@ use fleetprompt_connectors::llm::{self, ChatMessage};
 use fleetprompt_core::id::ConversationId;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_core::{DirectiveId, DirectiveKind, NewSignal, Origin, RetryPolicy, TenantId};
-use fleetprompt_store::directive::{self, NewDirective};
+use fleetprompt_store::directive::{self, DirectiveRow, NewDirective};
 use fleetprompt_store::queue::Claimed;
 use fleetprompt_store::webchat::escalation::{self, DraftRow};
 use fleetprompt_store::webchat::message::{self, Role};
@@ -448,6 +448,44 @@ pub fn reply_send_directive(
         origin,
         caused_by: None,
     })
+}
+
+/// Approves a pending draft for the admin token `token_id`: creates, once,
+/// the `webchat.reply_send` directive that delivers it (role `assistant`,
+/// approved by that token), in the transaction that marks the draft
+/// approved. The directive is checked by its handler and counted like any
+/// other. A draft already approved or discarded is refused, and nothing is
+/// written.
+pub async fn approve_draft(
+    engine: &Engine,
+    tenant: TenantId,
+    conv: ConversationId,
+    draft_id: &str,
+    token_id: fleetprompt_core::id::TokenId,
+) -> Result<DirectiveRow, super::WebchatError> {
+    let draft = escalation::draft(engine.db(), tenant, conv, draft_id)
+        .await
+        .map_err(super::error::or_not_found("draft"))?;
+    if draft.status != "pending" {
+        return Err(EngineError::InvalidState(format!("draft is already {}", draft.status)).into());
+    }
+    let send = reply_send_directive(
+        conv,
+        &draft,
+        json!({ "kind": "assistant", "approved_by": token_id }),
+        Origin::Api { token_id },
+    )?;
+    engine.validate_directive(tenant, &send).await?;
+    let mut tx = engine.db().begin().await?;
+    if !escalation::approve_draft(&mut tx, tenant, &draft.id, &send.id.to_string(), now_ms())
+        .await?
+    {
+        return Err(EngineError::InvalidState("draft is no longer pending".into()).into());
+    }
+    let created = engine.insert_directive(&mut tx, tenant, &send).await?;
+    tx.commit().await?;
+    crate::count_created(&send, &created);
+    Ok(directive::get(engine.db(), tenant, created.id()).await?)
 }
 
 /// Discards a pending draft for `token` (an admin token id): it will not be

@@ -2,7 +2,6 @@
 
 use fleetprompt_core::TenantId;
 use fleetprompt_core::time::now_ms;
-use fleetprompt_store::StoreError;
 use fleetprompt_store::queue::Claimed;
 use fleetprompt_store::webchat::conversation;
 use fleetprompt_store::webchat::message::Role;
@@ -117,7 +116,12 @@ impl Handler for ConversationClose {
                 .unwrap_or("closed")
                 .to_owned();
             let result = async {
-                let conv = conversation::get(engine.db(), d.tenant, id).await?;
+                // Named here: `?` would turn the store's NotFound into the
+                // engine's, and a missing conversation must fail at once,
+                // not be retried.
+                let conv = conversation::get(engine.db(), d.tenant, id)
+                    .await
+                    .map_err(super::error::or_not_found("conversation"))?;
                 let mut tx = engine.db().begin().await?;
                 let ended = end_conversation(
                     engine,
@@ -142,8 +146,9 @@ impl Handler for ConversationClose {
                     http_status: None,
                     external_ref: None,
                 },
-                Err(WebchatError::Engine(EngineError::Store(StoreError::NotFound))) => {
-                    Outcome::fail("conversation does not exist")
+                Err(WebchatError::NotFound(what))
+                | Err(WebchatError::Engine(EngineError::NotFound(what))) => {
+                    Outcome::fail(format!("{what} does not exist"))
                 }
                 Err(e) => retry(e),
             }

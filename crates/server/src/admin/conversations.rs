@@ -8,11 +8,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleetprompt_core::Origin;
 use fleetprompt_core::id::{ConversationId, SiteId};
-use fleetprompt_core::time::now_ms;
 use fleetprompt_engine::DirectiveRequest;
-use fleetprompt_engine::webchat::assist::reply_send_directive;
 use fleetprompt_store::StoreError;
-use fleetprompt_store::directive::{self, Created};
 use fleetprompt_store::webchat::{conversation, escalation, identity, message};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -160,42 +157,14 @@ async fn approve_draft(
     Path((id, draft_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
-    let tenant = admin.tenant.id;
-    let draft = escalation::draft(s.engine.db(), tenant, id, &draft_id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound("draft".into()),
-            other => other.into(),
-        })?;
-    if draft.status != "pending" {
-        return Err(ApiError::Conflict(
-            "invalid_state",
-            format!("draft is already {}", draft.status),
-        ));
-    }
-    let send = reply_send_directive(
+    let row = fleetprompt_engine::webchat::assist::approve_draft(
+        &s.engine,
+        admin.tenant.id,
         id,
-        &draft,
-        json!({ "kind": "assistant", "approved_by": admin.token_id }),
-        Origin::Api {
-            token_id: admin.token_id,
-        },
-    )?;
-    let mut tx = s.engine.db().begin().await?;
-    if !escalation::approve_draft(&mut tx, tenant, &draft.id, &send.id.to_string(), now_ms())
-        .await?
-    {
-        return Err(ApiError::Conflict(
-            "invalid_state",
-            "draft is no longer pending".into(),
-        ));
-    }
-    let created = directive::insert(&mut tx, tenant, &send).await?;
-    tx.commit().await?;
-    let directive_id = match created {
-        Created::New(d) | Created::Existing(d) => d,
-    };
-    let row = directive::get(s.engine.db(), tenant, directive_id).await?;
+        &draft_id,
+        admin.token_id,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "directive": row }))))
 }
 
