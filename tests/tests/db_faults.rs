@@ -184,19 +184,20 @@ async fn send_before(app: &TestApp, token: &str) -> String {
     id
 }
 
-/// Sends each of `pending` again until it is accepted, which must happen
+/// Sends each of `pending` (with `content`) again until it is accepted, which must happen
 /// within 5 s of `since` (`what` came back then); records them in `accepted`.
 async fn resend_until_accepted(
     app: &TestApp,
     token: &str,
     pending: &[String],
+    content: &str,
     accepted: &mut HashSet<String>,
     since: Instant,
     what: &str,
 ) {
     for id in pending {
         loop {
-            let r = send(app, token, id, "retried").await;
+            let r = send(app, token, id, content).await;
             if r.status == StatusCode::ACCEPTED {
                 accepted.insert(id.clone());
                 break;
@@ -387,21 +388,16 @@ async fn sqlite_full_disk_is_an_outage_that_ends_by_itself() {
     // write after it, succeed within seconds, without a restart.
     std::fs::remove_file(&filler).unwrap();
     let freed = Instant::now();
-    loop {
-        let r = send(&app, &token, &pending, &content).await;
-        if r.status == StatusCode::ACCEPTED {
-            accepted.insert(pending.clone());
-            break;
-        }
-        assert!(
-            freed.elapsed() < Duration::from_secs(5),
-            "writes still fail {:?} after space was freed: {} {}",
-            freed.elapsed(),
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    resend_until_accepted(
+        &app,
+        &token,
+        std::slice::from_ref(&pending),
+        &content,
+        &mut accepted,
+        freed,
+        "space was freed",
+    )
+    .await;
     let write_back = freed.elapsed();
     let ready_back = freed.elapsed()
         + wait_readyz(
@@ -560,6 +556,7 @@ async fn postgres_outage_answers_503_at_once_and_recovers() {
         &app,
         &token,
         &pending,
+        "retried",
         &mut accepted,
         restored,
         "the database came back",
@@ -746,6 +743,7 @@ async fn postgres_read_only_answers_503_and_recovers() {
         &app,
         &token,
         &pending,
+        "retried",
         &mut accepted,
         back,
         "the database became writable",
