@@ -687,6 +687,21 @@ impl TestApp {
             .await
     }
 
+    /// Registers an Edge Connector named `name` for the tenant whose admin
+    /// token is `token`; returns the answer (its id, and its token shown once).
+    pub async fn edge_connector_as(&self, token: &str, name: &str) -> Value {
+        let (s, v) = self
+            .request_as(
+                token,
+                reqwest::Method::POST,
+                "/admin/v1/edge-connectors",
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
     /// Registers a webhook destination pointing at `url`.
     pub async fn webhook(&self, name: &str, url: &str) -> Value {
         let (s, v) = self

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{Backend, Server, TestApp, TestDb, create_tenant, http_client};
+use crate::{Backend, Server, TestApp, TestDb, cli, create_tenant, http_client};
 
 /// The origin every test site allows.
 pub const ORIGIN: &str = "https://shop.example.com";
@@ -152,4 +152,14 @@ pub async fn wait_until<T>(
         assert!(Instant::now() < deadline, "{what} within {timeout:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `fleetprompt replay --json` for tenant acme over the app's rule files,
+/// with `extra` arguments; returns its output.
+pub async fn replay(app: &TestApp, extra: &[&str]) -> String {
+    let workflows = app.db.dir.join("workflows");
+    let mut args = vec!["replay", "--tenant", "acme"];
+    args.extend_from_slice(extra);
+    args.extend(["--json", "--workflows", workflows.to_str().unwrap()]);
+    cli(&app.db, &args).await.unwrap()
 }

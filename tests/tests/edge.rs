@@ -120,15 +120,7 @@ async fn edge_tasks_are_claimed_by_their_tenants_connector_and_completed_like_pl
     let app = email_app(backend).await;
     let (_, token) = connector(&app, "bridge-host").await;
     let other = create_tenant(&app.db, "other").await.unwrap();
-    let (s, v) = app
-        .request_as(
-            &other.token,
-            reqwest::Method::POST,
-            "/admin/v1/edge-connectors",
-            Some(json!({ "name": "theirs" })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let v = app.edge_connector_as(&other.token, "theirs").await;
     let foreign = v["token"].as_str().unwrap().to_owned();
 
     let conv = conversation_id();
@@ -298,10 +290,7 @@ async fn edge_tasks_are_claimed_by_their_tenants_connector_and_completed_like_pl
 
 /// Registers a connector through the admin API; returns (id, token).
 async fn connector(app: &TestApp, name: &str) -> (String, String) {
-    let (s, v) = app
-        .post("/admin/v1/edge-connectors", json!({ "name": name }))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let v = app.edge_connector_as(&app.tenant.token, name).await;
     let token = v["token"].as_str().expect("token shown once").to_owned();
     assert!(token.starts_with("fpe_edge_"), "{token}");
     (v["id"].as_str().unwrap().to_owned(), token)

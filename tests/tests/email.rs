@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use fleetprompt_system_tests::webchat::{
-    ORIGIN, SHIPPED_RULES, directives_of, signals_of, site_with, spawn_with_rules, timeline,
-    visitor, wait_signal, wait_until,
+    ORIGIN, SHIPPED_RULES, directives_of, replay, signals_of, site_with, spawn_with_rules,
+    timeline, visitor, wait_signal, wait_until,
 };
 use fleetprompt_system_tests::{
     Backend, Dovecot, Edge, Server, SmtpSink, TestApp, both_backends, cli, create_tenant,
@@ -51,10 +51,7 @@ async fn spawn(backend: Backend, delay: &str) -> TestApp {
 }
 
 async fn connector(app: &TestApp, name: &str) -> (String, String) {
-    let (s, v) = app
-        .post("/admin/v1/edge-connectors", json!({ "name": name }))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let v = app.edge_connector_as(&app.tenant.token, name).await;
     (
         v["id"].as_str().unwrap().to_owned(),
         v["token"].as_str().unwrap().to_owned(),
@@ -197,15 +194,7 @@ async fn email_destinations_name_a_connector_of_the_tenant_and_real_addresses(ba
     let app = spawn(backend, "10m").await;
     let (id, _) = connector(&app, "bridge-host").await;
     let other = create_tenant(&app.db, "other").await.unwrap();
-    let (s, v) = app
-        .request_as(
-            &other.token,
-            reqwest::Method::POST,
-            "/admin/v1/edge-connectors",
-            Some(json!({ "name": "theirs" })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let v = app.edge_connector_as(&other.token, "theirs").await;
     let theirs = v["id"].as_str().unwrap().to_owned();
 
     for (body, field) in [
@@ -403,21 +392,7 @@ async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(ba
     }
 
     // Replaying the conversation's signals creates no second email task.
-    let out = cli(
-        &app.db,
-        &[
-            "replay",
-            "--tenant",
-            "acme",
-            "--subject",
-            &format!("conversation:{conv}"),
-            "--json",
-            "--workflows",
-            app.db.dir.join("workflows").to_str().unwrap(),
-        ],
-    )
-    .await
-    .unwrap();
+    let out = replay(&app, &["--subject", &format!("conversation:{conv}")]).await;
     assert!(out.contains("\"directives_created\":0"), "{out}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(sink.accepted().len(), 1);

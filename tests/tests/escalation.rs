@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use fleetprompt_system_tests::webchat::{
-    SHIPPED_RULES, directives_of, say, signals_of, site, spawn_with_rules, timeline, visitor,
-    wait_signal,
+    SHIPPED_RULES, directives_of, replay, say, signals_of, site, spawn_with_rules, timeline,
+    visitor, wait_signal,
 };
 use fleetprompt_system_tests::{Backend, Recorder, Reply, Server, TestApp, both_backends, cli};
 use serde_json::{Value, json};
@@ -83,19 +83,7 @@ async fn first_message_posts_once_with_deep_link(backend: Backend) {
     assert_eq!(signals_of(&entries, "webchat.escalation.created").len(), 1);
 
     // Replaying every signal creates no second notification.
-    let out = cli(
-        &app.db,
-        &[
-            "replay",
-            "--tenant",
-            "acme",
-            "--json",
-            "--workflows",
-            app.db.dir.join("workflows").to_str().unwrap(),
-        ],
-    )
-    .await
-    .unwrap();
+    let out = replay(&app, &[]).await;
     assert!(out.contains("\"directives_created\":0"), "{out}");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(mm.received(HOOK).len(), 1);
