@@ -59,10 +59,10 @@ pub async fn site_with(app: &TestApp, body: Value) -> Value {
     v
 }
 
-/// A visitor's token on the site with public key `key`.
-pub async fn visitor(app: &TestApp, key: &str) -> String {
-    let r = app
-        .http
+/// A widget bootstrap on the site with public key `key`, from [`ORIGIN`];
+/// the answer as it came.
+pub async fn bootstrap(app: &TestApp, key: &str) -> reqwest::Response {
+    app.http
         .post(format!(
             "{}/v1/widget/bootstrap?site_key={key}",
             app.server.url
@@ -71,8 +71,12 @@ pub async fn visitor(app: &TestApp, key: &str) -> String {
         .json(&json!({ "site_key": key }))
         .send()
         .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
+        .unwrap()
+}
+
+/// A visitor's token on the site with public key `key`.
+pub async fn visitor(app: &TestApp, key: &str) -> String {
+    let v: Value = bootstrap(app, key).await.json().await.unwrap();
     v["token"].as_str().expect("token").to_owned()
 }
 

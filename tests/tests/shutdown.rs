@@ -39,17 +39,7 @@ async fn sigterm_ends_streams_and_releases_leases(backend: Backend) {
     let mut readers = Vec::new();
     for _ in 0..STREAMS {
         let (s, boot) = {
-            let r = app
-                .http
-                .post(format!(
-                    "{}/v1/widget/bootstrap?site_key={key}",
-                    app.server.url
-                ))
-                .header("origin", ORIGIN)
-                .json(&json!({ "site_key": key }))
-                .send()
-                .await
-                .unwrap();
+            let r = webchat::bootstrap(&app, &key).await;
             (
                 r.status().as_u16(),
                 r.json::<serde_json::Value>().await.unwrap(),
