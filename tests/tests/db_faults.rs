@@ -111,6 +111,18 @@ async fn send(app: &TestApp, token: &str, cmid: &str, content: &str) -> Resp {
     .await
 }
 
+/// An admin read (`GET /admin/v1/sites`) as the app's tenant.
+async fn admin_read(app: &TestApp) -> Resp {
+    call(
+        app,
+        reqwest::Method::GET,
+        "/admin/v1/sites",
+        Some(&app.tenant.token),
+        None,
+    )
+    .await
+}
+
 async fn readyz(app: &TestApp) -> Resp {
     call(app, reqwest::Method::GET, "/readyz", None, None).await
 }
@@ -504,14 +516,7 @@ async fn postgres_outage_answers_503_at_once_and_recovers() {
         );
         pending.push(id);
     }
-    let r = call(
-        &app,
-        reqwest::Method::GET,
-        "/admin/v1/sites",
-        Some(&app.tenant.token),
-        None,
-    )
-    .await;
+    let r = admin_read(&app).await;
     assert_outage(
         &r,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -593,14 +598,7 @@ async fn start_with_postgres_unreachable_waits_then_serves() {
     let r = readyz(&app).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     assert!(r.took < Duration::from_secs(1));
-    let r = call(
-        &app,
-        reqwest::Method::GET,
-        "/admin/v1/sites",
-        Some(&app.tenant.token),
-        None,
-    )
-    .await;
+    let r = admin_read(&app).await;
     assert_outage(
         &r,
         StatusCode::SERVICE_UNAVAILABLE,
