@@ -18,6 +18,8 @@
 //! - [`TcpProxy`]: a loopback TCP proxy a test can cut, to make a real
 //!   PostgreSQL unreachable for one server without stopping it.
 //! - [`both_backends!`]: runs one test body on SQLite and on PostgreSQL.
+//! - [`webchat`]: the website chat steps tests share (a server on rule
+//!   files, a site, a visitor, the conversation's timeline).
 //!
 //! PostgreSQL is expected at `FLEETPROMPT_TEST_PG_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); its tests fail, not skip, when
@@ -36,6 +38,8 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+pub mod webchat;
 
 /// The database backends a test can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -681,6 +685,21 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.request_as(&self.tenant.token, reqwest::Method::GET, path, None)
             .await
+    }
+
+    /// Registers an Edge Connector named `name` for the tenant whose admin
+    /// token is `token`; returns the answer (its id, and its token shown once).
+    pub async fn edge_connector_as(&self, token: &str, name: &str) -> Value {
+        let (s, v) = self
+            .request_as(
+                token,
+                reqwest::Method::POST,
+                "/admin/v1/edge-connectors",
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
     }
 
     /// Registers a webhook destination pointing at `url`.

@@ -111,6 +111,18 @@ async fn send(app: &TestApp, token: &str, cmid: &str, content: &str) -> Resp {
     .await
 }
 
+/// An admin read (`GET /admin/v1/sites`) as the app's tenant.
+async fn admin_read(app: &TestApp) -> Resp {
+    call(
+        app,
+        reqwest::Method::GET,
+        "/admin/v1/sites",
+        Some(&app.tenant.token),
+        None,
+    )
+    .await
+}
+
 async fn readyz(app: &TestApp) -> Resp {
     call(app, reqwest::Method::GET, "/readyz", None, None).await
 }
@@ -172,6 +184,55 @@ fn counter_value(metrics: &str, name: &str) -> f64 {
 /// Ingest batches written again message by message: an outage must never
 /// cause that (every message would fail alike, each after its own wait).
 const FALLBACKS: &str = "fleetprompt_webchat_ingest_batch_fallbacks_total";
+
+/// Sends the first message, while the database is well: it is accepted.
+/// Returns its client message id.
+async fn send_before(app: &TestApp, token: &str) -> String {
+    let id = cmid();
+    assert_eq!(
+        send(app, token, &id, "before").await.status,
+        StatusCode::ACCEPTED
+    );
+    id
+}
+
+/// Sends each of `pending` (with `content`) again until it is accepted, which must happen
+/// within 5 s of `since` (`what` came back then); records them in `accepted`.
+async fn resend_until_accepted(
+    app: &TestApp,
+    token: &str,
+    pending: &[String],
+    content: &str,
+    accepted: &mut HashSet<String>,
+    since: Instant,
+    what: &str,
+) {
+    for id in pending {
+        loop {
+            let r = send(app, token, id, content).await;
+            if r.status == StatusCode::ACCEPTED {
+                accepted.insert(id.clone());
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(5),
+                "writes still fail {:?} after {what}: {} {}",
+                since.elapsed(),
+                r.status,
+                r.body
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// How many visitor messages are stored.
+async fn visitor_messages(app: &TestApp) -> i64 {
+    app.db
+        .scalar("SELECT COUNT(*) FROM website_chat_messages WHERE role = 'visitor'")
+        .await
+        .unwrap()
+}
 
 fn cmid() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -339,21 +400,16 @@ async fn sqlite_full_disk_is_an_outage_that_ends_by_itself() {
     // write after it, succeed within seconds, without a restart.
     std::fs::remove_file(&filler).unwrap();
     let freed = Instant::now();
-    loop {
-        let r = send(&app, &token, &pending, &content).await;
-        if r.status == StatusCode::ACCEPTED {
-            accepted.insert(pending.clone());
-            break;
-        }
-        assert!(
-            freed.elapsed() < Duration::from_secs(5),
-            "writes still fail {:?} after space was freed: {} {}",
-            freed.elapsed(),
-            r.status,
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    resend_until_accepted(
+        &app,
+        &token,
+        std::slice::from_ref(&pending),
+        &content,
+        &mut accepted,
+        freed,
+        "space was freed",
+    )
+    .await;
     let write_back = freed.elapsed();
     let ready_back = freed.elapsed()
         + wait_readyz(
@@ -419,12 +475,7 @@ async fn postgres_outage_answers_503_at_once_and_recovers() {
     };
     let token = widget_token(&app).await;
     let mut accepted = HashSet::new();
-    let id = cmid();
-    assert_eq!(
-        send(&app, &token, &id, "before").await.status,
-        StatusCode::ACCEPTED
-    );
-    accepted.insert(id);
+    accepted.insert(send_before(&app, &token).await);
 
     proxy.cut();
     // A message sent at the moment of the cut waits for a connection only
@@ -465,14 +516,7 @@ async fn postgres_outage_answers_503_at_once_and_recovers() {
         );
         pending.push(id);
     }
-    let r = call(
-        &app,
-        reqwest::Method::GET,
-        "/admin/v1/sites",
-        Some(&app.tenant.token),
-        None,
-    )
-    .await;
+    let r = admin_read(&app).await;
     assert_outage(
         &r,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -513,34 +557,23 @@ async fn postgres_outage_answers_503_at_once_and_recovers() {
     proxy.restore();
     let restored = Instant::now();
     let ready = wait_readyz(&app, StatusCode::OK, Duration::from_secs(5)).await;
-    for id in &pending {
-        loop {
-            let r = send(&app, &token, id, "retried").await;
-            if r.status == StatusCode::ACCEPTED {
-                accepted.insert(id.clone());
-                break;
-            }
-            assert!(
-                restored.elapsed() < Duration::from_secs(5),
-                "writes still fail {:?} after the database came back: {} {}",
-                restored.elapsed(),
-                r.status,
-                r.body
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    resend_until_accepted(
+        &app,
+        &token,
+        &pending,
+        "retried",
+        &mut accepted,
+        restored,
+        "the database came back",
+    )
+    .await;
     eprintln!(
         "after the database came back: /readyz 200 in {ready:?}, writes in {:?}",
         restored.elapsed()
     );
     let (s, v) = app.get("/admin/v1/sites").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let stored = app
-        .db
-        .scalar("SELECT COUNT(*) FROM website_chat_messages WHERE role = 'visitor'")
-        .await
-        .unwrap();
+    let stored = visitor_messages(&app).await;
     assert_eq!(stored as usize, accepted.len());
 }
 
@@ -565,14 +598,7 @@ async fn start_with_postgres_unreachable_waits_then_serves() {
     let r = readyz(&app).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     assert!(r.took < Duration::from_secs(1));
-    let r = call(
-        &app,
-        reqwest::Method::GET,
-        "/admin/v1/sites",
-        Some(&app.tenant.token),
-        None,
-    )
-    .await;
+    let r = admin_read(&app).await;
     assert_outage(
         &r,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -663,12 +689,7 @@ async fn postgres_read_only_answers_503_and_recovers() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let token = widget_token(&app).await;
     let mut accepted = HashSet::new();
-    let id = cmid();
-    assert_eq!(
-        send(&app, &token, &id, "before").await.status,
-        StatusCode::ACCEPTED
-    );
-    accepted.insert(id);
+    accepted.insert(send_before(&app, &token).await);
     let name = app.db.url.rsplit('/').next().unwrap().to_owned();
 
     // The database turns read-only and its sessions end, as when a primary
@@ -716,28 +737,17 @@ async fn postgres_read_only_answers_503_and_recovers() {
     .await;
     let back = Instant::now();
     wait_readyz(&app, StatusCode::OK, Duration::from_secs(5)).await;
-    for id in &pending {
-        loop {
-            let r = send(&app, &token, id, "retried").await;
-            if r.status == StatusCode::ACCEPTED {
-                accepted.insert(id.clone());
-                break;
-            }
-            assert!(
-                back.elapsed() < Duration::from_secs(5),
-                "writes still fail {:?} after the database became writable: {} {}",
-                back.elapsed(),
-                r.status,
-                r.body
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    resend_until_accepted(
+        &app,
+        &token,
+        &pending,
+        "retried",
+        &mut accepted,
+        back,
+        "the database became writable",
+    )
+    .await;
     eprintln!("writable again: writes back in {:?}", back.elapsed());
-    let stored = app
-        .db
-        .scalar("SELECT COUNT(*) FROM website_chat_messages WHERE role = 'visitor'")
-        .await
-        .unwrap();
+    let stored = visitor_messages(&app).await;
     assert_eq!(stored as usize, accepted.len());
 }

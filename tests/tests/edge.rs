@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use fleetprompt_system_tests::webchat::timeline;
 use fleetprompt_system_tests::{
     Backend, Edge, Gate, Server, SmtpSink, TestApp, TestDb, both_backends, cli, create_tenant,
     http_client,
@@ -107,15 +108,6 @@ async fn report(app: &TestApp, token: &str, id: &str, body: Value) -> (StatusCod
     .await
 }
 
-/// The conversation's timeline entries.
-async fn timeline(app: &TestApp, conv: &str) -> Vec<Value> {
-    let (s, v) = app
-        .get(&format!("/admin/v1/timeline?subject=conversation:{conv}"))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["entries"].as_array().cloned().unwrap_or_default()
-}
-
 fn has_signal(entries: &[Value], t: &str) -> bool {
     entries
         .iter()
@@ -128,15 +120,7 @@ async fn edge_tasks_are_claimed_by_their_tenants_connector_and_completed_like_pl
     let app = email_app(backend).await;
     let (_, token) = connector(&app, "bridge-host").await;
     let other = create_tenant(&app.db, "other").await.unwrap();
-    let (s, v) = app
-        .request_as(
-            &other.token,
-            reqwest::Method::POST,
-            "/admin/v1/edge-connectors",
-            Some(json!({ "name": "theirs" })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let v = app.edge_connector_as(&other.token, "theirs").await;
     let foreign = v["token"].as_str().unwrap().to_owned();
 
     let conv = conversation_id();
@@ -306,10 +290,7 @@ async fn edge_tasks_are_claimed_by_their_tenants_connector_and_completed_like_pl
 
 /// Registers a connector through the admin API; returns (id, token).
 async fn connector(app: &TestApp, name: &str) -> (String, String) {
-    let (s, v) = app
-        .post("/admin/v1/edge-connectors", json!({ "name": name }))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let v = app.edge_connector_as(&app.tenant.token, name).await;
     let token = v["token"].as_str().expect("token shown once").to_owned();
     assert!(token.starts_with("fpe_edge_"), "{token}");
     (v["id"].as_str().unwrap().to_owned(), token)
@@ -602,19 +583,7 @@ async fn email_goes_over_starttls_and_only_to_a_trusted_certificate() {
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let first = loop {
-        let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
-        if let Some(a) = d["attempt_log"].as_array().and_then(|l| l.first()) {
-            break a.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no attempt: {d}\n{}",
-            wrong.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let first = first_attempt(&app, &id, &wrong).await;
     assert_eq!(first["outcome"], "retrying", "{first}");
     assert!(sink.accepted().is_empty());
     assert!(wrong.stop().await.unwrap().success());
@@ -629,6 +598,23 @@ async fn email_goes_over_starttls_and_only_to_a_trusted_certificate() {
     assert_eq!(mails.len(), 1);
     assert!(mails[0].tls, "the email must arrive after STARTTLS");
     assert!(edge.stop().await.unwrap().success());
+}
+
+/// Waits up to 20 s for the first attempt on `id`; returns it.
+async fn first_attempt(app: &TestApp, id: &str, edge: &Edge) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, d) = app.get(&format!("/admin/v1/directives/{id}")).await;
+        if let Some(a) = d["attempt_log"].as_array().and_then(|l| l.first()) {
+            return a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no attempt: {d}\n{}",
+            edge.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits for `id` to finish; asserts it succeeded.
@@ -755,19 +741,7 @@ async fn a_bridge_like_ca_certificate_is_trusted_when_pinned_and_checked(backend
     )
     .unwrap();
     let (_, id3) = escalate_one(&app).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let first = loop {
-        let (_, d) = app.get(&format!("/admin/v1/directives/{id3}")).await;
-        if let Some(a) = d["attempt_log"].as_array().and_then(|l| l.first()) {
-            break a.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no attempt: {d}\n{}",
-            wrong.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let first = first_attempt(&app, &id3, &wrong).await;
     assert_eq!(first["outcome"], "retrying", "{first}");
     let error = first["error"].as_str().unwrap_or_default();
     assert!(

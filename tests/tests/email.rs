@@ -6,12 +6,15 @@
 //! dovecot-imapd with a CA-flagged self-signed certificate like Proton Mail
 //! Bridge's) for replies, which reach the visitor's widget.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
+use fleetprompt_system_tests::webchat::{
+    ORIGIN, SHIPPED_RULES, directives_of, replay, signals_of, site_with, spawn_with_rules,
+    timeline, visitor, wait_signal, wait_until,
+};
 use fleetprompt_system_tests::{
-    Backend, Dovecot, Edge, Server, SmtpSink, TestApp, TestDb, both_backends, cli, create_tenant,
-    http_client,
+    Backend, Dovecot, Edge, Server, SmtpSink, TestApp, both_backends, cli, create_tenant,
 };
 use serde_json::{Value, json};
 
@@ -23,86 +26,89 @@ both_backends!(
     a_destinations_email_goes_only_to_its_connector,
 );
 
-const ORIGIN: &str = "https://shop.example.com";
 const PUBLIC: &str = "https://fleet.example.com";
 const TEAM: &str = "team@example.com";
 
 /// A server running the shipped defaults, the email rule's delay cut to `delay`.
 async fn spawn(backend: Backend, delay: &str) -> TestApp {
-    let db = TestDb::new(backend).await.unwrap();
-    let dir = db.dir.join("workflows");
-    std::fs::create_dir_all(&dir).unwrap();
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../workflows/website_chat.toml"
-    ))
-    .unwrap();
-    let rule = "delay = \"10m\"\ncancel_on = [\"webchat.reply.sent\"";
-    assert!(
-        shipped.contains(rule),
-        "the email rule's delay moved: {shipped}"
-    );
-    std::fs::write(
-        dir.join("website_chat.toml"),
-        shipped.replace(
-            rule,
-            &format!("delay = \"{delay}\"\ncancel_on = [\"webchat.reply.sent\""),
-        ),
-    )
-    .unwrap();
-    let tenant = create_tenant(&db, "acme").await.unwrap();
-    let server = Server::start(
-        &db,
-        "server",
-        &["--workflows", dir.to_str().unwrap(), "--public-url", PUBLIC],
-    )
+    spawn_with_rules(backend, &["--public-url", PUBLIC], |dir| {
+        let shipped = std::fs::read_to_string(SHIPPED_RULES).unwrap();
+        let rule = "delay = \"10m\"\ncancel_on = [\"webchat.reply.sent\"";
+        assert!(
+            shipped.contains(rule),
+            "the email rule's delay moved: {shipped}"
+        );
+        std::fs::write(
+            dir.join("website_chat.toml"),
+            shipped.replace(
+                rule,
+                &format!("delay = \"{delay}\"\ncancel_on = [\"webchat.reply.sent\""),
+            ),
+        )
+        .unwrap();
+    })
     .await
-    .unwrap();
-    TestApp {
-        db,
-        server,
-        tenant,
-        http: http_client(),
-    }
 }
 
 async fn connector(app: &TestApp, name: &str) -> (String, String) {
-    let (s, v) = app
-        .post("/admin/v1/edge-connectors", json!({ "name": name }))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let v = app.edge_connector_as(&app.tenant.token, name).await;
     (
         v["id"].as_str().unwrap().to_owned(),
         v["token"].as_str().unwrap().to_owned(),
     )
 }
 
-/// A site whose notifications may show the visitor's name.
-async fn site(app: &TestApp) -> Value {
-    let (s, v) = app
-        .post(
-            "/admin/v1/sites",
-            json!({ "domains": ["shop.example.com"], "mode": "native", "settings": { "notify_contact": true } }),
-        )
-        .await;
+/// A destination made from `body`.
+async fn destination(app: &TestApp, body: Value) {
+    let (s, v) = app.post("/admin/v1/destinations", body).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    v
 }
 
-async fn visitor(app: &TestApp, key: &str) -> String {
-    let r = app
-        .http
-        .post(format!(
-            "{}/v1/widget/bootstrap?site_key={key}",
-            app.server.url
-        ))
-        .header("origin", ORIGIN)
-        .json(&json!({ "site_key": key }))
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
-    v["token"].as_str().expect("token").to_owned()
+/// The `email` destination the shipped rule uses: to the team, through
+/// connector `connector_id`.
+async fn email_to_team(app: &TestApp, connector_id: &str) {
+    destination(
+        app,
+        json!({ "name": "email", "kind": "email", "connector": connector_id, "to": [TEAM] }),
+    )
+    .await;
+}
+
+/// The connector as the listing shows it.
+async fn listed_connector(app: &TestApp, connector_id: &str) -> Value {
+    let (_, v) = app.get("/admin/v1/edge-connectors").await;
+    v["edge_connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == connector_id)
+        .unwrap()
+        .clone()
+}
+
+/// The real connector, sending through `sink` and watching `dovecot`.
+fn edge_on(app: &TestApp, token: &str, sink: &SmtpSink, dovecot: &Dovecot) -> Edge {
+    Edge::start(
+        &app.db.dir,
+        &app.server,
+        token,
+        sink,
+        &dovecot
+            .edge_flags()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap()
+}
+
+/// A site whose notifications may show the visitor's name.
+async fn notifying_site(app: &TestApp) -> Value {
+    site_with(
+        app,
+        json!({ "domains": ["shop.example.com"], "mode": "native", "settings": { "notify_contact": true } }),
+    )
+    .await
 }
 
 async fn widget(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
@@ -140,41 +146,13 @@ async fn visitor_waits(app: &TestApp, token: &str) -> String {
     conv
 }
 
-async fn timeline(app: &TestApp, conv: &str) -> Vec<Value> {
-    let (s, v) = app
-        .get(&format!("/admin/v1/timeline?subject=conversation:{conv}"))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["entries"].as_array().cloned().unwrap_or_default()
-}
-
-fn signals_of<'a>(entries: &'a [Value], t: &str) -> Vec<&'a Value> {
-    entries
-        .iter()
-        .filter(|e| e["entry"] == "signal" && (e["type"] == t || e["signal_type"] == t))
-        .collect()
-}
-
-fn directives_of<'a>(entries: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    entries
-        .iter()
-        .filter(|e| e["entry"] == "directive" && e["kind"] == kind)
-        .collect()
-}
-
-async fn wait_until<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A new visitor on `site` who waits; returns the conversation.
+async fn new_visitor_waits(app: &TestApp, site: &Value) -> String {
+    visitor_waits(
+        app,
+        &visitor(app, site["public_key"].as_str().unwrap()).await,
+    )
+    .await
 }
 
 async fn agent_messages(app: &TestApp, conv: &str) -> Vec<String> {
@@ -186,6 +164,20 @@ async fn agent_messages(app: &TestApp, conv: &str) -> Vec<String> {
         .filter(|m| m["role"] == "agent")
         .filter_map(|m| m["content"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// Waits for the first agent messages in the conversation.
+async fn wait_agent_messages(app: &TestApp, conv: &str, what: &str) -> Vec<String> {
+    wait_until(what, Duration::from_secs(30), async || {
+        let m = agent_messages(app, conv).await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await
+}
+
+/// The team's reply (`message_id`) to the email `in_reply_to`.
+fn team_reply(message_id: &str, in_reply_to: &str, words: &str) -> String {
+    reply_email(&format!("Team <{TEAM}>"), message_id, in_reply_to, words)
 }
 
 fn reply_email(from: &str, message_id: &str, in_reply_to: &str, words: &str) -> String {
@@ -202,15 +194,7 @@ async fn email_destinations_name_a_connector_of_the_tenant_and_real_addresses(ba
     let app = spawn(backend, "10m").await;
     let (id, _) = connector(&app, "bridge-host").await;
     let other = create_tenant(&app.db, "other").await.unwrap();
-    let (s, v) = app
-        .request_as(
-            &other.token,
-            reqwest::Method::POST,
-            "/admin/v1/edge-connectors",
-            Some(json!({ "name": "theirs" })),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let v = app.edge_connector_as(&other.token, "theirs").await;
     let theirs = v["id"].as_str().unwrap().to_owned();
 
     for (body, field) in [
@@ -259,15 +243,11 @@ async fn email_destinations_name_a_connector_of_the_tenant_and_real_addresses(ba
 async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(backend: Backend) {
     let app = spawn(backend, "1s").await;
     let (connector_id, token) = connector(&app, "bridge-host").await;
-    let site = site(&app).await;
+    let site = notifying_site(&app).await;
     let visitor_token = visitor(&app, site["public_key"].as_str().unwrap()).await;
 
     // Without an `email` destination the rule stays quiet: skipped, with a note.
-    let quiet = visitor_waits(
-        &app,
-        &visitor(&app, site["public_key"].as_str().unwrap()).await,
-    )
-    .await;
+    let quiet = new_visitor_waits(&app, &site).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let entries = timeline(&app, &quiet).await;
     assert!(
@@ -275,27 +255,10 @@ async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(ba
         "{entries:?}"
     );
 
-    let (s, v) = app
-        .post(
-            "/admin/v1/destinations",
-            json!({ "name": "email", "kind": "email", "connector": connector_id, "to": [TEAM] }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    email_to_team(&app, &connector_id).await;
     let sink = SmtpSink::start().await;
     let dovecot = Dovecot::start().await;
-    let mut edge = Edge::start(
-        &app.db.dir,
-        &app.server,
-        &token,
-        &sink,
-        &dovecot
-            .edge_flags()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let mut edge = edge_on(&app, &token, &sink, &dovecot);
 
     let conv = visitor_waits(&app, &visitor_token).await;
     sink.wait_for_replies(1, Duration::from_secs(30)).await;
@@ -327,13 +290,11 @@ async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(ba
     }
 
     // The signals say what happened, in order, with the SMTP reply.
-    let entries = wait_until(
+    let entries = wait_signal(
+        &app,
+        &conv,
         "webchat.escalation.notified",
         Duration::from_secs(15),
-        async || {
-            let e = timeline(&app, &conv).await;
-            (!signals_of(&e, "webchat.escalation.notified").is_empty()).then_some(e)
-        },
     )
     .await;
     assert_eq!(signals_of(&entries, "email.outbound.requested").len(), 1);
@@ -349,21 +310,12 @@ async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(ba
 
     // The team answers by email: the visitor sees it in the widget, without
     // the quote or the signature.
-    dovecot.deliver(&reply_email(
-        &format!("Team <{TEAM}>"),
+    dovecot.deliver(&team_reply(
         "r1@example.com",
         &message_id,
         "Your order ships tomorrow.",
     ));
-    let got = wait_until(
-        "the reply in the conversation",
-        Duration::from_secs(30),
-        async || {
-            let m = agent_messages(&app, &conv).await;
-            (!m.is_empty()).then_some(m)
-        },
-    )
-    .await;
+    let got = wait_agent_messages(&app, &conv, "the reply in the conversation").await;
     assert_eq!(got, ["Your order ships tomorrow."], "{}", edge.logs());
     let r = app
         .http
@@ -391,19 +343,13 @@ async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(ba
         &message_id,
         "Click my link.",
     ));
-    dovecot.deliver(&reply_email(
-        &format!("Team <{TEAM}>"),
+    dovecot.deliver(&team_reply(
         "r1@example.com",
         &message_id,
         "Your order ships tomorrow.",
     ));
     // A reply with no words of its own (only the quote) is recorded, not sent.
-    dovecot.deliver(&reply_email(
-        &format!("Team <{TEAM}>"),
-        "r3@example.com",
-        &message_id,
-        "",
-    ));
+    dovecot.deliver(&team_reply("r3@example.com", &message_id, ""));
     // Unrelated mail is left alone.
     dovecot.deliver(
         "From: news@shop.example\r\nMessage-ID: <n1@shop.example>\r\nSubject: News\r\n\r\nHello\r\n",
@@ -446,21 +392,7 @@ async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(ba
     }
 
     // Replaying the conversation's signals creates no second email task.
-    let out = cli(
-        &app.db,
-        &[
-            "replay",
-            "--tenant",
-            "acme",
-            "--subject",
-            &format!("conversation:{conv}"),
-            "--json",
-            "--workflows",
-            app.db.dir.join("workflows").to_str().unwrap(),
-        ],
-    )
-    .await
-    .unwrap();
+    let out = replay(&app, &["--subject", &format!("conversation:{conv}")]).await;
     assert!(out.contains("\"directives_created\":0"), "{out}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(sink.accepted().len(), 1);
@@ -468,14 +400,7 @@ async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(ba
     assert_eq!(directives_of(&entries, "email.send").len(), 1);
 
     // The connector's listing shows its version and last contact.
-    let (_, v) = app.get("/admin/v1/edge-connectors").await;
-    let c = v["edge_connectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == connector_id.as_str())
-        .unwrap()
-        .clone();
+    let c = listed_connector(&app, &connector_id).await;
     assert!(c["last_seen_at"].is_string(), "{c}");
     assert!(c["version"].is_string(), "{c}");
     assert!(c["last_error"].is_null(), "{c}");
@@ -487,16 +412,10 @@ async fn the_shipped_rule_emails_once_and_the_teams_reply_reaches_the_visitor(ba
 async fn an_operator_reply_during_the_delay_cancels_the_email(backend: Backend) {
     let app = spawn(backend, "3s").await;
     let (connector_id, token) = connector(&app, "bridge-host").await;
-    let (s, v) = app
-        .post(
-            "/admin/v1/destinations",
-            json!({ "name": "email", "kind": "email", "connector": connector_id, "to": [TEAM] }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    email_to_team(&app, &connector_id).await;
     let sink = SmtpSink::start().await;
     let mut edge = Edge::start(&app.db.dir, &app.server, &token, &sink, &[]).unwrap();
-    let site = site(&app).await;
+    let site = notifying_site(&app).await;
     let visitor_token = visitor(&app, site["public_key"].as_str().unwrap()).await;
     let conv = visitor_waits(&app, &visitor_token).await;
     let (s, v) = app
@@ -533,29 +452,17 @@ async fn an_operator_reply_during_the_delay_cancels_the_email(backend: Backend) 
 async fn a_refused_email_fails_the_escalation_and_shows_on_the_connector(backend: Backend) {
     let app = spawn(backend, "1s").await;
     let (connector_id, token) = connector(&app, "bridge-host").await;
-    let (s, v) = app
-        .post(
-            "/admin/v1/destinations",
-            json!({ "name": "email", "kind": "email", "connector": connector_id, "to": [TEAM] }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    email_to_team(&app, &connector_id).await;
     let sink = SmtpSink::start().await;
     sink.script([554]);
     let mut edge = Edge::start(&app.db.dir, &app.server, &token, &sink, &[]).unwrap();
-    let site = site(&app).await;
-    let conv = visitor_waits(
+    let site = notifying_site(&app).await;
+    let conv = new_visitor_waits(&app, &site).await;
+    let entries = wait_signal(
         &app,
-        &visitor(&app, site["public_key"].as_str().unwrap()).await,
-    )
-    .await;
-    let entries = wait_until(
+        &conv,
         "webchat.escalation.failed",
         Duration::from_secs(30),
-        async || {
-            let e = timeline(&app, &conv).await;
-            (!signals_of(&e, "webchat.escalation.failed").is_empty()).then_some(e)
-        },
     )
     .await;
     let failed = signals_of(&entries, "email.outbound.failed");
@@ -563,14 +470,7 @@ async fn a_refused_email_fails_the_escalation_and_shows_on_the_connector(backend
     assert!(failed[0].to_string().contains("554"), "{}", failed[0]);
     assert!(signals_of(&entries, "webchat.escalation.notified").is_empty());
     assert!(signals_of(&entries, "email.outbound.sent").is_empty());
-    let (_, v) = app.get("/admin/v1/edge-connectors").await;
-    let c = v["edge_connectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == connector_id.as_str())
-        .unwrap()
-        .clone();
+    let c = listed_connector(&app, &connector_id).await;
     assert!(
         c["last_error"].as_str().unwrap_or("").contains("554"),
         "{c}"
@@ -593,19 +493,13 @@ async fn a_destinations_email_goes_only_to_its_connector(backend: Backend) {
     let app = spawn(backend, "1s").await;
     let (chosen, chosen_token) = connector(&app, "bridge-host").await;
     let (_, other_token) = connector(&app, "spare-host").await;
-    let (s, v) = app
-        .post(
-            "/admin/v1/destinations",
-            json!({ "name": "email", "kind": "email", "connector": chosen, "to": [TEAM], "from": "Acme Desk <desk@acme.example>" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let site = site(&app).await;
-    let conv = visitor_waits(
+    destination(
         &app,
-        &visitor(&app, site["public_key"].as_str().unwrap()).await,
+        json!({ "name": "email", "kind": "email", "connector": chosen, "to": [TEAM], "from": "Acme Desk <desk@acme.example>" }),
     )
     .await;
+    let site = notifying_site(&app).await;
+    let conv = new_visitor_waits(&app, &site).await;
     wait_until("the email task", Duration::from_secs(15), async || {
         let e = timeline(&app, &conv).await;
         (!directives_of(&e, "email.send").is_empty()).then_some(())
@@ -659,8 +553,7 @@ async fn the_reply_watch_refuses_a_certificate_it_was_not_given() {
         &flags.iter().map(String::as_str).collect::<Vec<_>>(),
     )
     .unwrap();
-    dovecot.deliver(&reply_email(
-        &format!("Team <{TEAM}>"),
+    dovecot.deliver(&team_reply(
         "r9@example.com",
         "<dir_0193a1b2c3d4e5f60718293a4b5c6d7e@edge.fleetprompt>",
         "hello",
@@ -689,50 +582,20 @@ async fn the_reply_watch_refuses_a_certificate_it_was_not_given() {
 async fn replies_are_found_by_polling_when_the_server_has_no_idle() {
     let app = spawn(Backend::Sqlite, "1s").await;
     let (connector_id, token) = connector(&app, "bridge-host").await;
-    let (s, v) = app
-        .post(
-            "/admin/v1/destinations",
-            json!({ "name": "email", "kind": "email", "connector": connector_id, "to": [TEAM] }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    email_to_team(&app, &connector_id).await;
     let sink = SmtpSink::start().await;
     let dovecot = Dovecot::start_with("imap_capability = IMAP4rev1 LITERAL+ SASL-IR ENABLE").await;
-    let mut edge = Edge::start(
-        &app.db.dir,
-        &app.server,
-        &token,
-        &sink,
-        &dovecot
-            .edge_flags()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let site = site(&app).await;
-    let conv = visitor_waits(
-        &app,
-        &visitor(&app, site["public_key"].as_str().unwrap()).await,
-    )
-    .await;
+    let mut edge = edge_on(&app, &token, &sink, &dovecot);
+    let site = notifying_site(&app).await;
+    let conv = new_visitor_waits(&app, &site).await;
     sink.wait_for_replies(1, Duration::from_secs(30)).await;
     let message_id = sink.accepted()[0].header("Message-ID").unwrap();
-    dovecot.deliver(&reply_email(
-        &format!("Team <{TEAM}>"),
+    dovecot.deliver(&team_reply(
         "p1@example.com",
         &message_id,
         "Polled, and answered.",
     ));
-    let got = wait_until(
-        "the polled reply in the conversation",
-        Duration::from_secs(30),
-        async || {
-            let m = agent_messages(&app, &conv).await;
-            (!m.is_empty()).then_some(m)
-        },
-    )
-    .await;
+    let got = wait_agent_messages(&app, &conv, "the polled reply in the conversation").await;
     assert_eq!(got, ["Polled, and answered."]);
     // Without colours: the log is a file, but the formatter colours anyway.
     let mut plain = String::new();
@@ -758,48 +621,18 @@ async fn replies_are_found_by_polling_when_the_server_has_no_idle() {
 async fn a_reply_found_while_the_server_is_away_arrives_when_it_is_back() {
     let mut app = spawn(Backend::Sqlite, "1s").await;
     let (connector_id, token) = connector(&app, "bridge-host").await;
-    let (s, v) = app
-        .post(
-            "/admin/v1/destinations",
-            json!({ "name": "email", "kind": "email", "connector": connector_id, "to": [TEAM] }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    email_to_team(&app, &connector_id).await;
     let sink = SmtpSink::start().await;
     let dovecot = Dovecot::start().await;
-    let mut edge = Edge::start(
-        &app.db.dir,
-        &app.server,
-        &token,
-        &sink,
-        &dovecot
-            .edge_flags()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let site = site(&app).await;
-    let conv = visitor_waits(
-        &app,
-        &visitor(&app, site["public_key"].as_str().unwrap()).await,
-    )
-    .await;
+    let mut edge = edge_on(&app, &token, &sink, &dovecot);
+    let site = notifying_site(&app).await;
+    let conv = new_visitor_waits(&app, &site).await;
     sink.wait_for_replies(1, Duration::from_secs(30)).await;
     let message_id = sink.accepted()[0].header("Message-ID").unwrap();
-    wait_until(
-        "the email's success recorded",
-        Duration::from_secs(15),
-        async || {
-            let e = timeline(&app, &conv).await;
-            (!signals_of(&e, "email.outbound.sent").is_empty()).then_some(())
-        },
-    )
-    .await;
+    wait_signal(&app, &conv, "email.outbound.sent", Duration::from_secs(15)).await;
 
     app.server.kill9().await;
-    dovecot.deliver(&reply_email(
-        &format!("Team <{TEAM}>"),
+    dovecot.deliver(&team_reply(
         "away1@example.com",
         &message_id,
         "Sent while you were away.",
@@ -825,27 +658,8 @@ async fn a_reply_found_while_the_server_is_away_arrives_when_it_is_back() {
     .await
     .unwrap();
     edge.stop().await.unwrap();
-    let mut edge = Edge::start(
-        &app.db.dir,
-        &app.server,
-        &token,
-        &sink,
-        &dovecot
-            .edge_flags()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
-    let got = wait_until(
-        "the reply after the restart",
-        Duration::from_secs(30),
-        async || {
-            let m = agent_messages(&app, &conv).await;
-            (!m.is_empty()).then_some(m)
-        },
-    )
-    .await;
+    let mut edge = edge_on(&app, &token, &sink, &dovecot);
+    let got = wait_agent_messages(&app, &conv, "the reply after the restart").await;
     assert_eq!(got, ["Sent while you were away."], "{}", edge.logs());
     wait_until(
         "the reply marked seen",

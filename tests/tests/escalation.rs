@@ -2,16 +2,16 @@
 //! with the shipped `workflows/website_chat.toml` defaults and local
 //! stand-ins for Mattermost and an OpenAI-compatible server.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
-use fleetprompt_system_tests::{
-    Backend, Recorder, Reply, Server, TestApp, TestDb, both_backends, cli, create_tenant,
-    http_client,
+use fleetprompt_system_tests::webchat::{
+    SHIPPED_RULES, directives_of, replay, say, signals_of, site, spawn_with_rules, timeline,
+    visitor, wait_signal,
 };
+use fleetprompt_system_tests::{Backend, Recorder, Reply, Server, TestApp, both_backends, cli};
 use serde_json::{Value, json};
 
-const ORIGIN: &str = "https://shop.example.com";
 const PUBLIC: &str = "https://fleet.example.com";
 const HOOK: &str = "/hooks/k3y";
 
@@ -31,36 +31,16 @@ answer = "Yes, we ship to 30 countries; delivery abroad takes 5 to 10 days."
 
 /// A server running the shipped defaults (plus an FAQ for tenant acme when asked).
 async fn spawn(backend: Backend, faq: bool) -> TestApp {
-    let db = TestDb::new(backend).await.unwrap();
-    let dir = db.dir.join("workflows");
-    // Knowledge lives in a subdirectory: every *.toml directly in
-    // tenants/<slug>/ is a rule file.
-    std::fs::create_dir_all(dir.join("tenants/acme/knowledge")).unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../workflows/website_chat.toml"
-        ),
-        dir.join("website_chat.toml"),
-    )
-    .unwrap();
-    if faq {
-        std::fs::write(dir.join("tenants/acme/knowledge/faq.toml"), FAQ).unwrap();
-    }
-    let tenant = create_tenant(&db, "acme").await.unwrap();
-    let server = Server::start(
-        &db,
-        "server",
-        &["--workflows", dir.to_str().unwrap(), "--public-url", PUBLIC],
-    )
+    spawn_with_rules(backend, &["--public-url", PUBLIC], |dir| {
+        // Knowledge lives in a subdirectory: every *.toml directly in
+        // tenants/<slug>/ is a rule file.
+        std::fs::create_dir_all(dir.join("tenants/acme/knowledge")).unwrap();
+        std::fs::copy(SHIPPED_RULES, dir.join("website_chat.toml")).unwrap();
+        if faq {
+            std::fs::write(dir.join("tenants/acme/knowledge/faq.toml"), FAQ).unwrap();
+        }
+    })
     .await
-    .unwrap();
-    TestApp {
-        db,
-        server,
-        tenant,
-        http: http_client(),
-    }
 }
 
 async fn destination(app: &TestApp, body: Value) {
@@ -71,92 +51,6 @@ async fn destination(app: &TestApp, body: Value) {
         !text.contains("k3y") && !text.contains("s3cret"),
         "secret echoed: {text}"
     );
-}
-
-async fn site(app: &TestApp) -> Value {
-    let (s, v) = app
-        .post(
-            "/admin/v1/sites",
-            json!({ "domains": ["shop.example.com"], "mode": "native" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v
-}
-
-/// A visitor's token on the site.
-async fn visitor(app: &TestApp, key: &str) -> String {
-    let r = app
-        .http
-        .post(format!(
-            "{}/v1/widget/bootstrap?site_key={key}",
-            app.server.url
-        ))
-        .header("origin", ORIGIN)
-        .json(&json!({ "site_key": key }))
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
-    v["token"].as_str().expect("token").to_owned()
-}
-
-/// Sends a visitor message; returns the conversation id.
-async fn say(app: &TestApp, token: &str, content: &str) -> String {
-    let r = app
-        .http
-        .post(format!("{}/v1/widget/messages", app.server.url))
-        .header("origin", ORIGIN)
-        .bearer_auth(token)
-        .json(&json!({ "client_message_id": uuid::Uuid::now_v7().to_string(), "content": content }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    let v: Value = r.json().await.unwrap();
-    v["conversation_id"]
-        .as_str()
-        .expect("conversation_id")
-        .to_owned()
-}
-
-async fn timeline(app: &TestApp, conv: &str) -> Vec<Value> {
-    let (s, v) = app
-        .get(&format!("/admin/v1/timeline?subject=conversation:{conv}"))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["entries"].as_array().cloned().unwrap_or_default()
-}
-
-fn signals_of<'a>(entries: &'a [Value], t: &str) -> Vec<&'a Value> {
-    entries
-        .iter()
-        .filter(|e| e["entry"] == "signal" && (e["type"] == t || e["signal_type"] == t))
-        .collect()
-}
-
-fn directives_of<'a>(entries: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    entries
-        .iter()
-        .filter(|e| e["entry"] == "directive" && e["kind"] == kind)
-        .collect()
-}
-
-/// Waits until the conversation's timeline has a signal of type `t`.
-async fn wait_signal(app: &TestApp, conv: &str, t: &str, timeout: Duration) -> Vec<Value> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let entries = timeline(app, conv).await;
-        if !signals_of(&entries, t).is_empty() {
-            return entries;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {t} within {timeout:?}: {}",
-            serde_json::to_string_pretty(&entries).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn first_message_posts_once_with_deep_link(backend: Backend) {
@@ -189,19 +83,7 @@ async fn first_message_posts_once_with_deep_link(backend: Backend) {
     assert_eq!(signals_of(&entries, "webchat.escalation.created").len(), 1);
 
     // Replaying every signal creates no second notification.
-    let out = cli(
-        &app.db,
-        &[
-            "replay",
-            "--tenant",
-            "acme",
-            "--json",
-            "--workflows",
-            app.db.dir.join("workflows").to_str().unwrap(),
-        ],
-    )
-    .await
-    .unwrap();
+    let out = replay(&app, &[]).await;
     assert!(out.contains("\"directives_created\":0"), "{out}");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(mm.received(HOOK).len(), 1);

@@ -118,6 +118,19 @@ async fn history(app: &TestApp, key: &str, token: &str) -> Vec<Value> {
     r.body["messages"].as_array().cloned().unwrap()
 }
 
+/// A returning visitor bootstraps with their id and secret; they get a token.
+async fn returning(app: &TestApp, key: &str, vis: &str, secret: &str) -> Resp {
+    let r = bootstrap(
+        app,
+        key,
+        None,
+        json!({ "visitor_id": vis, "visitor_secret": secret }),
+    )
+    .await;
+    token_of(&r);
+    r
+}
+
 fn token_of(r: &Resp) -> String {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r.body["token"].as_str().unwrap().to_owned()
@@ -306,14 +319,7 @@ async fn a_visitor_from_before_secrets_is_adopted_once(backend: Backend) {
     let r = bootstrap(&app, &key, None, json!({ "visitor_id": vis })).await;
     token_of(&r);
     assert_ne!(r.body["visitor_id"], vis.as_str());
-    let r = bootstrap(
-        &app,
-        &key,
-        None,
-        json!({ "visitor_id": vis, "visitor_secret": secret }),
-    )
-    .await;
-    token_of(&r);
+    let r = returning(&app, &key, &vis, &secret).await;
     assert_eq!(r.body["visitor_id"], vis.as_str());
 }
 
@@ -415,14 +421,7 @@ async fn proof_of_work_is_required_signed_and_single_use(backend: Backend) {
     token_of(&bootstrap(&app, &key, None, json!({ "proof_of_work": solved })).await);
 
     // A returning visitor, with their secret, is not asked again.
-    let r = bootstrap(
-        &app,
-        &key,
-        None,
-        json!({ "visitor_id": vis, "visitor_secret": secret }),
-    )
-    .await;
-    token_of(&r);
+    let r = returning(&app, &key, &vis, &secret).await;
     assert_eq!(r.body["visitor_id"], vis.as_str());
 
     // The work rises with the address's recent rate: it doubles for every

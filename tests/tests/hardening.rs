@@ -10,12 +10,11 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use fleetprompt_system_tests::webchat::{self, ORIGIN};
 use fleetprompt_system_tests::{Backend, TestApp, both_backends};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const ORIGIN: &str = "https://shop.example.com";
 
 /// A raw answer: status, content type and body text.
 struct Raw {
@@ -344,13 +343,7 @@ async fn nul_bytes_are_refused_everywhere(backend: Backend) {
     let admin = app.tenant.token.clone();
 
     // A site, a visitor with a conversation, an Edge Connector.
-    let (s, site) = app
-        .post(
-            "/admin/v1/sites",
-            json!({ "domains": ["shop.example.com"], "mode": "native" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{site}");
+    let site = webchat::site(&app).await;
     let key = site["public_key"].as_str().expect("public_key").to_owned();
     let site_id = site["site_id"].as_str().unwrap().to_owned();
     let boot = raw(
@@ -588,14 +581,10 @@ async fn nul_bytes_are_refused_everywhere(backend: Backend) {
 
 /// A site allowing `ORIGIN`; returns its public key.
 async fn site(app: &TestApp) -> String {
-    let (s, v) = app
-        .post(
-            "/admin/v1/sites",
-            json!({ "domains": ["shop.example.com"], "mode": "native" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["public_key"].as_str().unwrap().to_owned()
+    webchat::site(app).await["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A new visitor's widget token.

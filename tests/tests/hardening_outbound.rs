@@ -7,12 +7,11 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use fleetprompt_system_tests::webchat::{self, ORIGIN};
 use fleetprompt_system_tests::{
     Backend, Recorder, Reply, Server, TestApp, TestDb, both_backends, create_tenant, http_client,
 };
 use serde_json::{Value, json};
-
-const ORIGIN: &str = "https://shop.example.com";
 
 /// Every kind of destination with `url` in the field that holds its address.
 fn destinations_at(url: &str) -> Vec<Value> {
@@ -210,54 +209,17 @@ async fn a_huge_answer_fails_the_attempt_and_memory_stays_bounded(backend: Backe
 /// A server with the shipped rules, whose first visitor message of a
 /// conversation is posted to the `mattermost` destination.
 async fn spawn_with_rules(backend: Backend) -> TestApp {
-    let db = TestDb::new(backend).await.unwrap();
-    let dir = db.dir.join("workflows");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../workflows/website_chat.toml"
-        ),
-        dir.join("website_chat.toml"),
-    )
-    .unwrap();
-    let tenant = create_tenant(&db, "acme").await.unwrap();
-    let server = Server::start(&db, "server", &["--workflows", dir.to_str().unwrap()])
-        .await
-        .unwrap();
-    TestApp {
-        db,
-        server,
-        tenant,
-        http: http_client(),
-    }
+    webchat::spawn_with_rules(backend, &[], |dir| {
+        std::fs::copy(webchat::SHIPPED_RULES, dir.join("website_chat.toml")).unwrap();
+    })
+    .await
 }
 
 /// A site and a visitor token on it.
 async fn visitor(app: &TestApp) -> (String, String) {
-    let (s, site) = app
-        .post(
-            "/admin/v1/sites",
-            json!({ "domains": ["shop.example.com"], "mode": "native" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{site}");
-    let key = site["public_key"].as_str().unwrap();
-    let v: Value = app
-        .http
-        .post(format!("{}/v1/widget/bootstrap", app.server.url))
-        .header("origin", ORIGIN)
-        .json(&json!({ "site_key": key }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        site["site_id"].as_str().unwrap().to_owned(),
-        v["token"].as_str().expect("token").to_owned(),
-    )
+    let site = webchat::site(app).await;
+    let token = webchat::visitor(app, site["public_key"].as_str().unwrap()).await;
+    (site["site_id"].as_str().unwrap().to_owned(), token)
 }
 
 /// Sends a visitor message; returns the conversation id.

@@ -5,15 +5,11 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use fleetprompt_system_tests::{
-    Backend, Recorder, Reply, Server, TestApp, TestDb, both_backends, cli, create_tenant,
-    http_client,
-};
+use fleetprompt_system_tests::webchat::{ORIGIN, site, spawn_with_rules};
+use fleetprompt_system_tests::{Backend, Recorder, Reply, TestApp, both_backends, cli};
 use serde_json::{Value, json};
 
 both_backends!(prune_deletes_old_finished_work_and_keeps_live_work);
-
-const ORIGIN: &str = "https://shop.example.com";
 
 const RULES: &str = r#"
 [[rule]]
@@ -39,24 +35,11 @@ dedupe_key = "note:{{ signal.id }}"
 "#;
 
 async fn spawn(backend: Backend) -> TestApp {
-    let db = TestDb::new(backend).await.unwrap();
-    let dir = db.dir.join("workflows");
-    std::fs::create_dir_all(dir.join("tenants/acme")).unwrap();
-    std::fs::write(dir.join("tenants/acme/rules.toml"), RULES).unwrap();
-    let tenant = create_tenant(&db, "acme").await.unwrap();
-    let server = Server::start(
-        &db,
-        "server",
-        &["--workflows", dir.to_str().unwrap(), "--demo", "false"],
-    )
+    spawn_with_rules(backend, &["--demo", "false"], |dir| {
+        std::fs::create_dir_all(dir.join("tenants/acme")).unwrap();
+        std::fs::write(dir.join("tenants/acme/rules.toml"), RULES).unwrap();
+    })
     .await
-    .unwrap();
-    TestApp {
-        db,
-        server,
-        tenant,
-        http: http_client(),
-    }
 }
 
 async fn widget(app: &TestApp, path: &str, token: Option<&str>, body: Option<Value>) -> Value {
@@ -179,13 +162,7 @@ async fn prune_deletes_old_finished_work_and_keeps_live_work(backend: Backend) {
 
     // Conversations: one ended, one ended that a pending directive names,
     // one still open.
-    let (s, site) = app
-        .post(
-            "/admin/v1/sites",
-            json!({ "domains": ["shop.example.com"], "mode": "native" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{site}");
+    let site = site(&app).await;
     let key = site["public_key"].as_str().unwrap().to_owned();
     let (t1, ended) = visitor_message(&app, &key).await;
     widget(&app, "/v1/widget/close", Some(&t1), None).await;

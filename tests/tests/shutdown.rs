@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use fleetprompt_system_tests::webchat::{self, ORIGIN};
 use fleetprompt_system_tests::{Backend, Recorder, TestApp, both_backends};
 use serde_json::json;
 
-const ORIGIN: &str = "https://shop.example.com";
 const STREAMS: usize = 50;
 const GRACE_SECS: u64 = 3;
 
@@ -34,28 +34,12 @@ async fn sigterm_ends_streams_and_releases_leases(backend: Backend) {
         .await;
 
     // 50 visitors, each with a live stream.
-    let (s, site) = app
-        .post(
-            "/admin/v1/sites",
-            json!({ "domains": ["shop.example.com"], "mode": "native" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{site}");
+    let site = webchat::site(&app).await;
     let key = site["public_key"].as_str().unwrap().to_owned();
     let mut readers = Vec::new();
     for _ in 0..STREAMS {
         let (s, boot) = {
-            let r = app
-                .http
-                .post(format!(
-                    "{}/v1/widget/bootstrap?site_key={key}",
-                    app.server.url
-                ))
-                .header("origin", ORIGIN)
-                .json(&json!({ "site_key": key }))
-                .send()
-                .await
-                .unwrap();
+            let r = webchat::bootstrap(&app, &key).await;
             (
                 r.status().as_u16(),
                 r.json::<serde_json::Value>().await.unwrap(),

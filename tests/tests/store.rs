@@ -48,17 +48,34 @@ async fn new_tenant(db: &Db) -> TenantId {
 
 /// Creates `n` no-op directives due a second ago; returns their ids.
 async fn due_directives(db: &Db, tenant: TenantId, n: usize) -> Vec<DirectiveId> {
+    insert_due(db, tenant, n, "noop", json!({}), "store-test", |_| {
+        now_ms() - 1_000
+    })
+    .await
+}
+
+/// Inserts `n` directives of `tenant` of `kind` with `args`, the i-th due
+/// at `run_at(i)`, in one transaction; returns their ids.
+async fn insert_due(
+    db: &Db,
+    tenant: TenantId,
+    n: usize,
+    kind: &str,
+    args: serde_json::Value,
+    key_prefix: &str,
+    run_at: impl Fn(usize) -> i64,
+) -> Vec<DirectiveId> {
     let rows: Vec<(TenantId, NewDirective)> = (0..n)
-        .map(|_| {
+        .map(|i| {
             let id = DirectiveId::new();
             let new = NewDirective {
                 id,
-                kind: DirectiveKind::parse("noop").unwrap(),
-                args: json!({}),
-                dedupe_key: format!("store-test:{id}"),
+                kind: DirectiveKind::parse(kind).unwrap(),
+                args: args.clone(),
+                dedupe_key: format!("{key_prefix}:{id}"),
                 subject: None,
                 retry: RetryPolicy::default(),
-                run_at: now_ms() - 1_000,
+                run_at: run_at(i),
                 origin: Origin::System {
                     component: "test".into(),
                 },
@@ -172,29 +189,16 @@ async fn due_for(
     ago_ms: i64,
 ) -> Vec<DirectiveId> {
     let now = now_ms();
-    let rows: Vec<(TenantId, NewDirective)> = (0..n)
-        .map(|i| {
-            let id = DirectiveId::new();
-            let new = NewDirective {
-                id,
-                kind: DirectiveKind::parse("webhook.post").unwrap(),
-                args: json!({ "destination": destination }),
-                dedupe_key: format!("shape:{id}"),
-                subject: None,
-                retry: RetryPolicy::default(),
-                run_at: now - ago_ms + i as i64,
-                origin: Origin::System {
-                    component: "test".into(),
-                },
-                caused_by: None,
-            };
-            (tenant, new)
-        })
-        .collect();
-    let mut tx = db.begin().await.unwrap();
-    let created = directive::insert_many(&mut tx, &rows).await.unwrap();
-    tx.commit().await.unwrap();
-    created.into_iter().map(|c| c.id()).collect()
+    insert_due(
+        db,
+        tenant,
+        n,
+        "webhook.post",
+        json!({ "destination": destination }),
+        "shape",
+        |i| now - ago_ms + i as i64,
+    )
+    .await
 }
 
 async fn a_claim_shares_its_batch_and_keeps_destinations_in_their_room(backend: Backend) {
