@@ -225,7 +225,6 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: finishing work in flight");
         let _ = stop_tx.send(true);
     });
     let gate = fleetprompt_server::startup::Gate::default();
@@ -255,6 +254,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?
     else {
+        tracing::info!("shutting down before the database answered");
         server.await.context("HTTP server")??;
         return Ok(());
     };
