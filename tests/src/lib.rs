@@ -13,10 +13,9 @@
 //!   Proton Mail Bridge (with [`SmtpSink::start_bridge`]: STARTTLS on a
 //!   self-signed `CA:TRUE` certificate, and AUTH, like Bridge); [`Edge`] runs
 //!   the real `fleetprompt-edge` against it.
-//! - [`Gate`]: a TCP forwarder in front of a server that the test can close
-//!   (connections refused and cut) and reopen, onto a restarted server too.
-//! - [`TcpProxy`]: a loopback TCP proxy a test can cut, to make a real
-//!   PostgreSQL unreachable for one server without stopping it.
+//! - [`TcpProxy`]: a loopback TCP proxy a test can cut (connections refused
+//!   and cut) and restore, onto a restarted server too: a real PostgreSQL
+//!   or FleetPrompt server unreachable without stopping it.
 //! - [`both_backends!`]: runs one test body on SQLite and on PostgreSQL.
 //! - [`webchat`]: the website chat steps tests share (a server on rule
 //!   files, a site, a visitor, the conversation's timeline).
@@ -436,10 +435,12 @@ impl Server {
 /// a test can cut: while cut, connecting is refused (nothing listens on
 /// its port) and every connection through it is closed; restored, it
 /// listens on the same port again.
+#[derive(Clone)]
 pub struct TcpProxy {
     /// Its port on 127.0.0.1.
     pub port: u16,
-    open: tokio::sync::watch::Sender<bool>,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+    target: Arc<Mutex<std::net::SocketAddr>>,
 }
 
 impl TcpProxy {
@@ -449,8 +450,31 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let (open, rx) = tokio::sync::watch::channel(true);
-        tokio::spawn(proxy_loop(Some(listener), port, target, rx));
-        Ok(Self { port, open })
+        let target = Arc::new(Mutex::new(target));
+        tokio::spawn(proxy_loop(Some(listener), port, target.clone(), rx));
+        Ok(Self {
+            port,
+            open: Arc::new(open),
+            target,
+        })
+    }
+
+    /// Starts a proxy in front of the HTTP server at `url`
+    /// (`http://host:port`).
+    pub async fn in_front_of_http(url: &str) -> anyhow::Result<Self> {
+        Self::start(http_authority(url)).await
+    }
+
+    /// Its URL, for HTTP clients.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Points new connections at the HTTP server at `url` (a restarted
+    /// server on another port).
+    pub fn retarget(&self, url: &str) {
+        *self.target.lock().expect("proxy lock") =
+            http_authority(url).parse().expect("server address");
     }
 
     /// Starts a proxy to the server of the database URL `url`.
@@ -482,10 +506,14 @@ impl TcpProxy {
     }
 }
 
+fn http_authority(url: &str) -> &str {
+    url.trim_start_matches("http://").trim_end_matches('/')
+}
+
 async fn proxy_loop(
     mut listener: Option<tokio::net::TcpListener>,
     port: u16,
-    target: std::net::SocketAddr,
+    target: Arc<Mutex<std::net::SocketAddr>>,
     mut open: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -493,7 +521,8 @@ async fn proxy_loop(
             Some(l) => tokio::select! {
                 accepted = l.accept() => {
                     if let Ok((conn, _)) = accepted {
-                        tokio::spawn(proxy_pipe(conn, target, open.clone()));
+                        let to = *target.lock().expect("proxy lock");
+                        tokio::spawn(proxy_pipe(conn, to, open.clone()));
                     }
                     listener = Some(l);
                 }
@@ -1163,7 +1192,7 @@ impl SmtpSink {
     }
 
     /// Runs `hook` each time the sink is about to answer `250` to a `DATA`
-    /// (e.g. to close a [`Gate`] so that the report cannot get through).
+    /// (e.g. to cut a [`TcpProxy`] so that the report cannot get through).
     pub fn before_accept(&self, hook: impl Fn() + Send + Sync + 'static) {
         self.state.lock().expect("sink lock").before_accept = Some(Arc::new(hook));
     }
@@ -1440,7 +1469,7 @@ impl Edge {
         Self::start_at(dir, &server.url, token, sink, extra)
     }
 
-    /// [`Edge::start`] for a server at `server_url` (e.g. a [`Gate`]'s).
+    /// [`Edge::start`] for a server at `server_url` (e.g. a [`TcpProxy`]'s).
     pub fn start_at(
         dir: &Path,
         server_url: &str,
@@ -1524,70 +1553,6 @@ impl Edge {
     /// Everything it has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-/// A TCP forwarder on 127.0.0.1 in front of a server: while open it relays
-/// every connection to the target; closed, it cuts the live ones and closes
-/// new ones at once, as a server that is down looks to its clients.
-#[derive(Clone)]
-pub struct Gate {
-    /// The URL to give clients instead of the server's.
-    pub url: String,
-    target: Arc<Mutex<String>>,
-    open: Arc<tokio::sync::watch::Sender<bool>>,
-}
-
-impl Gate {
-    /// Starts an open gate to `target_url` (`http://host:port`).
-    pub async fn start(target_url: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let target = Arc::new(Mutex::new(Self::authority(target_url)));
-        let (open, _) = tokio::sync::watch::channel(true);
-        let open = Arc::new(open);
-        let (t, o) = (target.clone(), open.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let mut closed = o.subscribe();
-                if !*closed.borrow() {
-                    continue;
-                }
-                let to = t.lock().expect("gate lock").clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = closed.wait_for(|open| !*open) => {}
-                    }
-                });
-            }
-        });
-        Self { url, target, open }
-    }
-
-    fn authority(url: &str) -> String {
-        url.trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned()
-    }
-
-    /// Cuts every connection and refuses new ones.
-    pub fn close(&self) {
-        self.open.send_replace(false);
-    }
-
-    /// Lets connections through again, to `target_url` if given (a
-    /// restarted server).
-    pub fn open(&self, target_url: Option<&str>) {
-        if let Some(u) = target_url {
-            *self.target.lock().expect("gate lock") = Self::authority(u);
-        }
-        self.open.send_replace(true);
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use fleetprompt_system_tests::webchat::timeline;
 use fleetprompt_system_tests::{
-    Backend, Edge, Gate, Server, SmtpSink, TestApp, TestDb, both_backends, cli, create_tenant,
+    Backend, Edge, Server, SmtpSink, TcpProxy, TestApp, TestDb, both_backends, cli, create_tenant,
     http_client,
 };
 use serde_json::{Value, json};
@@ -768,11 +768,11 @@ async fn a_crash_between_250_and_the_report_sends_once(backend: Backend) {
     let app = email_app(backend).await;
     let (_, token) = connector(&app, "bridge-host").await;
     let sink = SmtpSink::start_bridge().await;
-    let gate = Gate::start(&app.server.url).await;
+    let gate = TcpProxy::in_front_of_http(&app.server.url).await.unwrap();
     let closing = gate.clone();
-    sink.before_accept(move || closing.close());
+    sink.before_accept(move || closing.cut());
     let lease = ["--lease-secs", "10"];
-    let mut edge = Edge::start_at(&app.db.dir, &gate.url, &token, &sink, &lease).unwrap();
+    let mut edge = Edge::start_at(&app.db.dir, &gate.url(), &token, &sink, &lease).unwrap();
     let (_, id) = escalate_one(&app).await;
     sink.wait_for_replies(1, Duration::from_secs(30)).await;
     edge.wait_for_log("kept in the journal", Duration::from_secs(20))
@@ -786,8 +786,8 @@ async fn a_crash_between_250_and_the_report_sends_once(backend: Backend) {
     app.wait_for_status(&id, &["pending"], Duration::from_secs(30))
         .await;
 
-    gate.open(None);
-    let edge = Edge::start_at(&app.db.dir, &gate.url, &token, &sink, &lease).unwrap();
+    gate.restore();
+    let edge = Edge::start_at(&app.db.dir, &gate.url(), &token, &sink, &lease).unwrap();
     let d = succeeded(&app, &id, &edge).await;
     let log = d["attempt_log"].as_array().unwrap();
     let outcomes: Vec<&str> = log.iter().map(|a| a["outcome"].as_str().unwrap()).collect();
@@ -829,10 +829,10 @@ async fn the_server_down_while_reporting_is_caught_up(backend: Backend) {
     let mut app = email_app(backend).await;
     let (_, token) = connector(&app, "bridge-host").await;
     let sink = SmtpSink::start_bridge().await;
-    let gate = Gate::start(&app.server.url).await;
+    let gate = TcpProxy::in_front_of_http(&app.server.url).await.unwrap();
     let closing = gate.clone();
-    sink.before_accept(move || closing.close());
-    let edge = Edge::start_at(&app.db.dir, &gate.url, &token, &sink, &[]).unwrap();
+    sink.before_accept(move || closing.cut());
+    let edge = Edge::start_at(&app.db.dir, &gate.url(), &token, &sink, &[]).unwrap();
     let (_, id) = escalate_one(&app).await;
     sink.wait_for_replies(1, Duration::from_secs(30)).await;
     edge.wait_for_log("kept in the journal", Duration::from_secs(20))
@@ -842,7 +842,8 @@ async fn the_server_down_while_reporting_is_caught_up(backend: Backend) {
     app.server = Server::start(&app.db, "server2", &["--workflows", wf.to_str().unwrap()])
         .await
         .unwrap();
-    gate.open(Some(&app.server.url));
+    gate.retarget(&app.server.url);
+    gate.restore();
     let d = succeeded(&app, &id, &edge).await;
     assert_eq!(d["attempt_log"].as_array().unwrap().len(), 1, "{d}");
     assert_eq!(sink.accepted().len(), 1);
