@@ -412,7 +412,10 @@ impl Server {
         }
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
         if !status.success() {
-            bail!("fleetprompt serve exited with {status}");
+            bail!(
+                "fleetprompt serve exited with {status}; its log:\n{}",
+                self.logs()
+            );
         }
         Ok(())
     }

@@ -119,6 +119,10 @@ typed_id!(
     TokenId, "tok", "token"
 );
 typed_id!(
+    /// A member of a tenant: a person who signs in (admin or agent).
+    MemberId, "mem", "member"
+);
+typed_id!(
     /// An Edge Connector registered by a tenant (the public half of its token).
     EdgeConnectorId, "edge", "edge connector"
 );

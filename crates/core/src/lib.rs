@@ -24,6 +24,6 @@ pub mod time;
 pub mod webchat;
 
 pub use directive::{AttemptOutcome, DirectiveKind, DirectiveStatus, Origin, Runner};
-pub use id::{DestinationId, DirectiveId, EdgeConnectorId, SignalId, TenantId, TokenId};
+pub use id::{DestinationId, DirectiveId, EdgeConnectorId, MemberId, SignalId, TenantId, TokenId};
 pub use retry::RetryPolicy;
 pub use signal::{NewSignal, SignalType, Subject};

@@ -172,6 +172,16 @@ pub struct Admin {
     pub token_id: TokenId,
 }
 
+impl Admin {
+    /// Who is acting, as directives and signals record it: the one place
+    /// that turns the caller into an audit-trail origin.
+    pub fn origin(&self) -> fleetprompt_core::directive::Origin {
+        fleetprompt_core::directive::Origin::Api {
+            token_id: self.token_id,
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 

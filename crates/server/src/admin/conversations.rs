@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fleetprompt_core::Origin;
 use fleetprompt_core::id::{ConversationId, SiteId};
 use fleetprompt_engine::DirectiveRequest;
 use fleetprompt_store::StoreError;
@@ -109,9 +108,7 @@ async fn send_reply(
             StoreError::NotFound => ApiError::NotFound("conversation".into()),
             other => other.into(),
         })?;
-    let origin = Origin::Api {
-        token_id: admin.token_id,
-    };
+    let origin = admin.origin();
     // A fresh key per call: an operator may well send the same words twice.
     let key = format!(
         "webchat_reply_send:{}:{id}:{}",

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fleetprompt_core::{DirectiveId, DirectiveStatus, Origin};
+use fleetprompt_core::{DirectiveId, DirectiveStatus};
 use fleetprompt_engine::{BackoffOverride, DirectiveRequest};
 use fleetprompt_store::directive::{self, AttemptRow, DirectiveRow};
 use serde::{Deserialize, Serialize};
@@ -69,9 +69,7 @@ async fn create(
         delay_ms: b.delay_ms,
         backoff: b.backoff,
     };
-    let origin = Origin::Api {
-        token_id: admin.token_id,
-    };
+    let origin = admin.origin();
     let (created, row) = s
         .engine
         .create_directive(admin.tenant.id, req, origin)

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleetprompt_core::id::SiteId;
-use fleetprompt_core::{DirectiveId, DirectiveStatus, Origin};
+use fleetprompt_core::{DirectiveId, DirectiveStatus};
 use fleetprompt_engine::webchat::site::{self, RegisterRequest, SiteView};
 use fleetprompt_store::webchat::site::SiteRow;
 use serde::Deserialize;
@@ -107,9 +107,7 @@ async fn register(
     headers: HeaderMap,
     ApiJson(b): ApiJson<RegisterBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let origin = Origin::Api {
-        token_id: admin.token_id,
-    };
+    let origin = admin.origin();
     let req = RegisterRequest {
         domains: b.domains,
         mode: b.mode,
@@ -156,9 +154,7 @@ async fn rotate(
     let id = parse_id(&id)?;
     // The body is optional: none means no grace period.
     let b = body.unwrap_or_default();
-    let origin = Origin::Api {
-        token_id: admin.token_id,
-    };
+    let origin = admin.origin();
     let d = site::rotate_secret(&s.engine, admin.tenant.id, id, b.grace_secs, origin).await?;
     finish(&s, &admin, id, d, &headers, StatusCode::OK).await
 }
@@ -170,9 +166,7 @@ async fn disable(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
-    let origin = Origin::Api {
-        token_id: admin.token_id,
-    };
+    let origin = admin.origin();
     let d = site::disable(&s.engine, admin.tenant.id, id, origin).await?;
     finish(&s, &admin, id, d, &headers, StatusCode::OK).await
 }
