@@ -84,7 +84,8 @@ async fn sigterm_ends_streams_and_releases_leases(backend: Backend) {
     println!("exited {took:?} after SIGTERM ({GRACE_SECS} s grace, {STREAMS} streams)");
     assert!(
         took < Duration::from_secs(GRACE_SECS + 3),
-        "exit took {took:?} with a {GRACE_SECS} s grace"
+        "exit took {took:?} with a {GRACE_SECS} s grace; the log:\n{}",
+        app.server.logs()
     );
 
     for r in readers {

@@ -168,101 +168,118 @@ fn claim_stream(
         shutdown,
         buffer: VecDeque::new(),
     };
-    futures::stream::unfold(state, |mut s| async move {
-        loop {
-            if let Some(c) = s.buffer.pop_front() {
-                // The task id is the directive id, so apalis's spans name it.
-                let id = TaskId::String(c.id.to_string());
-                let task = TaskBuilder::new(c).task_id(id).build();
-                return Some((Ok(task), s));
-            }
-            if *s.shutdown.borrow() {
-                return None;
-            }
-            let cfg = s.rt.engine.config();
-            let in_flight = s.rt.in_flight.load(Ordering::Acquire);
-            let free = cfg.concurrency.saturating_sub(in_flight);
-            if free == 0 {
-                tokio::select! {
-                    _ = s.rt.slot_freed.notified() => {}
-                    _ = s.shutdown.changed() => {}
-                }
-                continue;
-            }
-            let limit = free.min(cfg.claim_batch) as i64;
-            let (rooms, probes) = s.rt.flows.rooms();
-            for (tenant, destination) in probes {
-                // A half-open breaker needs one due directive to probe with;
-                // its retries may all be backed off far into the future.
-                if let Err(e) =
-                    queue::pull_forward(s.rt.engine.db(), tenant, &destination, Some(1)).await
-                {
-                    tracing::warn!(error = %e, "making a breaker's probe due failed");
-                }
-            }
-            let shape = ClaimShape {
-                // A quarter more than the batch: room for the tenants just
-                // behind another's burst to get their share, at a cost the
-                // engine benchmark does not see (docs/benchmarks.md).
-                window: limit + limit / 4 + 1,
-                default_room: s.rt.flows.default_room(),
-                rooms: &rooms,
-            };
-            match queue::claim(
-                s.rt.engine.db(),
-                &cfg.worker_name,
-                cfg.lease.as_millis() as i64,
-                limit,
-                shape,
-            )
-            .await
-            {
-                Ok(claimed) if !claimed.is_empty() => {
-                    metrics::claimed(claimed.len());
-                    let n =
-                        s.rt.in_flight.fetch_add(claimed.len(), Ordering::AcqRel) + claimed.len();
-                    metrics::in_flight(n);
-                    let mut back = Vec::new();
-                    for c in claimed {
-                        s.rt.hold(&c);
-                        if let Some(dest) = &c.destination {
-                            if !s.rt.flows.knows(c.tenant, dest) {
-                                let cap = destination_cap(&s.rt.engine, c.tenant, dest).await;
-                                s.rt.flows.set_cap(c.tenant, dest, cap);
-                            }
-                            if !s.rt.flows.take(c.tenant, dest) {
-                                back.push(c);
-                                continue;
-                            }
-                        }
-                        s.buffer.push_back(c);
-                    }
-                    if !back.is_empty() {
-                        hand_back(&s.rt, &back).await;
-                    }
-                }
-                Ok(_) => {
-                    // Set while idle too: a gauge left unset for a minute is
-                    // dropped from /metrics (see `install_metrics`).
-                    metrics::in_flight(in_flight);
-                    metrics::breakers_open(s.rt.flows.open_breakers());
-                    tokio::select! {
-                        _ = s.rt.engine.db().work_available() => {}
-                        _ = tokio::time::sleep(cfg.poll_interval) => {}
-                        _ = s.shutdown.changed() => {}
-                    }
-                }
-                Err(e) => {
-                    // A database hiccup must not end the worker: log, back off, go on.
-                    tracing::error!(error = %e, "claiming directives failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = s.shutdown.changed() => {}
-                    }
-                }
+    // Each step runs in a task of its own: apalis stops polling this stream
+    // the moment shutdown begins, and a step cut off in the middle of a
+    // claim would hold its transaction (on SQLite, the one writer
+    // connection) until the worker is dropped, stalling every write of the
+    // shutdown. A spawned step runs to its end whether or not it is awaited.
+    futures::stream::unfold(state, |s| async move {
+        match tokio::spawn(next_claim(s)).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "a claim step panicked; the worker restarts");
+                None
             }
         }
     })
+}
+
+type ClaimStep = Option<(Result<Task<Claimed>, EngineError>, ClaimState)>;
+
+/// Claims until there is a directive to hand to apalis, or shutdown.
+async fn next_claim(mut s: ClaimState) -> ClaimStep {
+    loop {
+        if let Some(c) = s.buffer.pop_front() {
+            // The task id is the directive id, so apalis's spans name it.
+            let id = TaskId::String(c.id.to_string());
+            let task = TaskBuilder::new(c).task_id(id).build();
+            return Some((Ok(task), s));
+        }
+        if *s.shutdown.borrow() {
+            return None;
+        }
+        let cfg = s.rt.engine.config();
+        let in_flight = s.rt.in_flight.load(Ordering::Acquire);
+        let free = cfg.concurrency.saturating_sub(in_flight);
+        if free == 0 {
+            tokio::select! {
+                _ = s.rt.slot_freed.notified() => {}
+                _ = s.shutdown.changed() => {}
+            }
+            continue;
+        }
+        let limit = free.min(cfg.claim_batch) as i64;
+        let (rooms, probes) = s.rt.flows.rooms();
+        for (tenant, destination) in probes {
+            // A half-open breaker needs one due directive to probe with;
+            // its retries may all be backed off far into the future.
+            if let Err(e) =
+                queue::pull_forward(s.rt.engine.db(), tenant, &destination, Some(1)).await
+            {
+                tracing::warn!(error = %e, "making a breaker's probe due failed");
+            }
+        }
+        let shape = ClaimShape {
+            // A quarter more than the batch: room for the tenants just
+            // behind another's burst to get their share, at a cost the
+            // engine benchmark does not see (docs/benchmarks.md).
+            window: limit + limit / 4 + 1,
+            default_room: s.rt.flows.default_room(),
+            rooms: &rooms,
+        };
+        match queue::claim(
+            s.rt.engine.db(),
+            &cfg.worker_name,
+            cfg.lease.as_millis() as i64,
+            limit,
+            shape,
+        )
+        .await
+        {
+            Ok(claimed) if !claimed.is_empty() => {
+                metrics::claimed(claimed.len());
+                let n = s.rt.in_flight.fetch_add(claimed.len(), Ordering::AcqRel) + claimed.len();
+                metrics::in_flight(n);
+                let mut back = Vec::new();
+                for c in claimed {
+                    s.rt.hold(&c);
+                    if let Some(dest) = &c.destination {
+                        if !s.rt.flows.knows(c.tenant, dest) {
+                            let cap = destination_cap(&s.rt.engine, c.tenant, dest).await;
+                            s.rt.flows.set_cap(c.tenant, dest, cap);
+                        }
+                        if !s.rt.flows.take(c.tenant, dest) {
+                            back.push(c);
+                            continue;
+                        }
+                    }
+                    s.buffer.push_back(c);
+                }
+                if !back.is_empty() {
+                    hand_back(&s.rt, &back).await;
+                }
+            }
+            Ok(_) => {
+                // Set while idle too: a gauge left unset for a minute is
+                // dropped from /metrics (see `install_metrics`).
+                metrics::in_flight(in_flight);
+                metrics::breakers_open(s.rt.flows.open_breakers());
+                tokio::select! {
+                    _ = s.rt.engine.db().work_available() => {}
+                    _ = tokio::time::sleep(cfg.poll_interval) => {}
+                    _ = s.shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                // A database hiccup must not end the worker: log, back off, go on.
+                tracing::error!(error = %e, "claiming directives failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = s.shutdown.changed() => {}
+                }
+            }
+        }
+    }
 }
 
 /// A destination's own cap (`max_in_flight` in its configuration), if it
@@ -781,8 +798,13 @@ pub async fn run(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Result
 /// reaper when their leases expire.
 pub async fn supervise(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) {
     loop {
-        let run = tokio::spawn(run(engine.clone(), shutdown.clone()));
-        match run.await {
+        // In a JoinSet, so that aborting this task (the drain deadline)
+        // aborts the run too, and its attempts with it, instead of leaving
+        // them running, detached, past the process's last writes.
+        let mut run = tokio::task::JoinSet::new();
+        run.spawn(self::run(engine.clone(), shutdown.clone()));
+        let ended = run.join_next().await.expect("one task was spawned");
+        match ended {
             Ok(Ok(())) if *shutdown.borrow() => return,
             Ok(Ok(())) => tracing::error!("directive worker ended unexpectedly; restarting"),
             Ok(Err(e)) => tracing::error!(error = %e, "directive worker failed; restarting"),
