@@ -173,7 +173,10 @@ fn claim_stream(
     // claim would hold its transaction (on SQLite, the one writer
     // connection) until the worker is dropped, stalling every write of the
     // shutdown. A spawned step runs to its end whether or not it is awaited.
-    futures::stream::unfold(state, |s| async move {
+    futures::stream::unfold(state, |mut s| async move {
+        if let Some(c) = s.buffer.pop_front() {
+            return Some((Ok(task_of(c)), s));
+        }
         match tokio::spawn(next_claim(s)).await {
             Ok(next) => next,
             Err(e) => {
@@ -184,16 +187,20 @@ fn claim_stream(
     })
 }
 
+/// The apalis task of a claim. Its id is the directive id, so apalis's
+/// spans name it.
+fn task_of(c: Claimed) -> Task<Claimed> {
+    let id = TaskId::String(c.id.to_string());
+    TaskBuilder::new(c).task_id(id).build()
+}
+
 type ClaimStep = Option<(Result<Task<Claimed>, EngineError>, ClaimState)>;
 
 /// Claims until there is a directive to hand to apalis, or shutdown.
 async fn next_claim(mut s: ClaimState) -> ClaimStep {
     loop {
         if let Some(c) = s.buffer.pop_front() {
-            // The task id is the directive id, so apalis's spans name it.
-            let id = TaskId::String(c.id.to_string());
-            let task = TaskBuilder::new(c).task_id(id).build();
-            return Some((Ok(task), s));
+            return Some((Ok(task_of(c)), s));
         }
         if *s.shutdown.borrow() {
             return None;
