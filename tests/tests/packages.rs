@@ -162,13 +162,11 @@ async fn the_catalogue_lists_website_chat_with_the_tenants_state(backend: Backen
     assert_eq!(s, StatusCode::OK, "{list}");
     assert_eq!(list["installations"][0]["package"], "website_chat");
     assert_eq!(list["installations"][0]["status"], "installed");
-    assert_eq!(
-        app.db
-            .scalar("SELECT COUNT(*) FROM installations WHERE package = 'website_chat' AND status = 'installed'")
-            .await
-            .unwrap(),
-        1
+    let sql = format!(
+        "SELECT COUNT(*) FROM installations WHERE tenant_id = '{}' AND package = 'website_chat' AND status = 'installed'",
+        app.tenant.id
     );
+    assert_eq!(app.db.scalar(&sql).await.unwrap(), 1);
 }
 
 async fn uninstalling_stops_the_package_and_installing_again_restores_it(backend: Backend) {
@@ -290,15 +288,7 @@ async fn uninstalling_stops_the_package_and_installing_again_restores_it(backend
 
 async fn the_cli_lists_installs_and_uninstalls(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let list = |app: &TestApp| {
-        let db = &app.db;
-        async move {
-            cli(db, &["package", "list", "--tenant", "acme"])
-                .await
-                .unwrap()
-        }
-    };
-    let line = list(&app).await;
+    let line = list(&app.db).await;
     assert!(
         line.starts_with("website_chat\tnot_installed\t-\tWebsite chat"),
         "{line}"
@@ -321,7 +311,7 @@ async fn the_cli_lists_installs_and_uninstalls(backend: Backend) {
     .unwrap();
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["config"]["brand"], "Acme", "{v}");
-    assert!(list(&app).await.starts_with("website_chat\tinstalled\t1.0.0\t"));
+    assert!(list(&app.db).await.starts_with("website_chat\tinstalled\t1.0.0\t"));
     // The server sees it at once.
     assert_eq!(
         catalogue_entry(&app, "website_chat").await["state"],
@@ -330,7 +320,7 @@ async fn the_cli_lists_installs_and_uninstalls(backend: Backend) {
     cli(&app.db, &["package", "uninstall", "website_chat", "--tenant", "acme"])
         .await
         .unwrap();
-    assert!(list(&app).await.starts_with("website_chat\tuninstalled\t"));
+    assert!(list(&app.db).await.starts_with("website_chat\tuninstalled\t"));
     // Installing again without --settings keeps the configuration.
     let out = cli(&app.db, &["package", "install", "website_chat", "--tenant", "acme"])
         .await
@@ -360,6 +350,13 @@ async fn the_cli_lists_installs_and_uninstalls(backend: Backend) {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("`brand` must be a string"), "{err}");
+}
+
+/// `fleetprompt package list --tenant acme`.
+async fn list(db: &fleetprompt_system_tests::TestDb) -> String {
+    cli(db, &["package", "list", "--tenant", "acme"])
+        .await
+        .unwrap()
 }
 
 both_backends!(
