@@ -38,3 +38,21 @@ pub async fn uninstall(app: &TestApp, package: &str) -> (StatusCode, Value) {
     )
     .await
 }
+
+/// Runs `statements` on `db`, in order, outside the server: for tests that
+/// set a database up as an older release left it.
+pub async fn execute(db: &crate::TestDb, statements: &[&str]) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    if db.url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(&db.url).await?;
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(*s)).execute(&mut c).await?;
+        }
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(&db.url).await?;
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(*s)).execute(&mut c).await?;
+        }
+    }
+    Ok(())
+}

@@ -2,9 +2,9 @@
 //! what is kept) and installing again, through the admin API and the CLI.
 
 use axum::http::StatusCode;
-use fleetprompt_system_tests::packages::{catalogue_entry, install, uninstall};
+use fleetprompt_system_tests::packages::{catalogue_entry, execute, install, uninstall};
 use fleetprompt_system_tests::webchat::{ORIGIN, bootstrap, say, site, spawn_with_rules, visitor};
-use fleetprompt_system_tests::{Backend, TestApp, both_backends, cli};
+use fleetprompt_system_tests::{Backend, Server, TestApp, both_backends, cli};
 use serde_json::{Value, json};
 
 /// Stands in for the package's shipped rules: a file with the name the
@@ -352,6 +352,64 @@ async fn the_cli_lists_installs_and_uninstalls(backend: Backend) {
     assert!(err.to_string().contains("`brand` must be a string"), "{err}");
 }
 
+/// A database as the release before the package model left it (website
+/// chat's own installations table, with its IP-hash key) is migrated into
+/// the generic table: the installation, its configuration and its key
+/// survive, and the server carries on with the same site.
+async fn the_migration_moves_website_chat_installations(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let (s, v) = install(&app, "website_chat", json!({ "brand": "Acme" })).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let s1 = site(&app).await;
+    let key = s1["public_key"].as_str().unwrap().to_owned();
+    let token = visitor(&app, &key).await;
+    let conv = say(&app, &token, "hello from the old release").await;
+    let ip_key = format!(
+        "SELECT sealed_ip_key FROM website_chat_ip_keys WHERE tenant_id = '{}'",
+        app.tenant.id
+    );
+    let sealed = app.db.strings(&ip_key).await.unwrap();
+    assert_eq!(sealed.len(), 1);
+    app.server.stop().await.unwrap();
+
+    // Back to the old schema: migration 0016 not applied, its rows where
+    // the release before kept them.
+    execute(
+        &app.db,
+        &[
+            "CREATE TABLE website_chat_installations (
+                tenant_id TEXT NOT NULL REFERENCES tenants (id), package TEXT NOT NULL,
+                config TEXT NOT NULL, sealed_ip_key TEXT NOT NULL,
+                installed_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+                PRIMARY KEY (tenant_id, package))",
+            "INSERT INTO website_chat_installations
+             SELECT i.tenant_id, i.package, i.config, k.sealed_ip_key, i.installed_at, i.updated_at
+             FROM installations i JOIN website_chat_ip_keys k ON k.tenant_id = i.tenant_id",
+            "DROP TABLE installations",
+            "DROP TABLE website_chat_ip_keys",
+            "DELETE FROM fleetprompt_migrations WHERE version = 16",
+        ],
+    )
+    .await
+    .unwrap();
+    cli(&app.db, &["migrate"]).await.unwrap();
+
+    assert_eq!(app.db.strings(&ip_key).await.unwrap(), sealed, "the key moved");
+    app.server = Server::start(&app.db, "server", &[]).await.unwrap();
+    let chat = catalogue_entry(&app, "website_chat").await;
+    assert_eq!(chat["state"], "installed", "{chat}");
+    assert_eq!(chat["installation"]["version"], "1.0.0", "{chat}");
+    assert_eq!(chat["installation"]["config"]["brand"], "Acme", "{chat}");
+    let r = history(&app, &key, &token).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let h: Value = r.json().await.unwrap();
+    assert_eq!(h["conversation_id"], json!(conv), "{h}");
+    // Uninstalling works on a migrated installation as on a new one.
+    let (s, v) = uninstall(&app, "website_chat").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(bootstrap(&app, &key).await.status().as_u16(), 409);
+}
+
 /// `fleetprompt package list --tenant acme`.
 async fn list(db: &fleetprompt_system_tests::TestDb) -> String {
     cli(db, &["package", "list", "--tenant", "acme"])
@@ -363,4 +421,5 @@ both_backends!(
     the_catalogue_lists_website_chat_with_the_tenants_state,
     uninstalling_stops_the_package_and_installing_again_restores_it,
     the_cli_lists_installs_and_uninstalls,
+    the_migration_moves_website_chat_installations,
 );
