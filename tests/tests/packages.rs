@@ -100,9 +100,16 @@ async fn the_catalogue_lists_website_chat_with_the_tenants_state(backend: Backen
     assert_eq!(chat["state"], "not_installed", "{chat}");
     assert_eq!(chat["installation"], Value::Null, "{chat}");
     assert_eq!(chat["workflows"], json!(["website_chat.toml"]), "{chat}");
-    for kind in ["webchat.reply_send", "webchat.conversation.close", "email.send"] {
+    for kind in [
+        "webchat.reply_send",
+        "webchat.conversation.close",
+        "email.send",
+    ] {
         assert!(
-            chat["directives"].as_array().unwrap().contains(&json!(kind)),
+            chat["directives"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(kind)),
             "{kind}: {chat}"
         );
     }
@@ -181,7 +188,11 @@ async fn uninstalling_stops_the_package_and_installing_again_restores_it(backend
         "installed"
     );
     signal(&app, "test.poke", "poke:1", json!({ "n": 1 }), "poke-1").await;
-    assert_eq!(directives(&app, "noop").await.len(), 1, "the default rule runs");
+    assert_eq!(
+        directives(&app, "noop").await.len(),
+        1,
+        "the default rule runs"
+    );
 
     let (s, v) = uninstall(&app, "website_chat").await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -233,7 +244,11 @@ async fn uninstalling_stops_the_package_and_installing_again_restores_it(backend
         "close-1",
     )
     .await;
-    assert!(directives(&app, "webchat.conversation.close").await.is_empty());
+    assert!(
+        directives(&app, "webchat.conversation.close")
+            .await
+            .is_empty()
+    );
     let v = verdicts(&app, &subject).await;
     let close = v
         .iter()
@@ -311,20 +326,34 @@ async fn the_cli_lists_installs_and_uninstalls(backend: Backend) {
     .unwrap();
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["config"]["brand"], "Acme", "{v}");
-    assert!(list(&app.db).await.starts_with("website_chat\tinstalled\t1.0.0\t"));
+    assert!(
+        list(&app.db)
+            .await
+            .starts_with("website_chat\tinstalled\t1.0.0\t")
+    );
     // The server sees it at once.
     assert_eq!(
         catalogue_entry(&app, "website_chat").await["state"],
         "installed"
     );
-    cli(&app.db, &["package", "uninstall", "website_chat", "--tenant", "acme"])
-        .await
-        .unwrap();
-    assert!(list(&app.db).await.starts_with("website_chat\tuninstalled\t"));
+    cli(
+        &app.db,
+        &["package", "uninstall", "website_chat", "--tenant", "acme"],
+    )
+    .await
+    .unwrap();
+    assert!(
+        list(&app.db)
+            .await
+            .starts_with("website_chat\tuninstalled\t")
+    );
     // Installing again without --settings keeps the configuration.
-    let out = cli(&app.db, &["package", "install", "website_chat", "--tenant", "acme"])
-        .await
-        .unwrap();
+    let out = cli(
+        &app.db,
+        &["package", "install", "website_chat", "--tenant", "acme"],
+    )
+    .await
+    .unwrap();
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["status"], "installed", "{v}");
     assert_eq!(v["config"]["brand"], "Acme", "{v}");
@@ -349,7 +378,10 @@ async fn the_cli_lists_installs_and_uninstalls(backend: Backend) {
     )
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("`brand` must be a string"), "{err}");
+    assert!(
+        err.to_string().contains("`brand` must be a string"),
+        "{err}"
+    );
 }
 
 /// A database as the release before the package model left it (website
@@ -394,7 +426,11 @@ async fn the_migration_moves_website_chat_installations(backend: Backend) {
     .unwrap();
     cli(&app.db, &["migrate"]).await.unwrap();
 
-    assert_eq!(app.db.strings(&ip_key).await.unwrap(), sealed, "the key moved");
+    assert_eq!(
+        app.db.strings(&ip_key).await.unwrap(),
+        sealed,
+        "the key moved"
+    );
     app.server = Server::start(&app.db, "server", &[]).await.unwrap();
     let chat = catalogue_entry(&app, "website_chat").await;
     assert_eq!(chat["state"], "installed", "{chat}");

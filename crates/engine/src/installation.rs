@@ -150,7 +150,11 @@ impl Engine {
 
     /// Refuses with `package_not_installed` when the tenant has uninstalled
     /// `package`.
-    pub async fn require_package(&self, tenant: TenantId, package: &str) -> Result<(), EngineError> {
+    pub async fn require_package(
+        &self,
+        tenant: TenantId,
+        package: &str,
+    ) -> Result<(), EngineError> {
         match package::get(package) {
             Some(m) if self.package_uninstalled(tenant, package).await? => Err(not_installed(m)),
             _ => Ok(()),

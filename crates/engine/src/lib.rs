@@ -356,7 +356,8 @@ impl Engine {
             })
         })?;
         check_payload("args", &new.args)?;
-        self.require_kind_installed(tenant, new.kind.as_str()).await?;
+        self.require_kind_installed(tenant, new.kind.as_str())
+            .await?;
         handler.validate(self, tenant, &new.args).await
     }
 

@@ -173,7 +173,9 @@ impl SettingsSchema {
             }
         }
         if !self.additional
-            && let Some(k) = map.keys().find(|k| !self.fields.iter().any(|f| &f.name == *k))
+            && let Some(k) = map
+                .keys()
+                .find(|k| !self.fields.iter().any(|f| &f.name == *k))
         {
             let known: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
             return Err(bad(format!(
@@ -426,13 +428,23 @@ mod tests {
             ],
         };
         assert!(schema.check(&json!({ "brand": "Acme" })).is_ok());
-        assert!(schema.check(&json!({ "brand": "Acme", "limit": 3 })).is_ok());
+        assert!(
+            schema
+                .check(&json!({ "brand": "Acme", "limit": 3 }))
+                .is_ok()
+        );
         for (bad, says) in [
             (json!([]), "JSON object"),
             (json!({}), "`brand` is required"),
             (json!({ "brand": 1 }), "`brand` must be a string"),
-            (json!({ "brand": "A", "limit": "x" }), "`limit` must be an integer"),
-            (json!({ "brand": "A", "other": 1 }), "unknown setting `other`"),
+            (
+                json!({ "brand": "A", "limit": "x" }),
+                "`limit` must be an integer",
+            ),
+            (
+                json!({ "brand": "A", "other": 1 }),
+                "unknown setting `other`",
+            ),
         ] {
             let e = schema.check(&bad).expect_err("refused").to_string();
             assert!(e.contains(says), "{bad}: {e}");

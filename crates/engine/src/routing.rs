@@ -238,7 +238,10 @@ impl Engine {
         if matches!(ev.outcome, Outcome::Matched { .. } | Outcome::Error { .. })
             && let Some(m) = self.uninstalled_rule_package(tenant, &ev.file).await?
         {
-            let why = format!("skipped: package {} is not installed for this tenant", m.slug);
+            let why = format!(
+                "skipped: package {} is not installed for this tenant",
+                m.slug
+            );
             verdict("skipped", vec![Note::Text(why)], &ev);
             return Ok(());
         }

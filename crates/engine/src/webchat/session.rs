@@ -226,7 +226,10 @@ pub async fn bootstrap(
     let token = token::sign(&signing, &claims);
 
     let agent = reduce_user_agent(client.user_agent.unwrap_or(""));
-    let ip_hash = match (&client.ip, installation::ip_key_tx(&mut tx, site.tenant).await?) {
+    let ip_hash = match (
+        &client.ip,
+        installation::ip_key_tx(&mut tx, site.tenant).await?,
+    ) {
         (Some(ip), Some(sealed)) => {
             open_ip_key(engine, site.tenant, &sealed).map(|k| hash_ip(&k, ip))
         }
