@@ -332,6 +332,32 @@ mod tests {
         m
     }
 
+    /// `--config` names the file before or after the command (the package
+    /// settings are `package install --settings`), and not past `--`.
+    #[test]
+    fn config_is_found_before_or_after_the_command() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        for line in [
+            &["fleetprompt", "--config", "a.toml", "serve"][..],
+            &["fleetprompt", "serve", "--config", "a.toml"],
+            &[
+                "fleetprompt",
+                "package",
+                "install",
+                "website_chat",
+                "--config=a.toml",
+            ],
+        ] {
+            assert_eq!(
+                locate(&args(line)),
+                Some(PathBuf::from("a.toml")),
+                "{line:?}"
+            );
+        }
+        let past = args(&["fleetprompt", "--", "--config", "b.toml"]);
+        assert_ne!(locate(&past), Some(PathBuf::from("b.toml")));
+    }
+
     #[test]
     fn unknown_keys_are_refused_with_line_and_column() {
         let e = parse(
