@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn every_manifest_parses() {
         assert_eq!(all().len(), MANIFESTS.len());
-        let chat = get("website_chat").expect("website chat");
+        let chat = get(crate::webchat::PACKAGE).expect("website chat's slug");
         assert_eq!(chat.category, Category::CustomerService);
         assert_eq!(chat.workflows, ["website_chat.toml"]);
     }
