@@ -70,16 +70,16 @@ fn collect(cmd: &Command, out: &mut BTreeMap<String, Setting>) {
     }
 }
 
-/// The file named by `--config PATH` / `--config=PATH` before the command
-/// on the raw command line, else by `FLEETPROMPT_CONFIG`, else
+/// The file named by `--config PATH` / `--config=PATH` anywhere on the raw
+/// command line (before or after the command; `package install` takes its
+/// configuration as `--settings`), else by `FLEETPROMPT_CONFIG`, else
 /// `./fleetprompt.toml` when it exists. A file named explicitly must exist
-/// (reading it fails otherwise). After the command, `--config` is the
-/// command's own (`package install --config JSON`).
-fn locate(cmd: &Command, args: &[OsString]) -> Option<PathBuf> {
+/// (reading it fails otherwise).
+fn locate(args: &[OsString]) -> Option<PathBuf> {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         let Some(s) = a.to_str() else { continue };
-        if s == "--" || cmd.find_subcommand(s).is_some() {
+        if s == "--" {
             break;
         }
         if s == "--config" {
@@ -99,7 +99,7 @@ fn locate(cmd: &Command, args: &[OsString]) -> Option<PathBuf> {
 /// Reads the configuration file, if any. Call before parsing the command
 /// line, then [`apply`] it to the command.
 pub fn load(cmd: &Command, args: &[OsString]) -> anyhow::Result<Loaded> {
-    let Some(path) = locate(cmd, args) else {
+    let Some(path) = locate(args) else {
         return Ok(Loaded::default());
     };
     let text = std::fs::read_to_string(&path)
@@ -330,6 +330,32 @@ mod tests {
             );
         }
         m
+    }
+
+    /// `--config` names the file before or after the command (the package
+    /// settings are `package install --settings`), and not past `--`.
+    #[test]
+    fn config_is_found_before_or_after_the_command() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        for line in [
+            &["fleetprompt", "--config", "a.toml", "serve"][..],
+            &["fleetprompt", "serve", "--config", "a.toml"],
+            &[
+                "fleetprompt",
+                "package",
+                "install",
+                "website_chat",
+                "--config=a.toml",
+            ],
+        ] {
+            assert_eq!(
+                locate(&args(line)),
+                Some(PathBuf::from("a.toml")),
+                "{line:?}"
+            );
+        }
+        let past = args(&["fleetprompt", "--", "--config", "b.toml"]);
+        assert_ne!(locate(&past), Some(PathBuf::from("b.toml")));
     }
 
     #[test]

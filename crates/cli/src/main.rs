@@ -55,7 +55,7 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
-    /// Install a package for a tenant.
+    /// The package catalogue; install and uninstall packages for a tenant.
     #[command(subcommand)]
     Package(PackageCommand),
     /// Website chat sites.
@@ -140,16 +140,39 @@ enum EdgeConnectorCommand {
 
 #[derive(Subcommand)]
 enum PackageCommand {
-    /// Install a package (today: website_chat) for a tenant; installing twice is harmless.
+    /// The catalogue: every package, with the tenant's installation state
+    /// (one line each: slug, state, version, name; `--json` for all of it).
+    List {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// Print the catalogue as JSON, as `GET /admin/v1/packages` does.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a package for a tenant, or install it again after an
+    /// uninstall (its data comes back); installing twice is harmless.
     Install {
+        /// The package (`fleetprompt package list` names them).
+        package: String,
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The installation's configuration, as a JSON object, checked
+        /// against the package's settings schema. (Not `--config`: that is
+        /// the configuration file of every command.) Left out: a new
+        /// installation gets `{}`, an existing one keeps its own.
+        #[arg(long, value_name = "JSON")]
+        settings: Option<String>,
+    },
+    /// Uninstall a package for a tenant: its rules, directive kinds and
+    /// public endpoints stop for the tenant; its data is kept.
+    Uninstall {
         /// The package.
         package: String,
         /// The tenant's slug.
         #[arg(long)]
         tenant: String,
-        /// The package's configuration, as JSON.
-        #[arg(long, default_value = "{}")]
-        config: String,
     },
 }
 
@@ -321,29 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report?)?);
             Ok(())
         }
-        Command::Package(PackageCommand::Install {
-            package,
-            tenant,
-            config,
-        }) => {
-            let config: serde_json::Value =
-                serde_json::from_str(&config).context("--config must be JSON")?;
-            let (db, t, engine) = tenant_engine(&cli.common, &tenant).await?;
-            let (view, created) =
-                fleetprompt_engine::webchat::site::install(&engine, t.id, &package, &config)
-                    .await?;
-            println!("{}", serde_json::to_string(&view)?);
-            eprintln!(
-                "{} {package} for {tenant}",
-                if created {
-                    "installed"
-                } else {
-                    "already installed:"
-                }
-            );
-            db.close().await;
-            Ok(())
-        }
+        Command::Package(cmd) => package(&cli.common, cmd).await,
         Command::EdgeConnector(cmd) => edge_connector(&cli.common, cmd).await,
         Command::Prune(args) => prune::run(&cli.common, args).await,
         Command::Replay(args) => workflows::replay(&cli.common, args).await,
@@ -355,6 +356,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn package(common: &settings::Common, cmd: PackageCommand) -> anyhow::Result<()> {
+    use fleetprompt_engine::installation;
+    match cmd {
+        PackageCommand::List { tenant, json } => {
+            let (db, t, engine) = tenant_engine(common, &tenant).await?;
+            let catalogue = installation::catalogue(&engine, t.id).await?;
+            db.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&catalogue)?);
+            } else {
+                for p in catalogue {
+                    let version = p.installation.as_ref().map_or("-", |i| i.version.as_str());
+                    println!("{}\t{}\t{version}\t{}", p.slug, p.state, p.name);
+                }
+            }
+        }
+        PackageCommand::Install {
+            package,
+            tenant,
+            settings,
+        } => {
+            let (db, t, engine) = tenant_engine(common, &tenant).await?;
+            let config: Option<serde_json::Value> = settings
+                .map(|s| serde_json::from_str(&s).context("--settings must be JSON"))
+                .transpose()?;
+            let (view, done) =
+                installation::install(&engine, t.id, &package, config.as_ref()).await?;
+            db.close().await;
+            println!("{}", serde_json::to_string(&view)?);
+            use fleetprompt_store::installation::Installed;
+            let what = match done {
+                Installed::New => "installed",
+                Installed::Reinstalled => "installed again:",
+                Installed::Reconfigured => "already installed:",
+            };
+            eprintln!("{what} {package} for {tenant}");
+        }
+        PackageCommand::Uninstall { package, tenant } => {
+            let (db, t, engine) = tenant_engine(common, &tenant).await?;
+            let view = installation::uninstall(&engine, t.id, &package).await?;
+            db.close().await;
+            println!("{}", serde_json::to_string(&view)?);
+            eprintln!("uninstalled {package} for {tenant} (its data is kept)");
+        }
+    }
+    Ok(())
 }
 
 async fn edge_connector(

@@ -26,9 +26,9 @@ pub struct Common {
     /// The configuration file: TOML, one `key = value` per setting, keyed by
     /// the flags' long names (`-` or `_`); environment and flags override
     /// it. Default: `./fleetprompt.toml` when present (docs/operations.md).
-    /// Given before the command (`fleetprompt --config PATH serve`), as
-    /// `package install` has a `--config` of its own.
-    #[arg(long, env = "FLEETPROMPT_CONFIG", value_name = "PATH")]
+    /// Before or after the command (`package install` takes the package's
+    /// own configuration as `--settings JSON`).
+    #[arg(long, global = true, env = "FLEETPROMPT_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Directory for the embedded database and the master key file.
     #[arg(

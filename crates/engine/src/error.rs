@@ -23,6 +23,10 @@ pub enum EngineError {
     /// error, so shipped defaults stay quiet for tenants that did not opt in.
     #[error("{0}")]
     NotConfigured(String),
+    /// The directive kind's (or endpoint's) package is uninstalled for this
+    /// tenant. Rules record this as *skipped*, like [`Self::NotConfigured`].
+    #[error("{0}")]
+    PackageNotInstalled(String),
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),

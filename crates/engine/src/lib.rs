@@ -9,6 +9,10 @@
 //! - [`handler`]: the directive handler trait, outcomes and the registry.
 //! - [`handlers`]: the platform's handlers (`noop`, `webhook.post`).
 //! - [`destination`]: creating destinations and opening their sealed config.
+//! - [`package`]: the packages' manifests (signal types, directive kinds,
+//!   default rules, settings schema).
+//! - [`installation`]: installing and uninstalling packages per tenant, and
+//!   what an uninstalled package stops.
 //! - [`edge`]: Edge Connectors: registration, heartbeats, edge-lane tasks.
 //! - [`worker`]: the apalis backend over the directive table, the worker
 //!   service and the batched completer.
@@ -27,7 +31,9 @@ pub mod error;
 pub mod flow;
 pub mod handler;
 pub mod handlers;
+pub mod installation;
 pub mod metrics;
+pub mod package;
 pub mod routing;
 pub mod rules;
 pub mod upkeep;
@@ -106,6 +112,8 @@ pub struct Engine {
     sites: webchat::site_cache::SiteCache,
     /// Destinations (and names that are none) as routing and handlers read them.
     destinations: DestinationCache,
+    /// The packages each tenant has uninstalled.
+    installations: installation::InstallationCache,
     /// Set when the process begins to stop, so long polls (Edge Connector
     /// claims) answer at once instead of holding up the HTTP server's
     /// graceful shutdown.
@@ -140,6 +148,7 @@ impl Engine {
             slugs: Default::default(),
             sites: Default::default(),
             destinations: Default::default(),
+            installations: Default::default(),
             me: me.clone(),
             ingest: Default::default(),
             shutting_down: Default::default(),
@@ -279,6 +288,7 @@ impl Engine {
         })?;
         check_dedupe_key(&req.dedupe_key)?;
         check_payload("args", &req.args)?;
+        self.require_kind_installed(tenant, kind.as_str()).await?;
         handler.validate(self, tenant, &req.args).await?;
         let mut retry = RetryPolicy::default();
         if let Some(n) = req.max_attempts {
@@ -346,6 +356,8 @@ impl Engine {
             })
         })?;
         check_payload("args", &new.args)?;
+        self.require_kind_installed(tenant, new.kind.as_str())
+            .await?;
         handler.validate(self, tenant, &new.args).await
     }
 

@@ -233,6 +233,18 @@ impl Engine {
                 notes,
             });
         };
+        // An uninstalled package's default rules do not run for the tenant;
+        // a rule that did not match says so as it always has.
+        if matches!(ev.outcome, Outcome::Matched { .. } | Outcome::Error { .. })
+            && let Some(m) = self.uninstalled_rule_package(tenant, &ev.file).await?
+        {
+            let why = format!(
+                "skipped: package {} is not installed for this tenant",
+                m.slug
+            );
+            verdict("skipped", vec![Note::Text(why)], &ev);
+            return Ok(());
+        }
         let planned = match &ev.outcome {
             Outcome::Matched { directives } => directives,
             Outcome::Skipped { reason } => {
@@ -260,7 +272,7 @@ impl Engine {
         for p in planned {
             match self.directive_from_plan(tenant, signal, &ev, p).await {
                 Ok(new) => directives.push((p.kind.clone(), new)),
-                Err(EngineError::NotConfigured(why)) => {
+                Err(EngineError::NotConfigured(why) | EngineError::PackageNotInstalled(why)) => {
                     not_configured += 1;
                     notes.push(Note::Text(format!("skipped {}: {why}", p.kind)));
                 }
@@ -358,6 +370,7 @@ impl Engine {
                 .or_insert_with(|| Value::String(dest.clone()));
         }
         fleetprompt_core::signal::check_payload("args", &args)?;
+        self.require_kind_installed(tenant, kind.as_str()).await?;
         handler.validate(self, tenant, &args).await?;
         let retry = RetryPolicy {
             max_attempts: p.max_attempts,

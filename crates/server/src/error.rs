@@ -140,6 +140,7 @@ impl From<EngineError> for ApiError {
             EngineError::Validation(v) => v.into(),
             EngineError::NotFound(what) => Self::NotFound(what),
             EngineError::NotConfigured(m) => Self::Unprocessable("not_configured", m),
+            EngineError::PackageNotInstalled(m) => Self::Conflict("package_not_installed", m),
             EngineError::DestinationNotAllowed(e) => {
                 Self::Unprocessable("destination_not_allowed", e.to_string())
             }

@@ -19,6 +19,7 @@
 //! - [`edge`]: Edge Connectors, their tokens and heartbeats.
 //! - [`evaluation`]: rule evaluations (why a rule did or did not act).
 //! - [`health`]: outages told apart, the breaker, readiness.
+//! - [`installation`]: which packages a tenant has installed (or uninstalled).
 //! - [`queue`]: claiming due directives, completing attempts, reaping leases.
 //! - [`retention`]: pruning what has aged out (`fleetprompt prune`).
 //! - [`timeline`]: a subject's causal history.
@@ -31,6 +32,7 @@ pub mod directive;
 pub mod edge;
 pub mod evaluation;
 pub mod health;
+pub mod installation;
 pub mod migrate;
 pub mod queue;
 pub mod retention;

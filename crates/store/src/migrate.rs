@@ -88,6 +88,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0012_directive_destination.sql"),
         postgres: include_str!("../../../migrations/postgres/0012_directive_destination.sql"),
     },
+    Migration {
+        version: 16,
+        name: "installations",
+        sqlite: include_str!("../../../migrations/sqlite/0016_installations.sql"),
+        postgres: include_str!("../../../migrations/postgres/0016_installations.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

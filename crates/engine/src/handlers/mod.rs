@@ -30,31 +30,21 @@ pub fn platform() -> HandlerRegistry {
     r
 }
 
-/// The signal types the platform records other than its handlers' result
-/// and creation signals (those come from [`HandlerRegistry::signal_types`]).
-/// `workflows check` warns about an `on` or `cancel_on` that matches none
-/// of them. Keep it in step with the code that records them (ingest, the
-/// idle sweep, replies, drafts, email, cron); it is the seed of the package
-/// manifest's list of signal types, which will replace it.
-pub const RECORDED_SIGNALS: &[&str] = &[
-    "cron.tick",
-    "webchat.session.started",
-    "webchat.message.received",
-    "webchat.contact.captured",
-    "webchat.session.ended",
-    "webchat.reply.sent",
-    "webchat.reply.generated",
-    "webchat.draft.discarded",
-    "email.outbound.requested",
-    "email.inbound.received",
-];
+/// The signal types the platform itself records other than its handlers'
+/// result and creation signals (those come from
+/// [`HandlerRegistry::signal_types`]); a package's come from its manifest
+/// ([`crate::package`]). `workflows check` warns about an `on` or
+/// `cancel_on` that matches none of them.
+pub const RECORDED_SIGNALS: &[&str] = &["cron.tick"];
 
-/// Every signal type the platform can record: [`RECORDED_SIGNALS`] and the
-/// result and creation signals of `registry`'s handlers.
+/// Every signal type the platform can record: [`RECORDED_SIGNALS`], the
+/// packages' manifests, and the result and creation signals of
+/// `registry`'s handlers.
 pub fn signal_types(registry: &HandlerRegistry) -> std::collections::BTreeSet<String> {
     RECORDED_SIGNALS
         .iter()
         .copied()
+        .chain(crate::package::signal_types())
         .chain(registry.signal_types())
         .map(str::to_owned)
         .collect()
@@ -79,7 +69,7 @@ mod tests {
 
     /// Every signal type the engine's code records by name (the first
     /// argument of `NewSignal::new(` or ingest's `signal_of(`, when it is a
-    /// string literal) is in [`RECORDED_SIGNALS`] or among the handlers'
+    /// string literal) is in [`RECORDED_SIGNALS`], a manifest, or among the handlers'
     /// result signals, so the list cannot silently fall behind the code.
     #[test]
     fn every_signal_the_code_records_is_known() {
@@ -111,7 +101,7 @@ mod tests {
                         found += 1;
                         assert!(
                             known.contains(name),
-                            "{} records {name:?}: add it to RECORDED_SIGNALS",
+                            "{} records {name:?}: add it to its package's manifest (or RECORDED_SIGNALS)",
                             path.display()
                         );
                     }

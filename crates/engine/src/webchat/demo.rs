@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::error::WebchatError;
 use super::settings::SiteSettings;
-use super::site::{ensure_installed, new_sealed_secret, parse_origins};
+use super::site::{new_sealed_secret, parse_origins};
 use crate::Engine;
 
 /// The demo tenant's slug.
@@ -50,7 +50,7 @@ pub async fn ensure(engine: &Engine, origins: &[String]) -> Result<Demo, Webchat
         store_site::set_origins(&mut tx, tenant_id, site.id, &origins).await?;
         site.public_key
     } else {
-        ensure_installed(engine, &mut tx, tenant_id, None).await?;
+        crate::installation::ensure(engine, &mut tx, tenant_id, super::PACKAGE).await?;
         let id = SiteId::new();
         let now = now_ms();
         let settings = SiteSettings {

@@ -9,8 +9,10 @@
 //! # Layout
 //! - [`error`]: this package's error enum.
 //! - [`settings`]: a site's widget settings, with defaults and limits.
-//! - [`site`]: installing the package; registering, rotating and disabling
-//!   sites (as directives, so they appear in the audit timeline).
+//! - [`site`]: what installing the package sets up (the IP-hash key);
+//!   registering, rotating and disabling sites (as directives, so they
+//!   appear in the audit timeline).
+//! - `package.toml`: the manifest (read by [`crate::package`]).
 //! - [`handlers`]: the `webchat.site.*` directive handlers.
 //! - `site_cache`: site records as widget requests read them.
 //! - [`session`]: bootstrap (site key + origin -> token) and token checks.
@@ -48,7 +50,7 @@ pub mod verify;
 
 pub use error::WebchatError;
 
-/// The package's name in installations.
+/// The package's slug in installations (its manifest's `slug`).
 pub const PACKAGE: &str = "website_chat";
 
 /// `conversation:<id>`: the subject of every conversation signal.

@@ -99,6 +99,7 @@ async fn site_for(
     origin: Option<&str>,
 ) -> Result<SiteRow, WebchatError> {
     let site = site_by_key(engine, site_key).await?;
+    engine.require_package(site.tenant, PACKAGE).await?;
     if site.status != "active" {
         return Err(WebchatError::Forbidden(
             "this site's widget is not active".into(),
@@ -227,9 +228,11 @@ pub async fn bootstrap(
     let agent = reduce_user_agent(client.user_agent.unwrap_or(""));
     let ip_hash = match (
         &client.ip,
-        installation::get_tx(&mut tx, site.tenant, PACKAGE).await?,
+        installation::ip_key_tx(&mut tx, site.tenant).await?,
     ) {
-        (Some(ip), Some(inst)) => open_ip_key(engine, site.tenant, &inst).map(|k| hash_ip(&k, ip)),
+        (Some(ip), Some(sealed)) => {
+            open_ip_key(engine, site.tenant, &sealed).map(|k| hash_ip(&k, ip))
+        }
         _ => None,
     };
     identity::touch(
@@ -279,6 +282,7 @@ pub async fn authenticate(
     if site.status != "active" {
         return Err(WebchatError::Unauthorized(BAD));
     }
+    engine.require_package(site.tenant, PACKAGE).await?;
     let now = now_ms();
     let secret = signing_secret(engine, &site, unverified.key_id(), now)
         .ok_or(WebchatError::Unauthorized(BAD))?;

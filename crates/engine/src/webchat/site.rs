@@ -1,4 +1,4 @@
-//! Installing the package, and the life of a site: registered, secret
+//! What installing the package sets up, and the life of a site: registered, secret
 //! rotated, disabled. Each site change is a directive (run by the handlers
 //! in [`super::handlers`]) so that it appears in the audit timeline.
 
@@ -11,7 +11,7 @@ use fleetprompt_core::webchat::origin::Origin as WebOrigin;
 use fleetprompt_core::{DirectiveId, Origin, TenantId};
 use fleetprompt_store::Tx;
 use fleetprompt_store::directive::{self, Created, DirectiveRow};
-use fleetprompt_store::webchat::installation::{self, InstallationRow};
+use fleetprompt_store::webchat::installation;
 use fleetprompt_store::webchat::site::{self as store_site, SiteRow};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::error::{WebchatError, invalid};
 use super::settings::SiteSettings;
 use super::{PACKAGE, site_subject};
+pub use crate::installation::InstallationView;
 use crate::{BackoffOverride, DirectiveRequest, Engine};
 
 /// Most origins one site may allow.
@@ -48,88 +49,23 @@ pub(crate) fn new_sealed_secret(
     )
 }
 
-/// An installation as shown to admins.
-#[derive(Debug, Clone, Serialize)]
-pub struct InstallationView {
-    /// The package.
-    pub package: String,
-    /// Its configuration.
-    pub config: Value,
-    /// When it was installed.
-    pub installed_at: String,
-    /// When it was last configured.
-    pub updated_at: String,
-}
-
-impl From<InstallationRow> for InstallationView {
-    fn from(r: InstallationRow) -> Self {
-        Self {
-            package: r.package,
-            config: r.config,
-            installed_at: to_rfc3339(r.installed_at),
-            updated_at: to_rfc3339(r.updated_at),
-        }
-    }
-}
-
-/// Installs the package inside `tx` unless it already is.
-pub(crate) async fn ensure_installed(
+/// What installing the package sets up (in the install's transaction): the
+/// tenant's key for hashing visitor IPs, unless it has one from before.
+pub(crate) async fn on_install(
     engine: &Engine,
     tx: &mut Tx,
     tenant: TenantId,
-    config: Option<&Value>,
-) -> Result<bool, WebchatError> {
+) -> Result<(), crate::EngineError> {
     let sealed = engine
         .key()
         .seal(&ip_key_context(tenant), random_token(32).as_bytes());
-    match config {
-        Some(c) => Ok(installation::upsert(tx, tenant, PACKAGE, c, &sealed).await?),
-        None => {
-            if installation::get_tx(tx, tenant, PACKAGE).await?.is_some() {
-                return Ok(false);
-            }
-            Ok(installation::upsert(tx, tenant, PACKAGE, &json!({}), &sealed).await?)
-        }
-    }
+    installation::ensure_ip_key(tx, tenant, &sealed).await?;
+    Ok(())
 }
 
-/// Installs a package (only `website_chat` exists), or reconfigures it.
-/// Returns the installation and whether it is new.
-pub async fn install(
-    engine: &Engine,
-    tenant: TenantId,
-    package: &str,
-    config: &Value,
-) -> Result<(InstallationView, bool), WebchatError> {
-    if package != PACKAGE {
-        return Err(invalid(
-            "package",
-            format!("unknown package {package:?}; known packages: {PACKAGE}"),
-        ));
-    }
-    if !config.is_object() {
-        return Err(invalid("config", "must be a JSON object"));
-    }
-    fleetprompt_core::signal::check_payload("config", config)?;
-    let mut tx = engine.db().begin().await?;
-    let created = ensure_installed(engine, &mut tx, tenant, Some(config)).await?;
-    tx.commit().await?;
-    let row = installation::get(engine.db(), tenant, PACKAGE)
-        .await?
-        .ok_or_else(|| WebchatError::NotFound("installation".into()))?;
-    Ok((row.into(), created))
-}
-
-/// The tenant's key for hashing visitor IPs.
-pub(crate) fn open_ip_key(
-    engine: &Engine,
-    tenant: TenantId,
-    row: &InstallationRow,
-) -> Option<Vec<u8>> {
-    engine
-        .key()
-        .open(&ip_key_context(tenant), &row.sealed_ip_key)
-        .ok()
+/// The tenant's key for hashing visitor IPs, opened from its sealed form.
+pub(crate) fn open_ip_key(engine: &Engine, tenant: TenantId, sealed: &str) -> Option<Vec<u8>> {
+    engine.key().open(&ip_key_context(tenant), sealed).ok()
 }
 
 /// What an admin asks for when registering a site.
@@ -275,7 +211,7 @@ pub async fn register(
         id,
     );
     let mut tx = engine.db().begin().await?;
-    ensure_installed(engine, &mut tx, tenant, None).await?;
+    crate::installation::ensure(engine, &mut tx, tenant, PACKAGE).await?;
     store_site::insert(&mut tx, tenant, &row).await?;
     let directive = insert_directive(engine, &mut tx, tenant, req, origin).await?;
     tx.commit().await?;

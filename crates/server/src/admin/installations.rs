@@ -1,10 +1,12 @@
-//! `/admin/v1/installations`: install (or reconfigure) a package.
+//! `/admin/v1/installations`: install (or reconfigure), list and uninstall
+//! a tenant's packages.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::{Json, Router};
-use fleetprompt_engine::webchat::site::{self, InstallationView};
+use fleetprompt_engine::installation::{self, InstallationView};
+use fleetprompt_store::installation::Installed;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -13,7 +15,9 @@ use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson};
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/installations", post(install).get(list))
+    Router::new()
+        .route("/installations", post(install).get(list))
+        .route("/installations/{package}", delete(uninstall))
 }
 
 #[derive(Deserialize)]
@@ -28,23 +32,32 @@ fn empty() -> Value {
     json!({})
 }
 
+/// 201 for a first install; 200 for a reinstall or a new configuration.
 async fn install(
     State(s): State<AppState>,
     admin: Admin,
     ApiJson(b): ApiJson<InstallBody>,
 ) -> Result<(StatusCode, Json<InstallationView>), ApiError> {
-    let (view, created) = site::install(&s.engine, admin.tenant.id, &b.package, &b.config).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    let (view, done) =
+        installation::install(&s.engine, admin.tenant.id, &b.package, Some(&b.config)).await?;
+    let status = match done {
+        Installed::New => StatusCode::CREATED,
+        Installed::Reinstalled | Installed::Reconfigured => StatusCode::OK,
     };
     Ok((status, Json(view)))
 }
 
 async fn list(State(s): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
-    let rows =
-        fleetprompt_store::webchat::installation::list(s.engine.db(), admin.tenant.id).await?;
-    let views: Vec<InstallationView> = rows.into_iter().map(Into::into).collect();
+    let views = installation::list(&s.engine, admin.tenant.id).await?;
     Ok(Json(json!({ "installations": views })))
+}
+
+async fn uninstall(
+    State(s): State<AppState>,
+    admin: Admin,
+    Path(package): Path<String>,
+) -> Result<Json<InstallationView>, ApiError> {
+    Ok(Json(
+        installation::uninstall(&s.engine, admin.tenant.id, &package).await?,
+    ))
 }

@@ -5,6 +5,7 @@ mod destinations;
 mod directives;
 mod edge_connectors;
 mod installations;
+mod packages;
 mod signals;
 mod sites;
 mod timeline;
@@ -28,6 +29,7 @@ pub fn router(body_limit: usize) -> Router<AppState> {
         .merge(signals::router())
         .merge(timeline::router())
         .merge(installations::router())
+        .merge(packages::router())
         .merge(sites::router())
         .merge(conversations::router())
         .merge(workflows::router())

@@ -3,7 +3,8 @@
 //! find a tenant: a site by its public widget key, and the idle sweep.
 //!
 //! # Layout
-//! - [`installation`]: the package installed for a tenant, with its IP-hash key.
+//! - [`installation`]: the tenant's IP-hash key (the installation itself is
+//!   the platform's [`crate::installation`]).
 //! - [`site`]: sites, their allowlists, settings and sealed signing secrets.
 //! - [`identity`]: what is kept about a visitor (reduced), and the hash of
 //!   their visitor secret.
