@@ -88,6 +88,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0012_directive_destination.sql"),
         postgres: include_str!("../../../migrations/postgres/0012_directive_destination.sql"),
     },
+    Migration {
+        version: 15,
+        name: "workflow_files",
+        sqlite: include_str!("../../../migrations/sqlite/0015_workflow_files.sql"),
+        postgres: include_str!("../../../migrations/postgres/0015_workflow_files.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

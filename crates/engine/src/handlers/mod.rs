@@ -47,6 +47,8 @@ pub const RECORDED_SIGNALS: &[&str] = &[
     "webchat.draft.discarded",
     "email.outbound.requested",
     "email.inbound.received",
+    "workflow.published",
+    "workflow.deleted",
 ];
 
 /// Every signal type the platform can record: [`RECORDED_SIGNALS`] and the
