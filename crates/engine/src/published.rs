@@ -84,6 +84,15 @@ pub struct PublishReport {
     pub rules: Vec<String>,
 }
 
+/// One publish or delete, as its signal tells it.
+#[derive(Clone, Copy)]
+struct Change<'a> {
+    signal_type: &'static str,
+    name: &'a str,
+    sha256: &'a str,
+    version: i64,
+}
+
 /// A published file with its history.
 #[derive(Debug, Clone)]
 pub struct FileWithHistory {
@@ -153,6 +162,7 @@ impl Engine {
     async fn candidate_sources(
         &self,
         tenant: TenantId,
+        live: Vec<WorkflowFileRow>,
         files: &BTreeMap<String, Option<String>>,
     ) -> Result<(String, Vec<RuleSource>), EngineError> {
         let slug = self.tenant_slug(tenant).await?;
@@ -163,8 +173,7 @@ impl Engine {
             .into_iter()
             .filter(|s| s.scope.applies_to(&slug))
             .collect();
-        let mut mine: BTreeMap<String, Vec<u8>> = store::list(self.db(), tenant)
-            .await?
+        let mut mine: BTreeMap<String, Vec<u8>> = live
             .into_iter()
             .map(|f| (f.name, f.body.into_bytes()))
             .collect();
@@ -187,6 +196,7 @@ impl Engine {
     async fn candidate_set(
         &self,
         tenant: TenantId,
+        live: Vec<WorkflowFileRow>,
         files: &BTreeMap<String, Option<String>>,
     ) -> Result<(String, RuleSet), EngineError> {
         for (name, text) in files {
@@ -204,9 +214,9 @@ impl Engine {
                 format!("at most {MAX_FILES} files at once"),
             ));
         }
-        let (slug, sources) = self.candidate_sources(tenant, files).await?;
-        let set = RuleSet::from_sources(sources, &crate::rules::check_options(self)).map_err(
-            |e| {
+        let (slug, sources) = self.candidate_sources(tenant, live, files).await?;
+        let set =
+            RuleSet::from_sources(sources, &crate::rules::check_options(self)).map_err(|e| {
                 let diagnostics = e
                     .diagnostics()
                     .into_iter()
@@ -218,8 +228,7 @@ impl Engine {
                     })
                     .collect::<Vec<Diagnostic>>();
                 EngineError::InvalidWorkflow(diagnostics)
-            },
-        )?;
+            })?;
         Ok((slug, set))
     }
 
@@ -234,7 +243,8 @@ impl Engine {
             .iter()
             .map(|(n, t)| (n.clone(), Some(t.clone())))
             .collect();
-        let (slug, set) = self.candidate_set(tenant, &files).await?;
+        let live = store::list(self.db(), tenant).await?;
+        let (slug, set) = self.candidate_set(tenant, live, &files).await?;
         let rules = set
             .summaries()
             .into_iter()
@@ -254,38 +264,9 @@ impl Engine {
         text: &str,
         actor: Origin,
     ) -> Result<PublishReport, EngineError> {
-        let files = BTreeMap::from([(name.to_owned(), Some(text.to_owned()))]);
-        let (slug, set) = self.candidate_set(tenant, &files).await?;
-        let path = published_path(&slug, name);
-        let rules = set
-            .summaries()
-            .into_iter()
-            .filter(|r| r.file == path)
-            .map(|r| r.id)
-            .collect();
-        let sha256 = sha256_hex(text);
-        let at = now_ms();
-        let mut tx = self.db().begin().await?;
-        let published = store::publish(&mut tx, tenant, name, text, &sha256, &actor, at).await?;
-        let (version, changed) = match published {
-            Published::New(v) => (v, true),
-            Published::Unchanged(v) => (v, false),
-        };
-        if changed {
-            self.record_change(&mut tx, tenant, "workflow.published", name, &sha256, version, &actor, at)
-                .await?;
-        }
-        tx.commit().await?;
-        if changed {
-            crate::rules::reload_published(self).await?;
-        }
-        Ok(PublishReport {
-            name: name.to_owned(),
-            sha256,
-            version,
-            changed,
-            rules,
-        })
+        let changes = BTreeMap::from([(name.to_owned(), Some(text.to_owned()))]);
+        let mut done = self.change_workflow_files(tenant, &changes, actor).await?;
+        Ok(done.remove(0))
     }
 
     /// Deletes one published file (its history stays), records
@@ -297,32 +278,120 @@ impl Engine {
         name: &str,
         actor: Origin,
     ) -> Result<(), EngineError> {
-        let at = now_ms();
+        let changes = BTreeMap::from([(name.to_owned(), None)]);
+        let done = self.change_workflow_files(tenant, &changes, actor).await?;
+        if done.iter().any(|d| d.changed) {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!("workflow file {name:?}")))
+        }
+    }
+
+    /// Publishes (`Some` text) and deletes (`None`) files together, in one
+    /// transaction, if the tenant's rules are valid with all of them: a
+    /// rule may move from one file to another in one push. Reports each
+    /// change in name order (a delete of a file that does not exist is
+    /// reported unchanged, with an empty hash).
+    pub async fn change_workflow_files(
+        &self,
+        tenant: TenantId,
+        changes: &BTreeMap<String, Option<String>>,
+        actor: Origin,
+    ) -> Result<Vec<PublishReport>, EngineError> {
         let mut tx = self.db().begin().await?;
-        let (sha256, version) = store::delete(&mut tx, tenant, name, &actor, at)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("workflow file {name:?}")))?;
-        self.record_change(&mut tx, tenant, "workflow.deleted", name, &sha256, version, &actor, at)
-            .await?;
+        store::lock(&mut tx, tenant).await?;
+        let live = store::list_in(&mut tx, tenant).await?;
+        let (slug, set) = self.candidate_set(tenant, live, changes).await?;
+        let summaries = set.summaries();
+        let at = now_ms();
+        let mut done = Vec::new();
+        for (name, text) in changes {
+            let report = match text {
+                Some(text) => {
+                    let path = published_path(&slug, name);
+                    let rules = summaries
+                        .iter()
+                        .filter(|r| r.file == path)
+                        .map(|r| r.id.clone())
+                        .collect();
+                    let sha256 = sha256_hex(text);
+                    let (version, changed) =
+                        match store::publish(&mut tx, tenant, name, text, &sha256, &actor, at)
+                            .await?
+                        {
+                            Published::New(v) => (v, true),
+                            Published::Unchanged(v) => (v, false),
+                        };
+                    if changed {
+                        let change = Change {
+                            signal_type: "workflow.published",
+                            name,
+                            sha256: &sha256,
+                            version,
+                        };
+                        self.record_change(&mut tx, tenant, &change, &actor, at)
+                            .await?;
+                    }
+                    PublishReport {
+                        name: name.clone(),
+                        sha256,
+                        version,
+                        changed,
+                        rules,
+                    }
+                }
+                None => match store::delete(&mut tx, tenant, name, &actor, at).await? {
+                    Some((sha256, version)) => {
+                        let change = Change {
+                            signal_type: "workflow.deleted",
+                            name,
+                            sha256: &sha256,
+                            version,
+                        };
+                        self.record_change(&mut tx, tenant, &change, &actor, at)
+                            .await?;
+                        PublishReport {
+                            name: name.clone(),
+                            sha256,
+                            version,
+                            changed: true,
+                            rules: Vec::new(),
+                        }
+                    }
+                    None => PublishReport {
+                        name: name.clone(),
+                        sha256: String::new(),
+                        version: 0,
+                        changed: false,
+                        rules: Vec::new(),
+                    },
+                },
+            };
+            done.push(report);
+        }
         tx.commit().await?;
-        crate::rules::reload_published(self).await?;
-        Ok(())
+        if done.iter().any(|d| d.changed) {
+            crate::rules::reload_published(self).await?;
+        }
+        Ok(done)
     }
 
     /// Records a publish or delete on the tenant's own subject, so its
     /// timeline is its audit log.
-    #[allow(clippy::too_many_arguments)]
     async fn record_change(
         &self,
         tx: &mut fleetprompt_store::Tx,
         tenant: TenantId,
-        signal_type: &str,
-        name: &str,
-        sha256: &str,
-        version: i64,
+        change: &Change<'_>,
         actor: &Origin,
         at: Millis,
     ) -> Result<(), EngineError> {
+        let Change {
+            signal_type,
+            name,
+            sha256,
+            version,
+        } = *change;
         let signal = NewSignal::new(
             signal_type,
             &format!("tenant:{tenant}"),
@@ -335,7 +404,10 @@ impl Engine {
     }
 
     /// A tenant's published files.
-    pub async fn workflow_files(&self, tenant: TenantId) -> Result<Vec<WorkflowFileRow>, EngineError> {
+    pub async fn workflow_files(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<WorkflowFileRow>, EngineError> {
         Ok(store::list(self.db(), tenant).await?)
     }
 
@@ -376,7 +448,8 @@ impl Engine {
             .iter()
             .map(|(n, t)| (n.clone(), Some(t.clone())))
             .collect();
-        let (_, set) = self.candidate_set(tenant, &files).await?;
+        let live = store::list(self.db(), tenant).await?;
+        let (_, set) = self.candidate_set(tenant, live, &files).await?;
         let filter = ReplayFilter {
             signal_type: None,
             subject: None,
@@ -427,7 +500,10 @@ impl Engine {
         let actual = directive::created_by_rules(self.db(), tenant, req.since, req.until).await?;
         let mut current_rules: BTreeMap<String, RuleCount> = BTreeMap::new();
         for d in &actual {
-            current_rules.entry(d.rule_id.clone()).or_default().directives += 1;
+            current_rules
+                .entry(d.rule_id.clone())
+                .or_default()
+                .directives += 1;
         }
         let current = CurrentReport {
             rules: current_rules,

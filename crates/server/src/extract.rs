@@ -104,7 +104,13 @@ impl<S: Send + Sync> FromRequest<S> for TextBody {
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         if let Some(kind) = kind
             && !matches!(kind.as_str(), "text/plain" | "application/toml")
         {

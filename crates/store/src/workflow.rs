@@ -120,9 +120,36 @@ pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<WorkflowFileRow>> {
     })
 }
 
+/// Holds, until `tx` ends, the right to change a tenant's published files,
+/// so that two publishes checked at once cannot both commit a rule id
+/// each thought free. (SQLite: every write transaction is exclusive.)
+pub async fn lock(tx: &mut Tx, tenant: TenantId) -> Result<()> {
+    if let crate::db::TxInner::Postgres(t) = tx.inner_mut() {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workflow_files:' || $1))")
+            .bind(tenant.to_string())
+            .execute(&mut **t)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A tenant's published files, read in `tx` (after [`lock`]).
+pub async fn list_in(tx: &mut Tx, tenant: TenantId) -> Result<Vec<WorkflowFileRow>> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM workflow_files f WHERE f.tenant_id = $1 ORDER BY f.name");
+    on_tx!(tx, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .fetch_all(&mut *c)
+            .await?;
+        rows.iter().map(|r| Ok(decode!(r))).collect()
+    })
+}
+
 /// One published file of a tenant.
 pub async fn get(db: &Db, tenant: TenantId, name: &str) -> Result<Option<WorkflowFileRow>> {
-    let sql = format!("SELECT {COLUMNS} FROM workflow_files f WHERE f.tenant_id = $1 AND f.name = $2");
+    let sql =
+        format!("SELECT {COLUMNS} FROM workflow_files f WHERE f.tenant_id = $1 AND f.name = $2");
     on_db!(db, c => {
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant.to_string())
@@ -182,7 +209,11 @@ async fn record_version(
     actor: &str,
     at: Millis,
 ) -> Result<()> {
-    let action = if file.is_some() { "published" } else { "deleted" };
+    let action = if file.is_some() {
+        "published"
+    } else {
+        "deleted"
+    };
     on_tx!(tx, c => {
         sqlx::query(
             "INSERT INTO workflow_file_versions (tenant_id, name, version, action, body, sha256, actor, at)
@@ -245,16 +276,7 @@ pub async fn publish(
         .execute(&mut *c)
         .await?;
     });
-    record_version(
-        tx,
-        tenant,
-        name,
-        version,
-        Some((body, sha256)),
-        &actor,
-        at,
-    )
-    .await?;
+    record_version(tx, tenant, name, version, Some((body, sha256)), &actor, at).await?;
     Ok(Published::New(version))
 }
 
