@@ -507,3 +507,90 @@ async fn an_upload_takes_effect_on_a_second_node_within_a_second() {
     );
     second.stop().await.unwrap();
 }
+
+/// Two nodes whose rules directories differ: a file published through the
+/// first collides, on the second, with a rule id on the second's disk. The
+/// second keeps that tenant's last good published files (and says why),
+/// while another tenant's publish still takes effect there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_load_a_tenants_file_keeps_its_last_good_one() {
+    let r = spawn(Backend::Postgres).await;
+    let app = &r.app;
+    let beta = fleetprompt_system_tests::create_tenant(&app.db, "beta")
+        .await
+        .unwrap();
+    let other_dir = app.db.dir.join("workflows-second");
+    std::fs::create_dir_all(other_dir.join("tenants/acme")).unwrap();
+    std::fs::write(other_dir.join("tenants/acme/disk.toml"), BIG_V2).unwrap();
+    let flags = serve_flags(&other_dir);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut second = Server::start(&app.db, "second", &flags).await.unwrap();
+
+    // Accepted by the first node: its disk has no `big-order`.
+    assert_eq!(
+        put_file(app, "orders.toml", BIG).await.0,
+        StatusCode::CREATED
+    );
+    // Beta publishes too, after acme.
+    let resp = app
+        .http
+        .put(format!(
+            "{}/admin/v1/workflows/files/beta.toml",
+            app.server.url
+        ))
+        .bearer_auth(&beta.token)
+        .header("content-type", "text/plain")
+        .body(BIG.replace("big-order", "beta-order"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+
+    // The second node takes beta's file...
+    let took = async {
+        let start = std::time::Instant::now();
+        loop {
+            let resp = app
+                .http
+                .get(format!("{}/admin/v1/workflows", second.url))
+                .bearer_auth(&beta.token)
+                .send()
+                .await
+                .unwrap();
+            let v: Value = resp.json().await.unwrap();
+            if v["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["id"] == "beta-order")
+            {
+                return (start.elapsed(), v);
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "{v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (_, v) = took.await;
+    // ...without showing beta acme's problem...
+    assert!(v["status"]["last_error"].is_null(), "{v}");
+    // ...which acme sees, named.
+    let (_, v) = request_at(
+        app,
+        &second.url,
+        reqwest::Method::GET,
+        "/admin/v1/workflows",
+        None,
+    )
+    .await;
+    let error = v["status"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("duplicate rule id `big-order`"), "{v}");
+    // Acme's rules on the second node: its disk's only, from disk.
+    let rules = active_rules_at(app, &second.url).await;
+    let big: Vec<_> = rules.iter().filter(|(id, _)| id == "big-order").collect();
+    assert_eq!(big.len(), 1, "{rules:?}");
+    assert!(big[0].1.starts_with("file:"), "{rules:?}");
+    // On the first node, acme's published rule routes.
+    order(app, "o-1", 5000).await;
+    assert!(directive_keys(app).await.contains(&"big:o-1".to_owned()));
+    second.stop().await.unwrap();
+}

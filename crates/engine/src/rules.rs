@@ -59,6 +59,35 @@ pub struct RulesStatus {
     fingerprint: Option<String>,
 }
 
+impl RulesStatus {
+    /// The status as tenant `slug` may see it: problems in other tenants'
+    /// files (on disk or published) are left out of `last_error`, since
+    /// their text is those tenants' own.
+    pub fn for_tenant(mut self, slug: &str) -> Self {
+        let mine = |line: &&str| {
+            if let Some(rest) = line.strip_prefix(PUBLISHED) {
+                return rest.split('/').next() == Some(slug);
+            }
+            let path = Path::new(line.split(':').next().unwrap_or_default());
+            let mut parts = path.components().map(|c| c.as_os_str());
+            while let Some(part) = parts.next() {
+                if part == "tenants" {
+                    return parts.next().is_some_and(|owner| owner == slug);
+                }
+            }
+            true
+        };
+        self.last_error = self
+            .last_error
+            .map(|e| e.lines().filter(mine).collect::<Vec<_>>().join("\n"))
+            .filter(|e| !e.is_empty());
+        if self.last_error.is_none() {
+            self.last_error_at = None;
+        }
+        self
+    }
+}
+
 fn ser_opt_ms<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
     match ms {
         Some(ms) => s.serialize_str(&fleetprompt_core::time::to_rfc3339(*ms)),

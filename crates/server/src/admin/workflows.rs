@@ -66,7 +66,7 @@ async fn show(State(s): State<AppState>, admin: Admin) -> Result<Json<Value>, Ap
         })
         .collect();
     Ok(Json(
-        json!({ "rules": summaries, "files": files, "status": rules.status() }),
+        json!({ "rules": summaries, "files": files, "status": rules.status().for_tenant(slug) }),
     ))
 }
 
