@@ -528,3 +528,28 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_rule_file_names() {
+        for ok in ["orders.toml", "a.b-c_d.toml", "X1.toml"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            ".toml",
+            "..toml",
+            ".hidden.toml",
+            "orders",
+            "orders.TOML",
+            "a/b.toml",
+            "a b.toml",
+            "é.toml",
+            &format!("{}.toml", "a".repeat(100)),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -485,3 +485,58 @@ async fn watch_dir(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_sees_only_its_own_and_the_defaults_problems() {
+        let status = RulesStatus {
+            last_error: Some(
+                [
+                    "published:acme/a.toml:1:1: acme's",
+                    "published:beta/b.toml:1:1: beta's",
+                    "workflows/tenants/acme/x.toml:2:3: acme's on disk",
+                    "workflows/tenants/beta/y.toml:2:3: beta's on disk",
+                    "workflows/website_chat.toml:4:5: the defaults'",
+                ]
+                .join("\n"),
+            ),
+            last_error_at: Some(1),
+            ..RulesStatus::default()
+        };
+        let acme = status.clone().for_tenant("acme").last_error.unwrap();
+        assert_eq!(
+            acme.lines()
+                .map(|l| l.rsplit(": ").next().unwrap())
+                .collect::<Vec<_>>(),
+            ["acme's", "acme's on disk", "the defaults'"]
+        );
+        let gamma = RulesStatus {
+            last_error: Some("published:beta/b.toml:1:1: beta's".into()),
+            last_error_at: Some(1),
+            ..RulesStatus::default()
+        }
+        .for_tenant("gamma");
+        assert_eq!((gamma.last_error, gamma.last_error_at), (None, None));
+    }
+
+    #[test]
+    fn sources_are_labelled_by_where_they_came_from() {
+        let published = RuleFile {
+            path: published_path("acme", "a.toml"),
+            scope: Scope::Tenant("acme".into()),
+            sha256: "ab12".into(),
+        };
+        assert_eq!(source_label(&published), "published:a.toml@ab12");
+        assert_eq!(published_name(&published.path), Some(("acme", "a.toml")));
+        let disk = RuleFile {
+            path: "workflows/tenants/acme/a.toml".into(),
+            scope: Scope::Tenant("acme".into()),
+            sha256: "cd34".into(),
+        };
+        assert_eq!(source_label(&disk), "file:workflows/tenants/acme/a.toml");
+        assert_eq!(published_name(&disk.path), None);
+    }
+}
