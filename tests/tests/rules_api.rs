@@ -54,6 +54,9 @@ async fn a_syntax_error_names_its_line_and_column_and_keeps_the_old_rules(backen
     let (s, v) = put_file(app, "orders.toml", BIG).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["rules"], json!(["big-order"]));
+    // No code records `order.created`: a warning, which does not stop it.
+    assert_eq!(v["warnings"][0]["file"], "orders.toml", "{v}");
+    assert_eq!(v["warnings"][0]["line"], 4, "{v}");
 
     let (s, v) = put_file(app, "orders.toml", BROKEN).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");

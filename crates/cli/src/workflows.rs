@@ -341,6 +341,16 @@ async fn push_files(
             (Some(_), false) => println!("unchanged {name}"),
             (None, _) => println!("deleted {name}"),
         }
+        for w in &r.warnings {
+            eprintln!(
+                "{}",
+                w.to_string().replacen(
+                    name.as_str(),
+                    &args.dir.join(name).display().to_string(),
+                    1
+                )
+            );
+        }
         changed += usize::from(r.changed);
     }
     println!(

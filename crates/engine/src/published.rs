@@ -67,6 +67,9 @@ fn invalid(field: &'static str, reason: String) -> EngineError {
 pub struct CheckReport {
     /// Every rule the tenant would have, defaults included.
     pub rules: Vec<RuleSummary>,
+    /// Warnings about the tenant's published files (an `on` that no known
+    /// signal type matches): they do not stop a publish.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// What publishing one file did.
@@ -82,6 +85,8 @@ pub struct PublishReport {
     pub changed: bool,
     /// The ids of the rules it holds.
     pub rules: Vec<String>,
+    /// Warnings about this file (see [`CheckReport::warnings`]).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// One publish or delete, as its signal tells it.
@@ -157,6 +162,23 @@ pub struct CurrentReport {
 }
 
 impl Engine {
+    /// The warnings about `slug`'s published files in `set`, each naming
+    /// its file by its published name.
+    fn published_warnings(&self, slug: &str, set: &RuleSet) -> Vec<Diagnostic> {
+        let known = crate::handlers::signal_types(self.handlers());
+        set.unknown_signal_types(&known)
+            .into_iter()
+            .filter_map(|mut d| {
+                let (owner, name) = published_name(&d.file)?;
+                if owner != slug {
+                    return None;
+                }
+                d.file = PathBuf::from(name);
+                Some(d)
+            })
+            .collect()
+    }
+
     /// The sources of the tenant's rule set with `files` published over its
     /// current published files (`None` text: deleted).
     async fn candidate_sources(
@@ -250,7 +272,8 @@ impl Engine {
             .into_iter()
             .filter(|r| r.scope.applies_to(&slug))
             .collect();
-        Ok(CheckReport { rules })
+        let warnings = self.published_warnings(&slug, &set);
+        Ok(CheckReport { rules, warnings })
     }
 
     /// Publishes one file, if the tenant's rules stay valid with it: stores
@@ -303,6 +326,7 @@ impl Engine {
         let live = store::list_in(&mut tx, tenant).await?;
         let (slug, set) = self.candidate_set(tenant, live, changes).await?;
         let summaries = set.summaries();
+        let warnings = self.published_warnings(&slug, &set);
         let at = now_ms();
         let mut done = Vec::new();
         for (name, text) in changes {
@@ -332,12 +356,18 @@ impl Engine {
                         self.record_change(&mut tx, tenant, &change, &actor, at)
                             .await?;
                     }
+                    let warnings = warnings
+                        .iter()
+                        .filter(|w| w.file.as_os_str() == name.as_str())
+                        .cloned()
+                        .collect();
                     PublishReport {
                         name: name.clone(),
                         sha256,
                         version,
                         changed,
                         rules,
+                        warnings,
                     }
                 }
                 None => match store::delete(&mut tx, tenant, name, &actor, at).await? {
@@ -356,6 +386,7 @@ impl Engine {
                             version,
                             changed: true,
                             rules: Vec::new(),
+                            warnings: Vec::new(),
                         }
                     }
                     None => PublishReport {
@@ -364,6 +395,7 @@ impl Engine {
                         version: 0,
                         changed: false,
                         rules: Vec::new(),
+                        warnings: Vec::new(),
                     },
                 },
             };

@@ -157,7 +157,9 @@ async fn check(
         .engine
         .check_workflow_files(admin.tenant.id, &b.files)
         .await?;
-    Ok(Json(json!({ "valid": true, "rules": r.rules })))
+    Ok(Json(
+        json!({ "valid": true, "rules": r.rules, "warnings": r.warnings }),
+    ))
 }
 
 #[derive(Deserialize)]
