@@ -358,7 +358,9 @@ fn activate(
             let text = e.report();
             status.last_error = Some(text.clone());
             status.last_error_at = Some(now_ms());
-            // Not loaded: the next check tries the published files again.
+            // Seen, though refused: trying the same files again every
+            // second would only repeat this; the next change is tried.
+            status.published_revision = revision;
             counter!(WORKFLOW_RELOADS, "result" => "error").increment(1);
             tracing::error!(dir = %dir.display(), errors = %text, "workflow rules refused; the last good set stays active");
             Err(e)
