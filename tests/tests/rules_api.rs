@@ -19,6 +19,7 @@ both_backends!(
     a_rule_id_taken_on_disk_is_refused,
     backtest_matches_a_real_replay_of_the_same_window,
     push_publishes_a_directory,
+    published_files_are_the_tenants_own,
 );
 
 const BIG: &str = r#"
@@ -596,4 +597,83 @@ async fn a_node_that_cannot_load_a_tenants_file_keeps_its_last_good_one() {
     order(app, "o-1", 5000).await;
     assert!(directive_keys(app).await.contains(&"big:o-1".to_owned()));
     second.stop().await.unwrap();
+}
+
+async fn published_files_are_the_tenants_own(backend: Backend) {
+    let r = spawn(backend).await;
+    let app = &r.app;
+    let beta = fleetprompt_system_tests::create_tenant(&app.db, "beta")
+        .await
+        .unwrap();
+    assert_eq!(
+        put_file(app, "orders.toml", BIG).await.0,
+        StatusCode::CREATED
+    );
+    let as_beta = |method: reqwest::Method, path: &'static str| {
+        app.request_as(&beta.token, method, path, None)
+    };
+    let (s, v) = as_beta(reqwest::Method::GET, "/admin/v1/workflows/files").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["files"], json!([]), "{v}");
+    let (s, _) = as_beta(
+        reqwest::Method::GET,
+        "/admin/v1/workflows/files/orders.toml",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = as_beta(
+        reqwest::Method::DELETE,
+        "/admin/v1/workflows/files/orders.toml",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, v) = as_beta(reqwest::Method::GET, "/admin/v1/workflows").await;
+    assert!(
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["id"] != "big-order"),
+        "{v}"
+    );
+    // Beta may publish a file of the same name, with the same rule id: its own scope.
+    let resp = app
+        .http
+        .put(format!(
+            "{}/admin/v1/workflows/files/orders.toml",
+            app.server.url
+        ))
+        .bearer_auth(&beta.token)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(BIG_V2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let (_, f) = app.get("/admin/v1/workflows/files/orders.toml").await;
+    assert_eq!(
+        f["file"]["sha256"],
+        sha256_hex(BIG.as_bytes()),
+        "acme's file is untouched: {f}"
+    );
+    // Acme's rule routes acme's signals only.
+    order(app, "o-1", 500).await;
+    assert_eq!(directive_keys(app).await, ["big:o-1", "disk-order:o-1"]);
+    let (_, v) = app
+        .request_as(
+            &beta.token,
+            reqwest::Method::GET,
+            "/admin/v1/directives",
+            None,
+        )
+        .await;
+    assert_eq!(v["directives"], json!([]), "{v}");
+    // Without a token, nothing.
+    let resp = app
+        .http
+        .get(format!("{}/admin/v1/workflows/files", app.server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
 }
