@@ -39,6 +39,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub mod packages;
+pub mod rules_api;
 pub mod webchat;
 
 /// The database backends a test can run on.

@@ -427,6 +427,16 @@ async fn nul_bytes_are_refused_everywhere(backend: Backend) {
             json!({ "type": "webchat.message.received", "subject": "s:1", "since": "2026-01-01T00:00:00Z", "until": "2027-01-01T00:00:00Z", "dry_run": true }),
         ),
         (
+            "admin",
+            "/admin/v1/workflows/check".into(),
+            json!({ "files": { "a.toml": "# nothing" } }),
+        ),
+        (
+            "admin",
+            "/admin/v1/workflows/backtest".into(),
+            json!({ "files": { "a.toml": "# nothing" }, "since": "2026-01-01T00:00:00Z" }),
+        ),
+        (
             "widget",
             format!("/v1/widget/bootstrap?site_key={key}"),
             json!({ "site_key": key, "visitor_id": visitor }),

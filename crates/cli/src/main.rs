@@ -321,6 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("{site:?} is not a site id"))?;
             let (db, t, engine) = tenant_engine(&cli.common, &tenant).await?;
             fleetprompt_engine::rules::load(&engine, &workflows)
+                .await
                 .map_err(|e| anyhow::anyhow!("{}", e.report()))?;
             // Deep links in notifications point at the public URL.
             if let Ok(url) = std::env::var("FLEETPROMPT_PUBLIC_URL") {
@@ -349,7 +350,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(args) => prune::run(&cli.common, args).await,
         Command::Replay(args) => workflows::replay(&cli.common, args).await,
         Command::Workflows(cmd) => {
-            if workflows::run(cmd)? {
+            if workflows::run(&cli.common, cmd).await? {
                 Ok(())
             } else {
                 std::process::exit(1)

@@ -281,7 +281,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     // The queue and connector gauges hold the database's values from the
     // first scrape, not only after the first upkeep pass.
     fleetprompt_engine::upkeep::refresh_gauges(&engine).await;
-    if let Err(e) = fleetprompt_engine::rules::load(&engine, &args.workflows) {
+    if let Err(e) = fleetprompt_engine::rules::load(&engine, &args.workflows).await {
         anyhow::bail!(
             "workflow rules in {} are invalid:\n{}",
             args.workflows.display(),

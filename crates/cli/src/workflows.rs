@@ -1,4 +1,4 @@
-//! `fleetprompt workflows check|explain` and `fleetprompt replay`.
+//! `fleetprompt workflows check|explain|push` and `fleetprompt replay`.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,31 @@ pub enum WorkflowsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a directory's `*.toml` files as a tenant's rules, as
+    /// `PUT /admin/v1/workflows/files/{name}` does, after checking them
+    /// all together: one problem anywhere publishes nothing.
+    Push(PushArgs),
+}
+
+/// Flags of `workflows push`.
+#[derive(Args)]
+pub struct PushArgs {
+    /// The directory whose `*.toml` files are published (not recursive).
+    pub dir: PathBuf,
+    /// The tenant that publishes them.
+    #[arg(long)]
+    pub tenant: String,
+    /// Also delete the tenant's published files that are not in `dir`.
+    #[arg(long)]
+    pub prune: bool,
+    /// The server's workflows directory, whose rules the pushed files must
+    /// not collide with.
+    #[arg(
+        long = "workflows",
+        env = "FLEETPROMPT_WORKFLOWS_DIR",
+        default_value = "./workflows"
+    )]
+    pub workflows: PathBuf,
 }
 
 /// Flags of `replay`.
@@ -94,8 +119,9 @@ fn load(dir: &Path) -> anyhow::Result<RuleSet> {
 }
 
 /// Runs a workflows command; `Ok(false)` means problems were reported.
-pub fn run(cmd: WorkflowsCommand) -> anyhow::Result<bool> {
+pub async fn run(common: &Common, cmd: WorkflowsCommand) -> anyhow::Result<bool> {
     match cmd {
+        WorkflowsCommand::Push(args) => push(common, args).await,
         WorkflowsCommand::Check { dir } => match RuleSet::load_dir(&dir, &check_options()) {
             Ok(set) => {
                 // Warnings do not fail the check: a signal posted through
@@ -215,6 +241,7 @@ pub async fn replay(common: &Common, args: ReplayArgs) -> anyhow::Result<()> {
     };
     let (db, tenant, engine) = crate::tenant_engine(common, &args.tenant).await?;
     fleetprompt_engine::rules::load(&engine, &args.dir)
+        .await
         .map_err(|e| anyhow::anyhow!("{}", e.report()))?;
     let report = engine.replay(tenant.id, &filter, args.dry_run).await?;
     if args.json {
@@ -231,5 +258,105 @@ pub async fn replay(common: &Common, args: ReplayArgs) -> anyhow::Result<()> {
         );
     }
     db.close().await;
+    Ok(())
+}
+
+/// `fleetprompt workflows push`; `Ok(false)` means problems were reported.
+async fn push(common: &Common, args: PushArgs) -> anyhow::Result<bool> {
+    let mut files = std::collections::BTreeMap::new();
+    let entries =
+        std::fs::read_dir(&args.dir).with_context(|| format!("reading {}", args.dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if !path.is_file() || path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{}: the name is not UTF-8", path.display()))?
+            .to_owned();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        files.insert(name, text);
+    }
+    let (db, tenant, engine) = crate::tenant_engine(common, &args.tenant).await?;
+    let result = push_files(&engine, tenant.id, &args, &files).await;
+    db.close().await;
+    match result {
+        Ok(()) => Ok(true),
+        Err(fleetprompt_engine::EngineError::InvalidWorkflow(problems)) => {
+            for p in &problems {
+                // The problem names the file as published; point at the
+                // file on disk (a default or tenant file keeps its path).
+                let file = if args.dir.join(&p.file).is_file() {
+                    args.dir.join(&p.file)
+                } else {
+                    p.file.clone()
+                };
+                eprintln!("{}:{}:{}: {}", file.display(), p.line, p.col, p.message);
+            }
+            eprintln!("{} problem(s); nothing was published", problems.len());
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn push_files(
+    engine: &fleetprompt_engine::Engine,
+    tenant: fleetprompt_core::TenantId,
+    args: &PushArgs,
+    files: &std::collections::BTreeMap<String, String>,
+) -> Result<(), fleetprompt_engine::EngineError> {
+    // The server's rules, so a pushed rule id that one of them already
+    // has is refused here too.
+    fleetprompt_engine::rules::load(engine, &args.workflows).await?;
+    let mut changes: std::collections::BTreeMap<String, Option<String>> = files
+        .iter()
+        .map(|(n, t)| (n.clone(), Some(t.clone())))
+        .collect();
+    if args.prune {
+        for f in engine.workflow_files(tenant).await? {
+            changes.entry(f.name).or_insert(None);
+        }
+    }
+    let actor = fleetprompt_core::Origin::System {
+        component: "cli: workflows push".into(),
+    };
+    // All together: a rule may move from one file to another.
+    let done = engine
+        .change_workflow_files(tenant, &changes, actor)
+        .await?;
+    let mut changed = 0;
+    for r in &done {
+        let name = &r.name;
+        match (&changes[name], r.changed) {
+            (Some(_), true) => println!(
+                "published {name} version {} sha256 {} ({} rule(s))",
+                r.version,
+                r.sha256,
+                r.rules.len()
+            ),
+            (Some(_), false) => println!("unchanged {name}"),
+            (None, _) => println!("deleted {name}"),
+        }
+        for w in &r.warnings {
+            eprintln!(
+                "{}",
+                w.to_string().replacen(
+                    name.as_str(),
+                    &args.dir.join(name).display().to_string(),
+                    1
+                )
+            );
+        }
+        changed += usize::from(r.changed);
+    }
+    println!(
+        "{}: {} file(s), {changed} changed",
+        args.dir.display(),
+        files.len()
+    );
     Ok(())
 }

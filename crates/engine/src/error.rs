@@ -27,6 +27,14 @@ pub enum EngineError {
     /// tenant. Rules record this as *skipped*, like [`Self::NotConfigured`].
     #[error("{0}")]
     PackageNotInstalled(String),
+    /// Workflow rule files were refused; every problem is listed, each at
+    /// its `file:line:col`. Nothing was published.
+    #[error("{} problem(s) in workflow rules", .0.len())]
+    InvalidWorkflow(Vec<fleetprompt_workflows::Diagnostic>),
+    /// A request asks for more work than one call may do (a backtest over
+    /// too long a window or too many signals); the message says the bound.
+    #[error("{0}")]
+    TooMuch(String),
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
@@ -49,5 +57,11 @@ impl From<StoreError> for EngineError {
             StoreError::InvalidState(m) => Self::InvalidState(m),
             other => Self::Store(other),
         }
+    }
+}
+
+impl From<fleetprompt_workflows::LoadError> for EngineError {
+    fn from(e: fleetprompt_workflows::LoadError) -> Self {
+        Self::InvalidWorkflow(e.diagnostics())
     }
 }

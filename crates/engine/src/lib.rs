@@ -17,6 +17,7 @@
 //! - [`worker`]: the apalis backend over the directive table, the worker
 //!   service and the batched completer.
 //! - [`rules`]: the active workflow rule set, reloaded when its files change.
+//! - [`published`]: rule files tenants publish over the API, and backtests.
 //! - [`routing`]: rules turn a signal into directives inside its transaction.
 //! - [`upkeep`]: the lease reaper, queue gauges and PostgreSQL LISTEN.
 //! - [`metrics`]: every metric the engine exports, described in one place.
@@ -34,6 +35,7 @@ pub mod handlers;
 pub mod installation;
 pub mod metrics;
 pub mod package;
+pub mod published;
 pub mod routing;
 pub mod rules;
 pub mod upkeep;

@@ -9,7 +9,7 @@ use fleetprompt_store::Tx;
 use fleetprompt_store::directive::{self, Created, NewDirective};
 use fleetprompt_store::evaluation::{self, EvaluationRow};
 use fleetprompt_workflows::{
-    BackoffKind, Outcome, PlannedDirective, RouteContext, RuleEvaluation, SignalInput,
+    BackoffKind, Outcome, PlannedDirective, RouteContext, RuleEvaluation, RuleSet, SignalInput,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -125,9 +125,41 @@ enum Note {
 
 /// What a batch of routed signals will write.
 #[derive(Default)]
-struct Pending {
+pub(crate) struct Pending {
     directives: Vec<(TenantId, NewDirective)>,
     verdicts: Vec<Verdict>,
+    /// In a dry run: the directives the rules would create, in order.
+    pub(crate) trial: Vec<TrialDirective>,
+    /// In a dry run: the dedupe keys taken so far by `trial`, so a key
+    /// planned twice counts as the real routing would, once.
+    trial_keys: std::collections::HashSet<String>,
+}
+
+impl Pending {
+    /// In a dry run: each rule's verdicts, as `(rule_id, outcome)`.
+    pub(crate) fn verdicts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.verdicts
+            .iter()
+            .map(|v| (v.row.rule_id.as_str(), v.row.outcome.as_str()))
+    }
+}
+
+/// A directive a dry run would create (or find deduplicated).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialDirective {
+    /// The signal that would cause it.
+    pub signal_id: SignalId,
+    /// The rule that would create it.
+    pub rule_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its arguments.
+    pub args: Value,
+    /// Its dedupe key.
+    pub dedupe_key: String,
+    /// Whether the key is taken already (by a stored directive or one
+    /// planned earlier in the same run): then nothing would be created.
+    pub deduplicated: bool,
 }
 
 impl Engine {
@@ -157,12 +189,28 @@ impl Engine {
         dry_run: bool,
     ) -> Result<RouteReport, EngineError> {
         let rules = self.rules.current();
+        let tx = (!dry_run).then_some(tx);
+        self.route_with(&rules, tx, signals, &mut Pending::default())
+            .await
+    }
+
+    /// Routes signals through `rules`: in `tx`, or, without one, as a dry
+    /// run that writes nothing and leaves in `pending` what it would have
+    /// written. The one routing path, for live signals, replays and
+    /// backtests of candidate rules alike.
+    pub(crate) async fn route_with(
+        &self,
+        rules: &RuleSet,
+        mut tx: Option<&mut Tx>,
+        signals: &[(TenantId, SignalView<'_>)],
+        pending: &mut Pending,
+    ) -> Result<RouteReport, EngineError> {
+        let dry_run = tx.is_none();
         let mut report = RouteReport::default();
         if rules.is_empty() {
             return Ok(report);
         }
         let ctx = RouteContext::new(Value::Null, chrono::Utc::now());
-        let mut pending = Pending::default();
         for (tenant, signal) in signals {
             let slug = self.tenant_slug(*tenant).await?;
             // Cancel first, so a signal that both triggers and cancels a rule
@@ -172,8 +220,10 @@ impl Engine {
                 .into_iter()
                 .map(|t| (t.rule_id, t.kind))
                 .collect();
-            if !targets.is_empty() && !dry_run {
-                self.write_pending(tx, &mut pending, &mut report).await?;
+            if let Some(tx) = tx.as_deref_mut()
+                && !targets.is_empty()
+            {
+                self.write_pending(tx, pending, &mut report).await?;
                 let reason = format!(
                     "cancelled: {} {} arrived first",
                     signal.signal_type, signal.id
@@ -189,12 +239,12 @@ impl Engine {
                 report.directives_cancelled += cancelled.len() as u64;
             }
             for ev in rules.route(&slug, &input(signal), &ctx) {
-                self.plan(*tenant, signal, ev, dry_run, &mut pending, &mut report)
+                self.plan(*tenant, signal, ev, dry_run, pending, &mut report)
                     .await?;
             }
         }
-        if !dry_run {
-            self.write_pending(tx, &mut pending, &mut report).await?;
+        if let Some(tx) = tx {
+            self.write_pending(tx, pending, &mut report).await?;
         }
         Ok(report)
     }
@@ -291,7 +341,17 @@ impl Engine {
         }
         for (kind, new) in directives {
             if dry_run {
-                let taken = directive::dedupe_key_taken(self.db(), tenant, &new.dedupe_key).await?;
+                let taken = pending.trial_keys.contains(&new.dedupe_key)
+                    || directive::dedupe_key_taken(self.db(), tenant, &new.dedupe_key).await?;
+                pending.trial_keys.insert(new.dedupe_key.clone());
+                pending.trial.push(TrialDirective {
+                    signal_id: signal.id,
+                    rule_id: ev.rule_id.clone(),
+                    kind: kind.clone(),
+                    args: new.args.clone(),
+                    dedupe_key: new.dedupe_key.clone(),
+                    deduplicated: taken,
+                });
                 let note = if taken {
                     report.directives_deduplicated += 1;
                     format!("{kind} would be deduplicated ({})", new.dedupe_key)

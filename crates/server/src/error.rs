@@ -62,6 +62,10 @@ pub enum ApiError {
     /// 405: the route exists, but not with this method.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// 422 `invalid_workflow`: rule files were refused; the body's
+    /// `error.details` lists every problem as `{file, line, col, message}`.
+    #[error("{} problem(s) in workflow rules; nothing was changed", .0.len())]
+    InvalidWorkflow(Vec<serde_json::Value>),
     /// 507: the database has no room to write; retry after
     /// [`RETRY_STORAGE_FULL_SECS`] (writes work again once space is freed).
     #[error("the service cannot store anything for a moment; retry later")]
@@ -95,6 +99,7 @@ impl ApiError {
             Self::InvalidText(_) => (StatusCode::BAD_REQUEST, "invalid_text"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::StorageFull => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
+            Self::InvalidWorkflow(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_workflow"),
         }
     }
 }
@@ -105,7 +110,10 @@ impl IntoResponse for ApiError {
         if let Self::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error");
         }
-        let body = json!({ "error": { "code": code, "message": self.to_string() } });
+        let mut body = json!({ "error": { "code": code, "message": self.to_string() } });
+        if let Self::InvalidWorkflow(details) = &self {
+            body["error"]["details"] = serde_json::Value::from(details.clone());
+        }
         let mut resp = (status, Json(body)).into_response();
         let retry_after = match self {
             Self::TooManyRequests(secs) => Some(secs.max(1)),
@@ -145,6 +153,17 @@ impl From<EngineError> for ApiError {
                 Self::Unprocessable("destination_not_allowed", e.to_string())
             }
             EngineError::Conflict(m) => Self::Conflict("conflict", m),
+            EngineError::InvalidWorkflow(d) => Self::InvalidWorkflow(
+                d.iter()
+                    .map(|d| {
+                        json!({
+                            "file": d.file.display().to_string(), "line": d.line,
+                            "col": d.col, "message": d.message,
+                        })
+                    })
+                    .collect(),
+            ),
+            EngineError::TooMuch(m) => Self::Unprocessable("too_large", m),
             EngineError::InvalidState(m) => Self::Conflict("invalid_state", m),
             // Outages: the detail (which says why) is logged once by the
             // store's breaker and counted; clients get "retry later".

@@ -91,6 +91,51 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
     }
 }
 
+/// A text body (a rule file): `Content-Type` `text/plain` or
+/// `application/toml` (or none), UTF-8, without NUL; at most the admin
+/// body limit (else 413); any other body is a 400 `bad_request`.
+pub struct TextBody(pub String);
+
+impl<S: Send + Sync> FromRequest<S> for TextBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let kind = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        if let Some(kind) = kind
+            && !matches!(kind.as_str(), "text/plain" | "application/toml")
+        {
+            return Err(ApiError::BadRequest(format!(
+                "the body must be text/plain or application/toml, not {kind}"
+            )));
+        }
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })?;
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::BadRequest("the body is not valid UTF-8".into()))?;
+        if text.contains('\0') {
+            return Err(ApiError::InvalidText("the body".into()));
+        }
+        Ok(Self(text))
+    }
+}
+
 /// The path (`$.a.b[2]`) of the first string or key holding a NUL, if any.
 fn nul_in(v: &Value, at: &str) -> Option<String> {
     match v {

@@ -517,3 +517,53 @@ pub async fn dedupe_key_taken(db: &Db, tenant: TenantId, key: &str) -> Result<bo
         Ok(found.is_some())
     })
 }
+
+/// A directive a rule created for a signal, as a backtest compares it.
+#[derive(Debug, Clone)]
+pub struct RuleDirective {
+    /// The rule that created it.
+    pub rule_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its arguments.
+    pub args: Value,
+    /// Its dedupe key.
+    pub dedupe_key: String,
+    /// The signal that caused it.
+    pub caused_by: SignalId,
+}
+
+/// The directives rules created for a tenant's signals recorded in
+/// `[since, until)`, in the order the signals were recorded.
+pub async fn created_by_rules(
+    db: &Db,
+    tenant: TenantId,
+    since: Millis,
+    until: Millis,
+) -> Result<Vec<RuleDirective>> {
+    on_db!(db, c => {
+        let rows = sqlx::query(
+            "SELECT d.rule_id, d.kind, d.args, d.dedupe_key, d.caused_by FROM directives d
+             JOIN signals s ON s.tenant_id = d.tenant_id AND s.id = d.caused_by
+             WHERE d.tenant_id = $1 AND d.rule_id IS NOT NULL
+               AND s.recorded_at >= $2 AND s.recorded_at < $3
+             ORDER BY s.recorded_at, s.id, d.id",
+        )
+        .bind(tenant.to_string())
+        .bind(since)
+        .bind(until)
+        .fetch_all(c)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RuleDirective {
+                    rule_id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    args: serde_json::from_str(&r.try_get::<String, _>(2)?).map_err(corrupt)?,
+                    dedupe_key: r.try_get(3)?,
+                    caused_by: r.try_get::<String, _>(4)?.parse().map_err(corrupt)?,
+                })
+            })
+            .collect()
+    })
+}

@@ -24,6 +24,7 @@
 //! - [`retention`]: pruning what has aged out (`fleetprompt prune`).
 //! - [`timeline`]: a subject's causal history.
 //! - [`webchat`]: the website chat package's sites, conversations, messages.
+//! - [`workflow`]: rule files tenants publish, with their history.
 
 pub mod cron;
 pub mod db;
@@ -41,6 +42,7 @@ pub mod statistics;
 pub mod tenant;
 pub mod timeline;
 pub mod webchat;
+pub mod workflow;
 
 pub use db::{Backend, Db, Tx};
 

@@ -89,6 +89,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0012_directive_destination.sql"),
     },
     Migration {
+        version: 15,
+        name: "workflow_files",
+        sqlite: include_str!("../../../migrations/sqlite/0015_workflow_files.sql"),
+        postgres: include_str!("../../../migrations/postgres/0015_workflow_files.sql"),
+    },
+    Migration {
         version: 16,
         name: "installations",
         sqlite: include_str!("../../../migrations/sqlite/0016_installations.sql"),

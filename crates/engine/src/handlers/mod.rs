@@ -35,7 +35,7 @@ pub fn platform() -> HandlerRegistry {
 /// [`HandlerRegistry::signal_types`]); a package's come from its manifest
 /// ([`crate::package`]). `workflows check` warns about an `on` or
 /// `cancel_on` that matches none of them.
-pub const RECORDED_SIGNALS: &[&str] = &["cron.tick"];
+pub const RECORDED_SIGNALS: &[&str] = &["cron.tick", "workflow.published", "workflow.deleted"];
 
 /// Every signal type the platform can record: [`RECORDED_SIGNALS`], the
 /// packages' manifests, and the result and creation signals of
