@@ -88,6 +88,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0012_directive_destination.sql"),
         postgres: include_str!("../../../migrations/postgres/0012_directive_destination.sql"),
     },
+    Migration {
+        version: 14,
+        name: "lifecycle",
+        sqlite: include_str!("../../../migrations/sqlite/0014_lifecycle.sql"),
+        postgres: include_str!("../../../migrations/postgres/0014_lifecycle.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (
