@@ -9,8 +9,8 @@
 //! # Layout
 //! - [`error`]: this package's error enum.
 //! - [`settings`]: a site's widget settings, with defaults and limits.
-//! - [`site`]: installing the package; registering, rotating and disabling
-//!   sites (as directives, so they appear in the audit timeline).
+//! - [`site`]: installing the package; registering, editing, rotating,
+//!   disabling and enabling sites (as directives, so they appear in the audit timeline).
 //! - [`handlers`]: the `webchat.site.*` directive handlers.
 //! - `site_cache`: site records as widget requests read them.
 //! - [`session`]: bootstrap (site key + origin -> token) and token checks.
@@ -22,6 +22,8 @@
 //! - [`email`]: `webchat.escalate_to_email`, `email.send` (an Edge Connector
 //!   delivers it) and replies that come back by email.
 //! - [`outbound`]: `webchat.reply_send`, `webchat.conversation.close`.
+//! - [`conversation`]: an operator's actions on a conversation (escalate,
+//!   close, reopen, assign) and the `reopen`/`assign` handlers.
 //! - [`assist`]: `webchat.reply_generate` (LLM, or BM25 over the FAQ).
 //! - [`live`]: the in-process broadcast that feeds the widget's event stream.
 //! - [`sweep`]: ends idle conversations.
@@ -29,6 +31,7 @@
 //! - [`demo`]: the demo tenant and site of the embedded setup.
 
 pub mod assist;
+pub mod conversation;
 pub mod demo;
 pub mod email;
 pub mod error;
