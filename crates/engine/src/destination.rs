@@ -542,7 +542,8 @@ pub async fn update(
             config.insert(k.clone(), v.clone());
         }
     }
-    let (sealed, public, shown_once) = build(engine, tenant, &row.kind, &Value::Object(config)).await?;
+    let (sealed, public, shown_once) =
+        build(engine, tenant, &row.kind, &Value::Object(config)).await?;
     // A secret the caller sent is theirs already; only a generated one is shown.
     let shown_once = shown_once.filter(|_| {
         row.kind == "webhook" && changes.get("signing_secret").is_some_and(Value::is_null)

@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 use super::error::{WebchatError, invalid};
 use super::escalation::{claimed_conversation, retry, validate_conversation};
 use super::{conversation_subject, site};
-use crate::{BackoffOverride, DirectiveRequest, Engine, EngineError, Handler, Outcome, ResultSignals};
+use crate::{
+    BackoffOverride, DirectiveRequest, Engine, EngineError, Handler, Outcome, ResultSignals,
+};
 
 /// How long an action waits for its directive before answering with it
 /// still pending.
@@ -236,7 +238,9 @@ fn member_arg(args: &Value) -> Result<Option<MemberId>, EngineError> {
             .as_str()
             .and_then(|s| s.parse().ok())
             .map(Some)
-            .ok_or_else(|| super::escalation::invalid("`member_id` must be a member id (mem_…) or null")),
+            .ok_or_else(|| {
+                super::escalation::invalid("`member_id` must be a member id (mem_…) or null")
+            }),
     }
 }
 
@@ -369,7 +373,10 @@ mod tests {
             let template = format!(
                 "dedupe_key = \"{prefix}:{{{{ tenant }}}}:{{{{ signal.payload.conversation_id }}}}:{{{{ destination }}}}\""
             );
-            assert!(rules.contains(&template), "{template} not in the shipped rules");
+            assert!(
+                rules.contains(&template),
+                "{template} not in the shipped rules"
+            );
         }
         let conv = ConversationId::new();
         assert_eq!(

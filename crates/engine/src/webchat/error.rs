@@ -39,7 +39,9 @@ pub enum WebchatError {
     ChallengeFailed(&'static str),
     /// An edit named the version of the record it read, and the record
     /// has changed since.
-    #[error("the site is at version {current}; this change was made against version {given} (read it again and retry)")]
+    #[error(
+        "the site is at version {current}; this change was made against version {given} (read it again and retry)"
+    )]
     VersionConflict {
         /// The record's version now.
         current: i64,

@@ -139,7 +139,7 @@ impl Handler for SiteEnable {
     }
 
     fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        transition(engine, d, &["disabled", "active"], "active").boxed()
+        transition(engine, d, &["disabled"], "active").boxed()
     }
 }
 

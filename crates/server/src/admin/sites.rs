@@ -154,9 +154,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         return Ok(None);
     };
     let bad = || {
-        ApiError::BadRequest(
-            "If-Match must name the site's version, e.g. If-Match: \"3\"".into(),
-        )
+        ApiError::BadRequest("If-Match must name the site's version, e.g. If-Match: \"3\"".into())
     };
     let text = raw.to_str().map_err(|_| bad())?.trim();
     let text = text.strip_prefix("W/").unwrap_or(text);

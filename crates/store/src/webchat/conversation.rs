@@ -276,7 +276,12 @@ pub async fn get_tx(tx: &mut Tx, tenant: TenantId, id: ConversationId) -> Result
 }
 
 /// Opens an ended conversation again; false when it was not ended.
-pub async fn reopen(tx: &mut Tx, tenant: TenantId, id: ConversationId, now: Millis) -> Result<bool> {
+pub async fn reopen(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: ConversationId,
+    now: Millis,
+) -> Result<bool> {
     let n = on_tx!(tx, c => {
         sqlx::query(
             "UPDATE website_chat_conversations SET status = 'open', ended_at = NULL, ended_reason = NULL,
