@@ -13,7 +13,7 @@ use fleetprompt_system_tests::webchat::{
     ORIGIN, SHIPPED_RULES, bootstrap, directives_of, say, signals_of, site, spawn_with_rules,
     timeline, visitor, wait_until,
 };
-use fleetprompt_system_tests::{Backend, Recorder, Reply, TestApp, both_backends};
+use fleetprompt_system_tests::{Backend, Recorder, Reply, Server, TestApp, both_backends};
 use serde_json::{Value, json};
 
 const HOOK: &str = "/hooks/old-k3y";
@@ -587,6 +587,48 @@ async fn close_reopen_and_assign_are_on_the_timeline_with_their_actor(backend: B
             "not_found",
         );
     }
+}
+
+/// Two PostgreSQL nodes: the change is made through one, the attempts
+/// run on the other, which must not keep delivering to the old URL from
+/// its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_patched_on_one_node_is_used_by_the_other() {
+    let mut app = TestApp::spawn_with(Backend::Postgres, &["--role", "api"]).await;
+    let mut worker = Server::start(&app.db, "worker", &["--role", "worker"])
+        .await
+        .unwrap();
+    let old = Recorder::start().await;
+    let new = Recorder::start().await;
+    old.script("/in", (0..200).map(|_| Reply::status(503)));
+    app.webhook("hook", &format!("{}/in", old.url)).await;
+    let (s, d) = app
+        .post(
+            "/admin/v1/directives",
+            json!({ "kind": "webhook.post", "args": { "destination": "hook" },
+                    "dedupe_key": "rotate-1", "max_attempts": 100,
+                    "backoff": { "base_ms": 100, "max_ms": 200 } }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    old.wait_for("/in", 2, Duration::from_secs(10)).await;
+    let (s, v) = patch(
+        &app,
+        "/admin/v1/destinations/hook",
+        json!({ "url": format!("{}/in", new.url) }),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    new.wait_for("/in", 1, Duration::from_secs(10)).await;
+    let id = d["id"].as_str().unwrap();
+    app.wait_for_status(id, &["succeeded"], Duration::from_secs(5))
+        .await;
+    let sent_old = old.received("/in").len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(old.received("/in").len(), sent_old);
+    assert_eq!(new.received("/in").len(), 1);
+    worker.stop().await.unwrap();
+    app.server.stop().await.unwrap();
 }
 
 both_backends!(
