@@ -109,12 +109,42 @@ async fn a_stale_site_version_is_refused_and_a_fresh_one_applies(backend: Backen
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(bootstrap(&app, key).await.status().as_u16(), 200);
 
+    // Two edits made at once against the same version: exactly one applies.
+    let v3 = app.get(&path).await.1["version"].as_i64().unwrap();
+    let (a, b) = tokio::join!(
+        patch(
+            &app,
+            &path,
+            json!({ "settings": { "title": "A" }, "version": v3 })
+        ),
+        patch(
+            &app,
+            &path,
+            json!({ "settings": { "title": "B" }, "version": v3 })
+        ),
+    );
+    let (won, lost) = if a.0 == StatusCode::OK {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert_eq!(won.0, StatusCode::OK, "{}", won.1);
+    refused(lost, StatusCode::CONFLICT, "version_conflict");
+    let (_, now) = app.get(&path).await;
+    assert_eq!(
+        now["settings"]["title"], won.1["settings"]["title"],
+        "{now}"
+    );
+    assert_eq!(now["version"], v3 + 1, "{now}");
+
     // Each edit is a directive on the site's timeline, with its actor.
     let entries = site_timeline(&app, &id).await;
-    let updates = directives_of(&entries, "webchat.site.update");
-    assert_eq!(updates.len(), 3, "{entries:#?}");
+    let updates: Vec<&Value> = directives_of(&entries, "webchat.site.update")
+        .into_iter()
+        .filter(|u| u["status"] == "succeeded")
+        .collect();
+    assert_eq!(updates.len(), 4, "{entries:#?}");
     for u in &updates {
-        assert_eq!(u["status"], "succeeded", "{u}");
         assert_eq!(u["origin"]["type"], "api", "{u}");
         assert_eq!(u["origin"]["token_id"], token_id(&app).as_str(), "{u}");
     }
