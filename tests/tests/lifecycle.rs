@@ -565,8 +565,8 @@ async fn close_reopen_and_assign_are_on_the_timeline_with_their_actor(backend: B
         Duration::from_secs(5),
         async || {
             let e = timeline(&app, &conv).await;
-            (signals_of(&e, "webchat.conversation.assigned").len() == 2
-                && !signals_of(&e, "webchat.conversation.reopened").is_empty())
+            (signals_of(&e, "webchat.session.assigned").len() == 2
+                && !signals_of(&e, "webchat.session.reopened").is_empty())
             .then_some(e)
         },
     )

@@ -252,7 +252,7 @@ pub struct ConversationReopen;
 impl Handler for ConversationReopen {
     fn result_signals(&self) -> ResultSignals {
         ResultSignals {
-            succeeded: "webchat.conversation.reopened",
+            succeeded: "webchat.session.reopened",
             failed: "directive.failed",
         }
     }
@@ -311,7 +311,7 @@ pub struct ConversationAssign;
 impl Handler for ConversationAssign {
     fn result_signals(&self) -> ResultSignals {
         ResultSignals {
-            succeeded: "webchat.conversation.assigned",
+            succeeded: "webchat.session.assigned",
             failed: "directive.failed",
         }
     }
