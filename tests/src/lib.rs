@@ -17,6 +17,8 @@
 //!   and cut) and restore, onto a restarted server too: a real PostgreSQL
 //!   or FleetPrompt server unreachable without stopping it.
 //! - [`both_backends!`]: runs one test body on SQLite and on PostgreSQL.
+//! - [`lifecycle`]: PATCH/DELETE requests, `If-Match`, and the error shape,
+//!   for the tests of editing and deleting settings.
 //! - [`webchat`]: the website chat steps tests share (a server on rule
 //!   files, a site, a visitor, the conversation's timeline).
 //!
@@ -38,6 +40,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod lifecycle;
 pub mod packages;
 pub mod rules_api;
 pub mod webchat;

@@ -334,6 +334,7 @@ async fn a_conversation_touch_never_moves_back(backend: Backend) {
                     last_message_at: t0,
                     ended_at: None,
                     ended_reason: None,
+                    assignee: None,
                 },
             )],
             now: t0,

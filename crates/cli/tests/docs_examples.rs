@@ -146,7 +146,7 @@ fn a_signal_type_nothing_records_is_a_warning_with_a_suggestion() {
     );
     // Too far from any type to guess: the namespace's types are listed.
     assert!(
-        stderr.contains("webchat.session.ended, webchat.session.started"),
+        stderr.contains("webchat.session.ended, webchat.session.reopened, webchat.session.started"),
         "{stderr}"
     );
     // The shipped rules name only types the platform records.

@@ -2,10 +2,11 @@
 
 use fleetprompt_core::signal::ValidationError;
 use fleetprompt_core::time::now_ms;
-use fleetprompt_core::{DestinationId, TenantId};
+use fleetprompt_core::{DestinationId, DirectiveId, Origin, TenantId};
 use fleetprompt_store::destination::{self, DestinationRow};
+use fleetprompt_store::directive;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::{Engine, EngineError};
 
@@ -190,25 +191,16 @@ fn sealed_bytes<T: Serialize>(cfg: &T) -> Result<Vec<u8>, EngineError> {
 /// The destination kinds `create` accepts.
 pub const KINDS: &[&str] = &["webhook", "mattermost", "mattermost_api", "llm", "email"];
 
-/// Creates a destination. For webhooks, returns the signing secret once.
-pub async fn create(
+/// Checks a kind's configuration (its URLs against the outbound policy
+/// too) and splits it into what is sealed, the redacted summary, and the
+/// secret shown once (a generated webhook signing secret). Creating and
+/// editing a destination both come through here, so they cannot differ.
+async fn build(
     engine: &Engine,
     tenant: TenantId,
-    name: &str,
     kind: &str,
     config: &Value,
-) -> Result<(DestinationView, Option<String>), EngineError> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(invalid(
-            "name",
-            "must be 1 to 64 characters of a-z, A-Z, 0-9, '-' and '_'",
-        ));
-    }
+) -> Result<(Vec<u8>, Value, Option<String>), EngineError> {
     let max_in_flight = match config.get("max_in_flight") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -407,6 +399,29 @@ pub async fn create(
     if let Some(n) = max_in_flight {
         public["max_in_flight"] = json!(n);
     }
+    Ok((sealed, public, shown_once))
+}
+
+/// Creates a destination. For webhooks, returns the signing secret once.
+pub async fn create(
+    engine: &Engine,
+    tenant: TenantId,
+    name: &str,
+    kind: &str,
+    config: &Value,
+) -> Result<(DestinationView, Option<String>), EngineError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            "name",
+            "must be 1 to 64 characters of a-z, A-Z, 0-9, '-' and '_'",
+        ));
+    }
+    let (sealed, public, shown_once) = build(engine, tenant, kind, config).await?;
     let id = DestinationId::new();
     let row = DestinationRow {
         id,
@@ -459,4 +474,181 @@ pub fn open_config<T: DeserializeOwned>(
         .open(&seal_context(tenant, d.id), &d.sealed_config)
         .map_err(|_| EngineError::Secret)?;
     serde_json::from_slice(&bytes).map_err(|_| EngineError::Secret)
+}
+
+/// Finds a tenant's destination by id (`dst_…`) or by name, from the
+/// database (the admin API's view, never a cached one).
+pub async fn lookup(
+    engine: &Engine,
+    tenant: TenantId,
+    name_or_id: &str,
+) -> Result<DestinationRow, EngineError> {
+    let found = match name_or_id.parse::<DestinationId>() {
+        Ok(id) => destination::find_by_id(engine.db(), tenant, id).await,
+        Err(_) => destination::find_by_name(engine.db(), tenant, name_or_id).await,
+    };
+    found.map_err(|e| match e {
+        fleetprompt_store::StoreError::NotFound => {
+            EngineError::NotFound(format!("destination {name_or_id:?}"))
+        }
+        other => other.into(),
+    })
+}
+
+/// Changes a destination. `changes` holds the kind's settings to replace
+/// (`null` removes an optional one; for a webhook, a `null`
+/// `signing_secret` makes a new one, returned once); the rest stay as they
+/// are. Name and kind never change. The result is checked exactly as at
+/// creation, the outbound policy included, and takes effect on every node
+/// at commit: the next attempt of any directive delivers with it.
+pub async fn update(
+    engine: &Engine,
+    tenant: TenantId,
+    name_or_id: &str,
+    changes: &Map<String, Value>,
+) -> Result<(DestinationView, Option<String>), EngineError> {
+    let row = lookup(engine, tenant, name_or_id).await?;
+    for (field, now) in [("name", &row.name), ("kind", &row.kind)] {
+        if let Some(v) = changes.get(field)
+            && v.as_str() != Some(now.as_str())
+        {
+            return Err(invalid(
+                field,
+                "cannot change; create a new destination and delete this one instead",
+            ));
+        }
+    }
+    let mut config = match open_config::<Value>(engine, tenant, &row)? {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    if row.kind == "email" {
+        // Created with the connector's name, kept by its id (which the
+        // connector lookup accepts as well).
+        if let Some(id) = config.remove("connector_id") {
+            config.insert("connector".into(), id);
+        }
+    }
+    if let Some(n) = row.public_config.get("max_in_flight") {
+        config.insert("max_in_flight".into(), n.clone());
+    }
+    for (k, v) in changes {
+        if k == "name" || k == "kind" {
+            continue;
+        }
+        if v.is_null() {
+            config.remove(k);
+        } else {
+            config.insert(k.clone(), v.clone());
+        }
+    }
+    let (sealed, public, shown_once) =
+        build(engine, tenant, &row.kind, &Value::Object(config)).await?;
+    // A secret the caller sent is theirs already; only a generated one is shown.
+    let shown_once = shown_once.filter(|_| {
+        row.kind == "webhook" && changes.get("signing_secret").is_some_and(Value::is_null)
+    });
+    let sealed = engine.key().seal(&seal_context(tenant, row.id), &sealed);
+    let mut tx = engine.db().begin().await?;
+    destination::update_config(&mut tx, tenant, row.id, &sealed, &public).await?;
+    tx.commit().await?;
+    let view = DestinationView {
+        config: public,
+        ..row.into()
+    };
+    Ok((view, shown_once))
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deleted {
+    /// The destination, as it was.
+    pub destination: DestinationView,
+    /// The directives cancelled with it (`force`).
+    pub cancelled_directives: Vec<DirectiveId>,
+}
+
+/// Most unfinished directives a refusal names.
+const NAMED_DIRECTIVES: i64 = 10;
+
+/// Deletes a destination. Refused while an enabled rule of the tenant
+/// names it or a pending or running directive delivers to it, unless
+/// `force`: then those directives are cancelled, the reason (naming
+/// `actor`) recorded as their last error, in the transaction that deletes.
+pub async fn delete(
+    engine: &Engine,
+    tenant: TenantId,
+    name_or_id: &str,
+    force: bool,
+    actor: &Origin,
+) -> Result<Deleted, EngineError> {
+    let row = lookup(engine, tenant, name_or_id).await?;
+    let slug = engine.tenant_slug(tenant).await?;
+    let rules = engine
+        .rules()
+        .current()
+        .rules_naming_destination(&slug, &row.name);
+    let mut tx = engine.db().begin().await?;
+    let cancelled_directives = if force {
+        let reason = format!(
+            "cancelled: destination {:?} was deleted (force) by {}",
+            row.name,
+            actor_label(actor)
+        );
+        directive::cancel_for_destination(&mut tx, tenant, &row.name, &reason).await?
+    } else {
+        let unfinished =
+            directive::unfinished_for_destination(&mut tx, tenant, &row.name, NAMED_DIRECTIVES)
+                .await?;
+        if !rules.is_empty() || !unfinished.is_empty() {
+            return Err(EngineError::DestinationInUse(in_use(
+                &row.name,
+                &rules,
+                &unfinished,
+            )));
+        }
+        Vec::new()
+    };
+    destination::delete(&mut tx, tenant, row.id).await?;
+    tx.commit().await?;
+    Ok(Deleted {
+        destination: row.into(),
+        cancelled_directives,
+    })
+}
+
+/// Who acted, as a cancelled directive's reason names them.
+fn actor_label(o: &Origin) -> String {
+    match o {
+        Origin::Api { token_id } => format!("token:{token_id}"),
+        Origin::Operator { user } => format!("operator:{user}"),
+        Origin::Rule { rule_id, .. } => format!("rule:{rule_id}"),
+        Origin::System { component } => format!("system:{component}"),
+    }
+}
+
+fn in_use(name: &str, rules: &[String], unfinished: &[directive::Unfinished]) -> String {
+    let mut parts = Vec::new();
+    if !rules.is_empty() {
+        parts.push(format!("rules name it: {}", rules.join(", ")));
+    }
+    if !unfinished.is_empty() {
+        let named: Vec<String> = unfinished
+            .iter()
+            .map(|d| format!("{} ({} {})", d.id, d.status.as_str(), d.kind))
+            .collect();
+        let more = if unfinished.len() as i64 >= NAMED_DIRECTIVES {
+            " and perhaps more"
+        } else {
+            ""
+        };
+        parts.push(format!(
+            "unfinished directives deliver to it: {}{more}",
+            named.join(", ")
+        ));
+    }
+    format!(
+        "destination {name:?} is in use; {}. Change those rules, or delete with ?force=true to cancel the directives",
+        parts.join("; ")
+    )
 }

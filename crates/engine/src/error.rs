@@ -15,6 +15,10 @@ pub enum EngineError {
     /// A uniqueness rule was broken.
     #[error("{0}")]
     Conflict(String),
+    /// A destination cannot be deleted: rules or unfinished directives
+    /// need it (the message names them).
+    #[error("{0}")]
+    DestinationInUse(String),
     /// The record's state does not allow the change.
     #[error("{0}")]
     InvalidState(String),

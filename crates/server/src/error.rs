@@ -164,6 +164,7 @@ impl From<EngineError> for ApiError {
                     .collect(),
             ),
             EngineError::TooMuch(m) => Self::Unprocessable("too_large", m),
+            EngineError::DestinationInUse(m) => Self::Conflict("destination_in_use", m),
             EngineError::InvalidState(m) => Self::Conflict("invalid_state", m),
             // Outages: the detail (which says why) is logged once by the
             // store's breaker and counted; clients get "retry later".
@@ -197,6 +198,7 @@ impl From<fleetprompt_engine::webchat::WebchatError> for ApiError {
             W::RateLimited(secs) => Self::TooManyRequests(secs),
             W::ChallengeRequired => Self::Challenge("challenge_required", e.to_string()),
             W::ChallengeFailed(_) => Self::Challenge("challenge_failed", e.to_string()),
+            W::VersionConflict { .. } => Self::Conflict("version_conflict", e.to_string()),
             W::Invalid(v) => v.into(),
             W::Engine(e) => e.into(),
         }

@@ -92,3 +92,64 @@ pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<DestinationRow>> {
         rows.iter().map(|r| Ok(decode!(r))).collect()
     })
 }
+
+/// Finds a tenant's destination by id.
+pub async fn find_by_id(db: &Db, tenant: TenantId, id: DestinationId) -> Result<DestinationRow> {
+    let sql = format!("SELECT {COLUMNS} FROM destinations WHERE tenant_id = $1 AND id = $2");
+    on_db!(db, c => {
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_optional(c)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(decode!(&row))
+    })
+}
+
+/// Replaces a destination's configuration (name and kind never change);
+/// every node's cached copy goes stale at commit.
+pub async fn update_config(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: DestinationId,
+    sealed_config: &str,
+    public_config: &Value,
+) -> Result<()> {
+    tx.mark_config_changed().await?;
+    let n = on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE destinations SET sealed_config = $3, public_config = $4, updated_at = $5
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(sealed_config)
+        .bind(public_config.to_string())
+        .bind(now_ms())
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+    });
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// Deletes a destination; every node's cached copy goes stale at commit.
+pub async fn delete(tx: &mut Tx, tenant: TenantId, id: DestinationId) -> Result<()> {
+    tx.mark_config_changed().await?;
+    let n = on_tx!(tx, c => {
+        sqlx::query("DELETE FROM destinations WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+    });
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}

@@ -567,3 +567,96 @@ pub async fn created_by_rules(
             .collect()
     })
 }
+
+/// A directive not yet finished that delivers to a destination.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unfinished {
+    /// Its id.
+    pub id: DirectiveId,
+    /// Its kind.
+    pub kind: String,
+    /// `pending` or `running`.
+    pub status: DirectiveStatus,
+}
+
+/// The pending and running directives that deliver to the destination
+/// `name` (its column, [`destination_of`]), oldest first, at most `limit`.
+pub async fn unfinished_for_destination(
+    tx: &mut Tx,
+    tenant: TenantId,
+    name: &str,
+    limit: i64,
+) -> Result<Vec<Unfinished>> {
+    let rows: Vec<(String, String, String)> = on_tx!(tx, c => {
+        sqlx::query_as(
+            "SELECT id, kind, status FROM directives
+             WHERE tenant_id = $1 AND destination = $2 AND status IN ('pending', 'running')
+             ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(tenant.to_string())
+        .bind(name)
+        .bind(limit)
+        .fetch_all(&mut *c)
+        .await?
+    });
+    rows.into_iter()
+        .map(|(id, kind, status)| {
+            Ok(Unfinished {
+                id: id.parse().map_err(corrupt)?,
+                kind,
+                status: status.parse().map_err(corrupt)?,
+            })
+        })
+        .collect()
+}
+
+/// Cancels every pending and running directive that delivers to the
+/// destination `name`, recording `reason` as its last error. A running
+/// one's attempt may still finish outside, but its completion no longer
+/// applies (completions are fenced on `running`). Returns the cancelled ids.
+pub async fn cancel_for_destination(
+    tx: &mut Tx,
+    tenant: TenantId,
+    name: &str,
+    reason: &str,
+) -> Result<Vec<DirectiveId>> {
+    let now = now_ms();
+    let ids: Vec<String> = on_tx!(tx, c => {
+        sqlx::query_scalar(
+            "UPDATE directives SET status = 'cancelled', finished_at = $3, updated_at = $3, last_error = $4
+             WHERE tenant_id = $1 AND destination = $2 AND status IN ('pending', 'running')
+             RETURNING id",
+        )
+        .bind(tenant.to_string())
+        .bind(name)
+        .bind(now)
+        .bind(reason)
+        .fetch_all(&mut *c)
+        .await?
+    });
+    ids.into_iter()
+        .map(|id| id.parse().map_err(corrupt))
+        .collect()
+}
+
+/// Brings a pending directive's next attempt forward to now, if it was
+/// waiting for later (a rule's delay): someone asked for it at once.
+pub async fn run_now_if_waiting(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<bool> {
+    let now = now_ms();
+    let n = on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE directives SET next_attempt_at = $3, updated_at = $3
+             WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND next_attempt_at > $3",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+    });
+    if n > 0 {
+        tx.mark_due_work();
+    }
+    Ok(n > 0)
+}

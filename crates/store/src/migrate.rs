@@ -89,6 +89,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0012_directive_destination.sql"),
     },
     Migration {
+        version: 14,
+        name: "lifecycle",
+        sqlite: include_str!("../../../migrations/sqlite/0014_lifecycle.sql"),
+        postgres: include_str!("../../../migrations/postgres/0014_lifecycle.sql"),
+    },
+    Migration {
         version: 15,
         name: "workflow_files",
         sqlite: include_str!("../../../migrations/sqlite/0015_workflow_files.sql"),

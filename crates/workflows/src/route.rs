@@ -543,6 +543,16 @@ retry = { max_attempts = 8, backoff = "exponential", base = "2s", max = "10m" }
 "#;
 
     #[test]
+    fn rules_naming_a_destination_are_found() {
+        let set = rules(NOTIFY);
+        assert_eq!(
+            set.rules_naming_destination("acme", "support"),
+            vec!["notify-first-message".to_owned()]
+        );
+        assert!(set.rules_naming_destination("acme", "other").is_empty());
+    }
+
+    #[test]
     fn exact_type_renders_args_and_dedupe_key() {
         let set = rules(NOTIFY);
         let out = set.route(

@@ -333,6 +333,21 @@ impl RuleSet {
         }
     }
 
+    /// The ids of the enabled rules applying to `tenant_slug` that create
+    /// a directive for the destination `name`: what deleting it would
+    /// leave with nowhere to deliver.
+    pub fn rules_naming_destination(&self, tenant_slug: &str, name: &str) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|r| r.enabled && r.scope.applies_to(tenant_slug))
+            .filter(|r| match &r.action {
+                Action::Directives(ds) => ds.iter().any(|d| d.destination.as_deref() == Some(name)),
+                Action::Emit(_) => false,
+            })
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
     pub(crate) fn scope_index(&self, scope: &Scope) -> Option<&ScopeIndex> {
         match scope {
             Scope::Defaults => Some(&self.defaults),

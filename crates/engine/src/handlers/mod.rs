@@ -8,9 +8,12 @@ pub use webhook::WebhookPost;
 
 use crate::HandlerRegistry;
 use crate::webchat::assist::ReplyGenerate;
+use crate::webchat::conversation::{ConversationAssign, ConversationReopen};
 use crate::webchat::email::{EmailSend, EscalateToEmail};
 use crate::webchat::escalation::EscalateToMattermost;
-use crate::webchat::handlers::{SiteDisable, SiteRegister, SiteRotateSecret};
+use crate::webchat::handlers::{
+    SiteDisable, SiteEnable, SiteRegister, SiteRotateSecret, SiteUpdate,
+};
 use crate::webchat::outbound::{ConversationClose, ReplySend};
 
 /// Every handler the platform ships.
@@ -21,11 +24,15 @@ pub fn platform() -> HandlerRegistry {
     r.register("webchat.site.register", SiteRegister);
     r.register("webchat.site.rotate_secret", SiteRotateSecret);
     r.register("webchat.site.disable", SiteDisable);
+    r.register("webchat.site.enable", SiteEnable);
+    r.register("webchat.site.update", SiteUpdate);
     r.register("webchat.escalate_to_mattermost", EscalateToMattermost);
     r.register("webchat.escalate_to_email", EscalateToEmail);
     r.register("webchat.reply_send", ReplySend);
     r.register("webchat.reply_generate", ReplyGenerate);
     r.register("webchat.conversation.close", ConversationClose);
+    r.register("webchat.conversation.reopen", ConversationReopen);
+    r.register("webchat.conversation.assign", ConversationAssign);
     r.register("email.send", EmailSend);
     r
 }

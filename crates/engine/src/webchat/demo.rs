@@ -76,6 +76,7 @@ pub async fn ensure(engine: &Engine, origins: &[String]) -> Result<Demo, Webchat
             idle_timeout_ms: settings.idle_timeout_secs as i64 * 1000,
             created_at: now,
             updated_at: now,
+            version: 1,
         };
         store_site::insert(&mut tx, tenant_id, &row).await?;
         row.public_key

@@ -37,6 +37,17 @@ pub enum WebchatError {
     /// The proof of work sent is forged, expired, wrong or already used.
     #[error("the proof of work was refused: {0}")]
     ChallengeFailed(&'static str),
+    /// An edit named the version of the record it read, and the record
+    /// has changed since.
+    #[error(
+        "the site is at version {current}; this change was made against version {given} (read it again and retry)"
+    )]
+    VersionConflict {
+        /// The record's version now.
+        current: i64,
+        /// The version the edit named.
+        given: i64,
+    },
     /// The input was refused; nothing was written.
     #[error(transparent)]
     Invalid(#[from] ValidationError),

@@ -1,4 +1,5 @@
-//! `webchat.site.register`, `webchat.site.rotate_secret`, `webchat.site.disable`.
+//! `webchat.site.register`, `webchat.site.rotate_secret`, `webchat.site.disable`,
+//! `webchat.site.enable`, `webchat.site.update`.
 //!
 //! Each is idempotent, as every handler must be (delivery is at-least-once):
 //! activation and disabling are state transitions that succeed when already
@@ -16,7 +17,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::site::new_sealed_secret;
+use super::WebchatError;
+use super::site::{UpdateArgs, new_sealed_secret};
 use crate::{Engine, EngineError, Handler, Outcome};
 
 fn site_arg(args: &Value) -> Result<SiteId, EngineError> {
@@ -119,6 +121,106 @@ impl Handler for SiteDisable {
 
     fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
         transition(engine, d, &["pending", "active"], "disabled").boxed()
+    }
+}
+
+/// `webchat.site.enable`: a disabled site's widget works again, at once on
+/// every node (the status change is a configuration notice).
+pub struct SiteEnable;
+
+impl Handler for SiteEnable {
+    fn validate<'a>(
+        &'a self,
+        engine: &'a Engine,
+        tenant: TenantId,
+        args: &'a Value,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        validate_site(engine, tenant, args)
+    }
+
+    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+        transition(engine, d, &["disabled"], "active").boxed()
+    }
+}
+
+fn update_args(args: &Value) -> Result<UpdateArgs, EngineError> {
+    UpdateArgs::parse(args).map_err(|e| match e {
+        WebchatError::Invalid(v) => EngineError::Validation(v),
+        WebchatError::Engine(e) => e,
+        other => EngineError::Validation(ValidationError::Invalid {
+            field: "args",
+            reason: other.to_string(),
+        }),
+    })
+}
+
+/// `webchat.site.update`: new origins and settings, checked as at
+/// registration; with `expected_version`, applied only if no other change
+/// came first.
+pub struct SiteUpdate;
+
+impl Handler for SiteUpdate {
+    fn validate<'a>(
+        &'a self,
+        engine: &'a Engine,
+        tenant: TenantId,
+        args: &'a Value,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        async move {
+            update_args(args)?;
+            validate_site(engine, tenant, args).await
+        }
+        .boxed()
+    }
+
+    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+        async move {
+            let a = match update_args(&d.args) {
+                Ok(a) => a,
+                Err(e) => return Outcome::fail(e.to_string()),
+            };
+            let settings = match serde_json::to_value(&a.settings) {
+                Ok(v) => v,
+                Err(e) => return Outcome::fail(e.to_string()),
+            };
+            let cfg = store_site::SiteConfig {
+                allowed_origins: &a.allowed_origins,
+                settings: &settings,
+                idle_timeout_ms: a.settings.idle_timeout_secs as i64 * 1000,
+            };
+            let result = async {
+                let mut tx = engine.db().begin().await?;
+                let applied =
+                    store_site::update_config(&mut tx, d.tenant, a.site_id, a.expected_version, &cfg)
+                        .await?;
+                let site = store_site::get_tx(&mut tx, d.tenant, a.site_id).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>((applied, site))
+            }
+            .await;
+            match result {
+                Ok((true, site)) => {
+                    succeeded(json!({ "site_id": a.site_id, "version": site.version }))
+                }
+                // An earlier attempt of this directive applied it, and its
+                // completion was lost: the site is as asked, one version on.
+                Ok((false, site))
+                    if a.expected_version.is_some_and(|v| site.version == v + 1)
+                        && site.allowed_origins == a.allowed_origins
+                        && site.settings == settings =>
+                {
+                    succeeded(json!({ "site_id": a.site_id, "version": site.version }))
+                }
+                Ok((false, site)) => Outcome::fail(format!(
+                    "version_conflict: the site is at version {}; this change was made against version {}",
+                    site.version,
+                    a.expected_version.unwrap_or_default()
+                )),
+                Err(StoreError::NotFound) => Outcome::fail("site does not exist"),
+                Err(e) => retry(e),
+            }
+        }
+        .boxed()
     }
 }
 

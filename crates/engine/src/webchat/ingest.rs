@@ -463,6 +463,7 @@ fn new_conversation(
         last_message_at: now,
         ended_at: None,
         ended_reason: None,
+        assignee: None,
     };
     let s = signal_of(
         "webchat.session.started",

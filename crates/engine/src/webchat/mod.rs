@@ -10,8 +10,8 @@
 //! - [`error`]: this package's error enum.
 //! - [`settings`]: a site's widget settings, with defaults and limits.
 //! - [`site`]: what installing the package sets up (the IP-hash key);
-//!   registering, rotating and disabling sites (as directives, so they
-//!   appear in the audit timeline).
+//!   registering, editing, rotating, disabling and enabling sites (as
+//!   directives, so they appear in the audit timeline).
 //! - `package.toml`: the manifest (read by [`crate::package`]).
 //! - [`handlers`]: the `webchat.site.*` directive handlers.
 //! - `site_cache`: site records as widget requests read them.
@@ -24,6 +24,8 @@
 //! - [`email`]: `webchat.escalate_to_email`, `email.send` (an Edge Connector
 //!   delivers it) and replies that come back by email.
 //! - [`outbound`]: `webchat.reply_send`, `webchat.conversation.close`.
+//! - [`conversation`]: an operator's actions on a conversation (escalate,
+//!   close, reopen, assign) and the `reopen`/`assign` handlers.
 //! - [`assist`]: `webchat.reply_generate` (LLM, or BM25 over the FAQ).
 //! - [`live`]: the in-process broadcast that feeds the widget's event stream.
 //! - [`sweep`]: ends idle conversations.
@@ -31,6 +33,7 @@
 //! - [`demo`]: the demo tenant and site of the embedded setup.
 
 pub mod assist;
+pub mod conversation;
 pub mod demo;
 pub mod email;
 pub mod error;

@@ -102,6 +102,9 @@ pub struct SiteView {
     pub created_at: String,
     /// When it last changed.
     pub updated_at: String,
+    /// Bumped by every change; send it back (`If-Match` or `version`) to
+    /// have an edit refused if another change came first.
+    pub version: i64,
 }
 
 impl From<&SiteRow> for SiteView {
@@ -117,6 +120,7 @@ impl From<&SiteRow> for SiteView {
             previous_key_valid_until: r.prev_valid_until.map(to_rfc3339),
             created_at: to_rfc3339(r.created_at),
             updated_at: to_rfc3339(r.updated_at),
+            version: r.version,
         }
     }
 }
@@ -203,6 +207,7 @@ pub async fn register(
         idle_timeout_ms: settings.idle_timeout_secs as i64 * 1000,
         created_at: now,
         updated_at: now,
+        version: 1,
     };
     let req = site_directive(
         "webchat.site.register",
@@ -261,11 +266,158 @@ pub async fn disable(
     id: SiteId,
     origin: Origin,
 ) -> Result<DirectiveId, WebchatError> {
-    get(engine, tenant, id).await?;
+    let site = get(engine, tenant, id).await?;
+    // The version makes each disable its own directive: after an enable, a
+    // second disable must not find the first one's dedupe key.
     let req = site_directive(
         "webchat.site.disable",
         json!({ "site_id": id }),
-        format!("webchat.site.disable:{id}"),
+        format!("webchat.site.disable:{id}:v{}", site.version),
+        id,
+    );
+    let mut tx = engine.db().begin().await?;
+    let d = insert_directive(engine, &mut tx, tenant, req, origin).await?;
+    tx.commit().await?;
+    Ok(d)
+}
+
+/// Asks for a disabled site to be enabled again: its widget works at once
+/// on every node (tokens it issued before, still unexpired, work again too).
+pub async fn enable(
+    engine: &Engine,
+    tenant: TenantId,
+    id: SiteId,
+    origin: Origin,
+) -> Result<DirectiveId, WebchatError> {
+    let site = get(engine, tenant, id).await?;
+    if site.status == "pending" {
+        return Err(WebchatError::Engine(crate::EngineError::InvalidState(
+            "the site's registration has not run yet".into(),
+        )));
+    }
+    let req = site_directive(
+        "webchat.site.enable",
+        json!({ "site_id": id }),
+        format!("webchat.site.enable:{id}:v{}", site.version),
+        id,
+    );
+    let mut tx = engine.db().begin().await?;
+    let d = insert_directive(engine, &mut tx, tenant, req, origin).await?;
+    tx.commit().await?;
+    Ok(d)
+}
+
+/// What an admin changes on a site; what is left out stays.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateRequest {
+    /// New hosts or origins, replacing the old list.
+    pub domains: Option<Vec<String>>,
+    /// Settings to change: each key given replaces the stored one; the
+    /// result is checked as at registration.
+    pub settings: Option<Value>,
+    /// The version the caller read; a stale one is refused.
+    pub version: Option<i64>,
+}
+
+/// The arguments of `webchat.site.update`: the whole new configuration,
+/// checked as at registration (here, and again when it runs).
+#[derive(Debug, Clone)]
+pub struct UpdateArgs {
+    /// The site.
+    pub site_id: SiteId,
+    /// Its new allowed origins.
+    pub allowed_origins: Vec<String>,
+    /// Its new settings.
+    pub settings: SiteSettings,
+    /// The version the edit was made against, if the caller named one.
+    pub expected_version: Option<i64>,
+}
+
+impl UpdateArgs {
+    /// Reads and checks the arguments.
+    pub fn parse(args: &Value) -> Result<Self, WebchatError> {
+        let site_id = args
+            .get("site_id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| invalid("args", "`site_id` (a site id) is required"))?;
+        let domains: Vec<String> = args
+            .get("allowed_origins")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("args", "`allowed_origins` (a list) is required"))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid("domains", "must be a list of strings"))
+            })
+            .collect::<Result<_, _>>()?;
+        let allowed_origins = parse_origins(&domains)?;
+        let settings = SiteSettings::parse(args.get("settings").unwrap_or(&Value::Null))?;
+        let expected_version = match args.get("expected_version") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .filter(|v| *v >= 1)
+                    .ok_or_else(|| invalid("version", "must be a positive integer"))?,
+            ),
+        };
+        Ok(Self {
+            site_id,
+            allowed_origins,
+            settings,
+            expected_version,
+        })
+    }
+}
+
+/// Asks for a site's domains and settings to change: checked now as at
+/// registration, refused at once when `version` is given and stale, then
+/// applied by the `webchat.site.update` directive (on the site's timeline),
+/// which refuses too if another change came first meanwhile.
+pub async fn update(
+    engine: &Engine,
+    tenant: TenantId,
+    id: SiteId,
+    req: UpdateRequest,
+    origin: Origin,
+) -> Result<DirectiveId, WebchatError> {
+    let site = get(engine, tenant, id).await?;
+    if let Some(given) = req.version
+        && given != site.version
+    {
+        return Err(WebchatError::VersionConflict {
+            current: site.version,
+            given,
+        });
+    }
+    let origins = match &req.domains {
+        Some(d) => parse_origins(d)?,
+        None => site.allowed_origins.clone(),
+    };
+    let settings = match req.settings {
+        None | Some(Value::Null) => SiteSettings::from_stored(&site.settings),
+        Some(Value::Object(changes)) => {
+            let mut merged = match serde_json::to_value(SiteSettings::from_stored(&site.settings)) {
+                Ok(Value::Object(m)) => m,
+                _ => Default::default(),
+            };
+            merged.extend(changes);
+            SiteSettings::parse(&Value::Object(merged))?
+        }
+        Some(_) => return Err(invalid("settings", "must be a JSON object")),
+    };
+    let args = json!({
+        "site_id": id,
+        "allowed_origins": origins,
+        "settings": settings,
+        "expected_version": req.version,
+    });
+    // A fresh key per edit: two edits may well ask for the same thing.
+    let req = site_directive(
+        "webchat.site.update",
+        args,
+        format!("webchat.site.update:{id}:{}", DirectiveId::new()),
         id,
     );
     let mut tx = engine.db().begin().await?;

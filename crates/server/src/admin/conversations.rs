@@ -1,13 +1,16 @@
-//! `/admin/v1/conversations`: list, show, reply as an operator (a
-//! `webchat.reply_send` directive, so it is on the audit timeline), and
-//! review, approve or discard reply drafts.
+//! `/admin/v1/conversations`: list (the inbox, by assignee too), show,
+//! reply as an operator (a `webchat.reply_send` directive, so it is on the
+//! audit timeline), escalate, close, reopen and assign by hand (directives
+//! too, with the caller as their origin), and review, approve or discard
+//! reply drafts.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fleetprompt_core::id::{ConversationId, SiteId};
+use fleetprompt_core::id::{ConversationId, MemberId, SiteId};
 use fleetprompt_engine::DirectiveRequest;
+use fleetprompt_engine::webchat::conversation as actions;
 use fleetprompt_store::StoreError;
 use fleetprompt_store::webchat::{conversation, escalation, identity, message};
 use serde::Deserialize;
@@ -22,6 +25,10 @@ pub(super) fn router() -> Router<AppState> {
         .route("/conversations", get(list))
         .route("/conversations/{id}", get(show))
         .route("/conversations/{id}/reply", post(send_reply))
+        .route("/conversations/{id}/escalate", post(escalate))
+        .route("/conversations/{id}/close", post(close))
+        .route("/conversations/{id}/reopen", post(reopen))
+        .route("/conversations/{id}/assign", post(assign))
         .route("/conversations/{id}/drafts", get(drafts))
         .route(
             "/conversations/{id}/drafts/{draft_id}/approve",
@@ -43,6 +50,8 @@ fn parse_id(id: &str) -> Result<ConversationId, ApiError> {
 struct ListQuery {
     site_id: Option<String>,
     status: Option<String>,
+    /// `mem_…`, or `none` for the unassigned.
+    assignee: Option<String>,
     limit: Option<i64>,
 }
 
@@ -57,12 +66,23 @@ async fn list(
         .map(|v| v.parse::<SiteId>())
         .transpose()
         .map_err(|e| ApiError::Unprocessable("validation_failed", e.to_string()))?;
+    let assignee = match q.assignee.as_deref() {
+        None => conversation::Assignee::Any,
+        Some("none") => conversation::Assignee::Nobody,
+        Some(m) => conversation::Assignee::Member(m.parse::<MemberId>().map_err(|e| {
+            ApiError::Unprocessable(
+                "validation_failed",
+                format!("assignee must be a member id (mem_…) or none: {e}"),
+            )
+        })?),
+    };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = conversation::list(
         s.engine.db(),
         admin.tenant.id,
         site,
         q.status.as_deref(),
+        assignee,
         limit,
     )
     .await?;
@@ -134,6 +154,96 @@ async fn send_reply(
         .create_directive(admin.tenant.id, req, origin)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "directive": row }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscalateBody {
+    destination: String,
+}
+
+/// Escalates now. 202 with the directive; `created` is false when a rule
+/// (or an earlier call) already escalated this conversation there.
+async fn escalate(
+    State(s): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<EscalateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let origin = admin.origin();
+    let e = actions::escalate(&s.engine, admin.tenant.id, id, &b.destination, origin).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "directive": e.directive, "created": e.created })),
+    ))
+}
+
+/// The answer of an action that waited for its directive: 200 with the
+/// conversation as it now is when it succeeded, 202 while it still runs,
+/// 409 when it failed (the directive says why).
+async fn acted(
+    s: &AppState,
+    admin: &Admin,
+    id: ConversationId,
+    d: fleetprompt_store::directive::DirectiveRow,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    use fleetprompt_core::DirectiveStatus as S;
+    let status = match d.status {
+        S::Succeeded => StatusCode::OK,
+        S::Failed | S::Cancelled => StatusCode::CONFLICT,
+        _ => StatusCode::ACCEPTED,
+    };
+    let conv = conversation::get(s.engine.db(), admin.tenant.id, id).await?;
+    Ok((
+        status,
+        Json(json!({ "conversation": conv, "directive": d })),
+    ))
+}
+
+async fn close(
+    State(s): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let d = actions::close(&s.engine, admin.tenant.id, id, admin.origin()).await?;
+    acted(&s, &admin, id, d).await
+}
+
+async fn reopen(
+    State(s): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let d = actions::reopen(&s.engine, admin.tenant.id, id, admin.origin()).await?;
+    acted(&s, &admin, id, d).await
+}
+
+/// `{"member_id": "mem_…"}` assigns, `{"member_id": null}` unassigns.
+async fn assign(
+    State(s): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<serde_json::Map<String, Value>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let bad = |m: &str| ApiError::Unprocessable("validation_failed", m.to_owned());
+    if let Some(k) = b.keys().find(|k| *k != "member_id") {
+        return Err(bad(&format!("unknown field `{k}`, expected `member_id`")));
+    }
+    let member = match b.get("member_id") {
+        None => return Err(bad("`member_id` is required (null to unassign)")),
+        Some(Value::Null) => None,
+        Some(Value::String(m)) => Some(
+            m.parse::<MemberId>()
+                .map_err(|e| bad(&format!("member_id: {e}")))?,
+        ),
+        Some(_) => return Err(bad("`member_id` must be a member id (mem_…) or null")),
+    };
+    let d = actions::assign(&s.engine, admin.tenant.id, id, member, admin.origin()).await?;
+    acted(&s, &admin, id, d).await
 }
 
 async fn drafts(

@@ -1,5 +1,6 @@
-//! `/admin/v1/sites`: register, list, show, rotate the signing secret,
-//! disable. The changes run as directives; the API waits for them.
+//! `/admin/v1/sites`: register, list, show, edit (domains and settings,
+//! ordered by the site's version), rotate the signing secret, disable,
+//! enable. The changes run as directives; the API waits for them.
 
 use std::time::Duration;
 
@@ -24,9 +25,10 @@ const WAIT: Duration = Duration::from_secs(10);
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/sites", post(register).get(list))
-        .route("/sites/{id}", get(show))
+        .route("/sites/{id}", get(show).patch(update))
         .route("/sites/{id}/rotate_secret", post(rotate))
         .route("/sites/{id}/disable", post(disable))
+        .route("/sites/{id}/enable", post(enable))
         .route("/sites/{id}/test-message", post(test_message))
 }
 
@@ -132,9 +134,83 @@ async fn show(
     admin: Admin,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<([(header::HeaderName, String); 1], Json<Value>), ApiError> {
     let row = site::get(&s.engine, admin.tenant.id, parse_id(&id)?).await?;
-    Ok(Json(view(&row, &headers)))
+    let etag = format!("\"{}\"", row.version);
+    Ok(([(header::ETAG, etag)], Json(view(&row, &headers))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    domains: Option<Vec<String>>,
+    settings: Option<Value>,
+    version: Option<i64>,
+}
+
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::BadRequest("If-Match must name the site's version, e.g. If-Match: \"3\"".into())
+    };
+    let text = raw.to_str().map_err(|_| bad())?.trim();
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    let text = text.trim_matches('"');
+    text.parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .map(Some)
+        .ok_or_else(bad)
+}
+
+async fn update(
+    State(s): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<UpdateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let version = match (if_match(&headers)?, b.version) {
+        (Some(h), Some(v)) if h != v => {
+            return Err(ApiError::BadRequest(format!(
+                "If-Match names version {h} and the body version {v}; give one"
+            )));
+        }
+        (h, v) => h.or(v),
+    };
+    let req = site::UpdateRequest {
+        domains: b.domains,
+        settings: b.settings,
+        version,
+    };
+    let origin = admin.origin();
+    let d = site::update(&s.engine, admin.tenant.id, id, req, origin).await?;
+    let (status, Json(body)) = finish(&s, &admin, id, d, &headers, StatusCode::OK).await?;
+    // Another change came first between the check above and the
+    // directive's run: the same answer as a stale version given outright.
+    if status == StatusCode::CONFLICT
+        && let Some(e) = body["directive"]["last_error"].as_str()
+        && let Some(m) = e.strip_prefix("version_conflict: ")
+    {
+        return Err(ApiError::Conflict("version_conflict", m.to_owned()));
+    }
+    Ok((status, Json(body)))
+}
+
+async fn enable(
+    State(s): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let origin = admin.origin();
+    let d = site::enable(&s.engine, admin.tenant.id, id, origin).await?;
+    finish(&s, &admin, id, d, &headers, StatusCode::OK).await
 }
 
 #[derive(Deserialize, Default)]

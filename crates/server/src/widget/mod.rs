@@ -87,7 +87,9 @@ pub(crate) fn refuse(e: WebchatError) -> ApiError {
         WebchatError::Invalid(_) => Some("invalid"),
         WebchatError::RateLimited(_) => Some("rate_limit_new_visitors"),
         WebchatError::ChallengeRequired | WebchatError::ChallengeFailed(_) => Some("challenge"),
-        WebchatError::NotFound(_) | WebchatError::Engine(_) => None,
+        WebchatError::NotFound(_)
+        | WebchatError::Engine(_)
+        | WebchatError::VersionConflict { .. } => None,
     };
     if let Some(r) = reason {
         rejected(r);

@@ -2,7 +2,7 @@
 //! or by the idle sweep.
 
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::{ConversationId, SiteId, VisitorId};
+use fleetprompt_core::id::{ConversationId, MemberId, SiteId, VisitorId};
 use fleetprompt_core::time::Millis;
 use serde::Serialize;
 use sqlx::Row;
@@ -31,11 +31,13 @@ pub struct ConversationRow {
     /// When it ended.
     #[serde(serialize_with = "crate::timeline::ser_opt_ms")]
     pub ended_at: Option<Millis>,
-    /// `idle` or `visitor_closed`.
+    /// `idle`, `visitor_closed`, `operator` …
     pub ended_reason: Option<String>,
+    /// The member it is assigned to, if any.
+    pub assignee: Option<MemberId>,
 }
 
-const COLUMNS: &str = "id, site_id, visitor_id, status, page_url, started_at, last_message_at, ended_at, ended_reason";
+const COLUMNS: &str = "id, site_id, visitor_id, status, page_url, started_at, last_message_at, ended_at, ended_reason, assignee";
 
 macro_rules! decode {
     ($r:expr, $o:expr) => {{
@@ -51,6 +53,11 @@ macro_rules! decode {
             last_message_at: r.try_get(o + 6)?,
             ended_at: r.try_get(o + 7)?,
             ended_reason: r.try_get(o + 8)?,
+            assignee: r
+                .try_get::<Option<String>, _>(o + 9)?
+                .map(|m| m.parse())
+                .transpose()
+                .map_err(corrupt)?,
         }
     }};
 }
@@ -204,6 +211,18 @@ pub async fn latest_for_visitor(
     })
 }
 
+/// Whose conversations an inbox shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Assignee {
+    /// Everyone's and nobody's.
+    #[default]
+    Any,
+    /// Only those assigned to nobody.
+    Nobody,
+    /// Only those assigned to this member.
+    Member(MemberId),
+}
+
 /// A tenant's conversations, most recently active first. (The indexes hold
 /// the minute of the last message, not its exact time: see migration 0007.)
 pub async fn list(
@@ -211,11 +230,19 @@ pub async fn list(
     tenant: TenantId,
     site: Option<SiteId>,
     status: Option<&str>,
+    assignee: Assignee,
     limit: i64,
 ) -> Result<Vec<ConversationRow>> {
+    // $5: 0 any, 1 nobody, 2 the member in $6.
+    let (which, member) = match assignee {
+        Assignee::Any => (0_i32, None),
+        Assignee::Nobody => (1, None),
+        Assignee::Member(m) => (2, Some(m.to_string())),
+    };
     let sql = format!(
         "SELECT {COLUMNS} FROM website_chat_conversations
          WHERE tenant_id = $1 AND ($2 IS NULL OR site_id = $2) AND ($3 IS NULL OR status = $3)
+           AND ($5 = 0 OR ($5 = 1 AND assignee IS NULL) OR ($5 = 2 AND assignee = $6))
          ORDER BY last_message_minute DESC, last_message_at DESC, id DESC LIMIT $4"
     );
     on_db!(db, c => {
@@ -224,10 +251,71 @@ pub async fn list(
             .bind(site.map(|s| s.to_string()))
             .bind(status)
             .bind(limit)
+            .bind(which)
+            .bind(member)
             .fetch_all(c)
             .await?;
         rows.iter().map(|r| Ok(decode!(r, 0))).collect()
     })
+}
+
+/// Reads one conversation inside a transaction.
+pub async fn get_tx(tx: &mut Tx, tenant: TenantId, id: ConversationId) -> Result<ConversationRow> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM website_chat_conversations WHERE tenant_id = $1 AND id = $2"
+    );
+    on_tx!(tx, c => {
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&mut *c)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(decode!(&row, 0))
+    })
+}
+
+/// Opens an ended conversation again; false when it was not ended.
+pub async fn reopen(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: ConversationId,
+    now: Millis,
+) -> Result<bool> {
+    let n = on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE website_chat_conversations SET status = 'open', ended_at = NULL, ended_reason = NULL,
+                last_message_at = CASE WHEN last_message_at < $3 THEN $3 ELSE last_message_at END
+             WHERE tenant_id = $1 AND id = $2 AND status = 'ended'",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+    });
+    Ok(n == 1)
+}
+
+/// Assigns a conversation to a member, or to nobody; false when there is
+/// no such conversation.
+pub async fn set_assignee(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: ConversationId,
+    member: Option<MemberId>,
+) -> Result<bool> {
+    let n = on_tx!(tx, c => {
+        sqlx::query("UPDATE website_chat_conversations SET assignee = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .bind(member.map(|m| m.to_string()))
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+    });
+    Ok(n == 1)
 }
 
 /// Open conversations, of any tenant, idle for longer than their site's

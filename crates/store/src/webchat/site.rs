@@ -41,10 +41,13 @@ pub struct SiteRow {
     pub created_at: Millis,
     /// When it last changed.
     pub updated_at: Millis,
+    /// Bumped by every change; an edit that names the version it read is
+    /// refused when another change came first.
+    pub version: i64,
 }
 
 const COLUMNS: &str = "tenant_id, id, public_key, mode, status, allowed_origins, settings, key_id,
-    sealed_secret, prev_key_id, prev_sealed_secret, prev_valid_until, idle_timeout_ms, created_at, updated_at";
+    sealed_secret, prev_key_id, prev_sealed_secret, prev_valid_until, idle_timeout_ms, created_at, updated_at, version";
 
 macro_rules! decode {
     ($r:expr) => {{
@@ -65,6 +68,7 @@ macro_rules! decode {
             idle_timeout_ms: r.try_get(12)?,
             created_at: r.try_get(13)?,
             updated_at: r.try_get(14)?,
+            version: r.try_get(15)?,
         }
     }};
 }
@@ -171,7 +175,7 @@ pub async fn set_status(
     tx.mark_config_changed().await?;
     let n = on_tx!(tx, c => {
         sqlx::query(
-            "UPDATE website_chat_sites SET status = $3, updated_at = $4
+            "UPDATE website_chat_sites SET status = $3, updated_at = $4, version = version + 1
              WHERE tenant_id = $1 AND id = $2 AND (status = $5 OR status = $6)",
         )
         .bind(tenant.to_string())
@@ -202,7 +206,8 @@ pub async fn rotate_secret(
     let n = on_tx!(tx, c => {
         sqlx::query(
             "UPDATE website_chat_sites SET prev_key_id = key_id, prev_sealed_secret = sealed_secret,
-                prev_valid_until = $4, key_id = key_id + 1, sealed_secret = $5, updated_at = $6
+                prev_valid_until = $4, key_id = key_id + 1, sealed_secret = $5, updated_at = $6,
+                version = version + 1
              WHERE tenant_id = $1 AND id = $2 AND key_id = $3",
         )
         .bind(tenant.to_string())
@@ -228,7 +233,7 @@ pub async fn set_origins(
     let origins = serde_json::to_string(origins).map_err(corrupt)?;
     tx.mark_config_changed().await?;
     on_tx!(tx, c => {
-        sqlx::query("UPDATE website_chat_sites SET allowed_origins = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2")
+        sqlx::query("UPDATE website_chat_sites SET allowed_origins = $3, updated_at = $4, version = version + 1 WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.to_string())
             .bind(id.to_string())
             .bind(&origins)
@@ -237,4 +242,47 @@ pub async fn set_origins(
             .await?;
     });
     Ok(())
+}
+
+/// A site's editable configuration, as an update replaces it.
+#[derive(Debug, Clone)]
+pub struct SiteConfig<'a> {
+    /// Exact origins the widget may run on.
+    pub allowed_origins: &'a [String],
+    /// Widget settings, checked and with defaults filled in.
+    pub settings: &'a Value,
+    /// How long a conversation may be idle (from the settings).
+    pub idle_timeout_ms: i64,
+}
+
+/// Replaces a site's origins and settings and bumps its version, if its
+/// version is still `expected` (any version when `None`); false when it was
+/// not (another change came first).
+pub async fn update_config(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: SiteId,
+    expected: Option<i64>,
+    cfg: &SiteConfig<'_>,
+) -> Result<bool> {
+    let origins = serde_json::to_string(cfg.allowed_origins).map_err(corrupt)?;
+    tx.mark_config_changed().await?;
+    let n = on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE website_chat_sites SET allowed_origins = $3, settings = $4, idle_timeout_ms = $5,
+                updated_at = $6, version = version + 1
+             WHERE tenant_id = $1 AND id = $2 AND ($7 IS NULL OR version = $7)",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(&origins)
+        .bind(cfg.settings.to_string())
+        .bind(cfg.idle_timeout_ms)
+        .bind(now_ms())
+        .bind(expected)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+    });
+    Ok(n == 1)
 }

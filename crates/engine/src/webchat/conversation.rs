@@ -1,0 +1,387 @@
+//! What an operator does to a conversation by hand: escalate, close,
+//! reopen, assign. Each is a directive whose origin is the operator (so the
+//! timeline says who), and the changes of state run in its handler, in the
+//! transaction that records its result, like every other change.
+
+use std::time::Duration;
+
+use fleetprompt_core::id::{ConversationId, MemberId};
+use fleetprompt_core::time::now_ms;
+use fleetprompt_core::{DirectiveId, Origin, TenantId};
+use fleetprompt_store::StoreError;
+use fleetprompt_store::directive::{self, Created, DirectiveRow};
+use fleetprompt_store::queue::Claimed;
+use fleetprompt_store::webchat::conversation::{self as store_conv, ConversationRow};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use super::error::{WebchatError, invalid};
+use super::escalation::{claimed_conversation, retry, validate_conversation};
+use super::{conversation_subject, site};
+use crate::{
+    BackoffOverride, DirectiveRequest, Engine, EngineError, Handler, Outcome, ResultSignals,
+};
+
+/// How long an action waits for its directive before answering with it
+/// still pending.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The dedupe-key prefix of Mattermost escalations, as the shipped rules
+/// write it (`workflows/website_chat.toml`).
+pub const MATTERMOST_KEY: &str = "webchat_mm_escalation";
+
+/// The dedupe-key prefix of email escalations, as the shipped rules write it.
+pub const EMAIL_KEY: &str = "webchat_email_escalation";
+
+/// The key of a conversation's escalation to a destination: the one the
+/// shipped rules render (`{prefix}:{{ tenant }}:{{ conversation_id }}:{{
+/// destination }}`, the tenant being its slug), so a rule and a person
+/// escalating the same conversation to the same place make one directive.
+pub fn escalation_key(prefix: &str, slug: &str, conv: ConversationId, destination: &str) -> String {
+    format!("{prefix}:{slug}:{conv}:{destination}")
+}
+
+async fn conversation(
+    engine: &Engine,
+    tenant: TenantId,
+    id: ConversationId,
+) -> Result<ConversationRow, WebchatError> {
+    store_conv::get(engine.db(), tenant, id)
+        .await
+        .map_err(super::error::or_not_found("conversation"))
+}
+
+/// What an escalation by hand did.
+#[derive(Debug, Clone)]
+pub struct Escalation {
+    /// The directive that notifies: this call's, or the one a rule (or an
+    /// earlier call) made with the same key.
+    pub directive: DirectiveRow,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+/// Escalates a conversation to a Mattermost or email destination now.
+/// When a rule already escalated it there, that directive is the answer
+/// (and, if it was waiting on a delay, it runs now): one post, not two.
+pub async fn escalate(
+    engine: &Engine,
+    tenant: TenantId,
+    id: ConversationId,
+    destination: &str,
+    origin: Origin,
+) -> Result<Escalation, WebchatError> {
+    conversation(engine, tenant, id).await?;
+    let dest = crate::destination::find(engine, tenant, destination)
+        .await
+        .map_err(|e| match e {
+            EngineError::NotFound(_) => invalid(
+                "destination",
+                format!("no destination {destination:?} in this tenant"),
+            ),
+            other => other.into(),
+        })?;
+    let (kind, prefix) = match dest.kind.as_str() {
+        "mattermost" | "mattermost_api" => ("webchat.escalate_to_mattermost", MATTERMOST_KEY),
+        "email" => ("webchat.escalate_to_email", EMAIL_KEY),
+        other => {
+            return Err(invalid(
+                "destination",
+                format!(
+                    "{destination:?} is a {other} destination; escalate to a mattermost, mattermost_api or email one"
+                ),
+            ));
+        }
+    };
+    let slug = engine.tenant_slug(tenant).await?;
+    let req = DirectiveRequest {
+        kind: kind.into(),
+        args: json!({ "conversation_id": id, "destination": dest.name }),
+        dedupe_key: escalation_key(prefix, &slug, id, &dest.name),
+        // As the shipped rules retry.
+        max_attempts: Some(8),
+        subject: Some(conversation_subject(id)),
+        delay_ms: None,
+        backoff: BackoffOverride {
+            base_ms: Some(2_000),
+            max_ms: Some(300_000),
+            ..Default::default()
+        },
+    };
+    let (created, row) = engine.create_directive(tenant, req, origin).await?;
+    let row = match created {
+        Created::New(_) => row,
+        Created::Existing(existing) => {
+            let mut tx = engine.db().begin().await?;
+            directive::run_now_if_waiting(&mut tx, tenant, existing).await?;
+            tx.commit().await?;
+            directive::get(engine.db(), tenant, existing).await?
+        }
+    };
+    Ok(Escalation {
+        directive: row,
+        created: matches!(created, Created::New(_)),
+    })
+}
+
+/// A directive about conversation `id`, with a key of its own: the same
+/// action may be taken again (closed, reopened, closed).
+fn action(kind: &str, id: ConversationId, tenant: TenantId, args: Value) -> DirectiveRequest {
+    DirectiveRequest {
+        kind: kind.into(),
+        args,
+        dedupe_key: format!("{kind}:{tenant}:{id}:{}", DirectiveId::new()),
+        max_attempts: Some(5),
+        subject: Some(conversation_subject(id)),
+        delay_ms: None,
+        backoff: BackoffOverride {
+            base_ms: Some(200),
+            max_ms: Some(5_000),
+            ..Default::default()
+        },
+    }
+}
+
+/// Creates an action's directive and waits (at most [`WAIT`]) for it.
+async fn act(
+    engine: &Engine,
+    tenant: TenantId,
+    req: DirectiveRequest,
+    origin: Origin,
+) -> Result<DirectiveRow, WebchatError> {
+    let (_, row) = engine.create_directive(tenant, req, origin).await?;
+    site::wait_for(engine, tenant, row.id, WAIT).await
+}
+
+/// Closes an open conversation: the `webchat.conversation.close` directive,
+/// which records `webchat.session.ended` with reason `operator`.
+pub async fn close(
+    engine: &Engine,
+    tenant: TenantId,
+    id: ConversationId,
+    origin: Origin,
+) -> Result<DirectiveRow, WebchatError> {
+    let conv = conversation(engine, tenant, id).await?;
+    if conv.status != "open" {
+        return Err(EngineError::InvalidState("the conversation has already ended".into()).into());
+    }
+    let req = action(
+        "webchat.conversation.close",
+        id,
+        tenant,
+        json!({ "conversation_id": id, "reason": "operator" }),
+    );
+    act(engine, tenant, req, origin).await
+}
+
+/// Opens an ended conversation again (`webchat.conversation.reopen`).
+pub async fn reopen(
+    engine: &Engine,
+    tenant: TenantId,
+    id: ConversationId,
+    origin: Origin,
+) -> Result<DirectiveRow, WebchatError> {
+    let conv = conversation(engine, tenant, id).await?;
+    if conv.status == "open" {
+        return Err(EngineError::InvalidState("the conversation is open".into()).into());
+    }
+    let req = action(
+        "webchat.conversation.reopen",
+        id,
+        tenant,
+        json!({ "conversation_id": id }),
+    );
+    act(engine, tenant, req, origin).await
+}
+
+/// Assigns a conversation to a member, or to nobody
+/// (`webchat.conversation.assign`).
+pub async fn assign(
+    engine: &Engine,
+    tenant: TenantId,
+    id: ConversationId,
+    member: Option<MemberId>,
+    origin: Origin,
+) -> Result<DirectiveRow, WebchatError> {
+    conversation(engine, tenant, id).await?;
+    if let Some(m) = member {
+        check_member(engine, tenant, m).await?;
+    }
+    let req = action(
+        "webchat.conversation.assign",
+        id,
+        tenant,
+        json!({ "conversation_id": id, "member_id": member }),
+    );
+    act(engine, tenant, req, origin).await
+}
+
+/// Whether `member` may be assigned conversations of `tenant`.
+///
+/// MEMBERS: the one place for the existence check. Until the members table
+/// lands, any well-formed `mem_…` id is accepted; then this must refuse an
+/// unknown or disabled member of this tenant with
+/// `invalid("member_id", "no such member in this tenant")`.
+async fn check_member(
+    _engine: &Engine,
+    _tenant: TenantId,
+    _member: MemberId,
+) -> Result<(), WebchatError> {
+    Ok(())
+}
+
+fn member_arg(args: &Value) -> Result<Option<MemberId>, EngineError> {
+    match args.get("member_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                super::escalation::invalid("`member_id` must be a member id (mem_…) or null")
+            }),
+    }
+}
+
+/// `webchat.conversation.reopen`: an ended conversation is open again,
+/// its idle clock started afresh. Refused while the visitor has another
+/// open conversation on the site (a visitor has one at a time).
+pub struct ConversationReopen;
+
+impl Handler for ConversationReopen {
+    fn result_signals(&self) -> ResultSignals {
+        ResultSignals {
+            succeeded: "webchat.session.reopened",
+            failed: "directive.failed",
+        }
+    }
+
+    fn validate<'a>(
+        &'a self,
+        engine: &'a Engine,
+        tenant: TenantId,
+        args: &'a Value,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        validate_conversation(engine, tenant, args).boxed()
+    }
+
+    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+        async move {
+            let id = match claimed_conversation(d) {
+                Ok(c) => c,
+                Err(failed) => return failed,
+            };
+            let result = async {
+                let conv = store_conv::get(engine.db(), d.tenant, id).await?;
+                let mut tx = engine.db().begin().await?;
+                store_conv::lock_visitor(&mut tx, d.tenant, conv.site_id, conv.visitor_id).await?;
+                let open =
+                    store_conv::open_for_visitor(&mut tx, d.tenant, conv.site_id, conv.visitor_id)
+                        .await?;
+                if open.is_some_and(|o| o != id) {
+                    return Ok(Err(()));
+                }
+                let reopened = store_conv::reopen(&mut tx, d.tenant, id, now_ms()).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(Ok(reopened))
+            }
+            .await;
+            match result {
+                Ok(Ok(reopened)) => Outcome::Succeeded {
+                    result: json!({ "conversation_id": id, "reopened_now": reopened }),
+                    http_status: None,
+                    external_ref: None,
+                },
+                Ok(Err(())) => {
+                    Outcome::fail("the visitor has another open conversation on this site")
+                }
+                Err(StoreError::NotFound) => Outcome::fail("conversation does not exist"),
+                Err(e) => retry(e),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// `webchat.conversation.assign`: sets (or clears, with a null
+/// `member_id`) who the conversation is assigned to.
+pub struct ConversationAssign;
+
+impl Handler for ConversationAssign {
+    fn result_signals(&self) -> ResultSignals {
+        ResultSignals {
+            succeeded: "webchat.session.assigned",
+            failed: "directive.failed",
+        }
+    }
+
+    fn validate<'a>(
+        &'a self,
+        engine: &'a Engine,
+        tenant: TenantId,
+        args: &'a Value,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        async move {
+            member_arg(args)?;
+            validate_conversation(engine, tenant, args).await
+        }
+        .boxed()
+    }
+
+    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+        async move {
+            let id = match claimed_conversation(d) {
+                Ok(c) => c,
+                Err(failed) => return failed,
+            };
+            let member = match member_arg(&d.args) {
+                Ok(m) => m,
+                Err(e) => return Outcome::fail(e.to_string()),
+            };
+            let result = async {
+                let mut tx = engine.db().begin().await?;
+                let found = store_conv::set_assignee(&mut tx, d.tenant, id, member).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(found)
+            }
+            .await;
+            match result {
+                Ok(true) => Outcome::Succeeded {
+                    result: json!({ "conversation_id": id, "member_id": member }),
+                    http_status: None,
+                    external_ref: None,
+                },
+                Ok(false) => Outcome::fail("conversation does not exist"),
+                Err(e) => retry(e),
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped rules and a person build the same keys: if one changes
+    /// alone, a rule and a person post twice.
+    #[test]
+    fn escalation_keys_match_the_shipped_rules() {
+        let rules = include_str!("../../../../workflows/website_chat.toml");
+        for prefix in [MATTERMOST_KEY, EMAIL_KEY] {
+            let template = format!(
+                "dedupe_key = \"{prefix}:{{{{ tenant }}}}:{{{{ signal.payload.conversation_id }}}}:{{{{ destination }}}}\""
+            );
+            assert!(
+                rules.contains(&template),
+                "{template} not in the shipped rules"
+            );
+        }
+        let conv = ConversationId::new();
+        assert_eq!(
+            escalation_key(MATTERMOST_KEY, "acme", conv, "mattermost"),
+            format!("webchat_mm_escalation:acme:{conv}:mattermost")
+        );
+    }
+}
