@@ -88,6 +88,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0012_directive_destination.sql"),
         postgres: include_str!("../../../migrations/postgres/0012_directive_destination.sql"),
     },
+    Migration {
+        version: 13,
+        name: "members",
+        sqlite: include_str!("../../../migrations/sqlite/0013_members.sql"),
+        postgres: include_str!("../../../migrations/postgres/0013_members.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use super::routing::post;
+use axum::Json;
 use fleetprompt_engine::destination::{self, DestinationView};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -12,8 +12,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/destinations", post(create).get(list))
+pub(super) fn router() -> super::Routes {
+    super::Routes::new().route("/destinations", post(create).get(list))
 }
 
 #[derive(Deserialize)]

@@ -1,8 +1,8 @@
 //! `GET /admin/v1/workflows` and `POST /admin/v1/replay`.
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use super::routing::{get, post};
+use axum::Json;
 use fleetprompt_core::time::parse_rfc3339;
 use fleetprompt_store::signal::ReplayFilter;
 use serde::Deserialize;
@@ -12,8 +12,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
+pub(super) fn router() -> super::Routes {
+    super::Routes::new()
         .route("/workflows", get(show))
         .route("/replay", post(replay))
 }
