@@ -38,6 +38,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod access;
 pub mod webchat;
 
 /// The database backends a test can run on.

@@ -54,8 +54,9 @@ pub fn normalize_email(email: &str) -> Result<String, ValidationError> {
     let e = email.trim().to_lowercase();
     let ok = e.len() <= 254
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
-        && e.split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        });
     if ok {
         Ok(e)
     } else {
@@ -93,8 +94,18 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(normalize_email(" Ann@Example.COM ").unwrap(), "ann@example.com");
-        for bad in ["", "ann", "@example.com", "ann@", "a b@example.com", "a@b@c"] {
+        assert_eq!(
+            normalize_email(" Ann@Example.COM ").unwrap(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "@example.com",
+            "ann@",
+            "a b@example.com",
+            "a@b@c",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?}");
         }
     }

@@ -210,7 +210,13 @@ async fn audit(
 ) -> Result<(), EngineError> {
     payload["actor"] = json!(actor.actor());
     payload["origin"] = serde_json::to_value(actor).unwrap_or_default();
-    let s = NewSignal::new(signal_type, &tenant_subject(tenant), payload, dedupe, now_ms())?;
+    let s = NewSignal::new(
+        signal_type,
+        &tenant_subject(tenant),
+        payload,
+        dedupe,
+        now_ms(),
+    )?;
     engine.record_in_tx(tx, tenant, &s).await?;
     Ok(())
 }
@@ -284,9 +290,13 @@ pub async fn add_member(
             name: &name,
             role,
             password_hash: hash.as_deref(),
-            invite: issued
-                .as_ref()
-                .map(|c| (c.id.as_str(), c.secret_hash.as_str(), now_ms() + INVITE_TTL_MS)),
+            invite: issued.as_ref().map(|c| {
+                (
+                    c.id.as_str(),
+                    c.secret_hash.as_str(),
+                    now_ms() + INVITE_TTL_MS,
+                )
+            }),
         },
     )
     .await?;
@@ -305,12 +315,19 @@ pub async fn add_member(
 }
 
 /// A tenant's members.
-pub async fn list_members(engine: &Engine, tenant: TenantId) -> Result<Vec<MemberRow>, EngineError> {
+pub async fn list_members(
+    engine: &Engine,
+    tenant: TenantId,
+) -> Result<Vec<MemberRow>, EngineError> {
     Ok(member::list(engine.db(), tenant).await?)
 }
 
 /// A member found by id (`mem_…`) or email.
-pub async fn find_member(engine: &Engine, tenant: TenantId, key: &str) -> Result<MemberRow, EngineError> {
+pub async fn find_member(
+    engine: &Engine,
+    tenant: TenantId,
+    key: &str,
+) -> Result<MemberRow, EngineError> {
     let found = match key.parse::<MemberId>() {
         Ok(id) => member::get(engine.db(), tenant, id).await,
         Err(_) => member::get_by_email(engine.db(), tenant, &normalize_email(key)?).await,
@@ -396,8 +413,13 @@ pub async fn reinvite(
 ) -> Result<String, EngineError> {
     let c = issue_credential(INVITE_PREFIX);
     let mut tx = engine.db().begin().await?;
-    member::set_invite(&mut tx, tenant, id, (&c.id, &c.secret_hash, now_ms() + INVITE_TTL_MS))
-        .await?;
+    member::set_invite(
+        &mut tx,
+        tenant,
+        id,
+        (&c.id, &c.secret_hash, now_ms() + INVITE_TTL_MS),
+    )
+    .await?;
     tx.commit().await?;
     Ok(c.token)
 }
@@ -483,7 +505,15 @@ async fn start_session(
 ) -> Result<SignedIn, EngineError> {
     let c = issue_credential(SESSION_PREFIX);
     let mut tx = engine.db().begin().await?;
-    member::create_session(&mut tx, tenant.id, member.id, &c.id, &c.secret_hash, now_ms()).await?;
+    member::create_session(
+        &mut tx,
+        tenant.id,
+        member.id,
+        &c.id,
+        &c.secret_hash,
+        now_ms(),
+    )
+    .await?;
     tx.commit().await?;
     Ok(SignedIn {
         csrf_token: csrf_token(engine.key(), &c.id),
@@ -501,7 +531,10 @@ pub fn session_csrf(engine: &Engine, session_id: &str) -> String {
 
 /// Resolves a session cookie's value: `None` for an unknown, revoked,
 /// expired or wrong one, or one whose member is disabled.
-pub async fn authenticate_session(engine: &Engine, cookie: &str) -> Result<Option<Caller>, EngineError> {
+pub async fn authenticate_session(
+    engine: &Engine,
+    cookie: &str,
+) -> Result<Option<Caller>, EngineError> {
     let Some((id, secret)) = parse_credential(SESSION_PREFIX, cookie.trim()) else {
         return Ok(None);
     };
@@ -535,7 +568,10 @@ pub async fn authenticate_session(engine: &Engine, cookie: &str) -> Result<Optio
 /// Resolves a bearer admin token: the tenant's own act as admin, a
 /// member's with the member's role. `None` for an unknown, revoked or
 /// wrong token, or one whose member is disabled.
-pub async fn authenticate_token(engine: &Engine, token: &str) -> Result<Option<Caller>, EngineError> {
+pub async fn authenticate_token(
+    engine: &Engine,
+    token: &str,
+) -> Result<Option<Caller>, EngineError> {
     let Some((id, secret)) = parse_admin_token(token.trim()) else {
         return Ok(None);
     };

@@ -9,10 +9,10 @@
 //! `invalid_text` naming the field, before any handler runs, so no route
 //! can reach a write with it.
 
+use axum::extract::MatchedPath;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::extract::MatchedPath;
 use fleetprompt_core::member::Role;
 use fleetprompt_core::secret::ct_eq;
 use fleetprompt_engine::access::{self, Caller, Credential};

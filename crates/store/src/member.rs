@@ -82,7 +82,10 @@ macro_rules! impl_row_like {
                 let role: String = self.try_get(at + 4)?;
                 Ok(MemberRow {
                     id: self.try_get::<String, _>(at)?.parse().map_err(corrupt)?,
-                    tenant_id: self.try_get::<String, _>(at + 1)?.parse().map_err(corrupt)?,
+                    tenant_id: self
+                        .try_get::<String, _>(at + 1)?
+                        .parse()
+                        .map_err(corrupt)?,
                     email: self.try_get(at + 2)?,
                     name: self.try_get(at + 3)?,
                     role: role.parse().map_err(corrupt)?,
@@ -439,7 +442,12 @@ pub async fn revoke_session(tx: &mut Tx, id: &str, now: Millis) -> Result<bool> 
 }
 
 /// Revokes every session of a member.
-pub async fn revoke_sessions(tx: &mut Tx, tenant: TenantId, member: MemberId, now: Millis) -> Result<()> {
+pub async fn revoke_sessions(
+    tx: &mut Tx,
+    tenant: TenantId,
+    member: MemberId,
+    now: Millis,
+) -> Result<()> {
     on_tx!(tx, c => {
         sqlx::query(
             "UPDATE member_sessions SET revoked_at = $3

@@ -246,7 +246,11 @@ pub async fn add_member_token(
 
 /// A member's tokens (`Some`), or the tenant's own (`None`), newest first,
 /// revoked ones included.
-pub async fn list_tokens(db: &Db, tenant: TenantId, member: Option<MemberId>) -> Result<Vec<TokenRow>> {
+pub async fn list_tokens(
+    db: &Db,
+    tenant: TenantId,
+    member: Option<MemberId>,
+) -> Result<Vec<TokenRow>> {
     let member = member.map(|m| m.to_string());
     on_db!(db, c => {
         sqlx::query(
@@ -303,7 +307,11 @@ pub async fn revoke_token(
 
 /// Replaces the tenant's own admin tokens with one new one: every active
 /// token without a member is revoked. Members' tokens are left alone.
-pub async fn rotate_token(tx: &mut Tx, tenant: TenantId, now: Millis) -> Result<(IssuedToken, u64)> {
+pub async fn rotate_token(
+    tx: &mut Tx,
+    tenant: TenantId,
+    now: Millis,
+) -> Result<(IssuedToken, u64)> {
     let n = on_tx!(tx, c => {
         sqlx::query(
             "UPDATE admin_tokens SET revoked_at = $2

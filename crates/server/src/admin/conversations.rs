@@ -2,10 +2,10 @@
 //! `webchat.reply_send` directive, so it is on the audit timeline), and
 //! review, approve or discard reply drafts.
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use super::routing::{get, post};
 use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
 use fleetprompt_core::id::{ConversationId, SiteId};
 use fleetprompt_engine::DirectiveRequest;
 use fleetprompt_store::StoreError;

@@ -1,9 +1,9 @@
 //! `/admin/v1/destinations`: register and list outbound destinations.
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use super::routing::post;
 use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
 use fleetprompt_engine::destination::{self, DestinationView};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};

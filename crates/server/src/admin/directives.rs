@@ -1,9 +1,9 @@
 //! `/admin/v1/directives`: create, read, list, retry, cancel.
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use super::routing::{get, post};
 use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
 use fleetprompt_core::{DirectiveId, DirectiveStatus};
 use fleetprompt_engine::{BackoffOverride, DirectiveRequest};
 use fleetprompt_store::directive::{self, AttemptRow, DirectiveRow};

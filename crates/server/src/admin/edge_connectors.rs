@@ -1,9 +1,9 @@
 //! `/admin/v1/edge-connectors`: register, list and revoke Edge Connectors.
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use super::routing::post;
 use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
 use fleetprompt_core::EdgeConnectorId;
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -1,9 +1,9 @@
 //! `/admin/v1/installations`: install (or reconfigure) a package.
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use super::routing::post;
 use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
 use fleetprompt_engine::webchat::site::{self, InstallationView};
 use serde::Deserialize;
 use serde_json::{Value, json};

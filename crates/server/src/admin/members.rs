@@ -1,9 +1,9 @@
 //! `/admin/v1/members`: the tenant's people (admins only: the role table
 //! says so). Adding one answers its first password, or an invite, once.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use fleetprompt_core::MemberId;
 use fleetprompt_core::member::Role;
 use fleetprompt_engine::access::{self, FirstSecret};

@@ -3,10 +3,10 @@
 //! URL is https) and answers the CSRF token that unsafe requests must
 //! carry; signing out revokes the session server-side.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use fleetprompt_engine::access::{self, Credential, SignedIn};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -65,7 +65,9 @@ async fn sign_in(
     ApiJson(b): ApiJson<SignInBody>,
 ) -> Result<Response, ApiError> {
     let signed: SignedIn = match (&b.invite, &b.email) {
-        (Some(invite), None) => access::redeem_invite(&s.engine, invite, &b.password, client).await?,
+        (Some(invite), None) => {
+            access::redeem_invite(&s.engine, invite, &b.password, client).await?
+        }
         (None, Some(email)) => {
             access::sign_in(&s.engine, b.tenant.as_deref(), email, &b.password, client).await?
         }

@@ -1,9 +1,9 @@
 //! `POST /admin/v1/signals`.
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use super::routing::post;
 use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
 use fleetprompt_core::NewSignal;
 use fleetprompt_core::time::{now_ms, parse_rfc3339};
 use serde::Deserialize;

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
 use super::routing::{get, post};
 use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
 use fleetprompt_core::id::SiteId;
 use fleetprompt_core::{DirectiveId, DirectiveStatus};
 use fleetprompt_engine::webchat::site::{self, RegisterRequest, SiteView};

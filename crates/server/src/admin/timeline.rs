@@ -1,8 +1,8 @@
 //! `GET /admin/v1/timeline?subject=…`: the audit trail of one subject.
 
-use axum::extract::State;
 use super::routing::get;
 use axum::Json;
+use axum::extract::State;
 use fleetprompt_core::Subject;
 use serde::Deserialize;
 use serde_json::{Value, json};

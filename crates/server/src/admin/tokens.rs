@@ -3,9 +3,9 @@
 //! show the prefix, name, creation and last use. Any member manages their
 //! own; an admin may also revoke anyone's in the tenant.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use fleetprompt_core::TokenId;
 use fleetprompt_core::member::Role;
 use fleetprompt_engine::access;

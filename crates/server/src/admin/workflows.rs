@@ -1,8 +1,8 @@
 //! `GET /admin/v1/workflows` and `POST /admin/v1/replay`.
 
-use axum::extract::State;
 use super::routing::{get, post};
 use axum::Json;
+use axum::extract::State;
 use fleetprompt_core::time::parse_rfc3339;
 use fleetprompt_store::signal::ReplayFilter;
 use serde::Deserialize;
