@@ -269,6 +269,16 @@ async fn revocations_hold_at_once_on_both_nodes(backend: Backend) {
         me_everywhere(&app, &nodes, &new_bearer).await,
         [StatusCode::OK; 2]
     );
+    // The tenant's own token lists the tenant's tokens: the old one revoked.
+    let (s, v) = with_token(&app.http, &b, &new, Method::GET, "/admin/v1/tokens", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let tokens = v["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2, "{v}");
+    assert!(
+        tokens[0]["revoked_at"].is_null() && tokens[1]["revoked_at"].is_string(),
+        "{v}"
+    );
+    assert!(tokens.iter().all(|t| t["member_id"].is_null()), "{v}");
 
     // Each of these admin changes is on the tenant's audit log.
     let (s, v) = with_token(

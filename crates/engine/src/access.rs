@@ -437,7 +437,9 @@ pub async fn sign_in(
 ) -> Result<SignedIn, SignInError> {
     let now = now_ms();
     let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
-    let account = format!("account:{}:{email}", tenant.unwrap_or(""));
+    // By email alone, whatever tenant is named: naming another tenant
+    // does not buy more guesses.
+    let account = format!("account:{email}");
     let address = format!("address:{client}");
     let keys = [
         (account.as_str(), FAILURES_PER_ACCOUNT),
@@ -529,6 +531,27 @@ pub fn session_csrf(engine: &Engine, session_id: &str) -> String {
     csrf_token(engine.key(), session_id)
 }
 
+/// Records a last use, best effort: a read must not fail because the
+/// database takes no writes just now (read-only, full); a missed touch only
+/// makes a last use look older.
+fn untouched(r: fleetprompt_store::Result<()>) {
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "last use not recorded");
+    }
+}
+
+async fn touch_session(engine: &Engine, id: &str, now: Millis) -> fleetprompt_store::Result<()> {
+    let mut tx = engine.db().begin().await?;
+    member::touch_session(&mut tx, id, now).await?;
+    tx.commit().await
+}
+
+async fn touch_token(engine: &Engine, id: TokenId, now: Millis) -> fleetprompt_store::Result<()> {
+    let mut tx = engine.db().begin().await?;
+    tenant::touch_token(&mut tx, id, now).await?;
+    tx.commit().await
+}
+
 /// Resolves a session cookie's value: `None` for an unknown, revoked,
 /// expired or wrong one, or one whose member is disabled.
 pub async fn authenticate_session(
@@ -553,9 +576,7 @@ pub async fn authenticate_session(
         return Ok(None);
     }
     if now - s.last_seen_at >= TOUCH_EVERY_MS.min(idle / 2) {
-        let mut tx = engine.db().begin().await?;
-        member::touch_session(&mut tx, &s.id, now).await?;
-        tx.commit().await?;
+        untouched(touch_session(engine, &s.id, now).await);
     }
     Ok(Some(Caller {
         tenant: s.tenant,
@@ -580,9 +601,7 @@ pub async fn authenticate_token(
     };
     let now = now_ms();
     if owner.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS) {
-        let mut tx = engine.db().begin().await?;
-        tenant::touch_token(&mut tx, id, now).await?;
-        tx.commit().await?;
+        untouched(touch_token(engine, id, now).await);
     }
     Ok(Some(Caller {
         tenant: owner.tenant,

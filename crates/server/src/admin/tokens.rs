@@ -1,7 +1,8 @@
 //! `/admin/v1/tokens`: a member's personal API tokens (`fpa_…`), which act
 //! with the member's role. The secret is answered once, at creation; lists
 //! show the prefix, name, creation and last use. Any member manages their
-//! own; an admin may also revoke anyone's in the tenant.
+//! own; an admin may also revoke anyone's in the tenant, the tenant's own
+//! included (which the tenant's own token lists).
 
 use axum::Json;
 use axum::extract::State;
@@ -32,9 +33,11 @@ fn member_of(admin: &Admin) -> Result<fleetprompt_core::MemberId, ApiError> {
     })
 }
 
+/// A member's own tokens; with the tenant's own token, the tenant's own
+/// tokens (so a leaked one can be found and revoked).
 async fn list(State(s): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
-    let member = member_of(&admin)?;
-    let rows = access::list_tokens(&s.engine, admin.tenant.id, Some(member)).await?;
+    let member = admin.caller.member.as_ref().map(|m| m.id);
+    let rows = access::list_tokens(&s.engine, admin.tenant.id, member).await?;
     Ok(Json(json!({ "tokens": rows })))
 }
 
