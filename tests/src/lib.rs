@@ -40,6 +40,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod access;
 pub mod lifecycle;
 pub mod packages;
 pub mod rules_api;

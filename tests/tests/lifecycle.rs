@@ -502,7 +502,16 @@ async fn close_reopen_and_assign_are_on_the_timeline_with_their_actor(backend: B
     let conv = say(&app, &visitor(&app, key).await, "hello").await;
     let other = say(&app, &visitor(&app, key).await, "hi too").await;
     let me = token_id(&app);
-    let member = MemberId::new().to_string();
+    let member = fleetprompt_system_tests::access::add_member(
+        &app.db,
+        "acme",
+        "ann@example.com",
+        "Ann Agent",
+        "agent",
+    )
+    .await
+    .unwrap()
+    .id;
     let base = format!("/admin/v1/conversations/{conv}");
 
     // Assign, and the inbox filters by it.
@@ -588,8 +597,9 @@ async fn close_reopen_and_assign_are_on_the_timeline_with_their_actor(backend: B
     assert_eq!(ended.len(), 1, "{entries:#?}");
     assert_eq!(ended[0]["payload"]["reason"], "operator", "{}", ended[0]);
 
-    // Bad input.
+    // Bad input, and a member who is not one of this tenant's.
     for body in [
+        json!({ "member_id": MemberId::new().to_string() }),
         json!({ "member_id": "bob" }),
         json!({ "member_id": 7 }),
         json!({}),

@@ -13,6 +13,9 @@
 //! - `demo.rs`: the demo tenant and site that `serve` sets up for `/demo`.
 //! - `prune.rs`: `prune` — retention, deleting what has aged out.
 //!
+//! `user add|list|disable|reset-password` manages a tenant's members and
+//! `tenant rotate-token` replaces its own admin token (docs/access.md).
+//!
 //! `edge-connector create|list|revoke` registers the Edge Connectors that
 //! deliver email from next to a tenant's mail server (docs/edge-connector.md).
 
@@ -55,6 +58,9 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Manage a tenant's members (admins and agents who sign in).
+    #[command(subcommand)]
+    User(UserCommand),
     /// The package catalogue; install and uninstall packages for a tenant.
     #[command(subcommand)]
     Package(PackageCommand),
@@ -188,6 +194,71 @@ enum TenantCommand {
     },
     /// List tenants.
     List,
+    /// Replace the tenant's own admin token with a new one, printed once;
+    /// the old one stops working at once (members' tokens are kept).
+    RotateToken {
+        /// The tenant's slug.
+        slug: String,
+        /// Print JSON: {"tenant_id", "slug", "admin_token"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a member and print a one-time password (or, with --invite, a
+    /// one-time sign-in link).
+    Add {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// The address they sign in with.
+        #[arg(long)]
+        email: String,
+        /// The name the timeline shows (default: the email's local part).
+        #[arg(long)]
+        name: Option<String>,
+        /// admin or agent.
+        #[arg(long)]
+        role: String,
+        /// Print a sign-in link that sets their own password instead.
+        #[arg(long)]
+        invite: bool,
+        /// The server's public URL, for the invite link.
+        #[arg(
+            long,
+            env = "FLEETPROMPT_PUBLIC_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        public_url: String,
+        /// Print JSON: {"member", "password"|"invite_token", "invite_link"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a tenant's members.
+    List {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Disable a member: they cannot sign in, and their sessions and
+    /// tokens stop working at once.
+    Disable {
+        /// The member's email or id (`mem_…`).
+        member: String,
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Set a new one-time password, printed once; signs them out everywhere.
+    ResetPassword {
+        /// The member's email or id (`mem_…`).
+        member: String,
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 /// mimalloc instead of the system allocator: with glibc's malloc the
@@ -309,6 +380,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Tenant(TenantCommand::RotateToken { slug, json }) => {
+            let (db, t, engine) = tenant_engine(&cli.common, &slug).await?;
+            let token =
+                fleetprompt_engine::access::rotate_tenant_token(&engine, t.id, &cli_origin())
+                    .await?;
+            db.close().await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "tenant_id": t.id, "slug": t.slug, "admin_token": token.token })
+                );
+            } else {
+                println!(
+                    "admin token of {} rotated; the old one no longer works",
+                    t.slug
+                );
+                println!("admin token (shown once, keep it safe): {}", token.token);
+            }
+            Ok(())
+        }
+        Command::User(cmd) => user(&cli.common, cmd).await,
         Command::Bench(cmd) => bench::run(&cli.common, cmd).await,
         Command::Site(SiteCommand::TestMessage {
             site,
@@ -405,6 +497,108 @@ async fn package(common: &settings::Common, cmd: PackageCommand) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// Who acts from the command line, as the tenant's audit log records it.
+fn cli_origin() -> fleetprompt_core::Origin {
+    fleetprompt_core::Origin::System {
+        component: "cli".into(),
+    }
+}
+
+async fn user(common: &settings::Common, cmd: UserCommand) -> anyhow::Result<()> {
+    use fleetprompt_engine::access::{self, FirstSecret};
+    match cmd {
+        UserCommand::Add {
+            tenant,
+            email,
+            name,
+            role,
+            invite,
+            public_url,
+            json,
+        } => {
+            let role: fleetprompt_core::member::Role = role.parse()?;
+            let (db, t, engine) = tenant_engine(common, &tenant).await?;
+            let (member, secret) = access::add_member(
+                &engine,
+                t.id,
+                &email,
+                name.as_deref(),
+                role,
+                invite,
+                &cli_origin(),
+            )
+            .await?;
+            db.close().await;
+            // The token rides in the fragment, which browsers never send
+            // to a server (nor put in a Referer).
+            let link = |token: &str| {
+                format!(
+                    "{}/console/invite#{token}",
+                    public_url.trim_end_matches('/')
+                )
+            };
+            if json {
+                let mut v = serde_json::json!({ "member": member });
+                match &secret {
+                    FirstSecret::Password(p) => v["password"] = serde_json::json!(p),
+                    FirstSecret::Invite(tok) => {
+                        v["invite_token"] = serde_json::json!(tok);
+                        v["invite_link"] = serde_json::json!(link(tok));
+                    }
+                }
+                println!("{v}");
+            } else {
+                println!(
+                    "member {} ({}, {}) added to {tenant}",
+                    member.email, member.id, member.role
+                );
+                match secret {
+                    FirstSecret::Password(p) => println!("password: {p}"),
+                    FirstSecret::Invite(tok) => println!("sign-in link (one use): {}", link(&tok)),
+                }
+            }
+            Ok(())
+        }
+        UserCommand::List { tenant } => {
+            let (db, t, engine) = tenant_engine(common, &tenant).await?;
+            for m in access::list_members(&engine, t.id).await? {
+                let state = match (m.disabled_at, m.has_password) {
+                    (Some(_), _) => "disabled",
+                    (None, true) => "active",
+                    (None, false) => "invited",
+                };
+                println!("{}\t{}\t{}\t{}\t{state}", m.id, m.email, m.name, m.role);
+            }
+            db.close().await;
+            Ok(())
+        }
+        UserCommand::Disable { member, tenant } => {
+            let (db, t, engine) = tenant_engine(common, &tenant).await?;
+            let m = access::find_member(&engine, t.id, &member).await?;
+            let patch = fleetprompt_store::member::MemberPatch {
+                disabled: Some(true),
+                ..Default::default()
+            };
+            access::update_member(&engine, t.id, m.id, patch, &cli_origin()).await?;
+            db.close().await;
+            println!("member {} ({}) disabled", m.email, m.id);
+            Ok(())
+        }
+        UserCommand::ResetPassword { member, tenant } => {
+            let (db, t, engine) = tenant_engine(common, &tenant).await?;
+            let m = access::find_member(&engine, t.id, &member).await?;
+            let p = access::reset_password(&engine, t.id, m.id, &cli_origin()).await?;
+            db.close().await;
+            println!(
+                "password of {} reset; their sessions are signed out",
+                m.email
+            );
+            println!("password: {p}");
+            Ok(())
+        }
+    }
 }
 
 async fn edge_connector(

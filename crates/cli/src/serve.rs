@@ -110,6 +110,12 @@ pub struct ServeArgs {
     /// Live widget streams per site; past it new ones are answered 429.
     #[arg(long, env = "FLEETPROMPT_STREAMS_PER_SITE", default_value_t = fleetprompt_server::widget::stream::STREAMS_PER_SITE)]
     pub streams_per_site: usize,
+    /// Seconds a signed-in session may go unused before it expires.
+    #[arg(long, env = "FLEETPROMPT_SESSION_IDLE_SECS", default_value_t = 12 * 3600)]
+    pub session_idle_secs: u64,
+    /// Seconds a signed-in session lives at most, however busy.
+    #[arg(long, env = "FLEETPROMPT_SESSION_MAX_AGE_SECS", default_value_t = 7 * 24 * 3600)]
+    pub session_max_age_secs: u64,
     /// Seconds that requests and directive attempts in flight get to finish
     /// after SIGTERM/SIGINT; the leases of what has not finished by then are
     /// released, so other nodes take the work over at once.
@@ -140,6 +146,9 @@ impl ServeArgs {
         if self.header_timeout_secs == 0 {
             anyhow::bail!("--header-timeout-secs must be at least 1");
         }
+        if self.session_idle_secs == 0 || self.session_max_age_secs == 0 {
+            anyhow::bail!("--session-idle-secs and --session-max-age-secs must be at least 1");
+        }
         Ok(EngineConfig {
             concurrency: self.concurrency,
             claim_batch: self.concurrency.min(512),
@@ -151,6 +160,10 @@ impl ServeArgs {
                 default_cap: self.destination_concurrency,
                 failures_to_open: self.breaker_failures,
                 ..Default::default()
+            },
+            access: fleetprompt_engine::access::AccessConfig {
+                session_idle: Duration::from_secs(self.session_idle_secs),
+                session_max_age: Duration::from_secs(self.session_max_age_secs),
             },
             ..EngineConfig::default()
         })

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::TokenId;
+use crate::id::{MemberId, TokenId};
 use crate::signal::{ValidationError, check_dotted_name};
 
 /// A platform-owned handler name, e.g. `webhook.post`.
@@ -212,6 +212,18 @@ pub enum Origin {
         /// The token that authorised the call.
         token_id: TokenId,
     },
+    /// A member of the tenant, signed in or through one of their personal
+    /// tokens; the name is the one they had then, so the timeline says who
+    /// acted without another lookup.
+    Member {
+        /// The member.
+        member_id: MemberId,
+        /// Their name at the time.
+        name: String,
+        /// The personal token used, if not a browser session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_id: Option<TokenId>,
+    },
     /// An operator acting in the console.
     Operator {
         /// The operator's name.
@@ -222,6 +234,30 @@ pub enum Origin {
         /// What in the platform.
         component: String,
     },
+}
+
+impl Origin {
+    /// The actor as one short string: `member:<id>`, `token:<id>`,
+    /// `rule:<id>`, `operator:<name>` or `system:<component>`.
+    pub fn actor(&self) -> String {
+        match self {
+            Self::Rule { rule_id, .. } => format!("rule:{rule_id}"),
+            Self::Api { token_id } => format!("token:{token_id}"),
+            Self::Member { member_id, .. } => format!("member:{member_id}"),
+            Self::Operator { user } => format!("operator:{user}"),
+            Self::System { component } => format!("system:{component}"),
+        }
+    }
+
+    /// The acting member's or token's typed id (`mem_…`, `tok_…`), which
+    /// needs no prefix of its own; [`Origin::actor`] for anything else.
+    pub fn actor_id(&self) -> String {
+        match self {
+            Self::Api { token_id } => token_id.to_string(),
+            Self::Member { member_id, .. } => member_id.to_string(),
+            other => other.actor(),
+        }
+    }
 }
 
 #[cfg(test)]

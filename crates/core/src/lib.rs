@@ -8,15 +8,17 @@
 //! - [`credential`]: finding (and redacting) credentials in free text.
 //! - [`signal`]: signal types, subjects, new signals and payload validation.
 //! - [`directive`]: directive kinds, statuses, origins, attempt outcomes.
+//! - [`member`]: member roles and email checks.
 //! - [`retry`]: the retry policy and its exponential backoff with jitter.
-//! - [`secret`]: AEAD sealing of secrets at rest, admin tokens and their
-//!   constant-time verification.
+//! - [`secret`]: AEAD sealing of secrets at rest, admin tokens, sessions
+//!   and passwords, and their constant-time verification.
 //! - [`time`]: the one clock representation (milliseconds since the epoch).
 //! - [`webchat`]: widget tokens, origin allowlists and visitor data reduction.
 
 pub mod credential;
 pub mod directive;
 pub mod id;
+pub mod member;
 pub mod retry;
 pub mod secret;
 pub mod signal;

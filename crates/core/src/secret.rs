@@ -227,6 +227,100 @@ pub fn parse_edge_token(token: &str) -> Option<(EdgeConnectorId, &str)> {
     Some((id.parse().ok()?, secret))
 }
 
+/// Hashes a member's password with argon2id (the crate's default, OWASP's
+/// minimum: 19 MiB, 2 passes) and a random salt, as a PHC string.
+pub fn hash_password(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2id with default parameters hashes any password")
+        .to_string()
+}
+
+/// Checks a password against its PHC string (the comparison is constant
+/// time). A missing hash (a member who has not set a password yet) spends
+/// the same work as a real check and fails.
+pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    static DUMMY: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| hash_password("no password is set"));
+    let (phc, real) = match stored {
+        Some(h) => (h, true),
+        None => (DUMMY.as_str(), false),
+    };
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let ok = argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    ok && real
+}
+
+/// A one-time password for a new member or a reset: 20 random characters.
+pub fn generate_password() -> String {
+    random_token(15)
+}
+
+/// Prefix of browser session cookies' values.
+pub const SESSION_PREFIX: &str = "fps_";
+
+/// Prefix of one-time invite tokens (a sign-in link's secret).
+pub const INVITE_PREFIX: &str = "fpi_";
+
+/// A new session or invite credential: `<prefix><id>.<secret>`; only the
+/// id and the SHA-256 of the secret are stored.
+pub struct IssuedCredential {
+    /// The public half, used to find the stored hash.
+    pub id: String,
+    /// The whole string, given to the client once.
+    pub token: String,
+    /// What is stored.
+    pub secret_hash: String,
+}
+
+impl fmt::Debug for IssuedCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedCredential")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Mints a credential with `prefix` (`fps_` or `fpi_`).
+pub fn issue_credential(prefix: &str) -> IssuedCredential {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let secret = random_token(32);
+    IssuedCredential {
+        token: format!("{prefix}{id}.{secret}"),
+        secret_hash: hash_secret(&secret),
+        id,
+    }
+}
+
+/// Splits a presented credential with `prefix` into its id and secret.
+pub fn parse_credential<'a>(prefix: &str, token: &'a str) -> Option<(&'a str, &'a str)> {
+    let (id, secret) = token.strip_prefix(prefix)?.split_once('.')?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some((id, secret))
+}
+
+/// The CSRF token of a session: an HMAC of the session's id under a key
+/// derived from the master key, so every node computes the same one and
+/// none is stored. A page learns it at sign-in or from `GET /session`.
+pub fn csrf_token(key: &MasterKey, session_id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key.derive("csrf"))
+        .expect("HMAC accepts keys of any length");
+    m.update(session_id.as_bytes());
+    URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+}
+
+/// Compares two strings in constant time (for their common length).
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +390,28 @@ mod tests {
         assert!(parse_admin_token(&t.token).is_none());
         assert!(parse_edge_token(&issue_admin_token().token).is_none());
         assert!(!format!("{t:?}").contains(secret));
+    }
+
+    #[test]
+    fn passwords_verify_only_with_themselves() {
+        let h = hash_password("correct horse");
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(verify_password("correct horse", Some(&h)));
+        assert!(!verify_password("correct horsf", Some(&h)));
+        assert!(!verify_password("no password is set", None));
+        assert!(!verify_password("x", Some("not a phc string")));
+    }
+
+    #[test]
+    fn credentials_parse_and_verify() {
+        let c = issue_credential(SESSION_PREFIX);
+        let (id, secret) = parse_credential(SESSION_PREFIX, &c.token).unwrap();
+        assert_eq!(id, c.id);
+        assert!(verify_secret(secret, &c.secret_hash));
+        assert!(parse_credential(INVITE_PREFIX, &c.token).is_none());
+        assert!(parse_credential(SESSION_PREFIX, "fps_short.x").is_none());
+        let key = MasterKey::generate();
+        assert_eq!(csrf_token(&key, &c.id), csrf_token(&key, &c.id));
+        assert_ne!(csrf_token(&key, &c.id), csrf_token(&key, "other"));
     }
 }

@@ -34,6 +34,8 @@ pub struct EngineConfig {
     pub outbound: fleetprompt_connectors::OutboundPolicy,
     /// Per-destination concurrency caps and circuit breakers.
     pub flow: crate::flow::FlowConfig,
+    /// How long sign-in sessions live.
+    pub access: crate::access::AccessConfig,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +54,7 @@ impl Default for EngineConfig {
             http_timeout: Duration::from_secs(15),
             outbound: Default::default(),
             flow: crate::flow::FlowConfig::default(),
+            access: Default::default(),
         }
     }
 }

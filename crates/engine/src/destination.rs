@@ -593,7 +593,7 @@ pub async fn delete(
         let reason = format!(
             "cancelled: destination {:?} was deleted (force) by {}",
             row.name,
-            actor_label(actor)
+            actor.actor()
         );
         directive::cancel_for_destination(&mut tx, tenant, &row.name, &reason).await?
     } else {
@@ -615,16 +615,6 @@ pub async fn delete(
         destination: row.into(),
         cancelled_directives,
     })
-}
-
-/// Who acted, as a cancelled directive's reason names them.
-fn actor_label(o: &Origin) -> String {
-    match o {
-        Origin::Api { token_id } => format!("token:{token_id}"),
-        Origin::Operator { user } => format!("operator:{user}"),
-        Origin::Rule { rule_id, .. } => format!("rule:{rule_id}"),
-        Origin::System { component } => format!("system:{component}"),
-    }
 }
 
 fn in_use(name: &str, rules: &[String], unfinished: &[directive::Unfinished]) -> String {

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`Engine`] (this file): the entry points the HTTP server and the CLI call.
+//! - [`access`]: members, sign-in, sessions, personal and tenant tokens.
 //! - [`cron`]: schedule rules, each tick fired once across nodes.
 //! - [`config`]: engine settings (worker name, concurrency, lease, polling).
 //! - [`error`]: the engine's error enum.
@@ -23,6 +24,7 @@
 //! - [`metrics`]: every metric the engine exports, described in one place.
 //! - [`webchat`]: the `website_chat` package (sites, widget tokens, ingestion).
 
+pub mod access;
 mod cache;
 pub mod config;
 pub mod cron;
@@ -120,6 +122,8 @@ pub struct Engine {
     /// claims) answer at once instead of holding up the HTTP server's
     /// graceful shutdown.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Failed sign-ins, per account and per client address.
+    throttle: access::Throttle,
 }
 
 impl std::fmt::Debug for Engine {
@@ -154,7 +158,13 @@ impl Engine {
             me: me.clone(),
             ingest: Default::default(),
             shutting_down: Default::default(),
+            throttle: Default::default(),
         })
+    }
+
+    /// Failed sign-ins, as [`access::sign_in`] counts them.
+    pub fn throttle(&self) -> &access::Throttle {
+        &self.throttle
     }
 
     /// Says the process is stopping: long polls return what they have.

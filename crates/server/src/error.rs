@@ -15,8 +15,11 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     /// 401: no valid credentials.
-    #[error("a valid admin token is required (Authorization: Bearer fpa_…)")]
+    #[error("a valid admin token (Authorization: Bearer fpa_…) or session is required")]
     Unauthorized,
+    /// 401 `sign_in_failed`: wrong email, password or invite.
+    #[error("{0}")]
+    SignIn(String),
     /// 404: no such record for this tenant.
     #[error("{0} not found")]
     NotFound(String),
@@ -39,6 +42,10 @@ pub enum ApiError {
     /// 403: the caller may not do this (e.g. an origin not in the allowlist).
     #[error("{0}")]
     Forbidden(String),
+    /// 403 `csrf_failed`: a request authenticated by a session cookie with
+    /// an unsafe method lacks the session's `X-CSRF-Token`.
+    #[error("this request needs the session's X-CSRF-Token header")]
+    Csrf,
     /// 403 with its own code: a proof of work is required
     /// (`challenge_required`) or was refused (`challenge_failed`).
     #[error("{1}")]
@@ -84,6 +91,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::SignIn(_) => (StatusCode::UNAUTHORIZED, "sign_in_failed"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -91,6 +99,7 @@ impl ApiError {
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             Self::EdgeUnauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Csrf => (StatusCode::FORBIDDEN, "csrf_failed"),
             Self::Challenge(code, _) => (StatusCode::FORBIDDEN, code),
             Self::MessageTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -201,6 +210,18 @@ impl From<fleetprompt_engine::webchat::WebchatError> for ApiError {
             W::VersionConflict { .. } => Self::Conflict("version_conflict", e.to_string()),
             W::Invalid(v) => v.into(),
             W::Engine(e) => e.into(),
+        }
+    }
+}
+
+impl From<fleetprompt_engine::access::SignInError> for ApiError {
+    fn from(e: fleetprompt_engine::access::SignInError) -> Self {
+        use fleetprompt_engine::access::SignInError as S;
+        match e {
+            S::Throttled(secs) => Self::TooManyRequests(secs),
+            S::BadCredentials => Self::SignIn(e.to_string()),
+            S::TenantRequired => Self::Unprocessable("tenant_required", e.to_string()),
+            S::Engine(e) => e.into(),
         }
     }
 }

@@ -9,13 +9,15 @@
 //! `invalid_text` naming the field, before any handler runs, so no route
 //! can reach a write with it.
 
+use axum::extract::MatchedPath;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use fleetprompt_core::TokenId;
-use fleetprompt_core::secret::parse_admin_token;
+use fleetprompt_core::member::Role;
+use fleetprompt_core::secret::ct_eq;
+use fleetprompt_engine::access::{self, Caller, Credential};
 use fleetprompt_store::edge::EdgeConnector;
-use fleetprompt_store::tenant::{self, Tenant};
+use fleetprompt_store::tenant::Tenant;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -208,22 +210,40 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// The tenant an admin token belongs to. The tenant comes only from the
-/// token's server-side record, never from the request.
+/// Who calls an admin route: the tenant, role and member resolved from a
+/// bearer admin token (`Authorization: Bearer fpa_…`) or a session cookie,
+/// never from the request's own claims.
+///
+/// This is the one place roles are enforced: the route's pattern is looked
+/// up in [`admin::required_role`](crate::admin::required_role), and a caller
+/// with a lesser role is refused with 403 `forbidden` before the handler
+/// runs. A cookie-authenticated request with an unsafe method must carry
+/// the session's CSRF token in `X-CSRF-Token`; a bearer token needs none
+/// (a browser never sends one by itself).
 pub struct Admin {
     /// The authenticated tenant.
     pub tenant: Tenant,
-    /// The token used, for the audit trail.
-    pub token_id: TokenId,
+    /// Everything known about the caller.
+    pub caller: Caller,
 }
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "fleetprompt_session";
+
+/// The header that carries a session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 impl Admin {
     /// Who is acting, as directives and signals record it: the one place
-    /// that turns the caller into an audit-trail origin.
+    /// that turns the caller into an audit-trail origin (a member, with
+    /// their name, or the tenant's own token).
     pub fn origin(&self) -> fleetprompt_core::directive::Origin {
-        fleetprompt_core::directive::Origin::Api {
-            token_id: self.token_id,
-        }
+        self.caller.origin()
+    }
+
+    /// The caller's role.
+    pub fn role(&self) -> Role {
+        self.caller.role
     }
 }
 
@@ -234,17 +254,66 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        let (token_id, secret) = parse_admin_token(token.trim()).ok_or(ApiError::Unauthorized)?;
-        let tenant = tenant::authenticate(state.engine.db(), token_id, secret)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        Ok(Self { tenant, token_id })
+        let caller = if let Some(token) = bearer(parts) {
+            access::authenticate_token(&state.engine, token)
+                .await?
+                .ok_or(ApiError::Unauthorized)?
+        } else if let Some(cookie) = session_cookie(parts) {
+            let caller = access::authenticate_session(&state.engine, cookie)
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            if !parts.method.is_safe() {
+                let Credential::Session(id) = &caller.credential else {
+                    return Err(ApiError::Unauthorized);
+                };
+                let presented = parts
+                    .headers
+                    .get(CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !ct_eq(presented, &access::session_csrf(&state.engine, id)) {
+                    return Err(ApiError::Csrf);
+                }
+            }
+            caller
+        } else {
+            return Err(ApiError::Unauthorized);
+        };
+        // No matched path means no route of the table: admin only.
+        let needed = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or(Role::Admin, |p| {
+                crate::admin::required_role(&parts.method, p.as_str())
+            });
+        if caller.role < needed {
+            return Err(ApiError::Forbidden(format!(
+                "this needs the {needed} role; {} members may read and answer conversations only",
+                caller.role
+            )));
+        }
+        Ok(Self {
+            tenant: caller.tenant.clone(),
+            caller,
+        })
     }
 }
 
+/// The session cookie's value, if the request has one.
+pub fn session_cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
+}
+
 /// The bearer token of a request, if it has one.
-fn bearer(parts: &Parts) -> Option<&str> {
+pub fn bearer(parts: &Parts) -> Option<&str> {
     let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)?

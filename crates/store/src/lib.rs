@@ -11,7 +11,8 @@
 //! - [`cron`]: the last tick of each schedule rule, per tenant.
 //! - [`db`]: connecting, pragmas, the backend enum, transactions, wake-ups.
 //! - [`migrate`]: the embedded, checksummed migrations.
-//! - [`tenant`]: tenants and admin tokens.
+//! - [`tenant`]: tenants and admin tokens (the tenant's and members' own).
+//! - [`member`]: members of a tenant and their browser sessions.
 //! - [`destination`]: outbound destinations, sealed at rest.
 //! - [`signal`]: recording and reading signals.
 //! - [`statistics`]: planner statistics for the tables that grow (PostgreSQL).
@@ -34,6 +35,7 @@ pub mod edge;
 pub mod evaluation;
 pub mod health;
 pub mod installation;
+pub mod member;
 pub mod migrate;
 pub mod queue;
 pub mod retention;

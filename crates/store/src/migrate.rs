@@ -89,6 +89,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0012_directive_destination.sql"),
     },
     Migration {
+        version: 13,
+        name: "members",
+        sqlite: include_str!("../../../migrations/sqlite/0013_members.sql"),
+        postgres: include_str!("../../../migrations/postgres/0013_members.sql"),
+    },
+    Migration {
         version: 14,
         name: "lifecycle",
         sqlite: include_str!("../../../migrations/sqlite/0014_lifecycle.sql"),

@@ -1,11 +1,13 @@
-//! Tenants and their admin tokens.
+//! Tenants and their admin tokens: the tenant's own (acting as admin) and
+//! its members' personal ones (acting with the member's role).
 
 use fleetprompt_core::secret::{IssuedToken, issue_admin_token, verify_secret};
-use fleetprompt_core::time::now_ms;
-use fleetprompt_core::{TenantId, TokenId};
+use fleetprompt_core::time::{Millis, now_ms};
+use fleetprompt_core::{MemberId, TenantId, TokenId};
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::member::{MemberRow, RowLike};
 use crate::{Db, Result, StoreError, Tx, corrupt, is_unique_violation, on_db, on_tx};
 
 /// A tenant.
@@ -123,23 +125,46 @@ pub async fn list(db: &Db) -> Result<Vec<Tenant>> {
         .collect()
 }
 
-/// Resolves an admin token to its tenant, comparing the secret in constant
-/// time. `None` for an unknown, revoked or wrong token alike.
-pub async fn authenticate(db: &Db, token_id: TokenId, secret: &str) -> Result<Option<Tenant>> {
+/// Who an admin token speaks for: its tenant and, for a member's personal
+/// token, that member.
+#[derive(Debug, Clone)]
+pub struct TokenOwner {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// The member, for a personal token; `None` for the tenant's own.
+    pub member: Option<MemberRow>,
+    /// When the token was last used (refreshed at most once a minute).
+    pub last_used_at: Option<Millis>,
+}
+
+/// Resolves an admin token to its tenant (and member), comparing the secret
+/// in constant time. `None` for an unknown, revoked or wrong token alike,
+/// and for a personal token whose member is disabled.
+pub async fn authenticate(db: &Db, token_id: TokenId, secret: &str) -> Result<Option<TokenOwner>> {
+    let sql = format!(
+        "SELECT t.id, t.slug, k.secret_hash, k.last_used_at, k.member_id, {}
+         FROM admin_tokens k JOIN tenants t ON t.id = k.tenant_id
+         LEFT JOIN members m ON m.tenant_id = k.tenant_id AND m.id = k.member_id
+         WHERE k.id = $1 AND k.revoked_at IS NULL",
+        crate::member::prefixed("m")
+    );
     let row = on_db!(db, c => {
-        sqlx::query(
-            "SELECT t.id, t.slug, k.secret_hash FROM admin_tokens k JOIN tenants t ON t.id = k.tenant_id
-             WHERE k.id = $1 AND k.revoked_at IS NULL",
-        )
+        sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(token_id.to_string())
         .fetch_optional(c)
         .await?
-        .map(|r| -> Result<(String, String, String)> {
-            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+        .map(|r| -> Result<_> {
+            let member_id: Option<String> = r.try_get(4)?;
+            let member = match member_id {
+                Some(_) => Some(r.member(5)?),
+                None => None,
+            };
+            Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?,
+                r.try_get::<Option<Millis>, _>(3)?, member))
         })
         .transpose()?
     });
-    let Some((id, slug, hash)) = row else {
+    let Some((id, slug, hash, last_used_at, member)) = row else {
         // Spend the same hashing work as a real check.
         let _ = verify_secret(secret, "");
         return Ok(None);
@@ -147,8 +172,157 @@ pub async fn authenticate(db: &Db, token_id: TokenId, secret: &str) -> Result<Op
     if !verify_secret(secret, &hash) {
         return Ok(None);
     }
-    Ok(Some(Tenant {
-        id: id.parse().map_err(corrupt)?,
-        slug,
+    if member.as_ref().is_some_and(|m| m.disabled_at.is_some()) {
+        return Ok(None);
+    }
+    Ok(Some(TokenOwner {
+        tenant: Tenant {
+            id: id.parse().map_err(corrupt)?,
+            slug,
+        },
+        member,
+        last_used_at,
     }))
+}
+
+/// Records that a token was used.
+pub async fn touch_token(tx: &mut Tx, token_id: TokenId, now: Millis) -> Result<()> {
+    on_tx!(tx, c => {
+        sqlx::query("UPDATE admin_tokens SET last_used_at = $2 WHERE id = $1")
+            .bind(token_id.to_string())
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+    });
+    Ok(())
+}
+
+/// An admin token as listed (never its secret or hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRow {
+    /// Its id.
+    pub id: TokenId,
+    /// The token's public start, `fpa_<id>`, to recognise it by.
+    pub prefix: String,
+    /// What its owner called it.
+    pub name: String,
+    /// Its member; `None` for the tenant's own tokens.
+    pub member_id: Option<MemberId>,
+    /// When it was issued.
+    #[serde(serialize_with = "crate::timeline::ser_ms")]
+    pub created_at: Millis,
+    /// When it was last used, to the minute.
+    #[serde(serialize_with = "crate::timeline::ser_opt_ms")]
+    pub last_used_at: Option<Millis>,
+    /// When it was revoked.
+    #[serde(serialize_with = "crate::timeline::ser_opt_ms")]
+    pub revoked_at: Option<Millis>,
+}
+
+/// Issues a personal token for a member.
+pub async fn add_member_token(
+    tx: &mut Tx,
+    tenant: TenantId,
+    member: MemberId,
+    name: &str,
+) -> Result<IssuedToken> {
+    let token = issue_admin_token();
+    on_tx!(tx, c => {
+        sqlx::query(
+            "INSERT INTO admin_tokens (tenant_id, id, secret_hash, label, created_at, member_id)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(tenant.to_string())
+        .bind(token.id.to_string())
+        .bind(&token.secret_hash)
+        .bind(name)
+        .bind(now_ms())
+        .bind(member.to_string())
+        .execute(&mut *c)
+        .await?;
+    });
+    Ok(token)
+}
+
+/// A member's tokens (`Some`), or the tenant's own (`None`), newest first,
+/// revoked ones included.
+pub async fn list_tokens(
+    db: &Db,
+    tenant: TenantId,
+    member: Option<MemberId>,
+) -> Result<Vec<TokenRow>> {
+    let member = member.map(|m| m.to_string());
+    on_db!(db, c => {
+        sqlx::query(
+            "SELECT id, label, member_id, created_at, last_used_at, revoked_at FROM admin_tokens
+             WHERE tenant_id = $1 AND (($2 = '' AND member_id IS NULL) OR member_id = $2)
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(tenant.to_string())
+        .bind(member.unwrap_or_default())
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(|r| -> Result<TokenRow> {
+            let id: TokenId = r.try_get::<String, _>(0)?.parse().map_err(corrupt)?;
+            Ok(TokenRow {
+                prefix: format!("{}{id}", fleetprompt_core::secret::ADMIN_TOKEN_PREFIX),
+                id,
+                name: r.try_get(1)?,
+                member_id: r.try_get::<Option<String>, _>(2)?.map(|m| m.parse()).transpose().map_err(corrupt)?,
+                created_at: r.try_get(3)?,
+                last_used_at: r.try_get(4)?,
+                revoked_at: r.try_get(5)?,
+            })
+        })
+        .collect()
+    })
+}
+
+/// Revokes a token of the tenant; with `owner`, only if it is that
+/// member's. `false` if there was no such active token.
+pub async fn revoke_token(
+    tx: &mut Tx,
+    tenant: TenantId,
+    id: TokenId,
+    owner: Option<MemberId>,
+    now: Millis,
+) -> Result<bool> {
+    let owner = owner.map(|m| m.to_string());
+    let n = on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE admin_tokens SET revoked_at = $4
+             WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND ($3 = '' OR member_id = $3)",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .bind(owner.unwrap_or_default())
+        .bind(now)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+    });
+    Ok(n > 0)
+}
+
+/// Replaces the tenant's own admin tokens with one new one: every active
+/// token without a member is revoked. Members' tokens are left alone.
+pub async fn rotate_token(
+    tx: &mut Tx,
+    tenant: TenantId,
+    now: Millis,
+) -> Result<(IssuedToken, u64)> {
+    let n = on_tx!(tx, c => {
+        sqlx::query(
+            "UPDATE admin_tokens SET revoked_at = $2
+             WHERE tenant_id = $1 AND member_id IS NULL AND revoked_at IS NULL",
+        )
+        .bind(tenant.to_string())
+        .bind(now)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+    });
+    let token = add_token(tx, tenant, "rotated").await?;
+    Ok((token, n))
 }

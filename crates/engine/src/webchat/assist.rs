@@ -450,9 +450,9 @@ pub fn reply_send_directive(
     })
 }
 
-/// Approves a pending draft for the admin token `token_id`: creates, once,
-/// the `webchat.reply_send` directive that delivers it (role `assistant`,
-/// approved by that token), in the transaction that marks the draft
+/// Approves a pending draft for `approver` (who acts, as the audit trail
+/// records it): creates, once, the `webchat.reply_send` directive that
+/// delivers it (role `assistant`, approved by them), in the transaction that marks the draft
 /// approved. The directive is checked by its handler and counted like any
 /// other. A draft already approved or discarded is refused, and nothing is
 /// written.
@@ -461,7 +461,7 @@ pub async fn approve_draft(
     tenant: TenantId,
     conv: ConversationId,
     draft_id: &str,
-    token_id: fleetprompt_core::id::TokenId,
+    approver: Origin,
 ) -> Result<DirectiveRow, super::WebchatError> {
     let draft = escalation::draft(engine.db(), tenant, conv, draft_id)
         .await
@@ -472,8 +472,8 @@ pub async fn approve_draft(
     let send = reply_send_directive(
         conv,
         &draft,
-        json!({ "kind": "assistant", "approved_by": token_id }),
-        Origin::Api { token_id },
+        json!({ "kind": "assistant", "approved_by": approver.actor_id() }),
+        approver,
     )?;
     engine.validate_directive(tenant, &send).await?;
     let mut tx = engine.db().begin().await?;
@@ -488,7 +488,8 @@ pub async fn approve_draft(
     Ok(directive::get(engine.db(), tenant, created.id()).await?)
 }
 
-/// Discards a pending draft for `token` (an admin token id): it will not be
+/// Discards a pending draft for `token` (who acts: a member's or a token's
+/// id, [`Origin::actor_id`]): it will not be
 /// sent. Records `webchat.draft.discarded` on the conversation's timeline in
 /// the same transaction, naming who discarded it. A draft already approved or
 /// discarded is refused, and nothing is written.

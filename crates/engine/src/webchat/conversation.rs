@@ -217,18 +217,19 @@ pub async fn assign(
     act(engine, tenant, req, origin).await
 }
 
-/// Whether `member` may be assigned conversations of `tenant`.
-///
-/// MEMBERS: the one place for the existence check. Until the members table
-/// lands, any well-formed `mem_…` id is accepted; then this must refuse an
-/// unknown or disabled member of this tenant with
-/// `invalid("member_id", "no such member in this tenant")`.
+/// Whether `member` may be assigned conversations of `tenant`: a member of
+/// this tenant who is not disabled.
 async fn check_member(
-    _engine: &Engine,
-    _tenant: TenantId,
-    _member: MemberId,
+    engine: &Engine,
+    tenant: TenantId,
+    member: MemberId,
 ) -> Result<(), WebchatError> {
-    Ok(())
+    match fleetprompt_store::member::get(engine.db(), tenant, member).await {
+        Ok(m) if m.disabled_at.is_none() => Ok(()),
+        Ok(_) => Err(invalid("member_id", "that member is disabled")),
+        Err(StoreError::NotFound) => Err(invalid("member_id", "no such member in this tenant")),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn member_arg(args: &Value) -> Result<Option<MemberId>, EngineError> {

@@ -4,10 +4,10 @@
 //! too, with the caller as their origin), and review, approve or discard
 //! reply drafts.
 
+use super::routing::{get, post};
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use fleetprompt_core::id::{ConversationId, MemberId, SiteId};
 use fleetprompt_engine::DirectiveRequest;
 use fleetprompt_engine::webchat::conversation as actions;
@@ -20,8 +20,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, Path, Query};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
+pub(super) fn router() -> super::Routes {
+    super::Routes::new()
         .route("/conversations", get(list))
         .route("/conversations/{id}", get(show))
         .route("/conversations/{id}/reply", post(send_reply))
@@ -38,6 +38,20 @@ pub(super) fn router() -> Router<AppState> {
             "/conversations/{id}/drafts/{draft_id}/discard",
             post(discard_draft),
         )
+}
+
+/// Who wrote an operator's reply, as the message records it: the member
+/// (id and name) or the token.
+fn author(origin: &fleetprompt_core::Origin) -> Value {
+    match origin {
+        fleetprompt_core::Origin::Member {
+            member_id, name, ..
+        } => json!({ "kind": "operator", "member_id": member_id, "name": name }),
+        fleetprompt_core::Origin::Api { token_id } => {
+            json!({ "kind": "operator", "token_id": token_id })
+        }
+        other => json!({ "kind": "operator", "actor": other.actor() }),
+    }
 }
 
 fn parse_id(id: &str) -> Result<ConversationId, ApiError> {
@@ -141,7 +155,7 @@ async fn send_reply(
             "conversation_id": id,
             "content": b.content,
             "role": "agent",
-            "author": { "kind": "operator", "token_id": admin.token_id },
+            "author": author(&origin),
         }),
         dedupe_key: key,
         max_attempts: None,
@@ -269,7 +283,7 @@ async fn approve_draft(
         admin.tenant.id,
         id,
         &draft_id,
-        admin.token_id,
+        admin.origin(),
     )
     .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "directive": row }))))
@@ -288,7 +302,7 @@ async fn discard_draft(
         admin.tenant.id,
         id,
         &draft_id,
-        &admin.token_id.to_string(),
+        &admin.origin().actor_id(),
     )
     .await?;
     Ok(Json(json!({ "draft": draft })))

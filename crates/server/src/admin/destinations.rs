@@ -2,10 +2,10 @@
 //! outbound destinations. Secrets are write-only: no answer holds one,
 //! except a webhook signing secret the server made, shown once.
 
+use super::routing::{get, post};
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use fleetprompt_engine::destination::{self, DestinationView};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -14,8 +14,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, Path, Query};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
+pub(super) fn router() -> super::Routes {
+    super::Routes::new()
         .route("/destinations", post(create).get(list))
         .route(
             "/destinations/{name_or_id}",

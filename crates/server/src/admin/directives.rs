@@ -1,9 +1,9 @@
 //! `/admin/v1/directives`: create, read, list, retry, cancel.
 
+use super::routing::{get, post};
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use fleetprompt_core::{DirectiveId, DirectiveStatus};
 use fleetprompt_engine::{BackoffOverride, DirectiveRequest};
 use fleetprompt_store::directive::{self, AttemptRow, DirectiveRow};
@@ -14,8 +14,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, Path, Query};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
+pub(super) fn router() -> super::Routes {
+    super::Routes::new()
         .route("/directives", post(create).get(list))
         .route("/directives/{id}", get(show))
         .route("/directives/{id}/retry", post(retry))

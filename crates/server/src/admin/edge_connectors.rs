@@ -1,9 +1,9 @@
 //! `/admin/v1/edge-connectors`: register, list and revoke Edge Connectors.
 
+use super::routing::post;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use fleetprompt_core::EdgeConnectorId;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -12,8 +12,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, Path};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
+pub(super) fn router() -> super::Routes {
+    super::Routes::new()
         .route("/edge-connectors", post(create).get(list))
         .route("/edge-connectors/{id}/revoke", post(revoke))
 }

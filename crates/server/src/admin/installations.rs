@@ -1,10 +1,10 @@
 //! `/admin/v1/installations`: install (or reconfigure), list and uninstall
 //! a tenant's packages.
 
+use super::routing::{delete, post};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
-use axum::{Json, Router};
 use fleetprompt_engine::installation::{self, InstallationView};
 use fleetprompt_store::installation::Installed;
 use serde::Deserialize;
@@ -14,8 +14,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
+pub(super) fn router() -> super::Routes {
+    super::Routes::new()
         .route("/installations", post(install).get(list))
         .route("/installations/{package}", delete(uninstall))
 }

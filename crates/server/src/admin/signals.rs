@@ -1,9 +1,9 @@
 //! `POST /admin/v1/signals`.
 
+use super::routing::post;
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use fleetprompt_core::NewSignal;
 use fleetprompt_core::time::{now_ms, parse_rfc3339};
 use serde::Deserialize;
@@ -13,8 +13,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/signals", post(record))
+pub(super) fn router() -> super::Routes {
+    super::Routes::new().route("/signals", post(record))
 }
 
 #[derive(Deserialize)]

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use super::routing::{get, post};
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use fleetprompt_core::id::SiteId;
 use fleetprompt_core::{DirectiveId, DirectiveStatus};
 use fleetprompt_engine::webchat::site::{self, RegisterRequest, SiteView};
@@ -22,8 +22,8 @@ use crate::extract::{Admin, ApiJson, OptionalJson, Path};
 /// How long the API waits for a site directive before answering 202.
 const WAIT: Duration = Duration::from_secs(10);
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
+pub(super) fn router() -> super::Routes {
+    super::Routes::new()
         .route("/sites", post(register).get(list))
         .route("/sites/{id}", get(show).patch(update))
         .route("/sites/{id}/rotate_secret", post(rotate))

@@ -1,8 +1,8 @@
 //! `GET /admin/v1/timeline?subject=…`: the audit trail of one subject.
 
+use super::routing::get;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use fleetprompt_core::Subject;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,8 +11,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, Query};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/timeline", get(show))
+pub(super) fn router() -> super::Routes {
+    super::Routes::new().route("/timeline", get(show))
 }
 
 #[derive(Deserialize)]

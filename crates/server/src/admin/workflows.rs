@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use super::routing::{get, post};
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use fleetprompt_core::time::{now_ms, parse_rfc3339, to_rfc3339};
 use fleetprompt_engine::published::BacktestRequest;
 use fleetprompt_engine::rules::source_label;
@@ -20,8 +20,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, Path, TextBody};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
+pub(super) fn router() -> super::Routes {
+    super::Routes::new()
         .route("/workflows", get(show))
         .route("/workflows/files", get(list_files))
         .route(
