@@ -326,7 +326,7 @@ pub async fn create(
             let found = fleetprompt_store::edge::find(engine.db(), tenant, connector)
                 .await
                 .map_err(|e| match e {
-                    fleetprompt_store::StoreError::NotFound => invalid(
+                    fleetprompt_store::StoreError::NotFound { .. } => invalid(
                         "connector",
                         format!("no Edge Connector {connector:?} in this tenant (create one with POST /admin/v1/edge-connectors)"),
                     ),
@@ -438,7 +438,7 @@ pub async fn find(
             let generation = engine.db().config_generation();
             let found = match destination::find_by_name(engine.db(), tenant, name).await {
                 Ok(d) => Some(d),
-                Err(fleetprompt_store::StoreError::NotFound) => None,
+                Err(fleetprompt_store::StoreError::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
             };
             cache.keep(key, found.clone(), generation);

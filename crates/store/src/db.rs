@@ -146,9 +146,9 @@ impl Db {
                 .filter(|d| !d.as_os_str().is_empty())
             {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Database(sqlx::Error::Configuration(
+                    StoreError::Database(crate::DbError::new(sqlx::Error::Configuration(
                         format!("cannot create {}: {e}", dir.display()).into(),
-                    ))
+                    )))
                 })?;
             }
             let opts = SqliteConnectOptions::new()
@@ -235,7 +235,7 @@ impl Db {
     }
 
     /// The PostgreSQL pool, when this is PostgreSQL (for LISTEN).
-    pub fn pg_pool(&self) -> Option<&PgPool> {
+    pub(crate) fn pg_pool(&self) -> Option<&PgPool> {
         match &self.0.pools {
             Pools::Postgres(p) => Some(p),
             Pools::Sqlite { .. } => None,

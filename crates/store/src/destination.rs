@@ -76,7 +76,7 @@ pub async fn find_by_name(db: &Db, tenant: TenantId, name: &str) -> Result<Desti
             .bind(name)
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("destination"))?;
         Ok(decode!(&row))
     })
 }

@@ -7,44 +7,32 @@
 
 use fleetprompt_core::TenantId;
 use fleetprompt_core::id::SiteId;
-use fleetprompt_core::signal::ValidationError;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_store::StoreError;
 use fleetprompt_store::queue::Claimed;
 use fleetprompt_store::webchat::site as store_site;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::site::new_sealed_secret;
-use crate::{Engine, EngineError, Handler, Outcome};
+use crate::handler::parse_args;
+use crate::{Attempt, Engine, EngineError, Failed, Handler, Outcome};
 
-fn site_arg(args: &Value) -> Result<SiteId, EngineError> {
-    args.get("site_id")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            EngineError::Validation(ValidationError::Invalid {
-                field: "args",
-                reason: "`site_id` (a site id) is required".into(),
-            })
-        })
+/// The arguments of `webchat.site.register` and `webchat.site.disable`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct SiteArgs {
+    /// The site.
+    pub site_id: SiteId,
 }
 
-fn validate_site<'a>(
-    engine: &'a Engine,
-    tenant: TenantId,
-    args: &'a Value,
-) -> BoxFuture<'a, Result<(), EngineError>> {
-    async move {
-        let id = site_arg(args)?;
-        match store_site::get(engine.db(), tenant, id).await {
-            // Registration validates before the site row is committed with it.
-            Ok(_) | Err(StoreError::NotFound) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+async fn validate_site(engine: &Engine, tenant: TenantId, id: SiteId) -> Result<(), EngineError> {
+    match store_site::get(engine.db(), tenant, id).await {
+        // Registration validates before the site row is committed with it.
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    .boxed()
 }
 
 fn succeeded(result: Value) -> Outcome {
@@ -55,20 +43,9 @@ fn succeeded(result: Value) -> Outcome {
     }
 }
 
-fn retry(e: impl std::fmt::Display) -> Outcome {
-    Outcome::Retry {
-        error: e.to_string(),
-        http_status: None,
-        retry_after: None,
-    }
-}
-
-/// Runs `f` in a transaction and commits it; database errors become retries.
-async fn transition(engine: &Engine, d: &Claimed, from: &[&str], to: &str) -> Outcome {
-    let id = match site_arg(&d.args) {
-        Ok(id) => id,
-        Err(e) => return Outcome::fail(e.to_string()),
-    };
+/// Moves the site from one of `from` to `to` in a transaction; database
+/// errors become retries.
+async fn transition(engine: &Engine, d: &Claimed, id: SiteId, from: &[&str], to: &str) -> Attempt {
     let result = async {
         let mut tx = engine.db().begin().await?;
         let changed = store_site::set_status(&mut tx, d.tenant, id, from, to).await?;
@@ -78,10 +55,14 @@ async fn transition(engine: &Engine, d: &Claimed, from: &[&str], to: &str) -> Ou
     }
     .await;
     match result {
-        Ok((_, status)) if status == to => succeeded(json!({ "site_id": id, "status": status })),
-        Ok((_, status)) => Outcome::fail(format!("site is {status}; cannot make it {to}")),
-        Err(StoreError::NotFound) => Outcome::fail("site does not exist"),
-        Err(e) => retry(e),
+        Ok((_, status)) if status == to => {
+            Ok(succeeded(json!({ "site_id": id, "status": status })))
+        }
+        Ok((_, status)) => Err(Failed::fail(format!(
+            "site is {status}; cannot make it {to}"
+        ))),
+        Err(StoreError::NotFound { .. }) => Err(Failed::fail("site does not exist")),
+        Err(e) => Err(Failed::retry(e)),
     }
 }
 
@@ -89,17 +70,24 @@ async fn transition(engine: &Engine, d: &Claimed, from: &[&str], to: &str) -> Ou
 pub struct SiteRegister;
 
 impl Handler for SiteRegister {
+    type Args = SiteArgs;
+
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a SiteArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        validate_site(engine, tenant, args)
+        validate_site(engine, tenant, args.site_id).boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        transition(engine, d, &["pending"], "active").boxed()
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: SiteArgs,
+    ) -> BoxFuture<'a, Attempt> {
+        async move { transition(engine, d, args.site_id, &["pending"], "active").await }.boxed()
     }
 }
 
@@ -108,17 +96,25 @@ impl Handler for SiteRegister {
 pub struct SiteDisable;
 
 impl Handler for SiteDisable {
+    type Args = SiteArgs;
+
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a SiteArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        validate_site(engine, tenant, args)
+        validate_site(engine, tenant, args.site_id).boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        transition(engine, d, &["pending", "active"], "disabled").boxed()
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: SiteArgs,
+    ) -> BoxFuture<'a, Attempt> {
+        async move { transition(engine, d, args.site_id, &["pending", "active"], "disabled").await }
+            .boxed()
     }
 }
 
@@ -127,7 +123,7 @@ pub const MAX_GRACE_SECS: u64 = 7 * 86_400;
 
 /// The arguments of `webchat.site.rotate_secret`, checked once here so the
 /// sites API and the directives API (and rules) cannot differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct RotateSecretArgs {
     /// The site.
     pub site_id: SiteId,
@@ -135,38 +131,24 @@ pub struct RotateSecretArgs {
     pub from_key_id: i32,
     /// How long tokens signed with the old key keep working, at most
     /// [`MAX_GRACE_SECS`].
+    #[serde(default, deserialize_with = "grace")]
     pub grace_secs: u64,
+}
+
+/// A grace in whole seconds, at most [`MAX_GRACE_SECS`]; `null` is none.
+fn grace<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v.as_u64().filter(|g| *g <= MAX_GRACE_SECS).ok_or_else(|| {
+            serde::de::Error::custom("must be a whole number of seconds, at most 7 days")
+        }),
+    }
 }
 
 impl RotateSecretArgs {
     /// Reads and checks the arguments.
     pub fn parse(args: &Value) -> Result<Self, EngineError> {
-        let bad = |reason: &str| {
-            EngineError::Validation(ValidationError::Invalid {
-                field: "args",
-                reason: reason.into(),
-            })
-        };
-        let site_id = site_arg(args)?;
-        let from_key_id = args
-            .get("from_key_id")
-            .and_then(Value::as_i64)
-            .and_then(|k| i32::try_from(k).ok())
-            .ok_or_else(|| bad("`from_key_id` (an integer) is required"))?;
-        let grace_secs = match args.get("grace_secs") {
-            None | Some(Value::Null) => 0,
-            Some(v) => v.as_u64().filter(|g| *g <= MAX_GRACE_SECS).ok_or_else(|| {
-                EngineError::Validation(ValidationError::Invalid {
-                    field: "grace_secs",
-                    reason: "must be a whole number of seconds, at most 7 days".into(),
-                })
-            })?,
-        };
-        Ok(Self {
-            site_id,
-            from_key_id,
-            grace_secs,
-        })
+        Ok(parse_args(args)?)
     }
 }
 
@@ -175,31 +157,31 @@ impl RotateSecretArgs {
 pub struct SiteRotateSecret;
 
 impl Handler for SiteRotateSecret {
+    type Args = RotateSecretArgs;
+
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a RotateSecretArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        async move {
-            RotateSecretArgs::parse(args)?;
-            validate_site(engine, tenant, args).await
-        }
-        .boxed()
+        validate_site(engine, tenant, args.site_id).boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: RotateSecretArgs,
+    ) -> BoxFuture<'a, Attempt> {
         async move {
-            // Checked again: a directive created before the cap existed
-            // must not outlive it either.
+            // Read again by each attempt: a directive created before the
+            // cap existed must not outlive it either.
             let RotateSecretArgs {
                 site_id: id,
                 from_key_id: from,
                 grace_secs: grace,
-            } = match RotateSecretArgs::parse(&d.args) {
-                Ok(a) => a,
-                Err(e) => return Outcome::fail(e.to_string()),
-            };
+            } = args;
             let sealed = new_sealed_secret(engine.key(), d.tenant, id, from + 1);
             let result = async {
                 let mut tx = engine.db().begin().await?;
@@ -212,12 +194,14 @@ impl Handler for SiteRotateSecret {
             .await;
             match result {
                 // Either this attempt rotated, or an earlier one did.
-                Ok(key_id) if key_id > from => {
-                    succeeded(json!({ "site_id": id, "key_id": key_id, "grace_secs": grace }))
-                }
-                Ok(key_id) => Outcome::fail(format!("site key is {key_id}, expected {from}")),
-                Err(StoreError::NotFound) => Outcome::fail("site does not exist"),
-                Err(e) => retry(e),
+                Ok(key_id) if key_id > from => Ok(succeeded(
+                    json!({ "site_id": id, "key_id": key_id, "grace_secs": grace }),
+                )),
+                Ok(key_id) => Err(Failed::fail(format!(
+                    "site key is {key_id}, expected {from}"
+                ))),
+                Err(StoreError::NotFound { .. }) => Err(Failed::fail("site does not exist")),
+                Err(e) => Err(Failed::retry(e)),
             }
         }
         .boxed()

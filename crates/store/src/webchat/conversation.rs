@@ -177,7 +177,7 @@ pub async fn get(db: &Db, tenant: TenantId, id: ConversationId) -> Result<Conver
             .bind(id.to_string())
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("conversation"))?;
         Ok(decode!(&row, 0))
     })
 }
