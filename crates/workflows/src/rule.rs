@@ -68,9 +68,10 @@ pub struct CheckOptions {
 /// passed as their source text; a problem at one of them is not reported,
 /// since only the rendered value can tell.
 #[derive(Clone)]
-pub struct ArgsCheck(
-    pub std::sync::Arc<dyn Fn(&str, &serde_json::Value) -> Result<(), ArgsProblem> + Send + Sync>,
-);
+pub struct ArgsCheck(pub std::sync::Arc<ArgsCheckFn>);
+
+/// The function an [`ArgsCheck`] calls: `(kind, args)`.
+pub type ArgsCheckFn = dyn Fn(&str, &serde_json::Value) -> Result<(), ArgsProblem> + Send + Sync;
 
 impl std::fmt::Debug for ArgsCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

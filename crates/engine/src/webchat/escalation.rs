@@ -298,11 +298,11 @@ impl Handler for EscalateToMattermost {
         d: &'a Claimed,
         args: MattermostArgs,
     ) -> BoxFuture<'a, Attempt> {
-        async move { Ok(notify(engine, d, args).await?) }.boxed()
+        notify(engine, d, args).boxed()
     }
 }
 
-async fn notify(engine: &Engine, d: &Claimed, args: MattermostArgs) -> Result<Outcome, Failed> {
+async fn notify(engine: &Engine, d: &Claimed, args: MattermostArgs) -> Attempt {
     let conv_id = claimed_conversation(d, args.conversation_id)?;
     let dest_name = args.destination.as_str();
     let dest = match crate::destination::find(engine, d.tenant, dest_name).await {
