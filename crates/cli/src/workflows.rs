@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use fleetprompt_core::time::{now_ms, parse_rfc3339};
-use fleetprompt_workflows::{CheckOptions, Outcome, RouteContext, RuleSet, SignalInput};
+use fleetprompt_workflows::{
+    ArgsCheck, ArgsProblem, CheckOptions, Outcome, RouteContext, RuleSet, SignalInput,
+};
 use serde_json::{Value, json};
 
 use crate::settings::Common;
@@ -101,15 +103,16 @@ pub struct ReplayArgs {
 }
 
 fn check_options() -> CheckOptions {
+    let registry = std::sync::Arc::new(fleetprompt_engine::handlers::platform());
     CheckOptions {
-        known_kinds: Some(
-            fleetprompt_engine::handlers::platform()
-                .kinds()
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-        ),
+        known_kinds: Some(registry.kinds().into_iter().map(str::to_owned).collect()),
         destinations: None,
+        args_check: Some(ArgsCheck(std::sync::Arc::new(move |kind, args| {
+            registry.check_args(kind, args).map_err(|e| ArgsProblem {
+                message: e.to_string(),
+                path: e.path,
+            })
+        }))),
     }
 }
 

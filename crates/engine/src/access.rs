@@ -333,7 +333,7 @@ pub async fn find_member(
         Err(_) => member::get_by_email(engine.db(), tenant, &normalize_email(key)?).await,
     };
     found.map_err(|e| match e {
-        fleetprompt_store::StoreError::NotFound => EngineError::NotFound("member".into()),
+        fleetprompt_store::StoreError::NotFound { .. } => EngineError::NotFound("member".into()),
         other => other.into(),
     })
 }

@@ -318,7 +318,7 @@ async fn build(
             let found = fleetprompt_store::edge::find(engine.db(), tenant, connector)
                 .await
                 .map_err(|e| match e {
-                    fleetprompt_store::StoreError::NotFound => invalid(
+                    fleetprompt_store::StoreError::NotFound { .. } => invalid(
                         "connector",
                         format!("no Edge Connector {connector:?} in this tenant (create one with POST /admin/v1/edge-connectors)"),
                     ),
@@ -453,7 +453,7 @@ pub async fn find(
             let generation = engine.db().config_generation();
             let found = match destination::find_by_name(engine.db(), tenant, name).await {
                 Ok(d) => Some(d),
-                Err(fleetprompt_store::StoreError::NotFound) => None,
+                Err(fleetprompt_store::StoreError::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
             };
             cache.keep(key, found.clone(), generation);
@@ -488,7 +488,7 @@ pub async fn lookup(
         Err(_) => destination::find_by_name(engine.db(), tenant, name_or_id).await,
     };
     found.map_err(|e| match e {
-        fleetprompt_store::StoreError::NotFound => {
+        fleetprompt_store::StoreError::NotFound { .. } => {
             EngineError::NotFound(format!("destination {name_or_id:?}"))
         }
         other => other.into(),

@@ -62,7 +62,7 @@ pub async fn revoke_connector(
     edge::revoke(&mut tx, tenant, id)
         .await
         .map_err(|e| match e {
-            fleetprompt_store::StoreError::NotFound => {
+            fleetprompt_store::StoreError::NotFound { .. } => {
                 EngineError::NotFound("edge connector".into())
             }
             other => other.into(),
@@ -260,7 +260,7 @@ pub async fn report_result(
     let row = fleetprompt_store::directive::get(engine.db(), tenant, id)
         .await
         .map_err(|e| match e {
-            fleetprompt_store::StoreError::NotFound => EngineError::NotFound("task".into()),
+            fleetprompt_store::StoreError::NotFound { .. } => EngineError::NotFound("task".into()),
             other => other.into(),
         })?;
     if Runner::of_kind(&row.kind) != Runner::Edge {

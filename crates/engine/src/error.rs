@@ -9,6 +9,9 @@ pub enum EngineError {
     /// The input was refused; nothing was written.
     #[error(transparent)]
     Validation(#[from] ValidationError),
+    /// A directive's arguments do not fit its kind; nothing was written.
+    #[error(transparent)]
+    Args(#[from] crate::handler::ArgsError),
     /// A named record (destination, directive …) does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -56,7 +59,7 @@ pub enum EngineError {
 impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound => Self::NotFound("record".into()),
+            StoreError::NotFound { what } => Self::NotFound(what.into()),
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::InvalidState(m) => Self::InvalidState(m),
             other => Self::Store(other),

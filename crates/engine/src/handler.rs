@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use fleetprompt_core::TenantId;
 use fleetprompt_store::queue::Claimed;
+use futures::FutureExt;
 use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::{Engine, EngineError};
@@ -95,8 +97,135 @@ impl Default for ResultSignals {
     }
 }
 
-/// One kind of directive.
+/// An attempt that did not succeed, for `?` in a handler: retry later, or
+/// fail for good. Use [`OrRetry`] on any result to say which.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failed(Outcome);
+
+impl Failed {
+    /// Another attempt may succeed.
+    pub fn retry(error: impl std::fmt::Display) -> Self {
+        Self(Outcome::Retry {
+            error: error.to_string(),
+            http_status: None,
+            retry_after: None,
+        })
+    }
+
+    /// Retrying cannot help.
+    pub fn fail(error: impl std::fmt::Display) -> Self {
+        Self(Outcome::fail(error.to_string()))
+    }
+
+    /// A receiver's answer that is a retry or a failure (from
+    /// [`Outcome::from_delivery`], say); a success is kept as it is.
+    pub fn outcome(o: Outcome) -> Self {
+        Self(o)
+    }
+}
+
+impl From<Failed> for Outcome {
+    fn from(f: Failed) -> Self {
+        f.0
+    }
+}
+
+impl From<ArgsError> for Failed {
+    fn from(e: ArgsError) -> Self {
+        Self::fail(e)
+    }
+}
+
+/// What an attempt ends with: `Ok` for the handler's own outcome,
+/// `Err` for a retry or a failure raised with `?`.
+pub type Attempt = Result<Outcome, Failed>;
+
+/// Says how an error ends the attempt: `.or_retry()?` / `.or_fail()?`.
+pub trait OrRetry<T> {
+    /// The error is passing (the database, the network): retry.
+    fn or_retry(self) -> Result<T, Failed>;
+    /// The error is permanent: fail.
+    fn or_fail(self) -> Result<T, Failed>;
+}
+
+impl<T, E: std::fmt::Display> OrRetry<T> for Result<T, E> {
+    fn or_retry(self) -> Result<T, Failed> {
+        self.map_err(Failed::retry)
+    }
+
+    fn or_fail(self) -> Result<T, Failed> {
+        self.map_err(Failed::fail)
+    }
+}
+
+/// Arguments that do not fit their kind: which field (`args.destination`)
+/// and what is wrong with it (`missing field`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {reason}", self.field())]
+pub struct ArgsError {
+    /// The path below `args` (`["to", "0"]`); empty for `args` itself.
+    pub path: Vec<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ArgsError {
+    /// An error about the field at `path`.
+    pub fn new(path: &[&str], reason: impl Into<String>) -> Self {
+        Self {
+            path: path.iter().map(|s| (*s).to_owned()).collect(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The field as the API names it: `args`, `args.destination`, `args.to.0`.
+    pub fn field(&self) -> String {
+        std::iter::once("args")
+            .chain(self.path.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+/// Reads a directive's arguments as `T`; no arguments (`null`) read as an
+/// empty table, so a kind whose arguments are all optional needs none.
+pub fn parse_args<T: DeserializeOwned>(args: &Value) -> Result<T, ArgsError> {
+    let empty = Value::Object(Default::default());
+    let args = if args.is_null() { &empty } else { args };
+    serde_path_to_error::deserialize(args).map_err(|e| {
+        let mut path: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        let message = e.into_inner().to_string();
+        // serde names a missing field in its message, at the table's path:
+        // move it into the path, so the error names the field itself.
+        let reason = match message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split_once('`'))
+        {
+            Some((field, _)) => {
+                path.push(field.to_owned());
+                "missing field".to_owned()
+            }
+            None => message,
+        };
+        ArgsError { path, reason }
+    })
+}
+
+/// One kind of directive, with its arguments' type.
 pub trait Handler: Send + Sync + 'static {
+    /// The arguments, read once when the directive is created (a bad one is
+    /// refused there, naming the field) and again by each attempt.
+    type Args: DeserializeOwned + Send + Sync + 'static;
+
     /// The signals that report this kind's end; `directive.succeeded` /
     /// `directive.failed` unless the kind has its own vocabulary.
     fn result_signals(&self) -> ResultSignals {
@@ -116,23 +245,101 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
-    /// Checks arguments when the directive is created, so bad input is
-    /// refused with a clear error instead of failing later.
+    /// Checks the arguments against the tenant's records when the
+    /// directive is created (a destination exists and is of the right
+    /// kind …), so bad input is refused with a clear error instead of
+    /// failing later. Their shape is checked already.
+    fn validate<'a>(
+        &'a self,
+        _engine: &'a Engine,
+        _tenant: TenantId,
+        _args: &'a Self::Args,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    /// Runs one attempt. Must be idempotent: delivery is at-least-once.
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        directive: &'a Claimed,
+        args: Self::Args,
+    ) -> BoxFuture<'a, Attempt>;
+}
+
+/// A [`Handler`] with its arguments' type erased, as the registry holds it.
+pub trait AnyHandler: Send + Sync + 'static {
+    /// See [`Handler::result_signals`].
+    fn result_signals(&self) -> ResultSignals;
+    /// See [`Handler::also_result_signals`].
+    fn also_result_signals(&self) -> Option<ResultSignals>;
+    /// See [`Handler::created_signal`].
+    fn created_signal(&self) -> Option<&'static str>;
+    /// Whether `args` has this kind's shape (no database needed).
+    fn check_args(&self, args: &Value) -> Result<(), ArgsError>;
+    /// Reads `args` and runs [`Handler::validate`] on them.
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
         args: &'a Value,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
-
-    /// Runs one attempt. Must be idempotent: delivery is at-least-once.
+    /// Reads the directive's arguments (failing the attempt when they do
+    /// not fit) and runs [`Handler::execute`].
     fn execute<'a>(&'a self, engine: &'a Engine, directive: &'a Claimed) -> BoxFuture<'a, Outcome>;
+}
+
+impl<H: Handler> AnyHandler for H {
+    fn result_signals(&self) -> ResultSignals {
+        Handler::result_signals(self)
+    }
+
+    fn also_result_signals(&self) -> Option<ResultSignals> {
+        Handler::also_result_signals(self)
+    }
+
+    fn created_signal(&self) -> Option<&'static str> {
+        Handler::created_signal(self)
+    }
+
+    fn check_args(&self, args: &Value) -> Result<(), ArgsError> {
+        parse_args::<H::Args>(args).map(|_| ())
+    }
+
+    fn validate<'a>(
+        &'a self,
+        engine: &'a Engine,
+        tenant: TenantId,
+        args: &'a Value,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        async move {
+            let typed = parse_args::<H::Args>(args)?;
+            Handler::validate(self, engine, tenant, &typed).await
+        }
+        .boxed()
+    }
+
+    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+        async move {
+            // Checked at creation; a directive made before a kind's
+            // arguments were typed may still not fit, and never will.
+            let args = match parse_args::<H::Args>(&d.args) {
+                Ok(a) => a,
+                Err(e) => return Failed::from(e).into(),
+            };
+            match Handler::execute(self, engine, d, args).await {
+                Ok(o) => o,
+                Err(f) => f.into(),
+            }
+        }
+        .boxed()
+    }
 }
 
 /// The known directive kinds and their handlers.
 #[derive(Clone, Default)]
 pub struct HandlerRegistry {
-    handlers: BTreeMap<&'static str, Arc<dyn Handler>>,
+    handlers: BTreeMap<&'static str, Arc<dyn AnyHandler>>,
 }
 
 impl HandlerRegistry {
@@ -142,8 +349,17 @@ impl HandlerRegistry {
     }
 
     /// The handler of `kind`.
-    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn AnyHandler>> {
         self.handlers.get(kind)
+    }
+
+    /// Whether `args` fit `kind`'s arguments (for `workflows check`, which
+    /// has no database); `Ok` for an unknown kind, which is its own error.
+    pub fn check_args(&self, kind: &str, args: &Value) -> Result<(), ArgsError> {
+        match self.handlers.get(kind) {
+            Some(h) => h.check_args(args),
+            None => Ok(()),
+        }
     }
 
     /// Every known kind, sorted.
@@ -163,5 +379,117 @@ impl HandlerRegistry {
             types.extend(h.created_signal());
         }
         types.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::handlers::WebhookArgs;
+    use crate::webchat::email::EmailSendArgs;
+    use crate::webchat::handlers::RotateSecretArgs;
+    use crate::webchat::outbound::{CloseArgs, ReplySendArgs};
+
+    fn err<T: DeserializeOwned + std::fmt::Debug>(args: Value) -> String {
+        parse_args::<T>(&args).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_missing_field_is_named_with_its_path() {
+        let e = parse_args::<WebhookArgs>(&json!({ "body": {} })).unwrap_err();
+        assert_eq!(e.path, ["destination"]);
+        assert_eq!(e.to_string(), "args.destination: missing field");
+        assert_eq!(
+            err::<ReplySendArgs>(
+                json!({ "conversation_id": fleetprompt_core::id::ConversationId::new() })
+            ),
+            "args.content: missing field"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_or_value_is_named_with_its_path() {
+        assert!(
+            err::<WebhookArgs>(json!({ "destination": 3 }))
+                .starts_with("args.destination: invalid type: integer `3`"),
+        );
+        assert_eq!(
+            err::<EmailSendArgs>(json!({ "subject": "s", "to": [1] })),
+            "args.to: must be an address or a list of addresses"
+        );
+        let role = err::<ReplySendArgs>(json!({
+            "conversation_id": fleetprompt_core::id::ConversationId::new(),
+            "content": "hi",
+            "role": "robot",
+        }));
+        assert!(
+            role.starts_with("args.role: unknown variant `robot`"),
+            "{role}"
+        );
+        let conv = err::<CloseArgs>(json!({ "conversation_id": "conv_nope" }));
+        assert!(conv.starts_with("args.conversation_id: "), "{conv}");
+        for grace in [json!(1e12), json!(7 * 86_400 + 1), json!("1h")] {
+            let e = err::<RotateSecretArgs>(json!({
+                "site_id": fleetprompt_core::id::SiteId::new(),
+                "from_key_id": 1,
+                "grace_secs": grace,
+            }));
+            assert_eq!(
+                e, "args.grace_secs: must be a whole number of seconds, at most 7 days",
+                "{grace}"
+            );
+        }
+    }
+
+    #[test]
+    fn optional_arguments_may_be_left_out_and_unknown_ones_are_kept_for_later() {
+        let close: CloseArgs = parse_args(&Value::Null).unwrap();
+        assert!(close.conversation_id.is_none() && close.reason.is_none());
+        let hook: WebhookArgs = parse_args(&json!({ "destination": "h", "extra": 1 })).unwrap();
+        assert_eq!(hook.body, json!({}));
+    }
+
+    #[test]
+    fn the_registry_checks_arguments_by_kind() {
+        let r = crate::handlers::platform();
+        assert_eq!(
+            r.check_args("webhook.post", &json!({}))
+                .unwrap_err()
+                .field(),
+            "args.destination"
+        );
+        assert!(
+            r.check_args("webhook.post", &json!({ "destination": "h" }))
+                .is_ok()
+        );
+        assert!(r.check_args("noop", &json!({ "anything": [1, 2] })).is_ok());
+        // An unknown kind is reported as such elsewhere.
+        assert!(r.check_args("teleport", &json!({})).is_ok());
+    }
+
+    #[test]
+    fn failures_raised_with_question_mark_keep_their_kind() {
+        fn attempt(pass: bool) -> Attempt {
+            Err::<(), _>("database unavailable").or_retry()?;
+            if pass {
+                Ok(Outcome::fail("unreachable"))
+            } else {
+                Err(Failed::fail("never"))
+            }
+        }
+        assert!(matches!(
+            Outcome::from(attempt(true).unwrap_err()),
+            Outcome::Retry { error, .. } if error == "database unavailable"
+        ));
+        fn bad_args() -> Attempt {
+            let a: WebhookArgs = parse_args(&json!({}))?;
+            Ok(Outcome::fail(a.destination))
+        }
+        assert!(matches!(
+            Outcome::from(bad_args().unwrap_err()),
+            Outcome::Fail { error, .. } if error == "args.destination: missing field"
+        ));
     }
 }

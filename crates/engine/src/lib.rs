@@ -57,7 +57,10 @@ use serde_json::Value;
 
 pub use config::EngineConfig;
 pub use error::EngineError;
-pub use handler::{Handler, HandlerRegistry, Outcome, ResultSignals};
+pub use handler::{
+    AnyHandler, ArgsError, Attempt, Failed, Handler, HandlerRegistry, OrRetry, Outcome,
+    ResultSignals,
+};
 
 /// What a caller asks for when creating a directive.
 #[derive(Debug, Clone)]

@@ -186,6 +186,9 @@ pub fn check_options(engine: &Engine) -> CheckOptions {
                 .collect(),
         ),
         destinations: None,
+        // A rule whose arguments do not fit is an error on the timeline
+        // when it acts (and in `workflows check`), not a refused rule set.
+        args_check: None,
     }
 }
 

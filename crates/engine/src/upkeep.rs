@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fleetprompt_core::AttemptOutcome;
 use fleetprompt_core::time::now_ms;
-use fleetprompt_store::db::{CONFIG_CHANNEL, WAKE_CHANNEL};
+use fleetprompt_store::notice::{self, Notice};
 use fleetprompt_store::queue::{self, Claimed, Completion};
 use tokio::sync::watch;
 
@@ -164,31 +164,24 @@ pub async fn refresh_gauges(engine: &Engine) {
 /// and cached configuration is marked stale on every (re)connect, since a
 /// notice may have been missed meanwhile.
 pub async fn listen(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    let Some(pool) = engine.db().pg_pool().cloned() else {
-        return;
-    };
     loop {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(l) => l,
+        let mut listener = match notice::listen(engine.db()).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "LISTEN connection failed; retrying");
+                tracing::warn!(error = %e, "LISTEN failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
                     _ = shutdown.changed() => return,
                 }
             }
         };
-        if let Err(e) = listener.listen_all([WAKE_CHANNEL, CONFIG_CHANNEL]).await {
-            tracing::warn!(error = %e, "LISTEN failed; retrying");
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            continue;
-        }
         engine.db().config_changed();
         loop {
             tokio::select! {
                 n = listener.recv() => match n {
-                    Ok(n) if n.channel() == CONFIG_CHANNEL => engine.db().config_changed(),
-                    Ok(_) => engine.db().wake_workers(),
+                    Ok(Notice::ConfigChanged) => engine.db().config_changed(),
+                    Ok(Notice::WorkDue) => engine.db().wake_workers(),
                     Err(e) => {
                         tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                         break;

@@ -155,6 +155,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Validation(v) => v.into(),
+            EngineError::Args(e) => Self::Unprocessable("validation_failed", e.to_string()),
             EngineError::NotFound(what) => Self::NotFound(what),
             EngineError::NotConfigured(m) => Self::Unprocessable("not_configured", m),
             EngineError::PackageNotInstalled(m) => Self::Conflict("package_not_installed", m),

@@ -97,9 +97,9 @@ impl OwnPool {
     }
 }
 
-/// The reading side of a [`Db`], for [`on_db!`](crate::on_db).
-#[doc(hidden)]
-pub enum Reader<'a> {
+/// The reading side of a [`Db`], for [`on_db!`](crate::on_db). Inside
+/// the store only: the driver's pools never leave it.
+pub(crate) enum Reader<'a> {
     Sqlite(&'a SqlitePool),
     Postgres(&'a PgPool),
 }
@@ -146,9 +146,9 @@ impl Db {
                 .filter(|d| !d.as_os_str().is_empty())
             {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Database(sqlx::Error::Configuration(
+                    StoreError::Database(crate::DbError::new(sqlx::Error::Configuration(
                         format!("cannot create {}: {e}", dir.display()).into(),
-                    ))
+                    )))
                 })?;
             }
             let opts = SqliteConnectOptions::new()
@@ -235,7 +235,7 @@ impl Db {
     }
 
     /// The PostgreSQL pool, when this is PostgreSQL (for LISTEN).
-    pub fn pg_pool(&self) -> Option<&PgPool> {
+    pub(crate) fn pg_pool(&self) -> Option<&PgPool> {
         match &self.0.pools {
             Pools::Postgres(p) => Some(p),
             Pools::Sqlite { .. } => None,
@@ -244,8 +244,7 @@ impl Db {
 
     /// The pool reads go to; fails at once while the database is known
     /// to be unreachable, instead of waiting out the pool's timeout.
-    #[doc(hidden)]
-    pub fn reader(&self) -> Result<Reader<'_>> {
+    pub(crate) fn reader(&self) -> Result<Reader<'_>> {
         self.0.health.check()?;
         Ok(match &self.0.pools {
             Pools::Sqlite { reader, .. } => Reader::Sqlite(reader),
@@ -529,8 +528,9 @@ async fn notify_loop(pool: PgPool, wake: Arc<Notify>) {
     }
 }
 
-#[doc(hidden)]
-pub enum TxInner {
+/// A transaction's connection, for [`on_tx!`](crate::on_tx). Inside the
+/// store only.
+pub(crate) enum TxInner {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
 }
@@ -547,8 +547,7 @@ pub struct Tx {
 }
 
 impl Tx {
-    #[doc(hidden)]
-    pub fn inner_mut(&mut self) -> &mut TxInner {
+    pub(crate) fn inner_mut(&mut self) -> &mut TxInner {
         &mut self.inner
     }
 

@@ -76,7 +76,7 @@ pub async fn find_by_name(db: &Db, tenant: TenantId, name: &str) -> Result<Desti
             .bind(name)
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("destination"))?;
         Ok(decode!(&row))
     })
 }
@@ -102,7 +102,7 @@ pub async fn find_by_id(db: &Db, tenant: TenantId, id: DestinationId) -> Result<
             .bind(id.to_string())
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("destination"))?;
         Ok(decode!(&row))
     })
 }
@@ -132,7 +132,7 @@ pub async fn update_config(
         .rows_affected()
     });
     if n == 0 {
-        return Err(StoreError::NotFound);
+        return Err(StoreError::not_found("destination"));
     }
     Ok(())
 }
@@ -149,7 +149,7 @@ pub async fn delete(tx: &mut Tx, tenant: TenantId, id: DestinationId) -> Result<
             .rows_affected()
     });
     if n == 0 {
-        return Err(StoreError::NotFound);
+        return Err(StoreError::not_found("destination"));
     }
     Ok(())
 }

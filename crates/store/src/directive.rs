@@ -262,7 +262,7 @@ pub async fn get(db: &Db, tenant: TenantId, id: DirectiveId) -> Result<Directive
             .bind(id.to_string())
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("directive"))?;
         Ok(decode!(&row))
     })
 }
@@ -405,7 +405,9 @@ async fn status_of(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<Dir
             .fetch_optional(&mut *c)
             .await?
     });
-    s.ok_or(StoreError::NotFound)?.parse().map_err(corrupt)
+    s.ok_or(StoreError::not_found("directive"))?
+        .parse()
+        .map_err(corrupt)
 }
 
 /// Cancels a pending directive. Running or finished ones cannot be cancelled.
@@ -445,7 +447,8 @@ pub async fn redrive(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<(
             .await?
     });
     let policy: RetryPolicy =
-        serde_json::from_str(&policy.ok_or(StoreError::NotFound)?).map_err(corrupt)?;
+        serde_json::from_str(&policy.ok_or(StoreError::not_found("directive"))?)
+            .map_err(corrupt)?;
     let n = on_tx!(tx, c => {
         sqlx::query(
             "UPDATE directives SET status = 'pending', next_attempt_at = $3, updated_at = $3, finished_at = NULL,

@@ -135,7 +135,7 @@ pub async fn get(db: &Db, tenant: TenantId, id: EdgeConnectorId) -> Result<EdgeC
             .bind(id.to_string())
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("edge connector"))?;
         Ok(decode!(&row))
     })
 }
@@ -156,7 +156,7 @@ pub async fn revoke(tx: &mut Tx, tenant: TenantId, id: EdgeConnectorId) -> Resul
         .rows_affected()
     });
     if n == 0 {
-        return Err(StoreError::NotFound);
+        return Err(StoreError::not_found("edge connector"));
     }
     Ok(())
 }
@@ -228,7 +228,7 @@ pub async fn find(db: &Db, tenant: TenantId, id_or_name: &str) -> Result<EdgeCon
             .bind(id_or_name.trim())
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("edge connector"))?;
         Ok(decode!(&row))
     })
 }

@@ -86,7 +86,24 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
             counter!(DB_OUTAGE_ERRORS, "kind" => kind).increment(1);
             o
         }
-        None => StoreError::Database(e),
+        None if crate::is_unique_violation(&e) => StoreError::Conflict(unique_violation(&e)),
+        None => StoreError::Database(crate::DbError::new(e)),
+    }
+}
+
+/// What a unique violation the store did not name itself means: which
+/// constraint (PostgreSQL) or which columns (SQLite) already hold the value.
+fn unique_violation(e: &sqlx::Error) -> String {
+    let sqlx::Error::Database(d) = e else {
+        return "already exists".into();
+    };
+    match d.constraint() {
+        Some(c) => format!("already exists (unique constraint {c})"),
+        // SQLite: "UNIQUE constraint failed: table.column, …".
+        None => match d.message().split_once(": ") {
+            Some((_, cols)) => format!("already exists (unique {cols})"),
+            None => "already exists".into(),
+        },
     }
 }
 
@@ -323,7 +340,7 @@ mod tests {
             StoreError::Database(_)
         ));
         assert!(StoreError::Unavailable("x".into()).outage().is_some());
-        assert!(StoreError::NotFound.outage().is_none());
+        assert!(StoreError::not_found("site").outage().is_none());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`cron`]: the last tick of each schedule rule, per tenant.
 //! - [`db`]: connecting, pragmas, the backend enum, transactions, wake-ups.
 //! - [`migrate`]: the embedded, checksummed migrations.
+//! - [`notice`]: LISTEN/NOTIFY between nodes (PostgreSQL).
 //! - [`tenant`]: tenants and admin tokens (the tenant's and members' own).
 //! - [`member`]: members of a tenant and their browser sessions.
 //! - [`destination`]: outbound destinations, sealed at rest.
@@ -37,6 +38,7 @@ pub mod health;
 pub mod installation;
 pub mod member;
 pub mod migrate;
+pub mod notice;
 pub mod queue;
 pub mod retention;
 pub mod signal;
@@ -51,9 +53,10 @@ pub use db::{Backend, Db, Tx};
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed (not an outage: see the two below).
+    /// The database failed (not an outage: see the two below). Opaque: the
+    /// driver's error stays inside the store; its message is kept for logs.
     #[error("database error: {0}")]
-    Database(sqlx::Error),
+    Database(DbError),
     /// The database cannot be reached now (connection refused or lost, no
     /// connection free in time, the breaker open after recent failures,
     /// a read-only server): retrying later may succeed.
@@ -64,9 +67,13 @@ pub enum StoreError {
     #[error("database storage is full: {0}")]
     StorageFull(String),
     /// The record does not exist for this tenant.
-    #[error("not found")]
-    NotFound,
-    /// A uniqueness rule was broken (e.g. a tenant slug already taken).
+    #[error("{what} not found")]
+    NotFound {
+        /// Which kind of record (`directive`, `site` …).
+        what: &'static str,
+    },
+    /// A uniqueness rule was broken (e.g. a tenant slug already taken, or
+    /// two writers racing to insert one record): the message says which.
     #[error("conflict: {0}")]
     Conflict(String),
     /// The record is not in a state that allows the change.
@@ -83,6 +90,29 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+}
+
+/// A database failure that is neither an outage nor a broken rule the
+/// store knows by name. Its text is the driver's, for logs; the driver's
+/// error type stays inside this crate.
+pub struct DbError(sqlx::Error);
+
+impl DbError {
+    pub(crate) fn new(e: sqlx::Error) -> Self {
+        Self(e)
+    }
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -103,10 +133,14 @@ impl StoreError {
         }
     }
 
-    /// Whether this is a unique-constraint violation (two writers raced
-    /// to insert one record).
-    pub fn is_unique_violation(&self) -> bool {
-        matches!(self, Self::Database(e) if is_unique_violation(e))
+    /// A missing record of kind `what`.
+    pub fn not_found(what: &'static str) -> Self {
+        Self::NotFound { what }
+    }
+
+    /// Whether this is a missing record (of any kind).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
     }
 }
 

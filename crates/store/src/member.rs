@@ -168,7 +168,7 @@ pub async fn get(db: &Db, tenant: TenantId, id: MemberId) -> Result<MemberRow> {
             .as_ref()
             .map(decode)
             .transpose()?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::not_found("member"))
     })
 }
 
@@ -184,7 +184,7 @@ pub async fn get_by_email(db: &Db, tenant: TenantId, email: &str) -> Result<Memb
             .as_ref()
             .map(decode)
             .transpose()?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::not_found("member"))
     })
 }
 
@@ -262,7 +262,7 @@ pub async fn update(
         .rows_affected()
     });
     if n == 0 {
-        return Err(StoreError::NotFound);
+        return Err(StoreError::not_found("member"));
     }
     if patch.disabled == Some(true) {
         revoke_sessions(tx, tenant, id, now).await?;
@@ -291,7 +291,7 @@ pub async fn set_password(
         .rows_affected()
     });
     if n == 0 {
-        return Err(StoreError::NotFound);
+        return Err(StoreError::not_found("member"));
     }
     revoke_sessions(tx, tenant, id, now).await
 }
@@ -317,7 +317,7 @@ pub async fn set_invite(
         .rows_affected()
     });
     if n == 0 {
-        return Err(StoreError::NotFound);
+        return Err(StoreError::not_found("member"));
     }
     Ok(())
 }

@@ -153,7 +153,7 @@ pub async fn get(db: &Db, tenant: TenantId, id: SignalId) -> Result<SignalRow> {
             .bind(id.to_string())
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("signal"))?;
         Ok(decode!(&row))
     })
 }

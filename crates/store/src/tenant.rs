@@ -86,7 +86,7 @@ pub async fn find_by_slug(db: &Db, slug: &str) -> Result<Tenant> {
             .fetch_optional(c)
             .await?
     });
-    let (id, slug) = row.ok_or(StoreError::NotFound)?;
+    let (id, slug) = row.ok_or(StoreError::not_found("tenant"))?;
     Ok(Tenant {
         id: id.parse().map_err(corrupt)?,
         slug,
@@ -101,7 +101,7 @@ pub async fn find_by_id(db: &Db, id: TenantId) -> Result<Tenant> {
             .fetch_optional(c)
             .await?
     });
-    let (id, slug) = row.ok_or(StoreError::NotFound)?;
+    let (id, slug) = row.ok_or(StoreError::not_found("tenant"))?;
     Ok(Tenant {
         id: id.parse().map_err(corrupt)?,
         slug,

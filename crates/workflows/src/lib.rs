@@ -74,7 +74,8 @@ pub use crate::route::{
     Throttle,
 };
 pub use crate::rule::{
-    Backoff, BackoffKind, CheckOptions, Destinations, RuleFile, RuleSet, RuleSummary, Scope,
+    ArgsCheck, ArgsProblem, Backoff, BackoffKind, CheckOptions, Destinations, RuleFile, RuleSet,
+    RuleSummary, Scope,
 };
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use crate::expr::{Condition, ExprProblem};
 use crate::model::{ArgNode, DirectiveDoc, EmitDoc, FileDoc, RetryDoc, RuleDoc};
 use crate::pattern::TypePattern;
 use crate::rule::{
-    Action, ArgTemplate, Backoff, BackoffKind, CheckOptions, CompiledDirective, CompiledEmit,
-    CompiledRule, RuleFile, RuleSet, Scope, ScopeIndex, Trigger,
+    Action, ArgTemplate, ArgsCheck, Backoff, BackoffKind, CheckOptions, CompiledDirective,
+    CompiledEmit, CompiledRule, RuleFile, RuleSet, Scope, ScopeIndex, Trigger,
 };
 use crate::template::Template;
 
@@ -438,6 +438,11 @@ impl Builder<'_> {
                 ),
             ));
         }
+        if self.diagnostics.len() == before
+            && let Some(check) = &self.options.args_check
+        {
+            self.check_args(ctx, d, check.clone());
+        }
         // `destination` is only a template variable when the directive has one.
         let vars: Vec<&str> = vars
             .iter()
@@ -622,6 +627,59 @@ impl Builder<'_> {
         }
     }
 
+    /// Asks the platform whether the directive's arguments fit its kind,
+    /// and reports a misfit at the field (or the table missing it).
+    fn check_args(&mut self, ctx: &FileCtx<'_>, d: &DirectiveDoc, check: ArgsCheck) {
+        let mut args = match &d.args {
+            Some(a) => literal(a.get_ref()),
+            None => serde_json::Value::Object(Default::default()),
+        };
+        if let (Some(dest), serde_json::Value::Object(map)) = (&d.destination, &mut args) {
+            map.entry("destination")
+                .or_insert_with(|| serde_json::Value::String(dest.get_ref().clone()));
+        }
+        let Err(problem) = (check.0)(d.kind.get_ref(), &args) else {
+            return;
+        };
+        // The deepest node of the path the file has, and whether the path
+        // runs through a template (whose rendered value only tells).
+        let mut at = d.args.as_ref().map(|a| a.span()).unwrap_or(d.kind.span());
+        let mut node = d.args.as_ref();
+        for key in &problem.path {
+            let Some(n) = node else { break };
+            if let ArgNode::String(s) = n.get_ref()
+                && is_template(s)
+            {
+                return;
+            }
+            let next = match n.get_ref() {
+                ArgNode::Table(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+                ArgNode::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            };
+            if key == "destination"
+                && next.is_none()
+                && let Some(dest) = &d.destination
+            {
+                at = dest.span();
+            }
+            node = next;
+            if let Some(n) = node {
+                at = n.span();
+            }
+        }
+        if let Some(n) = node
+            && let ArgNode::String(s) = n.get_ref()
+            && is_template(s)
+        {
+            return;
+        }
+        self.err(ctx.src.at(
+            at.start,
+            format!("directive `{}`: {}", d.kind.get_ref(), problem.message),
+        ));
+    }
+
     fn arg_template(
         &mut self,
         ctx: &FileCtx<'_>,
@@ -693,12 +751,86 @@ fn check_rule_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a string of a rule file is a template (else it is taken as written).
+fn is_template(s: &str) -> bool {
+    ["{{", "{%", "{#"].iter().any(|m| s.contains(m))
+}
+
+/// An argument node as JSON, templates as their source text.
+fn literal(node: &ArgNode) -> serde_json::Value {
+    use serde_json::Value;
+    match node {
+        ArgNode::String(s) | ArgNode::Datetime(s) => Value::String(s.clone()),
+        ArgNode::Integer(i) => Value::from(*i),
+        ArgNode::Float(f) => Value::from(*f),
+        ArgNode::Bool(b) => Value::Bool(*b),
+        ArgNode::Array(items) => Value::Array(items.iter().map(|i| literal(i.get_ref())).collect()),
+        ArgNode::Table(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), literal(v.get_ref())))
+                .collect(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{load, options, rules, source, tenant};
 
     /// Loads one defaults file and returns its diagnostics (none if valid).
+    /// A fake platform check: `email` needs `to`, a string.
+    fn checked(text: &str) -> Vec<Diagnostic> {
+        let mut o = options();
+        o.args_check = Some(ArgsCheck(std::sync::Arc::new(|kind, args| {
+            match (kind, args.get("to")) {
+                ("email", None) => Err(crate::ArgsProblem {
+                    path: vec!["to".into()],
+                    message: "args.to: missing field".into(),
+                }),
+                ("email", Some(v)) if !v.is_string() => Err(crate::ArgsProblem {
+                    path: vec!["to".into()],
+                    message: "args.to: invalid type".into(),
+                }),
+                _ => Ok(()),
+            }
+        })));
+        match RuleSet::from_sources(vec![source("w/a.toml", Scope::Defaults, text)], &o) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.diagnostics(),
+        }
+    }
+
+    #[test]
+    fn arguments_that_do_not_fit_their_kind_are_reported_at_the_field() {
+        let head = "[[rule]]\nid = \"r\"\non = \"a.b\"\n[[rule.directive]]\ndedupe_key = \"k\"\nkind = \"email\"\n";
+        let missing = checked(&format!("{head}args = {{ subject = \"hi\" }}\n"));
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        let m = missing[0].to_string();
+        assert!(
+            m.contains("a.toml:7:8") && m.contains("args.to: missing field"),
+            "{m}"
+        );
+        let wrong = checked(&format!("{head}args = {{ subject = \"hi\", to = 3 }}\n"));
+        let m = wrong[0].to_string();
+        assert!(
+            m.contains("a.toml:7:31") && m.contains("args.to: invalid type"),
+            "{m}"
+        );
+        // No args at all: the kind is where the problem shows.
+        let none = checked(head);
+        assert!(none[0].to_string().contains("a.toml:6:8"), "{none:?}");
+        // A template's value is only known when it renders.
+        assert!(
+            checked(&format!(
+                "{head}args = {{ to = \"{{{{ signal.payload.n }}}}\" }}\n"
+            ))
+            .is_empty()
+        );
+        assert!(checked(&format!("{head}args = {{ to = \"a@b.c\" }}\n")).is_empty());
+    }
+
     fn diags(text: &str) -> Vec<Diagnostic> {
         match load(vec![source("w/a.toml", Scope::Defaults, text)]) {
             Ok(_) => Vec::new(),

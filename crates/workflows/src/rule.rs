@@ -58,6 +58,34 @@ pub struct CheckOptions {
     pub known_kinds: Option<BTreeSet<String>>,
     /// Destination names that exist.
     pub destinations: Option<Destinations>,
+    /// Checks a directive's arguments against its kind (the engine's
+    /// handlers know their arguments' types; this crate does not).
+    pub args_check: Option<ArgsCheck>,
+}
+
+/// Checks `(kind, args)`: the arguments as the file writes them, with the
+/// rule's `destination` added as the engine adds it. Templated values are
+/// passed as their source text; a problem at one of them is not reported,
+/// since only the rendered value can tell.
+#[derive(Clone)]
+pub struct ArgsCheck(pub std::sync::Arc<ArgsCheckFn>);
+
+/// The function an [`ArgsCheck`] calls: `(kind, args)`.
+pub type ArgsCheckFn = dyn Fn(&str, &serde_json::Value) -> Result<(), ArgsProblem> + Send + Sync;
+
+impl std::fmt::Debug for ArgsCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArgsCheck")
+    }
+}
+
+/// Arguments that do not fit their kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgsProblem {
+    /// The path below `args` of the field at fault (`["to", "0"]`).
+    pub path: Vec<String>,
+    /// The whole message, naming the field (`args.destination: missing field`).
+    pub message: String,
 }
 
 /// Known destination names. Shipped defaults may only name `shared`

@@ -32,6 +32,7 @@ pub(crate) fn options() -> CheckOptions {
             shared: set(&["support"]),
             per_tenant: BTreeMap::from([("acme".to_owned(), set(&["ops"]))]),
         }),
+        args_check: None,
     }
 }
 

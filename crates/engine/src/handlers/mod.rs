@@ -4,7 +4,7 @@ mod noop;
 mod webhook;
 
 pub use noop::Noop;
-pub use webhook::WebhookPost;
+pub use webhook::{WebhookArgs, WebhookPost};
 
 use crate::HandlerRegistry;
 use crate::webchat::assist::ReplyGenerate;
@@ -55,19 +55,6 @@ pub fn signal_types(registry: &HandlerRegistry) -> std::collections::BTreeSet<St
         .chain(registry.signal_types())
         .map(str::to_owned)
         .collect()
-}
-
-/// Reads a required string argument.
-pub(crate) fn str_arg<'a>(
-    args: &'a serde_json::Value,
-    name: &'static str,
-) -> Result<&'a str, crate::EngineError> {
-    args.get(name).and_then(|v| v.as_str()).ok_or_else(|| {
-        crate::EngineError::Validation(fleetprompt_core::signal::ValidationError::Invalid {
-            field: "args",
-            reason: format!("`{name}` (a string) is required"),
-        })
-    })
 }
 
 #[cfg(test)]

@@ -1,32 +1,30 @@
 //! `noop`: does nothing, successfully. For benchmarks and smoke tests.
 
-use fleetprompt_core::TenantId;
 use fleetprompt_store::queue::Claimed;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use crate::{Engine, EngineError, Handler, Outcome};
+use crate::{Attempt, Engine, Handler, Outcome};
 
 /// The `noop` handler.
 pub struct Noop;
 
 impl Handler for Noop {
-    fn validate<'a>(
+    /// Anything: a smoke test's arguments are its own.
+    type Args = serde::de::IgnoredAny;
+
+    fn execute<'a>(
         &'a self,
         _: &'a Engine,
-        _: TenantId,
-        _: &'a Value,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        futures::future::ready(Ok(())).boxed()
-    }
-
-    fn execute<'a>(&'a self, _: &'a Engine, _: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        futures::future::ready(Outcome::Succeeded {
+        _: &'a Claimed,
+        _: Self::Args,
+    ) -> BoxFuture<'a, Attempt> {
+        futures::future::ready(Ok(Outcome::Succeeded {
             result: Value::Null,
             http_status: None,
             external_ref: None,
-        })
+        }))
         .boxed()
     }
 }

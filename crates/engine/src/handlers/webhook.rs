@@ -7,88 +7,90 @@ use fleetprompt_core::TenantId;
 use fleetprompt_store::queue::Claimed;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::str_arg;
 use crate::destination::{WebhookConfig, open_config};
-use crate::{Engine, EngineError, Handler, Outcome};
+use crate::{ArgsError, Attempt, Engine, EngineError, Failed, Handler, OrRetry, Outcome};
 
 /// The `webhook.post` handler.
 pub struct WebhookPost;
 
+/// The arguments of `webhook.post`.
+#[derive(Debug, Deserialize)]
+pub struct WebhookArgs {
+    /// A webhook destination's name.
+    pub destination: String,
+    /// The JSON body; an empty object when not given.
+    #[serde(default = "empty_object")]
+    pub body: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
 impl Handler for WebhookPost {
+    type Args = WebhookArgs;
+
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a WebhookArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         async move {
-            let name = str_arg(args, "destination")?;
+            let name = &args.destination;
             let d = crate::destination::find(engine, tenant, name)
                 .await
                 .map_err(|e| match e {
-                    EngineError::NotFound(what) => EngineError::Validation(
-                        fleetprompt_core::signal::ValidationError::Invalid {
-                            field: "args",
-                            reason: format!("{what} does not exist"),
-                        },
-                    ),
+                    EngineError::NotFound(what) => {
+                        ArgsError::new(&["destination"], format!("{what} does not exist")).into()
+                    }
                     other => other,
                 })?;
             if d.kind != "webhook" {
-                return Err(EngineError::Validation(
-                    fleetprompt_core::signal::ValidationError::Invalid {
-                        field: "args",
-                        reason: format!(
-                            "destination {name:?} is a {} destination, not a webhook",
-                            d.kind
-                        ),
-                    },
-                ));
+                return Err(ArgsError::new(
+                    &["destination"],
+                    format!(
+                        "destination {name:?} is a {} destination, not a webhook",
+                        d.kind
+                    ),
+                )
+                .into());
             }
             Ok(())
         }
         .boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: WebhookArgs,
+    ) -> BoxFuture<'a, Attempt> {
         async move {
-            let name = match str_arg(&d.args, "destination") {
-                Ok(n) => n,
-                Err(e) => return Outcome::fail(e.to_string()),
-            };
+            let name = &args.destination;
             let dest = match crate::destination::find(engine, d.tenant, name).await {
                 Ok(dest) => dest,
                 Err(EngineError::NotFound(_)) => {
-                    return Outcome::fail(format!("destination {name:?} no longer exists"));
+                    return Err(Failed::fail(format!(
+                        "destination {name:?} no longer exists"
+                    )));
                 }
-                Err(e) => {
-                    return Outcome::Retry {
-                        error: e.to_string(),
-                        http_status: None,
-                        retry_after: None,
-                    };
-                }
+                Err(e) => return Err(Failed::retry(e)),
             };
-            let config: WebhookConfig = match open_config(engine, d.tenant, &dest) {
-                Ok(c) => c,
-                Err(e) => return Outcome::fail(e.to_string()),
-            };
-            let body = d
-                .args
-                .get("body")
-                .cloned()
-                .unwrap_or(Value::Object(Default::default()));
+            let config: WebhookConfig = open_config(engine, d.tenant, &dest).or_fail()?;
             let delivery = fleetprompt_connectors::webhook::post(
                 engine.http(),
                 &config.url,
                 &config.signing_secret,
                 &d.id.to_string(),
-                &body,
+                &args.body,
             )
             .await;
-            Outcome::from_delivery(delivery)
+            Ok(Outcome::from_delivery(delivery))
         }
         .boxed()
     }

@@ -26,10 +26,10 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::escalation::{claimed_conversation, retry, validate_conversation, validate_destination};
+use super::escalation::{claimed_conversation, validate_destination};
 use super::ingest::with_content;
 use crate::destination::{LlmConfig, open_config};
-use crate::{Engine, EngineError, Handler, Outcome};
+use crate::{Attempt, Engine, EngineError, Failed, Handler, OrRetry, Outcome};
 
 /// Default least BM25 score of an FAQ answer worth drafting.
 pub const DEFAULT_MIN_SCORE: f64 = 1.0;
@@ -153,18 +153,40 @@ fn tenant_file(engine: &Engine, slug: &str, name: &str) -> Option<PathBuf> {
 /// (the FAQ path steps aside when the named destination exists).
 pub struct ReplyGenerate;
 
+/// The arguments of `webchat.reply_generate`.
+#[derive(Debug, Deserialize)]
+pub struct ReplyGenerateArgs {
+    /// An `llm` destination; without one, the tenant's FAQ answers.
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// The conversation; the directive's subject when not given.
+    #[serde(default)]
+    pub conversation_id: Option<ConversationId>,
+    /// Sends the draft at once instead of keeping it for approval.
+    #[serde(default)]
+    pub auto_send: bool,
+    /// The least FAQ score that makes a draft.
+    #[serde(default)]
+    pub min_score: Option<f64>,
+    /// The FAQ path steps aside when this destination exists.
+    #[serde(default)]
+    pub unless_destination: Option<String>,
+}
+
 impl Handler for ReplyGenerate {
+    type Args = ReplyGenerateArgs;
+
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a ReplyGenerateArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         async move {
-            if args.get("destination").is_some() {
-                validate_destination(engine, tenant, args, &["llm"]).await?;
+            if let Some(name) = &args.destination {
+                validate_destination(engine, tenant, name, &["llm"]).await?;
             } else {
-                if let Some(other) = args.get("unless_destination").and_then(Value::as_str)
+                if let Some(other) = &args.unless_destination
                     && crate::destination::find(engine, tenant, other)
                         .await
                         .is_ok()
@@ -181,13 +203,18 @@ impl Handler for ReplyGenerate {
                     )));
                 }
             }
-            validate_conversation(engine, tenant, args).await
+            Ok(())
         }
         .boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        generate(engine, d).boxed()
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: ReplyGenerateArgs,
+    ) -> BoxFuture<'a, Attempt> {
+        generate(engine, d, args).boxed()
     }
 }
 
@@ -200,44 +227,30 @@ struct Drafted {
     latency: Duration,
 }
 
-async fn generate(engine: &Engine, d: &Claimed) -> Outcome {
-    let conv = match claimed_conversation(d) {
-        Ok(c) => c,
-        Err(failed) => return failed,
-    };
-    let slug = match engine.tenant_slug(d.tenant).await {
-        Ok(s) => s,
-        Err(e) => return retry(e),
-    };
-    let history = match message::list(engine.db(), d.tenant, conv, None, 1000).await {
-        Ok(h) => h,
-        Err(e) => return retry(e),
-    };
+async fn generate(engine: &Engine, d: &Claimed, args: ReplyGenerateArgs) -> Attempt {
+    let conv = claimed_conversation(d, args.conversation_id)?;
+    let slug = engine.tenant_slug(d.tenant).await.or_retry()?;
+    let history = message::list(engine.db(), d.tenant, conv, None, 1000)
+        .await
+        .or_retry()?;
     let Some(question) = history.iter().rev().find(|m| m.role == Role::Visitor) else {
-        return Outcome::fail("the conversation has no visitor message to answer");
+        return Err(Failed::fail(
+            "the conversation has no visitor message to answer",
+        ));
     };
-    let drafted = match d.args.get("destination").and_then(Value::as_str) {
-        Some(dest) => match ask_llm(engine, d, dest, &slug, &history).await {
-            Ok(x) => x,
-            Err(o) => return o,
-        },
+    let drafted = match &args.destination {
+        Some(dest) => ask_llm(engine, d, dest, &slug, &history)
+            .await
+            .map_err(Failed::outcome)?,
         None => {
             let Some(path) = tenant_file(engine, &slug, "faq.toml") else {
-                return Outcome::fail("no workflows directory");
+                return Err(Failed::fail("no workflows directory"));
             };
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => return Outcome::fail(format!("cannot read {}: {e}", path.display())),
-            };
-            let entries = match parse_faq(&text) {
-                Ok(e) => e,
-                Err(e) => return Outcome::fail(format!("{}: {e}", path.display())),
-            };
-            let min = d
-                .args
-                .get("min_score")
-                .and_then(Value::as_f64)
-                .unwrap_or(DEFAULT_MIN_SCORE);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Failed::fail(format!("cannot read {}: {e}", path.display())))?;
+            let entries =
+                parse_faq(&text).map_err(|e| Failed::fail(format!("{}: {e}", path.display())))?;
+            let min = args.min_score.unwrap_or(DEFAULT_MIN_SCORE);
             let started = std::time::Instant::now();
             match best_faq(&entries, &question.content) {
                 Some((i, score)) if score >= min => Drafted {
@@ -248,7 +261,7 @@ async fn generate(engine: &Engine, d: &Claimed) -> Outcome {
                     latency: started.elapsed(),
                 },
                 other => {
-                    return Outcome::Succeeded {
+                    return Ok(Outcome::Succeeded {
                         result: json!({
                             "drafted": false,
                             "reason": "no FAQ entry matches well enough",
@@ -256,12 +269,12 @@ async fn generate(engine: &Engine, d: &Claimed) -> Outcome {
                         }),
                         http_status: None,
                         external_ref: None,
-                    };
+                    });
                 }
             }
         }
     };
-    store(engine, d, conv, drafted).await
+    store(engine, d, conv, drafted, args.auto_send).await
 }
 
 async fn ask_llm(
@@ -278,7 +291,7 @@ async fn ask_llm(
                 "destination {dest_name:?} no longer exists"
             )));
         }
-        Err(e) => return Err(retry(e)),
+        Err(e) => return Err(Failed::retry(e).into()),
     };
     let cfg: LlmConfig =
         open_config(engine, d.tenant, &dest).map_err(|e| Outcome::fail(e.to_string()))?;
@@ -348,8 +361,13 @@ async fn ask_llm(
     }
 }
 
-async fn store(engine: &Engine, d: &Claimed, conv: ConversationId, x: Drafted) -> Outcome {
-    let auto_send = d.args.get("auto_send").and_then(Value::as_bool) == Some(true);
+async fn store(
+    engine: &Engine,
+    d: &Claimed,
+    conv: ConversationId,
+    x: Drafted,
+    auto_send: bool,
+) -> Attempt {
     let now = now_ms();
     let draft = DraftRow {
         id: format!("draft_{}", uuid_simple()),
@@ -406,22 +424,20 @@ async fn store(engine: &Engine, d: &Claimed, conv: ConversationId, x: Drafted) -
         Ok(Some(draft.id.clone()))
     }
     .await;
-    match result {
-        Ok(id) => Outcome::Succeeded {
-            result: json!({
-                "drafted": true,
-                "draft_id": id,
-                "source": x.source,
-                "model": x.model,
-                "usage": x.usage,
-                "latency_ms": x.latency.as_millis() as u64,
-                "auto_send": auto_send,
-            }),
-            http_status: None,
-            external_ref: id,
-        },
-        Err(e) => retry(e),
-    }
+    let id = result.or_retry()?;
+    Ok(Outcome::Succeeded {
+        result: json!({
+            "drafted": true,
+            "draft_id": id,
+            "source": x.source,
+            "model": x.model,
+            "usage": x.usage,
+            "latency_ms": x.latency.as_millis() as u64,
+            "auto_send": auto_send,
+        }),
+        http_status: None,
+        external_ref: id,
+    })
 }
 
 /// The `webchat.reply_send` directive that delivers an approved draft.

@@ -14,13 +14,15 @@ use fleetprompt_store::queue::Claimed;
 use fleetprompt_store::webchat::conversation::{self as store_conv, ConversationRow};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{WebchatError, invalid};
-use super::escalation::{claimed_conversation, retry, validate_conversation};
+use super::escalation::claimed_conversation;
 use super::{conversation_subject, site};
 use crate::{
-    BackoffOverride, DirectiveRequest, Engine, EngineError, Handler, Outcome, ResultSignals,
+    ArgsError, Attempt, BackoffOverride, DirectiveRequest, Engine, EngineError, Failed, Handler,
+    Outcome, ResultSignals,
 };
 
 /// How long an action waits for its directive before answering with it
@@ -227,22 +229,19 @@ async fn check_member(
     match fleetprompt_store::member::get(engine.db(), tenant, member).await {
         Ok(m) if m.disabled_at.is_none() => Ok(()),
         Ok(_) => Err(invalid("member_id", "that member is disabled")),
-        Err(StoreError::NotFound) => Err(invalid("member_id", "no such member in this tenant")),
+        Err(StoreError::NotFound { .. }) => {
+            Err(invalid("member_id", "no such member in this tenant"))
+        }
         Err(e) => Err(e.into()),
     }
 }
 
-fn member_arg(args: &Value) -> Result<Option<MemberId>, EngineError> {
-    match args.get("member_id") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .map(Some)
-            .ok_or_else(|| {
-                super::escalation::invalid("`member_id` must be a member id (mem_…) or null")
-            }),
-    }
+/// The arguments of `webchat.conversation.reopen`.
+#[derive(Debug, Deserialize)]
+pub struct ReopenArgs {
+    /// The conversation; the directive's subject when not given.
+    #[serde(default)]
+    pub conversation_id: Option<ConversationId>,
 }
 
 /// `webchat.conversation.reopen`: an ended conversation is open again,
@@ -251,6 +250,8 @@ fn member_arg(args: &Value) -> Result<Option<MemberId>, EngineError> {
 pub struct ConversationReopen;
 
 impl Handler for ConversationReopen {
+    type Args = ReopenArgs;
+
     fn result_signals(&self) -> ResultSignals {
         ResultSignals {
             succeeded: "webchat.session.reopened",
@@ -258,21 +259,14 @@ impl Handler for ConversationReopen {
         }
     }
 
-    fn validate<'a>(
+    fn execute<'a>(
         &'a self,
         engine: &'a Engine,
-        tenant: TenantId,
-        args: &'a Value,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        validate_conversation(engine, tenant, args).boxed()
-    }
-
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+        d: &'a Claimed,
+        args: ReopenArgs,
+    ) -> BoxFuture<'a, Attempt> {
         async move {
-            let id = match claimed_conversation(d) {
-                Ok(c) => c,
-                Err(failed) => return failed,
-            };
+            let id = claimed_conversation(d, args.conversation_id)?;
             let result = async {
                 let conv = store_conv::get(engine.db(), d.tenant, id).await?;
                 let mut tx = engine.db().begin().await?;
@@ -289,20 +283,38 @@ impl Handler for ConversationReopen {
             }
             .await;
             match result {
-                Ok(Ok(reopened)) => Outcome::Succeeded {
+                Ok(Ok(reopened)) => Ok(Outcome::Succeeded {
                     result: json!({ "conversation_id": id, "reopened_now": reopened }),
                     http_status: None,
                     external_ref: None,
-                },
-                Ok(Err(())) => {
-                    Outcome::fail("the visitor has another open conversation on this site")
+                }),
+                Ok(Err(())) => Err(Failed::fail(
+                    "the visitor has another open conversation on this site",
+                )),
+                Err(StoreError::NotFound { .. }) => {
+                    Err(Failed::fail("conversation does not exist"))
                 }
-                Err(StoreError::NotFound) => Outcome::fail("conversation does not exist"),
-                Err(e) => retry(e),
+                Err(e) => Err(Failed::retry(e)),
             }
         }
         .boxed()
     }
+}
+
+/// The arguments of `webchat.conversation.assign`.
+#[derive(Debug, Deserialize)]
+pub struct AssignArgs {
+    /// The conversation; the directive's subject when not given.
+    #[serde(default)]
+    pub conversation_id: Option<ConversationId>,
+    /// Who it is assigned to; `null` unassigns. Required, so that leaving
+    /// it out is not read as "unassign".
+    #[serde(deserialize_with = "required_nullable")]
+    pub member_id: Option<MemberId>,
+}
+
+fn required_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<MemberId>, D::Error> {
+    Option::<MemberId>::deserialize(d)
 }
 
 /// `webchat.conversation.assign`: sets (or clears, with a null
@@ -310,6 +322,8 @@ impl Handler for ConversationReopen {
 pub struct ConversationAssign;
 
 impl Handler for ConversationAssign {
+    type Args = AssignArgs;
+
     fn result_signals(&self) -> ResultSignals {
         ResultSignals {
             succeeded: "webchat.session.assigned",
@@ -321,25 +335,29 @@ impl Handler for ConversationAssign {
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a AssignArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         async move {
-            member_arg(args)?;
-            validate_conversation(engine, tenant, args).await
+            match args.member_id {
+                Some(m) => check_member(engine, tenant, m).await.map_err(|e| match e {
+                    WebchatError::Engine(e) => e,
+                    other => ArgsError::new(&["member_id"], other.to_string()).into(),
+                }),
+                None => Ok(()),
+            }
         }
         .boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: AssignArgs,
+    ) -> BoxFuture<'a, Attempt> {
         async move {
-            let id = match claimed_conversation(d) {
-                Ok(c) => c,
-                Err(failed) => return failed,
-            };
-            let member = match member_arg(&d.args) {
-                Ok(m) => m,
-                Err(e) => return Outcome::fail(e.to_string()),
-            };
+            let id = claimed_conversation(d, args.conversation_id)?;
+            let member = args.member_id;
             let result = async {
                 let mut tx = engine.db().begin().await?;
                 let found = store_conv::set_assignee(&mut tx, d.tenant, id, member).await?;
@@ -348,13 +366,13 @@ impl Handler for ConversationAssign {
             }
             .await;
             match result {
-                Ok(true) => Outcome::Succeeded {
+                Ok(true) => Ok(Outcome::Succeeded {
                     result: json!({ "conversation_id": id, "member_id": member }),
                     http_status: None,
                     external_ref: None,
-                },
-                Ok(false) => Outcome::fail("conversation does not exist"),
-                Err(e) => retry(e),
+                }),
+                Ok(false) => Err(Failed::fail("conversation does not exist")),
+                Err(e) => Err(Failed::retry(e)),
             }
         }
         .boxed()

@@ -35,7 +35,7 @@ pub struct Demo {
 pub async fn ensure(engine: &Engine, origins: &[String]) -> Result<Demo, WebchatError> {
     let (tenant_id, admin_token) = match tenant::find_by_slug(engine.db(), DEMO_TENANT).await {
         Ok(t) => (t.id, None),
-        Err(StoreError::NotFound) => {
+        Err(StoreError::NotFound { .. }) => {
             let mut tx = engine.db().begin().await?;
             let (t, token) = tenant::create(&mut tx, DEMO_TENANT).await?;
             tx.commit().await?;

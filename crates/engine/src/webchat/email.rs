@@ -29,16 +29,17 @@ use fleetprompt_store::queue::Claimed;
 use fleetprompt_store::webchat::{conversation, message};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::escalation::{
-    Contact, ESCALATION_SIGNALS, claimed_conversation, conversation_link, invalid, retry,
-    site_name, validate_conversation, validate_destination, visitor_contact,
+    Contact, ESCALATION_SIGNALS, claimed_conversation, conversation_link, site_name,
+    validate_destination, visitor_contact,
 };
 use super::settings::SiteSettings;
 use crate::destination::{EmailConfig, email_address, open_config};
 use crate::handler::ResultSignals;
-use crate::{Engine, EngineError, Handler, Outcome, metrics};
+use crate::{Attempt, Engine, EngineError, Failed, Handler, OrRetry, Outcome, metrics};
 
 /// How many of the conversation's last messages an email quotes.
 pub const EMAIL_MESSAGES: usize = 10;
@@ -190,7 +191,24 @@ pub fn email_html(b: &EmailBody<'_>) -> String {
     h
 }
 
+/// The arguments of `webchat.escalate_to_email`.
+#[derive(Debug, Deserialize)]
+pub struct EscalateToEmailArgs {
+    /// An `email` destination's name (its `to`, `from` and connector);
+    /// without one, `to` says where the email goes.
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// The address, when no destination is named.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The conversation; the directive's subject when not given.
+    #[serde(default)]
+    pub conversation_id: Option<ConversationId>,
+}
+
 impl Handler for EscalateToEmail {
+    type Args = EscalateToEmailArgs;
+
     fn result_signals(&self) -> ResultSignals {
         // Queuing the email is not notifying anyone: the notified signal
         // comes with the email's own success ([`EmailSend`]).
@@ -208,81 +226,77 @@ impl Handler for EscalateToEmail {
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a EscalateToEmailArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         async move {
-            if args.get("destination").is_some() {
-                validate_destination(engine, tenant, args, &["email"]).await?;
+            if let Some(name) = &args.destination {
+                validate_destination(engine, tenant, name, &["email"]).await?;
             }
-            if args.get("to").is_some_and(|t| !t.is_string()) {
-                return Err(invalid("`to` must be a string"));
-            }
-            validate_conversation(engine, tenant, args).await
+            Ok(())
         }
         .boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        escalate(engine, d).boxed()
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: EscalateToEmailArgs,
+    ) -> BoxFuture<'a, Attempt> {
+        escalate(engine, d, args).boxed()
     }
 }
 
-async fn escalate(engine: &Engine, d: &Claimed) -> Outcome {
-    let conv_id = match claimed_conversation(d) {
-        Ok(c) => c,
-        Err(failed) => return failed,
-    };
+async fn escalate(engine: &Engine, d: &Claimed, args: EscalateToEmailArgs) -> Attempt {
+    let conv_id = claimed_conversation(d, args.conversation_id)?;
     let db = engine.db();
-    let dest_name = d.args.get("destination").and_then(Value::as_str);
+    let dest_name = args.destination.as_deref();
     let dest = match dest_name {
         None => None,
         Some(name) => match crate::destination::find(engine, d.tenant, name).await {
             Ok(row) if row.kind == "email" => {
-                match open_config::<EmailConfig>(engine, d.tenant, &row) {
-                    Ok(cfg) => Some(cfg),
-                    Err(e) => return Outcome::fail(e.to_string()),
-                }
+                Some(open_config::<EmailConfig>(engine, d.tenant, &row).or_fail()?)
             }
             Ok(row) => {
-                return Outcome::fail(format!(
+                return Err(Failed::fail(format!(
                     "destination {name:?} is a {} destination, not email",
                     row.kind
-                ));
+                )));
             }
             Err(EngineError::NotFound(_)) => {
-                return Outcome::fail(format!("destination {name:?} no longer exists"));
+                return Err(Failed::fail(format!(
+                    "destination {name:?} no longer exists"
+                )));
             }
-            Err(e) => return retry(e),
+            Err(e) => return Err(Failed::retry(e)),
         },
     };
     // A conversation that is gone (or an API caller's made-up subject) still
     // gets its email: the link alone, as nothing else is known.
     let (site, contact, messages) = match conversation::get(db, d.tenant, conv_id).await {
         Ok(conv) => {
-            let site = match engine.site_cache().get(db, d.tenant, conv.site_id).await {
-                Ok(s) => s,
-                Err(e) => return retry(e),
-            };
+            let site = engine
+                .site_cache()
+                .get(db, d.tenant, conv.site_id)
+                .await
+                .or_retry()?;
             let settings = SiteSettings::from_stored(&site.settings);
-            let contact = match visitor_contact(engine, d.tenant, &conv, &settings).await {
-                Ok(c) => c,
-                Err(e) => return retry(e),
-            };
-            let messages: Vec<(String, String)> =
-                match message::list(db, d.tenant, conv_id, None, 1000).await {
-                    Ok(ms) => {
-                        let skip = ms.len().saturating_sub(EMAIL_MESSAGES);
-                        ms.into_iter()
-                            .skip(skip)
-                            .map(|m| (m.role.as_str().to_owned(), m.content))
-                            .collect()
-                    }
-                    Err(e) => return retry(e),
-                };
+            let contact = visitor_contact(engine, d.tenant, &conv, &settings)
+                .await
+                .or_retry()?;
+            let ms = message::list(db, d.tenant, conv_id, None, 1000)
+                .await
+                .or_retry()?;
+            let skip = ms.len().saturating_sub(EMAIL_MESSAGES);
+            let messages: Vec<(String, String)> = ms
+                .into_iter()
+                .skip(skip)
+                .map(|m| (m.role.as_str().to_owned(), m.content))
+                .collect();
             (site_name(&site), contact, messages)
         }
-        Err(StoreError::NotFound) => ("your website".to_owned(), None, Vec::new()),
-        Err(e) => return retry(e),
+        Err(StoreError::NotFound { .. }) => ("your website".to_owned(), None, Vec::new()),
+        Err(e) => return Err(Failed::retry(e)),
     };
     let link = conversation_link(engine, conv_id);
     let body = EmailBody {
@@ -294,7 +308,7 @@ async fn escalate(engine: &Engine, d: &Claimed) -> Outcome {
     let subject = email_subject(contact.as_ref(), &site, conv_id);
     let to: Value = match &dest {
         Some(cfg) => json!(cfg.to),
-        None => d.args.get("to").cloned().unwrap_or(Value::Null),
+        None => json!(args.to),
     };
     let from = dest.as_ref().and_then(|c| c.from.clone());
     let connector = dest.as_ref().map(|c| c.connector_id);
@@ -345,14 +359,12 @@ async fn escalate(engine: &Engine, d: &Claimed) -> Outcome {
         Ok::<_, EngineError>(created.id())
     }
     .await;
-    match result {
-        Ok(task) => Outcome::Succeeded {
-            result: json!({ "queued": "email.send", "task": task, "conversation_id": conv_id }),
-            http_status: None,
-            external_ref: Some(task.to_string()),
-        },
-        Err(e) => retry(e),
-    }
+    let task = result.or_retry()?;
+    Ok(Outcome::Succeeded {
+        result: json!({ "queued": "email.send", "task": task, "conversation_id": conv_id }),
+        http_status: None,
+        external_ref: Some(task.to_string()),
+    })
 }
 
 /// The signals of an email's delivery.
@@ -372,6 +384,8 @@ pub const EMAIL_SIGNALS: ResultSignals = ResultSignals {
 pub struct EmailSend;
 
 impl Handler for EmailSend {
+    type Args = EmailSendArgs;
+
     fn result_signals(&self) -> ResultSignals {
         EMAIL_SIGNALS
     }
@@ -382,41 +396,61 @@ impl Handler for EmailSend {
         Some(ESCALATION_SIGNALS)
     }
 
-    fn validate<'a>(
+    fn execute<'a>(
         &'a self,
         _: &'a Engine,
-        _: TenantId,
-        args: &'a Value,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        let check = || {
-            if !args.get("subject").is_some_and(Value::is_string) {
-                return Err(invalid("`subject` (a string) is required"));
-            }
-            for field in ["from", "text", "html", "link", "thread_id", "connector_id"] {
-                if args
-                    .get(field)
-                    .is_some_and(|v| !v.is_string() && !v.is_null())
-                {
-                    return Err(invalid(format!("`{field}` must be a string")));
-                }
-            }
-            match args.get("to") {
-                None | Some(Value::Null) | Some(Value::String(_)) => {}
-                Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
-                Some(_) => return Err(invalid("`to` must be an address or a list of addresses")),
-            }
-            Ok(())
-        };
-        futures::future::ready(check()).boxed()
-    }
-
-    fn execute<'a>(&'a self, _: &'a Engine, _: &'a Claimed) -> BoxFuture<'a, Outcome> {
+        _: &'a Claimed,
+        _: EmailSendArgs,
+    ) -> BoxFuture<'a, Attempt> {
         // Unreachable through the platform's claim, which takes only the
         // platform lane; kept as a clear failure rather than a panic.
-        futures::future::ready(Outcome::fail(
+        futures::future::ready(Err(Failed::fail(
             "email.send runs on an Edge Connector, not on a platform worker",
-        ))
+        )))
         .boxed()
+    }
+}
+
+/// The arguments of `email.send`, as its Edge Connector reads them.
+#[derive(Debug, Deserialize)]
+pub struct EmailSendArgs {
+    /// One address or a list of them; the connector's default when not given.
+    #[serde(default, deserialize_with = "recipients")]
+    pub to: Vec<String>,
+    /// The sender.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The subject line.
+    pub subject: String,
+    /// The plain-text body.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// The HTML body.
+    #[serde(default)]
+    pub html: Option<String>,
+    /// A link the email points to.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// Makes the emails of one thread one conversation in a mail client.
+    #[serde(default)]
+    pub thread_id: Option<String>,
+    /// The Edge Connector that sends it (else any of the tenant's).
+    #[serde(default)]
+    pub connector_id: Option<String>,
+}
+
+/// `to`: an address, a list of addresses, or `null`.
+fn recipients<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(one)) => Ok(vec![one]),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => Ok(a
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()),
+        Some(_) => Err(serde::de::Error::custom(
+            "must be an address or a list of addresses",
+        )),
     }
 }
 
@@ -464,7 +498,7 @@ async fn referenced_task(
     };
     match fleetprompt_store::directive::get(engine.db(), tenant, id).await {
         Ok(row) if row.kind == "email.send" => Ok(Some(row)),
-        Ok(_) | Err(StoreError::NotFound) => Ok(None),
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -516,7 +550,14 @@ pub async fn receive_reply(
             "it answers none of this tenant's emails".into(),
         ));
     };
-    let Some(conv) = super::escalation::conversation_of(&task.args, task.subject.as_deref()) else {
+    // A stored task's arguments, read as they were written (by
+    // `webchat.escalate_to_email`): `conversation_id`, else its subject.
+    let named = task
+        .args
+        .get("conversation_id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok());
+    let Some(conv) = super::escalation::conversation_of(named, task.subject.as_deref()) else {
         metrics::inbound_email("ignored");
         return Ok(InboundOutcome::Ignored(
             "the email it answers is about no conversation".into(),

@@ -66,7 +66,7 @@ impl From<StoreError> for WebchatError {
 /// not found": for `map_err` after reading one record.
 pub(crate) fn or_not_found(what: &'static str) -> impl FnOnce(StoreError) -> WebchatError {
     move |e| match e {
-        StoreError::NotFound => WebchatError::NotFound(what.into()),
+        StoreError::NotFound { .. } => WebchatError::NotFound(what.into()),
         other => other.into(),
     }
 }

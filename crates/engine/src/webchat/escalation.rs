@@ -12,19 +12,19 @@
 use fleetprompt_connectors::mattermost::{self, ApiPost, PostOutcome};
 use fleetprompt_core::TenantId;
 use fleetprompt_core::id::ConversationId;
-use fleetprompt_core::signal::ValidationError;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_store::StoreError;
 use fleetprompt_store::queue::Claimed;
 use fleetprompt_store::webchat::{conversation, escalation, identity, message};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::settings::SiteSettings;
 use crate::destination::{MattermostApiConfig, MattermostConfig, open_config};
 use crate::handler::ResultSignals;
-use crate::{Engine, EngineError, Handler, Outcome};
+use crate::{ArgsError, Attempt, Engine, EngineError, Failed, Handler, OrRetry, Outcome};
 
 /// Longest visitor text quoted in a notification, in characters.
 pub const SUMMARY_CHARS: usize = 300;
@@ -35,66 +35,42 @@ pub const ESCALATION_SIGNALS: ResultSignals = ResultSignals {
     failed: "webchat.escalation.failed",
 };
 
-pub(crate) fn invalid(reason: impl Into<String>) -> EngineError {
-    EngineError::Validation(ValidationError::Invalid {
-        field: "args",
-        reason: reason.into(),
-    })
-}
-
-pub(crate) fn retry(error: impl std::fmt::Display) -> Outcome {
-    Outcome::Retry {
-        error: error.to_string(),
-        http_status: None,
-        retry_after: None,
-    }
-}
-
-/// The conversation a directive is about: `conversation_id` in its args,
+/// The conversation a directive is about: its `conversation_id` argument,
 /// else its `conversation:<id>` subject.
-pub(crate) fn conversation_of(args: &Value, subject: Option<&str>) -> Option<ConversationId> {
-    args.get("conversation_id")
-        .and_then(Value::as_str)
-        .or_else(|| subject.and_then(|s| s.strip_prefix("conversation:")))
-        .and_then(|s| s.parse().ok())
+pub(crate) fn conversation_of(
+    arg: Option<ConversationId>,
+    subject: Option<&str>,
+) -> Option<ConversationId> {
+    arg.or_else(|| {
+        subject
+            .and_then(|s| s.strip_prefix("conversation:"))
+            .and_then(|s| s.parse().ok())
+    })
 }
 
 /// The conversation a claimed directive is about, or the failed attempt
 /// that says none was named.
-pub(crate) fn claimed_conversation(d: &Claimed) -> Result<ConversationId, Outcome> {
-    conversation_of(&d.args, d.subject.as_deref()).ok_or_else(|| {
-        Outcome::fail("no conversation: give `conversation_id` or a conversation subject")
+///
+/// Existence is not checked when the directive is created: rules create
+/// it inside the transaction that creates the conversation, where other
+/// connections cannot see it yet. Handlers fail cleanly on a conversation
+/// that does not exist.
+pub(crate) fn claimed_conversation(
+    d: &Claimed,
+    arg: Option<ConversationId>,
+) -> Result<ConversationId, Failed> {
+    conversation_of(arg, d.subject.as_deref()).ok_or_else(|| {
+        Failed::fail("no conversation: give `conversation_id` or a conversation subject")
     })
 }
 
-/// Checks that `conversation_id`, when given, is a conversation id.
-///
-/// Existence is not checked here: rules validate inside the transaction
-/// that creates the conversation, where other connections cannot see it
-/// yet. Handlers fail cleanly on a conversation that does not exist.
-pub(crate) async fn validate_conversation(
-    _engine: &Engine,
-    _tenant: TenantId,
-    args: &Value,
-) -> Result<(), EngineError> {
-    match args.get("conversation_id") {
-        None => Ok(()),
-        Some(raw) => raw
-            .as_str()
-            .and_then(|s| s.parse::<ConversationId>().ok())
-            .map(|_| ())
-            .ok_or_else(|| invalid("`conversation_id` is not a conversation id")),
-    }
-}
-
-/// Checks that `destination` names a destination of one of `kinds`.
+/// Checks that the destination `name` exists and is of one of `kinds`.
 pub(crate) async fn validate_destination(
     engine: &Engine,
     tenant: TenantId,
-    args: &Value,
+    name: &str,
     kinds: &[&str],
 ) -> Result<(), EngineError> {
-    let name = crate::handlers::str_arg(args, "destination")?;
     let d = crate::destination::find(engine, tenant, name)
         .await
         .map_err(|e| match e {
@@ -104,11 +80,15 @@ pub(crate) async fn validate_destination(
             other => other,
         })?;
     if !kinds.contains(&d.kind.as_str()) {
-        return Err(invalid(format!(
-            "destination {name:?} is a {} destination; this directive needs one of: {}",
-            d.kind,
-            kinds.join(", ")
-        )));
+        return Err(ArgsError::new(
+            &["destination"],
+            format!(
+                "destination {name:?} is a {} destination; this directive needs one of: {}",
+                d.kind,
+                kinds.join(", ")
+            ),
+        )
+        .into());
     }
     Ok(())
 }
@@ -266,11 +246,29 @@ pub fn conversation_link(engine: &Engine, id: ConversationId) -> String {
 
 /// `webchat.escalate_to_mattermost`.
 ///
-/// Args: `{ "destination", "conversation_id"?, "text"? }` (the conversation
-/// defaults to the directive's subject).
+/// Args: `{ "destination", "conversation_id"?, "text"?, "follow_up"? }`
+/// (the conversation defaults to the directive's subject).
 pub struct EscalateToMattermost;
 
+/// The arguments of `webchat.escalate_to_mattermost`.
+#[derive(Debug, Deserialize)]
+pub struct MattermostArgs {
+    /// A `mattermost` or `mattermost_api` destination's name.
+    pub destination: String,
+    /// The conversation; the directive's subject when not given.
+    #[serde(default)]
+    pub conversation_id: Option<ConversationId>,
+    /// A note added to the post.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Posts as a follow-up even without a thread to reply in.
+    #[serde(default)]
+    pub follow_up: bool,
+}
+
 impl Handler for EscalateToMattermost {
+    type Args = MattermostArgs;
+
     fn result_signals(&self) -> ResultSignals {
         ESCALATION_SIGNALS
     }
@@ -283,45 +281,52 @@ impl Handler for EscalateToMattermost {
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a MattermostArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        async move {
-            validate_destination(engine, tenant, args, &["mattermost", "mattermost_api"]).await?;
-            validate_conversation(engine, tenant, args).await
-        }
+        validate_destination(
+            engine,
+            tenant,
+            &args.destination,
+            &["mattermost", "mattermost_api"],
+        )
         .boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        notify(engine, d).boxed()
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: MattermostArgs,
+    ) -> BoxFuture<'a, Attempt> {
+        notify(engine, d, args).boxed()
     }
 }
 
-async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
-    let conv_id = match claimed_conversation(d) {
-        Ok(c) => c,
-        Err(failed) => return failed,
-    };
-    let Ok(dest_name) = crate::handlers::str_arg(&d.args, "destination") else {
-        return Outcome::fail("`destination` is required");
-    };
+async fn notify(engine: &Engine, d: &Claimed, args: MattermostArgs) -> Attempt {
+    let conv_id = claimed_conversation(d, args.conversation_id)?;
+    let dest_name = args.destination.as_str();
     let dest = match crate::destination::find(engine, d.tenant, dest_name).await {
         Ok(x) => x,
         Err(EngineError::NotFound(_)) => {
-            return Outcome::fail(format!("destination {dest_name:?} no longer exists"));
+            return Err(Failed::fail(format!(
+                "destination {dest_name:?} no longer exists"
+            )));
         }
-        Err(e) => return retry(e),
+        Err(e) => return Err(Failed::retry(e)),
     };
     let db = engine.db();
     let conv = match conversation::get(db, d.tenant, conv_id).await {
         Ok(c) => c,
-        Err(StoreError::NotFound) => return Outcome::fail("conversation does not exist"),
-        Err(e) => return retry(e),
+        Err(StoreError::NotFound { .. }) => {
+            return Err(Failed::fail("conversation does not exist"));
+        }
+        Err(e) => return Err(Failed::retry(e)),
     };
-    let site = match engine.site_cache().get(db, d.tenant, conv.site_id).await {
-        Ok(s) => s,
-        Err(e) => return retry(e),
-    };
+    let site = engine
+        .site_cache()
+        .get(db, d.tenant, conv.site_id)
+        .await
+        .or_retry()?;
     let settings = SiteSettings::from_stored(&site.settings);
     // The words of the message that caused this, else the latest visitor message.
     let mut content = None;
@@ -335,54 +340,44 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
             .map(str::to_owned);
     }
     if content.is_none() {
-        match message::list(db, d.tenant, conv_id, None, 1000).await {
-            Ok(ms) => {
-                content = ms
-                    .iter()
-                    .rev()
-                    .find(|m| m.role == message::Role::Visitor)
-                    .map(|m| m.content.clone());
-            }
-            Err(e) => return retry(e),
-        }
+        let ms = message::list(db, d.tenant, conv_id, None, 1000)
+            .await
+            .or_retry()?;
+        content = ms
+            .iter()
+            .rev()
+            .find(|m| m.role == message::Role::Visitor)
+            .map(|m| m.content.clone());
     }
-    let contact = match visitor_contact(engine, d.tenant, &conv, &settings).await {
-        Ok(c) => c.and_then(|c| c.display()),
-        Err(e) => return retry(e),
-    };
+    let contact = visitor_contact(engine, d.tenant, &conv, &settings)
+        .await
+        .or_retry()?
+        .and_then(|c| c.display());
     let site_name = site_name(&site);
     let link = conversation_link(engine, conv_id);
     let root = if dest.kind == "mattermost_api" {
-        match escalation::thread_root(db, d.tenant, conv_id, dest_name).await {
-            Ok(r) => r,
-            Err(e) => return retry(e),
-        }
+        escalation::thread_root(db, d.tenant, conv_id, dest_name)
+            .await
+            .or_retry()?
     } else {
         None
     };
-    let follow_up =
-        root.is_some() || d.args.get("follow_up").and_then(Value::as_bool) == Some(true);
+    let follow_up = root.is_some() || args.follow_up;
     let text = notice_text(&Notice {
         site: &site_name,
         content: content.as_deref().unwrap_or("(no message text)"),
         contact,
         link: &link,
         follow_up,
-        note: d.args.get("text").and_then(Value::as_str),
+        note: args.text.as_deref(),
     });
     let outcome = match dest.kind.as_str() {
         "mattermost" => {
-            let cfg: MattermostConfig = match open_config(engine, d.tenant, &dest) {
-                Ok(c) => c,
-                Err(e) => return Outcome::fail(e.to_string()),
-            };
+            let cfg: MattermostConfig = open_config(engine, d.tenant, &dest).or_fail()?;
             mattermost::post_webhook(engine.http(), &cfg.webhook_url, &text).await
         }
         "mattermost_api" => {
-            let cfg: MattermostApiConfig = match open_config(engine, d.tenant, &dest) {
-                Ok(c) => c,
-                Err(e) => return Outcome::fail(e.to_string()),
-            };
+            let cfg: MattermostApiConfig = open_config(engine, d.tenant, &dest).or_fail()?;
             // Stable across attempts: the server only compares the strings
             // (its own webapp sends `<user_id>:<timestamp>`).
             let pending_post_id = format!("fleetprompt:{}", d.id);
@@ -400,12 +395,12 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
             .await
         }
         other => {
-            return Outcome::fail(format!(
+            return Err(Failed::fail(format!(
                 "destination {dest_name:?} is a {other} destination"
-            ));
+            )));
         }
     };
-    match outcome {
+    Ok(match outcome {
         PostOutcome::Posted { status, post_id } => {
             if root.is_none()
                 && let Some(p) = &post_id
@@ -456,7 +451,7 @@ async fn notify(engine: &Engine, d: &Claimed) -> Outcome {
             http_status: status,
             external_ref: error_id,
         },
-    }
+    })
 }
 
 #[cfg(test)]

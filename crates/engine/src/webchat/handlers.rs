@@ -8,45 +8,33 @@
 
 use fleetprompt_core::TenantId;
 use fleetprompt_core::id::SiteId;
-use fleetprompt_core::signal::ValidationError;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_store::StoreError;
 use fleetprompt_store::queue::Claimed;
 use fleetprompt_store::webchat::site as store_site;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::WebchatError;
 use super::site::{UpdateArgs, new_sealed_secret};
-use crate::{Engine, EngineError, Handler, Outcome};
+use crate::handler::OrRetry;
+use crate::handler::parse_args;
+use crate::{Attempt, Engine, EngineError, Failed, Handler, Outcome};
 
-fn site_arg(args: &Value) -> Result<SiteId, EngineError> {
-    args.get("site_id")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            EngineError::Validation(ValidationError::Invalid {
-                field: "args",
-                reason: "`site_id` (a site id) is required".into(),
-            })
-        })
+/// The arguments of `webchat.site.register` and `webchat.site.disable`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct SiteArgs {
+    /// The site.
+    pub site_id: SiteId,
 }
 
-fn validate_site<'a>(
-    engine: &'a Engine,
-    tenant: TenantId,
-    args: &'a Value,
-) -> BoxFuture<'a, Result<(), EngineError>> {
-    async move {
-        let id = site_arg(args)?;
-        match store_site::get(engine.db(), tenant, id).await {
-            // Registration validates before the site row is committed with it.
-            Ok(_) | Err(StoreError::NotFound) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+async fn validate_site(engine: &Engine, tenant: TenantId, id: SiteId) -> Result<(), EngineError> {
+    match store_site::get(engine.db(), tenant, id).await {
+        // Registration validates before the site row is committed with it.
+        Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    .boxed()
 }
 
 fn succeeded(result: Value) -> Outcome {
@@ -57,20 +45,9 @@ fn succeeded(result: Value) -> Outcome {
     }
 }
 
-fn retry(e: impl std::fmt::Display) -> Outcome {
-    Outcome::Retry {
-        error: e.to_string(),
-        http_status: None,
-        retry_after: None,
-    }
-}
-
-/// Runs `f` in a transaction and commits it; database errors become retries.
-async fn transition(engine: &Engine, d: &Claimed, from: &[&str], to: &str) -> Outcome {
-    let id = match site_arg(&d.args) {
-        Ok(id) => id,
-        Err(e) => return Outcome::fail(e.to_string()),
-    };
+/// Moves the site from one of `from` to `to` in a transaction; database
+/// errors become retries.
+async fn transition(engine: &Engine, d: &Claimed, id: SiteId, from: &[&str], to: &str) -> Attempt {
     let result = async {
         let mut tx = engine.db().begin().await?;
         let changed = store_site::set_status(&mut tx, d.tenant, id, from, to).await?;
@@ -80,10 +57,14 @@ async fn transition(engine: &Engine, d: &Claimed, from: &[&str], to: &str) -> Ou
     }
     .await;
     match result {
-        Ok((_, status)) if status == to => succeeded(json!({ "site_id": id, "status": status })),
-        Ok((_, status)) => Outcome::fail(format!("site is {status}; cannot make it {to}")),
-        Err(StoreError::NotFound) => Outcome::fail("site does not exist"),
-        Err(e) => retry(e),
+        Ok((_, status)) if status == to => {
+            Ok(succeeded(json!({ "site_id": id, "status": status })))
+        }
+        Ok((_, status)) => Err(Failed::fail(format!(
+            "site is {status}; cannot make it {to}"
+        ))),
+        Err(StoreError::NotFound { .. }) => Err(Failed::fail("site does not exist")),
+        Err(e) => Err(Failed::retry(e)),
     }
 }
 
@@ -91,17 +72,24 @@ async fn transition(engine: &Engine, d: &Claimed, from: &[&str], to: &str) -> Ou
 pub struct SiteRegister;
 
 impl Handler for SiteRegister {
+    type Args = SiteArgs;
+
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a SiteArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        validate_site(engine, tenant, args)
+        validate_site(engine, tenant, args.site_id).boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        transition(engine, d, &["pending"], "active").boxed()
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: SiteArgs,
+    ) -> BoxFuture<'a, Attempt> {
+        async move { transition(engine, d, args.site_id, &["pending"], "active").await }.boxed()
     }
 }
 
@@ -110,17 +98,25 @@ impl Handler for SiteRegister {
 pub struct SiteDisable;
 
 impl Handler for SiteDisable {
+    type Args = SiteArgs;
+
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a SiteArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        validate_site(engine, tenant, args)
+        validate_site(engine, tenant, args.site_id).boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        transition(engine, d, &["pending", "active"], "disabled").boxed()
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: SiteArgs,
+    ) -> BoxFuture<'a, Attempt> {
+        async move { transition(engine, d, args.site_id, &["pending", "active"], "disabled").await }
+            .boxed()
     }
 }
 
@@ -129,29 +125,25 @@ impl Handler for SiteDisable {
 pub struct SiteEnable;
 
 impl Handler for SiteEnable {
+    type Args = SiteArgs;
+
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a SiteArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        validate_site(engine, tenant, args)
+        validate_site(engine, tenant, args.site_id).boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
-        transition(engine, d, &["disabled"], "active").boxed()
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: SiteArgs,
+    ) -> BoxFuture<'a, Attempt> {
+        async move { transition(engine, d, args.site_id, &["disabled"], "active").await }.boxed()
     }
-}
-
-fn update_args(args: &Value) -> Result<UpdateArgs, EngineError> {
-    UpdateArgs::parse(args).map_err(|e| match e {
-        WebchatError::Invalid(v) => EngineError::Validation(v),
-        WebchatError::Engine(e) => e,
-        other => EngineError::Validation(ValidationError::Invalid {
-            field: "args",
-            reason: other.to_string(),
-        }),
-    })
 }
 
 /// `webchat.site.update`: new origins and settings, checked as at
@@ -160,29 +152,25 @@ fn update_args(args: &Value) -> Result<UpdateArgs, EngineError> {
 pub struct SiteUpdate;
 
 impl Handler for SiteUpdate {
+    type Args = UpdateArgs;
+
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a UpdateArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        async move {
-            update_args(args)?;
-            validate_site(engine, tenant, args).await
-        }
-        .boxed()
+        validate_site(engine, tenant, args.site_id).boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        a: UpdateArgs,
+    ) -> BoxFuture<'a, Attempt> {
         async move {
-            let a = match update_args(&d.args) {
-                Ok(a) => a,
-                Err(e) => return Outcome::fail(e.to_string()),
-            };
-            let settings = match serde_json::to_value(&a.settings) {
-                Ok(v) => v,
-                Err(e) => return Outcome::fail(e.to_string()),
-            };
+            let settings = serde_json::to_value(&a.settings).or_fail()?;
             let cfg = store_site::SiteConfig {
                 allowed_origins: &a.allowed_origins,
                 settings: &settings,
@@ -199,9 +187,9 @@ impl Handler for SiteUpdate {
             }
             .await;
             match result {
-                Ok((true, site)) => {
-                    succeeded(json!({ "site_id": a.site_id, "version": site.version }))
-                }
+                Ok((true, site)) => Ok(succeeded(
+                    json!({ "site_id": a.site_id, "version": site.version }),
+                )),
                 // An earlier attempt of this directive applied it, and its
                 // completion was lost: the site is as asked, one version on.
                 Ok((false, site))
@@ -209,15 +197,17 @@ impl Handler for SiteUpdate {
                         && site.allowed_origins == a.allowed_origins
                         && site.settings == settings =>
                 {
-                    succeeded(json!({ "site_id": a.site_id, "version": site.version }))
+                    Ok(succeeded(
+                        json!({ "site_id": a.site_id, "version": site.version }),
+                    ))
                 }
-                Ok((false, site)) => Outcome::fail(format!(
+                Ok((false, site)) => Err(Failed::fail(format!(
                     "version_conflict: the site is at version {}; this change was made against version {}",
                     site.version,
                     a.expected_version.unwrap_or_default()
-                )),
-                Err(StoreError::NotFound) => Outcome::fail("site does not exist"),
-                Err(e) => retry(e),
+                ))),
+                Err(StoreError::NotFound { .. }) => Err(Failed::fail("site does not exist")),
+                Err(e) => Err(Failed::retry(e)),
             }
         }
         .boxed()
@@ -229,7 +219,7 @@ pub const MAX_GRACE_SECS: u64 = 7 * 86_400;
 
 /// The arguments of `webchat.site.rotate_secret`, checked once here so the
 /// sites API and the directives API (and rules) cannot differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct RotateSecretArgs {
     /// The site.
     pub site_id: SiteId,
@@ -237,38 +227,24 @@ pub struct RotateSecretArgs {
     pub from_key_id: i32,
     /// How long tokens signed with the old key keep working, at most
     /// [`MAX_GRACE_SECS`].
+    #[serde(default, deserialize_with = "grace")]
     pub grace_secs: u64,
+}
+
+/// A grace in whole seconds, at most [`MAX_GRACE_SECS`]; `null` is none.
+fn grace<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v.as_u64().filter(|g| *g <= MAX_GRACE_SECS).ok_or_else(|| {
+            serde::de::Error::custom("must be a whole number of seconds, at most 7 days")
+        }),
+    }
 }
 
 impl RotateSecretArgs {
     /// Reads and checks the arguments.
     pub fn parse(args: &Value) -> Result<Self, EngineError> {
-        let bad = |reason: &str| {
-            EngineError::Validation(ValidationError::Invalid {
-                field: "args",
-                reason: reason.into(),
-            })
-        };
-        let site_id = site_arg(args)?;
-        let from_key_id = args
-            .get("from_key_id")
-            .and_then(Value::as_i64)
-            .and_then(|k| i32::try_from(k).ok())
-            .ok_or_else(|| bad("`from_key_id` (an integer) is required"))?;
-        let grace_secs = match args.get("grace_secs") {
-            None | Some(Value::Null) => 0,
-            Some(v) => v.as_u64().filter(|g| *g <= MAX_GRACE_SECS).ok_or_else(|| {
-                EngineError::Validation(ValidationError::Invalid {
-                    field: "grace_secs",
-                    reason: "must be a whole number of seconds, at most 7 days".into(),
-                })
-            })?,
-        };
-        Ok(Self {
-            site_id,
-            from_key_id,
-            grace_secs,
-        })
+        Ok(parse_args(args)?)
     }
 }
 
@@ -277,31 +253,31 @@ impl RotateSecretArgs {
 pub struct SiteRotateSecret;
 
 impl Handler for SiteRotateSecret {
+    type Args = RotateSecretArgs;
+
     fn validate<'a>(
         &'a self,
         engine: &'a Engine,
         tenant: TenantId,
-        args: &'a Value,
+        args: &'a RotateSecretArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        async move {
-            RotateSecretArgs::parse(args)?;
-            validate_site(engine, tenant, args).await
-        }
-        .boxed()
+        validate_site(engine, tenant, args.site_id).boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: RotateSecretArgs,
+    ) -> BoxFuture<'a, Attempt> {
         async move {
-            // Checked again: a directive created before the cap existed
-            // must not outlive it either.
+            // Read again by each attempt: a directive created before the
+            // cap existed must not outlive it either.
             let RotateSecretArgs {
                 site_id: id,
                 from_key_id: from,
                 grace_secs: grace,
-            } = match RotateSecretArgs::parse(&d.args) {
-                Ok(a) => a,
-                Err(e) => return Outcome::fail(e.to_string()),
-            };
+            } = args;
             let sealed = new_sealed_secret(engine.key(), d.tenant, id, from + 1);
             let result = async {
                 let mut tx = engine.db().begin().await?;
@@ -314,12 +290,14 @@ impl Handler for SiteRotateSecret {
             .await;
             match result {
                 // Either this attempt rotated, or an earlier one did.
-                Ok(key_id) if key_id > from => {
-                    succeeded(json!({ "site_id": id, "key_id": key_id, "grace_secs": grace }))
-                }
-                Ok(key_id) => Outcome::fail(format!("site key is {key_id}, expected {from}")),
-                Err(StoreError::NotFound) => Outcome::fail("site does not exist"),
-                Err(e) => retry(e),
+                Ok(key_id) if key_id > from => Ok(succeeded(
+                    json!({ "site_id": id, "key_id": key_id, "grace_secs": grace }),
+                )),
+                Ok(key_id) => Err(Failed::fail(format!(
+                    "site key is {key_id}, expected {from}"
+                ))),
+                Err(StoreError::NotFound { .. }) => Err(Failed::fail("site does not exist")),
+                Err(e) => Err(Failed::retry(e)),
             }
         }
         .boxed()

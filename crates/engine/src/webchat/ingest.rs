@@ -75,8 +75,10 @@ fn clean_page_url(url: &str) -> Result<String, WebchatError> {
     Ok(base.to_owned())
 }
 
+/// A unique key already held: on ingest, only another writer's row for
+/// the same message (the store reports it as a conflict).
 fn is_unique_violation(e: &WebchatError) -> bool {
-    matches!(e, WebchatError::Engine(EngineError::Store(s)) if s.is_unique_violation())
+    matches!(e, WebchatError::Engine(EngineError::Conflict(_)))
 }
 
 /// The outage a failed batch met (the database unreachable or full), which

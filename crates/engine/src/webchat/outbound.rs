@@ -1,29 +1,54 @@
 //! `webchat.reply_send` and `webchat.conversation.close`.
 
 use fleetprompt_core::TenantId;
+use fleetprompt_core::id::ConversationId;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_store::queue::Claimed;
 use fleetprompt_store::webchat::conversation;
 use fleetprompt_store::webchat::message::Role;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::WebchatError;
-use super::escalation::{
-    claimed_conversation, conversation_of, invalid, retry, validate_conversation,
-};
+use super::escalation::claimed_conversation;
 use super::ingest::{Ending, end_conversation};
-use crate::{Engine, EngineError, Handler, Outcome};
+use crate::{ArgsError, Attempt, Engine, EngineError, Failed, Handler, Outcome};
 
-fn role_arg(args: &Value) -> Result<Role, EngineError> {
-    match args.get("role").and_then(Value::as_str).unwrap_or("agent") {
-        "agent" => Ok(Role::Agent),
-        "assistant" => Ok(Role::Assistant),
-        other => Err(invalid(format!(
-            "`role` must be \"agent\" or \"assistant\", not {other:?}"
-        ))),
+/// Who a reply is from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyRole {
+    /// A person on the team.
+    #[default]
+    Agent,
+    /// The assistant (an approved or sent draft).
+    Assistant,
+}
+
+impl From<ReplyRole> for Role {
+    fn from(r: ReplyRole) -> Self {
+        match r {
+            ReplyRole::Agent => Role::Agent,
+            ReplyRole::Assistant => Role::Assistant,
+        }
     }
+}
+
+/// The arguments of `webchat.reply_send`.
+#[derive(Debug, Deserialize)]
+pub struct ReplySendArgs {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The reply's text.
+    pub content: String,
+    /// Who it is from; `agent` when not given.
+    #[serde(default)]
+    pub role: ReplyRole,
+    /// The author as the timeline names it (`{ "name": … }`).
+    #[serde(default)]
+    pub author: Value,
 }
 
 /// `webchat.reply_send`: delivers a reply to the visitor.
@@ -34,42 +59,42 @@ fn role_arg(args: &Value) -> Result<Role, EngineError> {
 pub struct ReplySend;
 
 impl Handler for ReplySend {
+    type Args = ReplySendArgs;
+
     fn validate<'a>(
         &'a self,
-        engine: &'a Engine,
-        tenant: TenantId,
-        args: &'a Value,
+        _: &'a Engine,
+        _: TenantId,
+        args: &'a ReplySendArgs,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        async move {
-            let content = crate::handlers::str_arg(args, "content")?;
-            super::reply::check_content(content).map_err(|e| match e {
-                WebchatError::Invalid(v) => EngineError::Validation(v),
-                other => invalid(other.to_string()),
-            })?;
-            role_arg(args)?;
-            if args.get("conversation_id").is_none() {
-                return Err(invalid("`conversation_id` is required"));
-            }
-            validate_conversation(engine, tenant, args).await
-        }
-        .boxed()
+        let checked = super::reply::check_content(&args.content).map_err(|e| match e {
+            WebchatError::Invalid(v) => EngineError::Validation(v),
+            other => ArgsError::new(&["content"], other.to_string()).into(),
+        });
+        futures::future::ready(checked).boxed()
     }
 
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+    fn execute<'a>(
+        &'a self,
+        engine: &'a Engine,
+        d: &'a Claimed,
+        args: ReplySendArgs,
+    ) -> BoxFuture<'a, Attempt> {
         async move {
-            let Some(conv) = conversation_of(&d.args, d.subject.as_deref()) else {
-                return Outcome::fail("`conversation_id` is required");
-            };
-            let Some(content) = d.args.get("content").and_then(Value::as_str) else {
-                return Outcome::fail("`content` is required");
-            };
-            let role = match role_arg(&d.args) {
-                Ok(r) => r,
-                Err(e) => return Outcome::fail(e.to_string()),
-            };
-            let author = d.args.get("author").cloned().unwrap_or(Value::Null);
-            match super::reply::reply(engine, d.tenant, conv, content, role, &author, d.id).await {
-                Ok(row) => Outcome::Succeeded {
+            let conv = args.conversation_id;
+            let role = args.role.into();
+            match super::reply::reply(
+                engine,
+                d.tenant,
+                conv,
+                &args.content,
+                role,
+                &args.author,
+                d.id,
+            )
+            .await
+            {
+                Ok(row) => Ok(Outcome::Succeeded {
                     result: json!({
                         "conversation_id": conv,
                         "message_id": row.as_ref().map(|r| r.id),
@@ -77,16 +102,27 @@ impl Handler for ReplySend {
                     }),
                     http_status: None,
                     external_ref: row.map(|r| r.id.to_string()),
-                },
-                Err(WebchatError::NotFound(what)) => Outcome::fail(format!("{what} not found")),
+                }),
+                Err(WebchatError::NotFound(what)) => Err(Failed::fail(format!("{what} not found"))),
                 Err(e @ (WebchatError::Invalid(_) | WebchatError::TooLarge { .. })) => {
-                    Outcome::fail(e.to_string())
+                    Err(Failed::fail(e))
                 }
-                Err(e) => retry(e),
+                Err(e) => Err(Failed::retry(e)),
             }
         }
         .boxed()
     }
+}
+
+/// The arguments of `webchat.conversation.close`.
+#[derive(Debug, Deserialize)]
+pub struct CloseArgs {
+    /// The conversation; the directive's subject when not given.
+    #[serde(default)]
+    pub conversation_id: Option<ConversationId>,
+    /// Why it ends (`webchat.session.ended`'s `reason`); `closed` when not given.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `webchat.conversation.close`: ends a conversation (reason `closed`, or
@@ -94,27 +130,17 @@ impl Handler for ReplySend {
 pub struct ConversationClose;
 
 impl Handler for ConversationClose {
-    fn validate<'a>(
+    type Args = CloseArgs;
+
+    fn execute<'a>(
         &'a self,
         engine: &'a Engine,
-        tenant: TenantId,
-        args: &'a Value,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        validate_conversation(engine, tenant, args).boxed()
-    }
-
-    fn execute<'a>(&'a self, engine: &'a Engine, d: &'a Claimed) -> BoxFuture<'a, Outcome> {
+        d: &'a Claimed,
+        args: CloseArgs,
+    ) -> BoxFuture<'a, Attempt> {
         async move {
-            let id = match claimed_conversation(d) {
-                Ok(c) => c,
-                Err(failed) => return failed,
-            };
-            let reason = d
-                .args
-                .get("reason")
-                .and_then(Value::as_str)
-                .unwrap_or("closed")
-                .to_owned();
+            let id = claimed_conversation(d, args.conversation_id)?;
+            let reason = args.reason.unwrap_or_else(|| "closed".to_owned());
             let result = async {
                 // Named here: `?` would turn the store's NotFound into the
                 // engine's, and a missing conversation must fail at once,
@@ -141,16 +167,16 @@ impl Handler for ConversationClose {
             }
             .await;
             match result {
-                Ok(ended) => Outcome::Succeeded {
+                Ok(ended) => Ok(Outcome::Succeeded {
                     result: json!({ "conversation_id": id, "closed_now": ended }),
                     http_status: None,
                     external_ref: None,
-                },
+                }),
                 Err(WebchatError::NotFound(what))
                 | Err(WebchatError::Engine(EngineError::NotFound(what))) => {
-                    Outcome::fail(format!("{what} does not exist"))
+                    Err(Failed::fail(format!("{what} does not exist")))
                 }
-                Err(e) => retry(e),
+                Err(e) => Err(Failed::retry(e)),
             }
         }
         .boxed()

@@ -276,7 +276,7 @@ pub async fn authenticate(
         .await
     {
         Ok(s) => s,
-        Err(StoreError::NotFound) => return Err(WebchatError::Unauthorized(BAD)),
+        Err(StoreError::NotFound { .. }) => return Err(WebchatError::Unauthorized(BAD)),
         Err(e) => return Err(e.into()),
     };
     if site.status != "active" {

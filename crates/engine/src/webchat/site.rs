@@ -321,7 +321,8 @@ pub struct UpdateRequest {
 
 /// The arguments of `webchat.site.update`: the whole new configuration,
 /// checked as at registration (here, and again when it runs).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(try_from = "Value")]
 pub struct UpdateArgs {
     /// The site.
     pub site_id: SiteId,
@@ -331,6 +332,14 @@ pub struct UpdateArgs {
     pub settings: SiteSettings,
     /// The version the edit was made against, if the caller named one.
     pub expected_version: Option<i64>,
+}
+
+impl TryFrom<Value> for UpdateArgs {
+    type Error = WebchatError;
+
+    fn try_from(args: Value) -> Result<Self, Self::Error> {
+        Self::parse(&args)
+    }
 }
 
 impl UpdateArgs {

@@ -113,7 +113,7 @@ async fn show(
     let conv = conversation::get(db, admin.tenant.id, id)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound("conversation".into()),
+            StoreError::NotFound { .. } => ApiError::NotFound("conversation".into()),
             other => other.into(),
         })?;
     let messages = message::list(db, admin.tenant.id, id, None, 1000).await?;
@@ -139,7 +139,7 @@ async fn send_reply(
     conversation::get(s.engine.db(), admin.tenant.id, id)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound("conversation".into()),
+            StoreError::NotFound { .. } => ApiError::NotFound("conversation".into()),
             other => other.into(),
         })?;
     let origin = admin.origin();

@@ -160,7 +160,7 @@ async fn cancel(
 
 fn not_found(e: fleetprompt_store::StoreError) -> ApiError {
     match e {
-        fleetprompt_store::StoreError::NotFound => ApiError::NotFound("directive".into()),
+        fleetprompt_store::StoreError::NotFound { .. } => ApiError::NotFound("directive".into()),
         other => other.into(),
     }
 }

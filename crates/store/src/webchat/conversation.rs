@@ -184,7 +184,7 @@ pub async fn get(db: &Db, tenant: TenantId, id: ConversationId) -> Result<Conver
             .bind(id.to_string())
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("conversation"))?;
         Ok(decode!(&row, 0))
     })
 }
@@ -270,7 +270,7 @@ pub async fn get_tx(tx: &mut Tx, tenant: TenantId, id: ConversationId) -> Result
             .bind(id.to_string())
             .fetch_optional(&mut *c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("conversation"))?;
         Ok(decode!(&row, 0))
     })
 }

@@ -171,7 +171,7 @@ pub async fn draft(
             .bind(id)
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("draft"))?;
         Ok(decode!(&r))
     })
 }

@@ -113,7 +113,7 @@ pub async fn find_by_public_key(db: &Db, public_key: &str) -> Result<SiteRow> {
             .bind(public_key)
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("site"))?;
         Ok(decode!(&row))
     })
 }
@@ -128,7 +128,7 @@ pub async fn get(db: &Db, tenant: TenantId, id: SiteId) -> Result<SiteRow> {
             .bind(id.to_string())
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("site"))?;
         Ok(decode!(&row))
     })
 }
@@ -142,7 +142,7 @@ pub async fn get_tx(tx: &mut Tx, tenant: TenantId, id: SiteId) -> Result<SiteRow
             .bind(id.to_string())
             .fetch_optional(&mut *c)
             .await?
-            .ok_or(StoreError::NotFound)?;
+            .ok_or(StoreError::not_found("site"))?;
         Ok(decode!(&row))
     })
 }
