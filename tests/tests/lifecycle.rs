@@ -338,6 +338,26 @@ async fn a_destination_in_use_is_not_deleted_unless_forced(backend: Backend) {
         StatusCode::BAD_REQUEST,
         "bad_request",
     );
+
+    // Each change is in the tenant's audit log, with who made it and
+    // without the destination's secrets.
+    let (s, v) = app
+        .get(&format!(
+            "/admin/v1/timeline?subject=tenant:{}",
+            app.tenant.id
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let entries = v["entries"].as_array().unwrap();
+    let created = signals_of(entries, "destination.created");
+    let deleted = signals_of(entries, "destination.deleted");
+    assert_eq!(created.len(), 3, "mattermost, hook, spare: {v}");
+    assert_eq!(deleted.len(), 3, "{v}");
+    let me = format!("token:{}", token_id(&app));
+    for e in created.iter().chain(&deleted) {
+        assert_eq!(e["payload"]["actor"], me.as_str(), "{e}");
+        assert!(!e.to_string().contains(&hook.url), "no URL in the log: {e}");
+    }
 }
 
 async fn a_patched_mattermost_url_is_used_by_the_next_attempt(backend: Backend) {

@@ -183,7 +183,13 @@ async fn history_lists_each_version_with_its_sha256_and_actor(backend: Backend) 
     assert_eq!(payloads.len(), 2, "{payloads:?}");
     let last: Value = serde_json::from_str(&payloads[1]).unwrap();
     assert_eq!(last["sha256"], sha, "{last}");
-    assert_eq!(last["actor"]["type"], "api", "{last}");
+    assert_eq!(last["origin"]["type"], "api", "{last}");
+    assert!(
+        last["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("token:tok_")),
+        "{last}"
+    );
 }
 
 async fn delete_removes_the_rule_from_routing(backend: Backend) {

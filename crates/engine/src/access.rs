@@ -17,7 +17,7 @@ use fleetprompt_core::secret::{
     issue_credential, parse_admin_token, parse_credential, verify_password, verify_secret,
 };
 use fleetprompt_core::time::{Millis, now_ms};
-use fleetprompt_core::{MemberId, NewSignal, Origin, TenantId, TokenId};
+use fleetprompt_core::{MemberId, Origin, TenantId, TokenId};
 use fleetprompt_store::member::{self, MemberPatch, MemberRow, NewMember};
 use fleetprompt_store::tenant::{self, Tenant, TokenRow};
 use serde_json::json;
@@ -194,37 +194,6 @@ pub struct SignedIn {
     pub tenant: Tenant,
 }
 
-fn tenant_subject(tenant: TenantId) -> String {
-    format!("tenant:{tenant}")
-}
-
-/// Records an admin change on the tenant's audit subject, in `tx`.
-async fn audit(
-    engine: &Engine,
-    tx: &mut fleetprompt_store::Tx,
-    tenant: TenantId,
-    signal_type: &str,
-    mut payload: serde_json::Value,
-    dedupe: String,
-    actor: &Origin,
-) -> Result<(), EngineError> {
-    payload["actor"] = json!(actor.actor());
-    payload["origin"] = serde_json::to_value(actor).unwrap_or_default();
-    let s = NewSignal::new(
-        signal_type,
-        &tenant_subject(tenant),
-        payload,
-        dedupe,
-        now_ms(),
-    )?;
-    engine.record_in_tx(tx, tenant, &s).await?;
-    Ok(())
-}
-
-fn once() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
-}
-
 /// Argon2id is deliberately slow: off the async workers.
 async fn hash_blocking(password: String) -> Result<String, EngineError> {
     tokio::task::spawn_blocking(move || hash_password(&password))
@@ -300,7 +269,7 @@ pub async fn add_member(
         },
     )
     .await?;
-    audit(
+    crate::audit::record(
         engine,
         &mut tx,
         tenant,
@@ -359,7 +328,7 @@ pub async fn update_member(
         Some(false) if before.disabled_at.is_some() => "member.enabled",
         _ => "member.updated",
     };
-    audit(
+    crate::audit::record(
         engine,
         &mut tx,
         tenant,
@@ -370,7 +339,7 @@ pub async fn update_member(
             "role": patch.role,
             "disabled": patch.disabled,
         }),
-        format!("member_updated:{id}:{}", once()),
+        format!("member_updated:{id}:{}", crate::audit::once()),
         actor,
     )
     .await?;
@@ -391,13 +360,13 @@ pub async fn reset_password(
     let h = hash_blocking(p.clone()).await?;
     let mut tx = engine.db().begin().await?;
     member::set_password(&mut tx, tenant, id, &h, now_ms()).await?;
-    audit(
+    crate::audit::record(
         engine,
         &mut tx,
         tenant,
         "member.password_reset",
         json!({ "member_id": id }),
-        format!("member_password_reset:{id}:{}", once()),
+        format!("member_password_reset:{id}:{}", crate::audit::once()),
         actor,
     )
     .await?;
@@ -642,7 +611,7 @@ pub async fn create_token(
     let name = check_token_name(name)?;
     let mut tx = engine.db().begin().await?;
     let token = tenant::add_member_token(&mut tx, tenant, member, &name).await?;
-    audit(
+    crate::audit::record(
         engine,
         &mut tx,
         tenant,
@@ -683,7 +652,7 @@ pub async fn revoke_token(
     if !tenant::revoke_token(&mut tx, tenant, id, owner, now_ms()).await? {
         return Err(EngineError::NotFound("token".into()));
     }
-    audit(
+    crate::audit::record(
         engine,
         &mut tx,
         tenant,
@@ -706,7 +675,7 @@ pub async fn rotate_tenant_token(
 ) -> Result<IssuedToken, EngineError> {
     let mut tx = engine.db().begin().await?;
     let (token, revoked) = tenant::rotate_token(&mut tx, tenant, now_ms()).await?;
-    audit(
+    crate::audit::record(
         engine,
         &mut tx,
         tenant,

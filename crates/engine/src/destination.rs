@@ -409,6 +409,7 @@ pub async fn create(
     name: &str,
     kind: &str,
     config: &Value,
+    actor: &Origin,
 ) -> Result<(DestinationView, Option<String>), EngineError> {
     if name.is_empty()
         || name.len() > 64
@@ -433,6 +434,7 @@ pub async fn create(
     };
     let mut tx = engine.db().begin().await?;
     destination::insert(&mut tx, tenant, &row).await?;
+    audit(engine, &mut tx, tenant, "destination.created", &row, actor).await?;
     tx.commit().await?;
     Ok((row.into(), shown_once))
 }
@@ -506,6 +508,7 @@ pub async fn update(
     tenant: TenantId,
     name_or_id: &str,
     changes: &Map<String, Value>,
+    actor: &Origin,
 ) -> Result<(DestinationView, Option<String>), EngineError> {
     let row = lookup(engine, tenant, name_or_id).await?;
     for (field, now) in [("name", &row.name), ("kind", &row.kind)] {
@@ -551,6 +554,7 @@ pub async fn update(
     let sealed = engine.key().seal(&seal_context(tenant, row.id), &sealed);
     let mut tx = engine.db().begin().await?;
     destination::update_config(&mut tx, tenant, row.id, &sealed, &public).await?;
+    audit(engine, &mut tx, tenant, "destination.updated", &row, actor).await?;
     tx.commit().await?;
     let view = DestinationView {
         config: public,
@@ -566,6 +570,28 @@ pub struct Deleted {
     pub destination: DestinationView,
     /// The directives cancelled with it (`force`).
     pub cancelled_directives: Vec<DirectiveId>,
+}
+
+/// Records a destination change in the tenant's audit log: which one, never
+/// its secrets (only the public part of its configuration).
+async fn audit(
+    engine: &Engine,
+    tx: &mut fleetprompt_store::Tx,
+    tenant: TenantId,
+    signal_type: &str,
+    row: &DestinationRow,
+    actor: &Origin,
+) -> Result<(), EngineError> {
+    crate::audit::record(
+        engine,
+        tx,
+        tenant,
+        signal_type,
+        json!({ "destination_id": row.id, "name": row.name, "kind": row.kind }),
+        format!("{signal_type}:{}:{}", row.id, crate::audit::once()),
+        actor,
+    )
+    .await
 }
 
 /// Most unfinished directives a refusal names.
@@ -610,6 +636,7 @@ pub async fn delete(
         Vec::new()
     };
     destination::delete(&mut tx, tenant, row.id).await?;
+    audit(engine, &mut tx, tenant, "destination.deleted", &row, actor).await?;
     tx.commit().await?;
     Ok(Deleted {
         destination: row.into(),

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`Engine`] (this file): the entry points the HTTP server and the CLI call.
 //! - [`access`]: members, sign-in, sessions, personal and tenant tokens.
+//! - [`audit`]: the tenant's audit log (admin changes on `tenant:<id>`).
 //! - [`cron`]: schedule rules, each tick fired once across nodes.
 //! - [`config`]: engine settings (worker name, concurrency, lease, polling).
 //! - [`error`]: the engine's error enum.
@@ -25,6 +26,7 @@
 //! - [`webchat`]: the `website_chat` package (sites, widget tokens, ingestion).
 
 pub mod access;
+pub mod audit;
 mod cache;
 pub mod config;
 pub mod cron;

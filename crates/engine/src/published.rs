@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use fleetprompt_core::time::{Millis, now_ms};
-use fleetprompt_core::{NewSignal, Origin, TenantId};
+use fleetprompt_core::{Origin, TenantId};
 use fleetprompt_store::directive;
 use fleetprompt_store::signal::ReplayFilter;
 use fleetprompt_store::workflow::{self as store, Published, WorkflowFileRow, WorkflowVersionRow};
@@ -353,8 +353,7 @@ impl Engine {
                             sha256: &sha256,
                             version,
                         };
-                        self.record_change(&mut tx, tenant, &change, &actor, at)
-                            .await?;
+                        self.record_change(&mut tx, tenant, &change, &actor).await?;
                     }
                     let warnings = warnings
                         .iter()
@@ -378,8 +377,7 @@ impl Engine {
                             sha256: &sha256,
                             version,
                         };
-                        self.record_change(&mut tx, tenant, &change, &actor, at)
-                            .await?;
+                        self.record_change(&mut tx, tenant, &change, &actor).await?;
                         PublishReport {
                             name: name.clone(),
                             sha256,
@@ -416,7 +414,6 @@ impl Engine {
         tenant: TenantId,
         change: &Change<'_>,
         actor: &Origin,
-        at: Millis,
     ) -> Result<(), EngineError> {
         let Change {
             signal_type,
@@ -424,15 +421,16 @@ impl Engine {
             sha256,
             version,
         } = *change;
-        let signal = NewSignal::new(
+        crate::audit::record(
+            self,
+            tx,
+            tenant,
             signal_type,
-            &format!("tenant:{tenant}"),
-            json!({ "name": name, "sha256": sha256, "version": version, "actor": actor }),
+            json!({ "name": name, "sha256": sha256, "version": version }),
             format!("{signal_type}:{name}:{version}"),
-            at,
-        )?;
-        self.record_in_tx(tx, tenant, &signal).await?;
-        Ok(())
+            actor,
+        )
+        .await
     }
 
     /// A tenant's published files.

@@ -42,7 +42,23 @@ pub fn platform() -> HandlerRegistry {
 /// [`HandlerRegistry::signal_types`]); a package's come from its manifest
 /// ([`crate::package`]). `workflows check` warns about an `on` or
 /// `cancel_on` that matches none of them.
-pub const RECORDED_SIGNALS: &[&str] = &["cron.tick", "workflow.published", "workflow.deleted"];
+pub const RECORDED_SIGNALS: &[&str] = &[
+    "cron.tick",
+    // The tenant's audit log ([`crate::audit`]).
+    "workflow.published",
+    "workflow.deleted",
+    "destination.created",
+    "destination.updated",
+    "destination.deleted",
+    "member.added",
+    "member.updated",
+    "member.disabled",
+    "member.enabled",
+    "member.password_reset",
+    "token.created",
+    "token.revoked",
+    "tenant.token_rotated",
+];
 
 /// Every signal type the platform can record: [`RECORDED_SIGNALS`], the
 /// packages' manifests, and the result and creation signals of

@@ -53,6 +53,7 @@ async fn create(
         &b.name,
         &b.kind,
         &Value::Object(b.config),
+        &admin.origin(),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(answer(&view, secret)?)))
@@ -79,8 +80,14 @@ async fn update(
     Path(name_or_id): Path<String>,
     ApiJson(changes): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Value>, ApiError> {
-    let (view, secret) =
-        destination::update(&s.engine, admin.tenant.id, &name_or_id, &changes).await?;
+    let (view, secret) = destination::update(
+        &s.engine,
+        admin.tenant.id,
+        &name_or_id,
+        &changes,
+        &admin.origin(),
+    )
+    .await?;
     Ok(Json(answer(&view, secret)?))
 }
 
