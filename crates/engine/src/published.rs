@@ -502,16 +502,7 @@ impl Engine {
         }
         let views: Vec<(TenantId, SignalView<'_>)> = rows
             .iter()
-            .map(|s| {
-                let view = SignalView {
-                    id: s.id,
-                    signal_type: &s.signal_type,
-                    subject: &s.subject,
-                    payload: &s.payload,
-                    occurred_at: s.occurred_at,
-                };
-                (tenant, view)
-            })
+            .map(|s| (tenant, crate::routing::stored_view(s)))
             .collect();
         let mut pending = Pending::default();
         let report = self.route_with(&set, None, &views, &mut pending).await?;

@@ -16,6 +16,18 @@ use serde_json::Value;
 
 use crate::{Engine, EngineError, metrics};
 
+/// A stored signal as the rules see it (replays and backtests route stored
+/// signals again).
+pub(crate) fn stored_view(s: &fleetprompt_store::signal::SignalRow) -> SignalView<'_> {
+    SignalView {
+        id: s.id,
+        signal_type: &s.signal_type,
+        subject: &s.subject,
+        payload: &s.payload,
+        occurred_at: s.occurred_at,
+    }
+}
+
 /// A signal as routing reads it.
 #[derive(Debug, Clone)]
 pub struct SignalView<'a> {
@@ -515,19 +527,8 @@ impl Engine {
             let Some(last) = page.last() else { break };
             after = Some((last.recorded_at, last.id));
             let mut tx = self.db().begin().await?;
-            let views: Vec<(TenantId, SignalView<'_>)> = page
-                .iter()
-                .map(|s| {
-                    let view = SignalView {
-                        id: s.id,
-                        signal_type: &s.signal_type,
-                        subject: &s.subject,
-                        payload: &s.payload,
-                        occurred_at: s.occurred_at,
-                    };
-                    (tenant, view)
-                })
-                .collect();
+            let views: Vec<(TenantId, SignalView<'_>)> =
+                page.iter().map(|s| (tenant, stored_view(s))).collect();
             let report = self.route_signals(&mut tx, &views, dry_run).await?;
             if dry_run {
                 drop(tx);

@@ -12,7 +12,7 @@ use crate::webchat::conversation::{ConversationAssign, ConversationReopen};
 use crate::webchat::email::{EmailSend, EscalateToEmail};
 use crate::webchat::escalation::EscalateToMattermost;
 use crate::webchat::handlers::{
-    SiteDisable, SiteEnable, SiteRegister, SiteRotateSecret, SiteUpdate,
+    SITE_DISABLE, SITE_ENABLE, SITE_REGISTER, SiteRotateSecret, SiteUpdate,
 };
 use crate::webchat::outbound::{ConversationClose, ReplySend};
 
@@ -21,10 +21,10 @@ pub fn platform() -> HandlerRegistry {
     let mut r = HandlerRegistry::default();
     r.register("noop", Noop);
     r.register("webhook.post", WebhookPost);
-    r.register("webchat.site.register", SiteRegister);
+    r.register("webchat.site.register", SITE_REGISTER);
     r.register("webchat.site.rotate_secret", SiteRotateSecret);
-    r.register("webchat.site.disable", SiteDisable);
-    r.register("webchat.site.enable", SiteEnable);
+    r.register("webchat.site.disable", SITE_DISABLE);
+    r.register("webchat.site.enable", SITE_ENABLE);
     r.register("webchat.site.update", SiteUpdate);
     r.register("webchat.escalate_to_mattermost", EscalateToMattermost);
     r.register("webchat.escalate_to_email", EscalateToEmail);

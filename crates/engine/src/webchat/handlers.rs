@@ -68,36 +68,35 @@ async fn transition(engine: &Engine, d: &Claimed, id: SiteId, from: &[&str], to:
     }
 }
 
-/// `webchat.site.register`: activates a pending site.
-pub struct SiteRegister;
-
-impl Handler for SiteRegister {
-    type Args = SiteArgs;
-
-    fn validate<'a>(
-        &'a self,
-        engine: &'a Engine,
-        tenant: TenantId,
-        args: &'a SiteArgs,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        validate_site(engine, tenant, args.site_id).boxed()
-    }
-
-    fn execute<'a>(
-        &'a self,
-        engine: &'a Engine,
-        d: &'a Claimed,
-        args: SiteArgs,
-    ) -> BoxFuture<'a, Attempt> {
-        async move { transition(engine, d, args.site_id, &["pending"], "active").await }.boxed()
-    }
+/// A site's status change: `webchat.site.register` (pending → active),
+/// `webchat.site.disable` (pending or active → disabled: its tokens stop
+/// working at once, because every token check reads the site's status) and
+/// `webchat.site.enable` (disabled → active, at once on every node: the
+/// status change is a configuration notice).
+pub struct SiteTransition {
+    /// The statuses it moves a site from.
+    pub from: &'static [&'static str],
+    /// The status it moves it to.
+    pub to: &'static str,
 }
 
-/// `webchat.site.disable`: its tokens stop working at once, because every
-/// token check reads the site's status.
-pub struct SiteDisable;
+/// `webchat.site.register`.
+pub const SITE_REGISTER: SiteTransition = SiteTransition {
+    from: &["pending"],
+    to: "active",
+};
+/// `webchat.site.disable`.
+pub const SITE_DISABLE: SiteTransition = SiteTransition {
+    from: &["pending", "active"],
+    to: "disabled",
+};
+/// `webchat.site.enable`.
+pub const SITE_ENABLE: SiteTransition = SiteTransition {
+    from: &["disabled"],
+    to: "active",
+};
 
-impl Handler for SiteDisable {
+impl Handler for SiteTransition {
     type Args = SiteArgs;
 
     fn validate<'a>(
@@ -115,34 +114,7 @@ impl Handler for SiteDisable {
         d: &'a Claimed,
         args: SiteArgs,
     ) -> BoxFuture<'a, Attempt> {
-        async move { transition(engine, d, args.site_id, &["pending", "active"], "disabled").await }
-            .boxed()
-    }
-}
-
-/// `webchat.site.enable`: a disabled site's widget works again, at once on
-/// every node (the status change is a configuration notice).
-pub struct SiteEnable;
-
-impl Handler for SiteEnable {
-    type Args = SiteArgs;
-
-    fn validate<'a>(
-        &'a self,
-        engine: &'a Engine,
-        tenant: TenantId,
-        args: &'a SiteArgs,
-    ) -> BoxFuture<'a, Result<(), EngineError>> {
-        validate_site(engine, tenant, args.site_id).boxed()
-    }
-
-    fn execute<'a>(
-        &'a self,
-        engine: &'a Engine,
-        d: &'a Claimed,
-        args: SiteArgs,
-    ) -> BoxFuture<'a, Attempt> {
-        async move { transition(engine, d, args.site_id, &["disabled"], "active").await }.boxed()
+        async move { transition(engine, d, args.site_id, self.from, self.to).await }.boxed()
     }
 }
 

@@ -174,6 +174,19 @@ async fn insert_directive(
     Ok(created.id())
 }
 
+/// Creates one site directive in a transaction of its own.
+async fn submit(
+    engine: &Engine,
+    tenant: TenantId,
+    req: DirectiveRequest,
+    origin: Origin,
+) -> Result<DirectiveId, WebchatError> {
+    let mut tx = engine.db().begin().await?;
+    let d = insert_directive(engine, &mut tx, tenant, req, origin).await?;
+    tx.commit().await?;
+    Ok(d)
+}
+
 /// Registers a site: stores it `pending` with a fresh sealed signing secret
 /// and creates the `webchat.site.register` directive that activates it, in
 /// one transaction. Installs the package first if needed.
@@ -253,10 +266,7 @@ pub async fn rotate_secret(
         format!("webchat.site.rotate_secret:{id}:{}", site.key_id),
         id,
     );
-    let mut tx = engine.db().begin().await?;
-    let d = insert_directive(engine, &mut tx, tenant, req, origin).await?;
-    tx.commit().await?;
-    Ok(d)
+    submit(engine, tenant, req, origin).await
 }
 
 /// Asks for a site to be disabled: its tokens stop working at once.
@@ -275,10 +285,7 @@ pub async fn disable(
         format!("webchat.site.disable:{id}:v{}", site.version),
         id,
     );
-    let mut tx = engine.db().begin().await?;
-    let d = insert_directive(engine, &mut tx, tenant, req, origin).await?;
-    tx.commit().await?;
-    Ok(d)
+    submit(engine, tenant, req, origin).await
 }
 
 /// Asks for a disabled site to be enabled again: its widget works at once
@@ -301,10 +308,7 @@ pub async fn enable(
         format!("webchat.site.enable:{id}:v{}", site.version),
         id,
     );
-    let mut tx = engine.db().begin().await?;
-    let d = insert_directive(engine, &mut tx, tenant, req, origin).await?;
-    tx.commit().await?;
-    Ok(d)
+    submit(engine, tenant, req, origin).await
 }
 
 /// What an admin changes on a site; what is left out stays.
@@ -429,10 +433,7 @@ pub async fn update(
         format!("webchat.site.update:{id}:{}", DirectiveId::new()),
         id,
     );
-    let mut tx = engine.db().begin().await?;
-    let d = insert_directive(engine, &mut tx, tenant, req, origin).await?;
-    tx.commit().await?;
-    Ok(d)
+    submit(engine, tenant, req, origin).await
 }
 
 /// Waits until a directive has finished (or `timeout` passes) and returns it.
