@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use fleetprompt_core::member::Role;
 use fleetprompt_system_tests::access::{
-    add_member, fill, sign_in, sign_in_raw, with_session, with_token,
+    Session, add_member, fill, sign_in, sign_in_raw, with_session, with_token,
 };
 use fleetprompt_system_tests::webchat::{say, signals_of, site, visitor, wait_signal};
 use fleetprompt_system_tests::{Backend, Server, TestApp, both_backends, cli};
@@ -493,24 +493,7 @@ async fn cli_user_add_prints_a_password_that_signs_in(backend: Backend) {
         .unwrap()
         .trim()
         .to_owned();
-    let (s, v) = with_session(
-        &app.http,
-        &base,
-        &session,
-        false,
-        Method::GET,
-        "/admin/v1/me",
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
-    let (s, _, _, _) = sign_in_raw(
-        &app.http,
-        &base,
-        json!({ "email": "fay@example.com", "password": password }),
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    refused_after(&app, &session, "fay@example.com", &password).await;
     let session = sign_in(&app.http, &base, "fay@example.com", &new).await;
 
     // Disabled: the session stops at once, and sign-in fails.
@@ -520,10 +503,17 @@ async fn cli_user_add_prints_a_password_that_signs_in(backend: Backend) {
     )
     .await
     .unwrap();
+    refused_after(&app, &session, "fay@example.com", &new).await;
+}
+
+/// After a change that signs a member out: their session is refused at
+/// once, and so is signing in with `password`.
+async fn refused_after(app: &TestApp, session: &Session, email: &str, password: &str) {
+    let base = &app.server.url;
     let (s, v) = with_session(
         &app.http,
-        &base,
-        &session,
+        base,
+        session,
         false,
         Method::GET,
         "/admin/v1/me",
@@ -533,8 +523,8 @@ async fn cli_user_add_prints_a_password_that_signs_in(backend: Backend) {
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     let (s, _, _, _) = sign_in_raw(
         &app.http,
-        &base,
-        json!({ "email": "fay@example.com", "password": new }),
+        base,
+        json!({ "email": email, "password": password }),
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
