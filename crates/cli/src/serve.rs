@@ -365,16 +365,21 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         admin_body_limit: args.admin_body_limit_kib.max(1) * 1024,
     });
     let mut stopped = stop_rx.clone();
-    // Biased: once stopping, the server ends too, and that end is ours, not
-    // the server stopping by itself (nor may its handle be polled twice).
-    tokio::select! {
+    // Once stopping, the server ends too, and that end is ours: a stop can
+    // be seen first through the server's end (it watches the same signal),
+    // so the server's end counts as "by itself" only when no stop was asked
+    // for. Its handle is kept when it ended, as it may not be polled twice.
+    let ended_early = tokio::select! {
         biased;
-        _ = stopped.wait_for(|stop| *stop) => {}
+        _ = stopped.wait_for(|stop| *stop) => None,
         ended = &mut server => {
-            ended.context("HTTP server")?.context("HTTP server")?;
-            anyhow::bail!("the HTTP server stopped by itself");
+            if !*stop_rx.borrow() {
+                ended.context("HTTP server")?.context("HTTP server")?;
+                anyhow::bail!("the HTTP server stopped by itself");
+            }
+            Some(ended)
         }
-    }
+    };
     let grace = Duration::from_secs(args.shutdown_grace);
     let deadline = tokio::time::Instant::now() + grace;
     tracing::info!(
@@ -382,7 +387,11 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         "shutting down: closing live streams, finishing work in flight"
     );
     engine.begin_shutdown();
-    match tokio::time::timeout_at(deadline, &mut server).await {
+    let ended = match ended_early {
+        Some(ended) => Ok(ended),
+        None => tokio::time::timeout_at(deadline, &mut server).await,
+    };
+    match ended {
         Ok(ended) => ended.context("HTTP server")?.context("HTTP server")?,
         Err(_) => {
             tracing::warn!("requests still in flight at the drain deadline; closing them");
