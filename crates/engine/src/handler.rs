@@ -48,6 +48,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Done, with `result` kept and no receiver status or reference.
+    pub fn succeeded(result: Value) -> Self {
+        Self::Succeeded {
+            result,
+            http_status: None,
+            external_ref: None,
+        }
+    }
+
     /// A permanent failure with no receiver status.
     pub fn fail(error: impl Into<String>) -> Self {
         Self::Fail {

@@ -20,11 +20,6 @@ impl Handler for Noop {
         _: &'a Claimed,
         _: Self::Args,
     ) -> BoxFuture<'a, Attempt> {
-        futures::future::ready(Ok(Outcome::Succeeded {
-            result: Value::Null,
-            http_status: None,
-            external_ref: None,
-        }))
-        .boxed()
+        futures::future::ready(Ok(Outcome::succeeded(Value::Null))).boxed()
     }
 }

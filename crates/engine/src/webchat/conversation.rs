@@ -283,11 +283,9 @@ impl Handler for ConversationReopen {
             }
             .await;
             match result {
-                Ok(Ok(reopened)) => Ok(Outcome::Succeeded {
-                    result: json!({ "conversation_id": id, "reopened_now": reopened }),
-                    http_status: None,
-                    external_ref: None,
-                }),
+                Ok(Ok(reopened)) => Ok(Outcome::succeeded(
+                    json!({ "conversation_id": id, "reopened_now": reopened }),
+                )),
                 Ok(Err(())) => Err(Failed::fail(
                     "the visitor has another open conversation on this site",
                 )),
@@ -366,11 +364,9 @@ impl Handler for ConversationAssign {
             }
             .await;
             match result {
-                Ok(true) => Ok(Outcome::Succeeded {
-                    result: json!({ "conversation_id": id, "member_id": member }),
-                    http_status: None,
-                    external_ref: None,
-                }),
+                Ok(true) => Ok(Outcome::succeeded(
+                    json!({ "conversation_id": id, "member_id": member }),
+                )),
                 Ok(false) => Err(Failed::fail("conversation does not exist")),
                 Err(e) => Err(Failed::retry(e)),
             }

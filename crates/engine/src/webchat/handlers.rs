@@ -37,14 +37,6 @@ async fn validate_site(engine: &Engine, tenant: TenantId, id: SiteId) -> Result<
     }
 }
 
-fn succeeded(result: Value) -> Outcome {
-    Outcome::Succeeded {
-        result,
-        http_status: None,
-        external_ref: None,
-    }
-}
-
 /// Moves the site from one of `from` to `to` in a transaction; database
 /// errors become retries.
 async fn transition(engine: &Engine, d: &Claimed, id: SiteId, from: &[&str], to: &str) -> Attempt {
@@ -57,9 +49,9 @@ async fn transition(engine: &Engine, d: &Claimed, id: SiteId, from: &[&str], to:
     }
     .await;
     match result {
-        Ok((_, status)) if status == to => {
-            Ok(succeeded(json!({ "site_id": id, "status": status })))
-        }
+        Ok((_, status)) if status == to => Ok(Outcome::succeeded(
+            json!({ "site_id": id, "status": status }),
+        )),
         Ok((_, status)) => Err(Failed::fail(format!(
             "site is {status}; cannot make it {to}"
         ))),
@@ -159,7 +151,7 @@ impl Handler for SiteUpdate {
             }
             .await;
             match result {
-                Ok((true, site)) => Ok(succeeded(
+                Ok((true, site)) => Ok(Outcome::succeeded(
                     json!({ "site_id": a.site_id, "version": site.version }),
                 )),
                 // An earlier attempt of this directive applied it, and its
@@ -169,7 +161,7 @@ impl Handler for SiteUpdate {
                         && site.allowed_origins == a.allowed_origins
                         && site.settings == settings =>
                 {
-                    Ok(succeeded(
+                    Ok(Outcome::succeeded(
                         json!({ "site_id": a.site_id, "version": site.version }),
                     ))
                 }
@@ -262,7 +254,7 @@ impl Handler for SiteRotateSecret {
             .await;
             match result {
                 // Either this attempt rotated, or an earlier one did.
-                Ok(key_id) if key_id > from => Ok(succeeded(
+                Ok(key_id) if key_id > from => Ok(Outcome::succeeded(
                     json!({ "site_id": id, "key_id": key_id, "grace_secs": grace }),
                 )),
                 Ok(key_id) => Err(Failed::fail(format!(

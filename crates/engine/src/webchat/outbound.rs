@@ -167,11 +167,9 @@ impl Handler for ConversationClose {
             }
             .await;
             match result {
-                Ok(ended) => Ok(Outcome::Succeeded {
-                    result: json!({ "conversation_id": id, "closed_now": ended }),
-                    http_status: None,
-                    external_ref: None,
-                }),
+                Ok(ended) => Ok(Outcome::succeeded(
+                    json!({ "conversation_id": id, "closed_now": ended }),
+                )),
                 Err(WebchatError::NotFound(what))
                 | Err(WebchatError::Engine(EngineError::NotFound(what))) => {
                     Err(Failed::fail(format!("{what} does not exist")))
