@@ -3,12 +3,18 @@
 //! Each id is a UUIDv7 (time-ordered, so primary-key inserts stay append-only)
 //! rendered as `<prefix>_<32 hex>`. Parsing rejects another type's prefix, so a
 //! directive id can never be passed where a signal id is expected.
+//!
+//! With the `sqlx` feature (the store's), every id is also a TEXT column
+//! in that string form, read back with the same parse (`id/sql.rs`).
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
+
+#[cfg(feature = "sqlx")]
+mod sql;
 
 /// An id string that is not of the expected type or shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +101,9 @@ macro_rules! typed_id {
                 s.parse().map_err(serde::de::Error::custom)
             }
         }
+
+        #[cfg(feature = "sqlx")]
+        sql::text_column!($name, |v| v.to_string());
     };
 }
 

@@ -9,7 +9,7 @@ use crate::{Db, Result, Tx, on_db, on_tx};
 pub async fn last_tick(db: &Db, tenant: TenantId, rule_id: &str) -> Result<Option<Millis>> {
     on_db!(db, c => {
         Ok(sqlx::query_scalar("SELECT last_tick FROM cron_ticks WHERE tenant_id = $1 AND rule_id = $2")
-            .bind(tenant.to_string())
+            .bind(tenant)
             .bind(rule_id)
             .fetch_optional(c)
             .await?)
@@ -23,7 +23,7 @@ pub async fn start(tx: &mut Tx, tenant: TenantId, rule_id: &str, now: Millis) ->
             "INSERT INTO cron_ticks (tenant_id, rule_id, last_tick) VALUES ($1, $2, $3)
              ON CONFLICT (tenant_id, rule_id) DO NOTHING",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(rule_id)
         .bind(now)
         .execute(&mut *c)
@@ -43,7 +43,7 @@ pub async fn advance(
 ) -> Result<bool> {
     let n = on_tx!(tx, c => {
         sqlx::query("UPDATE cron_ticks SET last_tick = $4 WHERE tenant_id = $1 AND rule_id = $2 AND last_tick = $3")
-            .bind(tenant.to_string())
+            .bind(tenant)
             .bind(rule_id)
             .bind(from)
             .bind(to)

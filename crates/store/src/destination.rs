@@ -4,12 +4,10 @@
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::{DestinationId, TenantId};
 use serde_json::Value;
-use sqlx::Row;
-
-use crate::{Db, Result, StoreError, Tx, corrupt, is_unique_violation, on_db, on_tx};
+use crate::{Db, JsonText, Result, StoreError, Tx, is_unique_violation, on_db, on_tx};
 
 /// A destination as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DestinationRow {
     /// Its id.
     pub id: DestinationId,
@@ -20,6 +18,7 @@ pub struct DestinationRow {
     /// The whole configuration, sealed under the master key.
     pub sealed_config: String,
     /// A redacted summary safe to show (e.g. the URL's host).
+    #[sqlx(try_from = "JsonText<Value>")]
     pub public_config: Value,
     /// When it was created.
     pub created_at: Millis,
@@ -33,8 +32,8 @@ pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &DestinationRow) -> Result
             "INSERT INTO destinations (tenant_id, id, name, kind, sealed_config, public_config, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
         )
-        .bind(tenant.to_string())
-        .bind(d.id.to_string())
+        .bind(tenant)
+        .bind(d.id)
         .bind(&d.name)
         .bind(&d.kind)
         .bind(&d.sealed_config)
@@ -53,31 +52,16 @@ pub async fn insert(tx: &mut Tx, tenant: TenantId, d: &DestinationRow) -> Result
 
 const COLUMNS: &str = "id, name, kind, sealed_config, public_config, created_at";
 
-macro_rules! decode {
-    ($r:expr) => {{
-        let r = $r;
-        DestinationRow {
-            id: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
-            name: r.try_get(1)?,
-            kind: r.try_get(2)?,
-            sealed_config: r.try_get(3)?,
-            public_config: serde_json::from_str(&r.try_get::<String, _>(4)?).map_err(corrupt)?,
-            created_at: r.try_get(5)?,
-        }
-    }};
-}
-
 /// Finds a tenant's destination by name.
 pub async fn find_by_name(db: &Db, tenant: TenantId, name: &str) -> Result<DestinationRow> {
     let sql = format!("SELECT {COLUMNS} FROM destinations WHERE tenant_id = $1 AND name = $2");
     on_db!(db, c => {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .bind(name)
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::not_found("destination"))?;
-        Ok(decode!(&row))
+            .ok_or(StoreError::not_found("destination"))
     })
 }
 
@@ -85,11 +69,10 @@ pub async fn find_by_name(db: &Db, tenant: TenantId, name: &str) -> Result<Desti
 pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<DestinationRow>> {
     let sql = format!("SELECT {COLUMNS} FROM destinations WHERE tenant_id = $1 ORDER BY name");
     on_db!(db, c => {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .fetch_all(c)
-            .await?;
-        rows.iter().map(|r| Ok(decode!(r))).collect()
+            .await?)
     })
 }
 
@@ -97,13 +80,12 @@ pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<DestinationRow>> {
 pub async fn find_by_id(db: &Db, tenant: TenantId, id: DestinationId) -> Result<DestinationRow> {
     let sql = format!("SELECT {COLUMNS} FROM destinations WHERE tenant_id = $1 AND id = $2");
     on_db!(db, c => {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
-            .bind(id.to_string())
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::not_found("destination"))?;
-        Ok(decode!(&row))
+            .ok_or(StoreError::not_found("destination"))
     })
 }
 
@@ -122,8 +104,8 @@ pub async fn update_config(
             "UPDATE destinations SET sealed_config = $3, public_config = $4, updated_at = $5
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(sealed_config)
         .bind(public_config.to_string())
         .bind(now_ms())
@@ -142,8 +124,8 @@ pub async fn delete(tx: &mut Tx, tenant: TenantId, id: DestinationId) -> Result<
     tx.mark_config_changed().await?;
     let n = on_tx!(tx, c => {
         sqlx::query("DELETE FROM destinations WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.to_string())
-            .bind(id.to_string())
+            .bind(tenant)
+            .bind(id)
             .execute(&mut *c)
             .await?
             .rows_affected()

@@ -11,9 +11,7 @@ use fleetprompt_core::{
 };
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
-
-use crate::{Db, Result, StoreError, Tx, corrupt, on_db, on_tx};
+use crate::{Db, JsonText, Result, StoreError, Tx, corrupt, on_db, on_tx};
 
 /// A directive about to be created.
 #[derive(Debug, Clone)]
@@ -121,15 +119,15 @@ pub async fn insert_many(tx: &mut Tx, ds: &[(TenantId, NewDirective)]) -> Result
          FROM {k} WHERE true ORDER BY k.key
          ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id"
     );
-    let new_ids: Vec<String> = on_tx!(tx, c => {
+    let new_ids: Vec<DirectiveId> = on_tx!(tx, c => {
         sqlx::query_scalar(sqlx::AssertSqlSafe(insert))
             .bind(&rows)
             .bind(now)
             .fetch_all(&mut *c)
             .await?
     });
-    let new_ids: std::collections::HashSet<String> = new_ids.into_iter().collect();
-    let is_new = |d: &NewDirective| new_ids.contains(&d.id.to_string());
+    let new_ids: std::collections::HashSet<DirectiveId> = new_ids.into_iter().collect();
+    let is_new = |d: &NewDirective| new_ids.contains(&d.id);
     let mut holders = std::collections::HashMap::new();
     if new_ids.len() < ds.len() {
         let taken = crate::json_array(
@@ -141,14 +139,14 @@ pub async fn insert_many(tx: &mut Tx, ds: &[(TenantId, NewDirective)]) -> Result
             "SELECT d.tenant_id, d.dedupe_key, d.id FROM {k} JOIN directives d
                ON d.tenant_id = k.value ->> 0 AND d.dedupe_key = k.value ->> 1"
         );
-        let found: Vec<(String, String, String)> = on_tx!(tx, c => {
+        let found: Vec<(TenantId, String, DirectiveId)> = on_tx!(tx, c => {
             sqlx::query_as(sqlx::AssertSqlSafe(lookup))
                 .bind(&taken)
                 .fetch_all(&mut *c)
                 .await?
         });
         for (tenant, key, id) in found {
-            holders.insert((tenant, key), id.parse::<DirectiveId>().map_err(corrupt)?);
+            holders.insert((tenant, key), id);
         }
     }
     let mut out = Vec::with_capacity(ds.len());
@@ -161,7 +159,7 @@ pub async fn insert_many(tx: &mut Tx, ds: &[(TenantId, NewDirective)]) -> Result
             out.push(Created::New(d.id));
         } else {
             let holder = holders
-                .get(&(tenant.to_string(), d.dedupe_key.clone()))
+                .get(&(*tenant, d.dedupe_key.clone()))
                 .ok_or_else(|| corrupt(format!("dedupe key {} has no directive", d.dedupe_key)))?;
             out.push(Created::Existing(*holder));
         }
@@ -173,13 +171,14 @@ pub async fn insert_many(tx: &mut Tx, ds: &[(TenantId, NewDirective)]) -> Result
 }
 
 /// A stored directive.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DirectiveRow {
     /// Its id.
     pub id: DirectiveId,
     /// Its handler.
     pub kind: String,
     /// The handler's arguments.
+    #[sqlx(try_from = "JsonText<Value>")]
     pub args: Value,
     /// Its dedupe key.
     pub dedupe_key: String,
@@ -192,6 +191,7 @@ pub struct DirectiveRow {
     /// Attempts allowed in all.
     pub max_attempts: i32,
     /// Its retry policy.
+    #[sqlx(try_from = "JsonText<RetryPolicy>")]
     pub retry_policy: RetryPolicy,
     /// When it may next run (pending only).
     #[serde(serialize_with = "crate::timeline::ser_ms")]
@@ -199,8 +199,10 @@ pub struct DirectiveRow {
     /// The last failure, if any.
     pub last_error: Option<String>,
     /// What the handler returned on success.
+    #[sqlx(try_from = "JsonText<Option<Value>>")]
     pub result: Option<Value>,
     /// Who or what created it.
+    #[sqlx(try_from = "JsonText<Origin>")]
     pub origin: Origin,
     /// The signal that caused it.
     pub caused_by: Option<SignalId>,
@@ -219,51 +221,17 @@ pub(crate) const COLUMNS: &str =
     "id, kind, args, dedupe_key, subject, status, attempts, max_attempts, retry_policy,
     next_attempt_at, last_error, result, origin, caused_by, created_at, updated_at, finished_at";
 
-macro_rules! decode {
-    ($r:expr) => {{
-        let r = $r;
-        DirectiveRow {
-            id: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
-            kind: r.try_get(1)?,
-            args: serde_json::from_str(&r.try_get::<String, _>(2)?).map_err(corrupt)?,
-            dedupe_key: r.try_get(3)?,
-            subject: r.try_get(4)?,
-            status: r.try_get::<String, _>(5)?.parse().map_err(corrupt)?,
-            attempts: r.try_get(6)?,
-            max_attempts: r.try_get(7)?,
-            retry_policy: serde_json::from_str(&r.try_get::<String, _>(8)?).map_err(corrupt)?,
-            next_attempt_at: r.try_get(9)?,
-            last_error: r.try_get(10)?,
-            result: r
-                .try_get::<Option<String>, _>(11)?
-                .map(|s| serde_json::from_str(&s))
-                .transpose()
-                .map_err(corrupt)?,
-            origin: serde_json::from_str(&r.try_get::<String, _>(12)?).map_err(corrupt)?,
-            caused_by: r
-                .try_get::<Option<String>, _>(13)?
-                .map(|s| s.parse())
-                .transpose()
-                .map_err(corrupt)?,
-            created_at: r.try_get(14)?,
-            updated_at: r.try_get(15)?,
-            finished_at: r.try_get(16)?,
-        }
-    }};
-}
-pub(crate) use decode;
 
 /// Reads one directive.
 pub async fn get(db: &Db, tenant: TenantId, id: DirectiveId) -> Result<DirectiveRow> {
     let sql = format!("SELECT {COLUMNS} FROM directives WHERE tenant_id = $1 AND id = $2");
     on_db!(db, c => {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
-            .bind(id.to_string())
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::not_found("directive"))?;
-        Ok(decode!(&row))
+            .ok_or(StoreError::not_found("directive"))
     })
 }
 
@@ -279,13 +247,12 @@ pub async fn list(
          ORDER BY id DESC LIMIT $3"
     );
     on_db!(db, c => {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
-            .bind(status.map(|s| s.as_str()))
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(status)
             .bind(limit)
             .fetch_all(c)
-            .await?;
-        rows.iter().map(|r| Ok(decode!(r))).collect()
+            .await?)
     })
 }
 
@@ -295,7 +262,7 @@ pub async fn count_by_status(db: &Db, tenant: TenantId) -> Result<Vec<(String, i
         Ok(sqlx::query_as(
             "SELECT status, COUNT(*) FROM directives WHERE tenant_id = $1 GROUP BY status ORDER BY status",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .fetch_all(c)
         .await?)
     })
@@ -305,7 +272,7 @@ pub async fn count_by_status(db: &Db, tenant: TenantId) -> Result<Vec<(String, i
 pub async fn count_of_rule(db: &Db, tenant: TenantId, rule_id: &str) -> Result<i64> {
     on_db!(db, c => {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM directives WHERE tenant_id = $1 AND rule_id = $2")
-            .bind(tenant.to_string())
+            .bind(tenant)
             .bind(rule_id)
             .fetch_one(c)
             .await?)
@@ -316,7 +283,7 @@ pub async fn count_of_rule(db: &Db, tenant: TenantId, rule_id: &str) -> Result<i
 pub async fn count_attempts(db: &Db, tenant: TenantId) -> Result<i64> {
     on_db!(db, c => {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM directive_attempts WHERE tenant_id = $1")
-            .bind(tenant.to_string())
+            .bind(tenant)
             .fetch_one(c)
             .await?)
     })
@@ -331,14 +298,14 @@ pub async fn start_latencies_ms(db: &Db, tenant: TenantId) -> Result<Vec<i64>> {
              JOIN directives d ON d.tenant_id = a.tenant_id AND d.id = a.directive_id
              WHERE a.tenant_id = $1 AND a.number = 1 ORDER BY 1",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .fetch_all(c)
         .await?)
     })
 }
 
 /// One attempt of a directive.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AttemptRow {
     /// The directive it belongs to.
     pub directive_id: DirectiveId,
@@ -364,23 +331,6 @@ pub struct AttemptRow {
 
 pub(crate) const ATTEMPT_COLUMNS: &str = "directive_id, number, worker, started_at, finished_at, outcome, error, http_status, external_ref";
 
-macro_rules! decode_attempt {
-    ($r:expr) => {{
-        let r = $r;
-        AttemptRow {
-            directive_id: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
-            number: r.try_get(1)?,
-            worker: r.try_get(2)?,
-            started_at: r.try_get(3)?,
-            finished_at: r.try_get(4)?,
-            outcome: r.try_get::<String, _>(5)?.parse().map_err(corrupt)?,
-            error: r.try_get(6)?,
-            http_status: r.try_get(7)?,
-            external_ref: r.try_get(8)?,
-        }
-    }};
-}
-pub(crate) use decode_attempt;
 
 /// A directive's attempts in order.
 pub async fn attempts(db: &Db, tenant: TenantId, id: DirectiveId) -> Result<Vec<AttemptRow>> {
@@ -388,26 +338,23 @@ pub async fn attempts(db: &Db, tenant: TenantId, id: DirectiveId) -> Result<Vec<
         "SELECT {ATTEMPT_COLUMNS} FROM directive_attempts WHERE tenant_id = $1 AND directive_id = $2 ORDER BY number"
     );
     on_db!(db, c => {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
-            .bind(id.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
             .fetch_all(c)
-            .await?;
-        rows.iter().map(|r| Ok(decode_attempt!(r))).collect()
+            .await?)
     })
 }
 
 async fn status_of(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<DirectiveStatus> {
-    let s: Option<String> = on_tx!(tx, c => {
+    let s: Option<DirectiveStatus> = on_tx!(tx, c => {
         sqlx::query_scalar("SELECT status FROM directives WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.to_string())
-            .bind(id.to_string())
+            .bind(tenant)
+            .bind(id)
             .fetch_optional(&mut *c)
             .await?
     });
-    s.ok_or(StoreError::not_found("directive"))?
-        .parse()
-        .map_err(corrupt)
+    s.ok_or(StoreError::not_found("directive"))
 }
 
 /// Cancels a pending directive. Running or finished ones cannot be cancelled.
@@ -418,8 +365,8 @@ pub async fn cancel(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<()
             "UPDATE directives SET status = 'cancelled', finished_at = $3, updated_at = $3
              WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(now)
         .execute(&mut *c)
         .await?
@@ -439,24 +386,22 @@ pub async fn cancel(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<()
 /// budget of attempts from its retry policy.
 pub async fn redrive(tx: &mut Tx, tenant: TenantId, id: DirectiveId) -> Result<()> {
     let now = now_ms();
-    let policy: Option<String> = on_tx!(tx, c => {
+    let policy: Option<JsonText<RetryPolicy>> = on_tx!(tx, c => {
         sqlx::query_scalar("SELECT retry_policy FROM directives WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.to_string())
-            .bind(id.to_string())
+            .bind(tenant)
+            .bind(id)
             .fetch_optional(&mut *c)
             .await?
     });
-    let policy: RetryPolicy =
-        serde_json::from_str(&policy.ok_or(StoreError::not_found("directive"))?)
-            .map_err(corrupt)?;
+    let policy = RetryPolicy::from(policy.ok_or(StoreError::not_found("directive"))?);
     let n = on_tx!(tx, c => {
         sqlx::query(
             "UPDATE directives SET status = 'pending', next_attempt_at = $3, updated_at = $3, finished_at = NULL,
                 max_attempts = attempts + $4
              WHERE tenant_id = $1 AND id = $2 AND status IN ('failed', 'cancelled')",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(now)
         .bind(policy.max_attempts as i32)
         .execute(&mut *c)
@@ -487,13 +432,13 @@ pub async fn cancel_pending_of_rules(
     let now = now_ms();
     let mut cancelled = Vec::new();
     for (rule_id, kind) in targets {
-        let ids: Vec<String> = on_tx!(tx, c => {
+        let ids: Vec<DirectiveId> = on_tx!(tx, c => {
             sqlx::query_scalar(
                 "UPDATE directives SET status = 'cancelled', finished_at = $5, updated_at = $5, last_error = $6
                  WHERE tenant_id = $1 AND subject = $2 AND rule_id = $3 AND kind = $4 AND status = 'pending'
                  RETURNING id",
             )
-            .bind(tenant.to_string())
+            .bind(tenant)
             .bind(subject)
             .bind(rule_id)
             .bind(kind)
@@ -502,9 +447,7 @@ pub async fn cancel_pending_of_rules(
             .fetch_all(&mut *c)
             .await?
         });
-        for id in ids {
-            cancelled.push(id.parse().map_err(corrupt)?);
-        }
+        cancelled.extend(ids);
     }
     Ok(cancelled)
 }
@@ -513,7 +456,7 @@ pub async fn cancel_pending_of_rules(
 pub async fn dedupe_key_taken(db: &Db, tenant: TenantId, key: &str) -> Result<bool> {
     on_db!(db, c => {
         let found: Option<String> = sqlx::query_scalar("SELECT id FROM directives WHERE tenant_id = $1 AND dedupe_key = $2")
-            .bind(tenant.to_string())
+            .bind(tenant)
             .bind(key)
             .fetch_optional(c)
             .await?;
@@ -522,13 +465,14 @@ pub async fn dedupe_key_taken(db: &Db, tenant: TenantId, key: &str) -> Result<bo
 }
 
 /// A directive a rule created for a signal, as a backtest compares it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RuleDirective {
     /// The rule that created it.
     pub rule_id: String,
     /// Its kind.
     pub kind: String,
     /// Its arguments.
+    #[sqlx(try_from = "JsonText<Value>")]
     pub args: Value,
     /// Its dedupe key.
     pub dedupe_key: String,
@@ -545,34 +489,23 @@ pub async fn created_by_rules(
     until: Millis,
 ) -> Result<Vec<RuleDirective>> {
     on_db!(db, c => {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT d.rule_id, d.kind, d.args, d.dedupe_key, d.caused_by FROM directives d
              JOIN signals s ON s.tenant_id = d.tenant_id AND s.id = d.caused_by
              WHERE d.tenant_id = $1 AND d.rule_id IS NOT NULL
                AND s.recorded_at >= $2 AND s.recorded_at < $3
              ORDER BY s.recorded_at, s.id, d.id",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(since)
         .bind(until)
         .fetch_all(c)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RuleDirective {
-                    rule_id: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    args: serde_json::from_str(&r.try_get::<String, _>(2)?).map_err(corrupt)?,
-                    dedupe_key: r.try_get(3)?,
-                    caused_by: r.try_get::<String, _>(4)?.parse().map_err(corrupt)?,
-                })
-            })
-            .collect()
+        .await?)
     })
 }
 
 /// A directive not yet finished that delivers to a destination.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Unfinished {
     /// Its id.
     pub id: DirectiveId,
@@ -590,27 +523,18 @@ pub async fn unfinished_for_destination(
     name: &str,
     limit: i64,
 ) -> Result<Vec<Unfinished>> {
-    let rows: Vec<(String, String, String)> = on_tx!(tx, c => {
+    Ok(on_tx!(tx, c => {
         sqlx::query_as(
             "SELECT id, kind, status FROM directives
              WHERE tenant_id = $1 AND destination = $2 AND status IN ('pending', 'running')
              ORDER BY created_at, id LIMIT $3",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(name)
         .bind(limit)
         .fetch_all(&mut *c)
         .await?
-    });
-    rows.into_iter()
-        .map(|(id, kind, status)| {
-            Ok(Unfinished {
-                id: id.parse().map_err(corrupt)?,
-                kind,
-                status: status.parse().map_err(corrupt)?,
-            })
-        })
-        .collect()
+    }))
 }
 
 /// Cancels every pending and running directive that delivers to the
@@ -624,22 +548,19 @@ pub async fn cancel_for_destination(
     reason: &str,
 ) -> Result<Vec<DirectiveId>> {
     let now = now_ms();
-    let ids: Vec<String> = on_tx!(tx, c => {
+    Ok(on_tx!(tx, c => {
         sqlx::query_scalar(
             "UPDATE directives SET status = 'cancelled', finished_at = $3, updated_at = $3, last_error = $4
              WHERE tenant_id = $1 AND destination = $2 AND status IN ('pending', 'running')
              RETURNING id",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(name)
         .bind(now)
         .bind(reason)
         .fetch_all(&mut *c)
         .await?
-    });
-    ids.into_iter()
-        .map(|id| id.parse().map_err(corrupt))
-        .collect()
+    }))
 }
 
 /// Brings a pending directive's next attempt forward to now, if it was
@@ -651,8 +572,8 @@ pub async fn run_now_if_waiting(tx: &mut Tx, tenant: TenantId, id: DirectiveId) 
             "UPDATE directives SET next_attempt_at = $3, updated_at = $3
              WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND next_attempt_at > $3",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(now)
         .execute(&mut *c)
         .await?

@@ -9,9 +9,9 @@ use fleetprompt_core::secret::{IssuedEdgeToken, issue_edge_token, verify_secret}
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::{EdgeConnectorId, TenantId};
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
-use crate::{Db, Result, StoreError, Tx, corrupt, on_db, on_tx};
+use crate::{Db, Result, StoreError, Tx, on_db, on_tx};
 
 /// Longest connector name, in characters.
 pub const NAME_MAX: usize = 100;
@@ -20,7 +20,7 @@ pub const NAME_MAX: usize = 100;
 pub const VERSION_MAX: usize = 64;
 
 /// A registered Edge Connector, as listed to its tenant.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct EdgeConnector {
     /// Its id (the public half of its token).
     pub id: EdgeConnectorId,
@@ -72,8 +72,8 @@ pub async fn create(
             "INSERT INTO edge_connectors (tenant_id, id, name, secret_hash, created_at)
              VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(tenant.to_string())
-        .bind(token.id.to_string())
+        .bind(tenant)
+        .bind(token.id)
         .bind(name.trim())
         .bind(&token.secret_hash)
         .bind(now)
@@ -97,32 +97,14 @@ pub async fn create(
 const COLUMNS: &str =
     "id, tenant_id, name, created_at, last_seen_at, version, revoked_at, last_error, last_error_at";
 
-macro_rules! decode {
-    ($r:expr) => {{
-        let r = $r;
-        EdgeConnector {
-            id: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
-            tenant_id: r.try_get::<String, _>(1)?.parse().map_err(corrupt)?,
-            name: r.try_get(2)?,
-            created_at: r.try_get(3)?,
-            last_seen_at: r.try_get(4)?,
-            version: r.try_get(5)?,
-            revoked_at: r.try_get(6)?,
-            last_error: r.try_get(7)?,
-            last_error_at: r.try_get(8)?,
-        }
-    }};
-}
-
 /// A tenant's connectors, oldest first, revoked ones included.
 pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<EdgeConnector>> {
     let sql = format!("SELECT {COLUMNS} FROM edge_connectors WHERE tenant_id = $1 ORDER BY id");
     on_db!(db, c => {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .fetch_all(c)
-            .await?;
-        rows.iter().map(|r| Ok(decode!(r))).collect()
+            .await?)
     })
 }
 
@@ -130,13 +112,12 @@ pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<EdgeConnector>> {
 pub async fn get(db: &Db, tenant: TenantId, id: EdgeConnectorId) -> Result<EdgeConnector> {
     let sql = format!("SELECT {COLUMNS} FROM edge_connectors WHERE tenant_id = $1 AND id = $2");
     on_db!(db, c => {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
-            .bind(id.to_string())
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::not_found("edge connector"))?;
-        Ok(decode!(&row))
+            .ok_or(StoreError::not_found("edge connector"))
     })
 }
 
@@ -148,8 +129,8 @@ pub async fn revoke(tx: &mut Tx, tenant: TenantId, id: EdgeConnectorId) -> Resul
             "UPDATE edge_connectors SET revoked_at = COALESCE(revoked_at, $3)
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(now_ms())
         .execute(&mut *c)
         .await?
@@ -174,10 +155,12 @@ pub async fn authenticate(
     );
     let found = on_db!(db, c => {
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
+            .bind(id)
             .fetch_optional(c)
             .await?
-            .map(|r| -> Result<(EdgeConnector, String)> { Ok((decode!(&r), r.try_get(9)?)) })
+            .map(|r| -> Result<(EdgeConnector, String)> {
+                Ok((EdgeConnector::from_row(&r)?, r.try_get("secret_hash")?))
+            })
             .transpose()?
     });
     let Some((connector, hash)) = found else {
@@ -202,8 +185,8 @@ pub async fn touch(
             "UPDATE edge_connectors SET last_seen_at = $3, version = COALESCE($4, version)
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(at)
         .bind(version)
         .execute(&mut *c)
@@ -223,13 +206,12 @@ pub async fn find(db: &Db, tenant: TenantId, id_or_name: &str) -> Result<EdgeCon
          WHERE tenant_id = $1 AND name = $2 AND revoked_at IS NULL ORDER BY id DESC LIMIT 1"
     );
     on_db!(db, c => {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .bind(id_or_name.trim())
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::not_found("edge connector"))?;
-        Ok(decode!(&row))
+            .ok_or(StoreError::not_found("edge connector"))
     })
 }
 
@@ -250,8 +232,8 @@ pub async fn set_last_error(
             "UPDATE edge_connectors SET last_error = $3, last_error_at = $4
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(error)
         .bind(at)
         .execute(&mut *c)
@@ -265,14 +247,11 @@ pub async fn set_last_error(
 /// or two per mail server), so this stays small.
 pub async fn last_seen_all(db: &Db) -> Result<Vec<(EdgeConnectorId, Millis)>> {
     on_db!(db, c => {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+        Ok(sqlx::query_as(
             "SELECT id, last_seen_at FROM edge_connectors
              WHERE revoked_at IS NULL AND last_seen_at IS NOT NULL ORDER BY id",
         )
         .fetch_all(c)
-        .await?;
-        rows.into_iter()
-            .map(|(id, at)| Ok((id.parse().map_err(corrupt)?, at)))
-            .collect()
+        .await?)
     })
 }

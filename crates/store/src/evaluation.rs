@@ -3,13 +3,12 @@
 use fleetprompt_core::time::Millis;
 use fleetprompt_core::{SignalId, TenantId};
 use serde::Serialize;
-use sqlx::Row;
 use uuid::Uuid;
 
-use crate::{Db, Result, Tx, corrupt, on_db, on_tx};
+use crate::{Db, Result, Tx, on_db, on_tx};
 
 /// One rule's verdict on one signal.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EvaluationRow {
     /// The signal evaluated.
     pub signal_id: SignalId,
@@ -69,26 +68,13 @@ pub async fn list_by_subject(
     subject: &str,
 ) -> Result<Vec<EvaluationRow>> {
     on_db!(db, c => {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT signal_id, subject, rule_id, file_hash, outcome, detail, evaluated_at FROM rule_evaluations
              WHERE tenant_id = $1 AND subject = $2 ORDER BY evaluated_at, id LIMIT 10000",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(subject)
         .fetch_all(c)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EvaluationRow {
-                    signal_id: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
-                    subject: r.try_get(1)?,
-                    rule_id: r.try_get(2)?,
-                    file_hash: r.try_get(3)?,
-                    outcome: r.try_get(4)?,
-                    detail: r.try_get(5)?,
-                    evaluated_at: r.try_get(6)?,
-                })
-            })
-            .collect()
+        .await?)
     })
 }

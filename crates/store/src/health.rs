@@ -87,6 +87,11 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
             o
         }
         None if crate::is_unique_violation(&e) => StoreError::Conflict(unique_violation(&e)),
+        // A stored value of the wrong type or shape (a typed id with another
+        // type's prefix, an unknown status, JSON that does not parse).
+        None if matches!(e, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => {
+            StoreError::Corrupt(e.to_string())
+        }
         None => StoreError::Database(crate::DbError::new(e)),
     }
 }

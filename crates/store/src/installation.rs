@@ -6,9 +6,7 @@
 use fleetprompt_core::TenantId;
 use fleetprompt_core::time::{Millis, now_ms};
 use serde_json::Value;
-use sqlx::Row;
-
-use crate::{Db, Result, Tx, corrupt, on_db, on_tx};
+use crate::{Db, JsonText, Result, Tx, on_db, on_tx};
 
 /// Whether a tenant has a package now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -29,23 +27,52 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Result<Self> {
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "installed" => Ok(Self::Installed),
             "uninstalled" => Ok(Self::Uninstalled),
-            other => Err(corrupt(format!("installation status {other:?}"))),
+            other => Err(format!("installation status {other:?}")),
         }
     }
 }
 
+// Stored by name, read back through `FromStr`: an unknown status is a
+// decode error (and so `StoreError::Corrupt`).
+impl<DB: sqlx::Database> sqlx::Type<DB> for Status
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for Status
+where
+    &'r str: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(<&'r str as sqlx::Decode<'r, DB>>::decode(value)?.parse::<Self>()?)
+    }
+}
+
 /// A tenant's installation of one package.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InstallationRow {
     /// The package's slug.
     pub package: String,
     /// The package version installed.
     pub version: String,
     /// Its configuration (checked against the package's settings schema).
+    #[sqlx(try_from = "JsonText<Value>")]
     pub config: Value,
     /// Installed or uninstalled.
     pub status: Status,
@@ -56,20 +83,6 @@ pub struct InstallationRow {
 }
 
 const COLUMNS: &str = "package, version, config, status, installed_at, updated_at";
-
-macro_rules! decode {
-    ($r:expr) => {{
-        let r = $r;
-        InstallationRow {
-            package: r.try_get(0)?,
-            version: r.try_get(1)?,
-            config: serde_json::from_str(&r.try_get::<String, _>(2)?).map_err(corrupt)?,
-            status: Status::parse(&r.try_get::<String, _>(3)?)?,
-            installed_at: r.try_get(4)?,
-            updated_at: r.try_get(5)?,
-        }
-    }};
-}
 
 /// What [`install`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +112,7 @@ pub async fn install(
             "INSERT INTO installations (tenant_id, package, version, config, status, installed_at, updated_at)
              VALUES ($1, $2, $3, $4, 'installed', $5, $5) ON CONFLICT (tenant_id, package) DO NOTHING RETURNING package",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(package)
         .bind(version)
         .bind(config.unwrap_or(&empty).to_string())
@@ -112,9 +125,9 @@ pub async fn install(
         return Ok(Installed::New);
     }
     // The status before decides what this was (for the caller's 201/200).
-    let before: String = on_tx!(tx, c => {
+    let before: Status = on_tx!(tx, c => {
         sqlx::query_scalar("SELECT status FROM installations WHERE tenant_id = $1 AND package = $2")
-            .bind(tenant.to_string())
+            .bind(tenant)
             .bind(package)
             .fetch_one(&mut *c)
             .await?
@@ -124,7 +137,7 @@ pub async fn install(
             "UPDATE installations SET version = $3, config = COALESCE($4, config), status = 'installed', updated_at = $5
              WHERE tenant_id = $1 AND package = $2",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(package)
         .bind(version)
         .bind(config.map(Value::to_string))
@@ -132,7 +145,7 @@ pub async fn install(
         .execute(&mut *c)
         .await?;
     });
-    Ok(match Status::parse(&before)? {
+    Ok(match before {
         Status::Uninstalled => Installed::Reinstalled,
         Status::Installed => Installed::Reconfigured,
     })
@@ -147,7 +160,7 @@ pub async fn uninstall(tx: &mut Tx, tenant: TenantId, package: &str) -> Result<b
             "UPDATE installations SET status = 'uninstalled', updated_at = $3
              WHERE tenant_id = $1 AND package = $2 AND status = 'installed'",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(package)
         .bind(now_ms())
         .execute(&mut *c)
@@ -168,12 +181,11 @@ pub async fn get_tx(
 ) -> Result<Option<InstallationRow>> {
     let sql = format!("SELECT {COLUMNS} FROM installations WHERE tenant_id = $1 AND package = $2");
     on_tx!(tx, c => {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .bind(package)
             .fetch_optional(&mut *c)
-            .await?;
-        row.map(|r| Ok(decode!(&r))).transpose()
+            .await?)
     })
 }
 
@@ -181,12 +193,11 @@ pub async fn get_tx(
 pub async fn get(db: &Db, tenant: TenantId, package: &str) -> Result<Option<InstallationRow>> {
     let sql = format!("SELECT {COLUMNS} FROM installations WHERE tenant_id = $1 AND package = $2");
     on_db!(db, c => {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .bind(package)
             .fetch_optional(c)
-            .await?;
-        row.map(|r| Ok(decode!(&r))).transpose()
+            .await?)
     })
 }
 
@@ -194,10 +205,9 @@ pub async fn get(db: &Db, tenant: TenantId, package: &str) -> Result<Option<Inst
 pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<InstallationRow>> {
     let sql = format!("SELECT {COLUMNS} FROM installations WHERE tenant_id = $1 ORDER BY package");
     on_db!(db, c => {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .fetch_all(c)
-            .await?;
-        rows.iter().map(|r| Ok(decode!(r))).collect()
+            .await?)
     })
 }

@@ -4,8 +4,15 @@
 //! functions take a [`Tx`] for writes or a [`Db`] for reads, and a
 //! [`TenantId`](fleetprompt_core::TenantId) for every tenant-owned record.
 //! Where the two backends can share SQL they do (numbered `$n` parameters work
-//! on both); where batching differs (PostgreSQL `UNNEST` arrays against SQLite
-//! in-process statement loops) each has its own branch.
+//! on both); where a statement differs (the queue's claim and completion)
+//! each backend has its own file behind a small dialect trait
+//! ([`queue`]'s `sqlite.rs` and `postgres.rs`).
+//!
+//! Rows are decoded by column name (`sqlx::FromRow`); typed ids and the
+//! enums stored by name are sqlx types of their own (core's `sqlx`
+//! feature, enabled here only) and bind directly. A stored value that does
+//! not decode (another id type's prefix, an unknown status, JSON that does
+//! not parse) is [`StoreError::Corrupt`].
 //!
 //! # Layout
 //! - [`cron`]: the last tick of each schedule rule, per tenant.
@@ -150,6 +157,58 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
+
+/// A JSON document stored as TEXT (as every JSON column is, on both
+/// backends), for a row field read with
+/// `#[sqlx(try_from = "JsonText<T>")]`: sqlx's own `Json` reads only
+/// PostgreSQL's `json`/`jsonb` types. A NULL reads as JSON `null`, so an
+/// `Option<T>` field is `None` for it. A document that does not parse is a
+/// decode error, and so [`StoreError::Corrupt`].
+#[doc(hidden)]
+pub struct JsonText<T>(T);
+
+impl<DB: sqlx::Database, T> sqlx::Type<DB> for JsonText<T>
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: sqlx::Database, T: serde::de::DeserializeOwned> sqlx::Decode<'r, DB> for JsonText<T>
+where
+    Option<&'r str>: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(Self(match <Option<&'r str> as sqlx::Decode<'r, DB>>::decode(value)? {
+            Some(text) => serde_json::from_str(text)?,
+            None => T::deserialize(serde_json::Value::Null)?,
+        }))
+    }
+}
+
+/// `From<JsonText<T>>` for the types stored as JSON (one impl each: the
+/// orphan rule allows no blanket one).
+macro_rules! json_text {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<JsonText<$t>> for $t {
+            fn from(j: JsonText<$t>) -> Self {
+                j.0
+            }
+        }
+    )*};
+}
+json_text!(
+    serde_json::Value,
+    Option<serde_json::Value>,
+    fleetprompt_core::RetryPolicy,
+    fleetprompt_core::Origin,
+);
 
 /// A batch of rows bound as one JSON parameter (`$n`, an array of arrays)
 /// and read as the table `k`: `k.key` is a row's 0-based position and

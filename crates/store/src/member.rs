@@ -9,13 +9,13 @@ use fleetprompt_core::member::Role;
 use fleetprompt_core::time::Millis;
 use fleetprompt_core::{MemberId, TenantId};
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
 use crate::tenant::Tenant;
-use crate::{Db, Result, StoreError, Tx, corrupt, is_unique_violation, on_db, on_tx};
+use crate::{Db, Result, StoreError, Tx, is_unique_violation, on_db, on_tx};
 
 /// A member as listed to the tenant's admins (never with a hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct MemberRow {
     /// Its id.
     pub id: MemberId,
@@ -53,8 +53,9 @@ pub struct NewMember<'a> {
     pub invite: Option<(&'a str, &'a str, Millis)>,
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, email, name, role, password_hash IS NOT NULL, disabled_at, created_at";
+/// A [`MemberRow`]'s columns. A query that joins other tables names its
+/// own columns so that none of these names repeats.
+const COLUMNS: &str = "id, tenant_id, email, name, role, password_hash IS NOT NULL AS has_password, disabled_at, created_at";
 
 /// [`COLUMNS`] of the table aliased `alias`, for joins.
 pub(crate) fn prefixed(alias: &str) -> String {
@@ -64,41 +65,6 @@ pub(crate) fn prefixed(alias: &str) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-
-fn decode(r: &impl RowLike) -> Result<MemberRow> {
-    r.member(0)
-}
-
-/// Decodes a member from the [`COLUMNS`] of a row of either backend, starting
-/// at column `at`.
-pub(crate) trait RowLike {
-    fn member(&self, at: usize) -> Result<MemberRow>;
-}
-
-macro_rules! impl_row_like {
-    ($t:ty) => {
-        impl RowLike for $t {
-            fn member(&self, at: usize) -> Result<MemberRow> {
-                let role: String = self.try_get(at + 4)?;
-                Ok(MemberRow {
-                    id: self.try_get::<String, _>(at)?.parse().map_err(corrupt)?,
-                    tenant_id: self
-                        .try_get::<String, _>(at + 1)?
-                        .parse()
-                        .map_err(corrupt)?,
-                    email: self.try_get(at + 2)?,
-                    name: self.try_get(at + 3)?,
-                    role: role.parse().map_err(corrupt)?,
-                    has_password: self.try_get(at + 5)?,
-                    disabled_at: self.try_get(at + 6)?,
-                    created_at: self.try_get(at + 7)?,
-                })
-            }
-        }
-    };
-}
-impl_row_like!(sqlx::sqlite::SqliteRow);
-impl_row_like!(sqlx::postgres::PgRow);
 
 /// Adds a member; an email already in the tenant is a conflict.
 pub async fn create(tx: &mut Tx, tenant: TenantId, m: &NewMember<'_>) -> Result<MemberRow> {
@@ -113,11 +79,11 @@ pub async fn create(tx: &mut Tx, tenant: TenantId, m: &NewMember<'_>) -> Result<
             "INSERT INTO members (tenant_id, id, email, name, role, password_hash, invite_hash,
                 invite_expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(m.email)
         .bind(m.name)
-        .bind(m.role.as_str())
+        .bind(m.role)
         .bind(m.password_hash)
         .bind(invite_hash)
         .bind(invite_expires)
@@ -146,13 +112,10 @@ pub async fn create(tx: &mut Tx, tenant: TenantId, m: &NewMember<'_>) -> Result<
 pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<MemberRow>> {
     let sql = format!("SELECT {COLUMNS} FROM members WHERE tenant_id = $1 ORDER BY id");
     on_db!(db, c => {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .fetch_all(c)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+            .await?)
     })
 }
 
@@ -160,14 +123,11 @@ pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<MemberRow>> {
 pub async fn get(db: &Db, tenant: TenantId, id: MemberId) -> Result<MemberRow> {
     let sql = format!("SELECT {COLUMNS} FROM members WHERE tenant_id = $1 AND id = $2");
     on_db!(db, c => {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
-            .bind(id.to_string())
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
             .fetch_optional(c)
             .await?
-            .as_ref()
-            .map(decode)
-            .transpose()?
             .ok_or(StoreError::not_found("member"))
     })
 }
@@ -176,14 +136,11 @@ pub async fn get(db: &Db, tenant: TenantId, id: MemberId) -> Result<MemberRow> {
 pub async fn get_by_email(db: &Db, tenant: TenantId, email: &str) -> Result<MemberRow> {
     let sql = format!("SELECT {COLUMNS} FROM members WHERE tenant_id = $1 AND email = $2");
     on_db!(db, c => {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .bind(email)
             .fetch_optional(c)
             .await?
-            .as_ref()
-            .map(decode)
-            .transpose()?
             .ok_or(StoreError::not_found("member"))
     })
 }
@@ -214,10 +171,10 @@ pub async fn credentials(db: &Db, slug: Option<&str>, email: &str) -> Result<Vec
             .await?
             .iter()
             .map(|r| {
-                let member = r.member(0)?;
+                let member = MemberRow::from_row(r)?;
                 Ok(Credentials {
-                    tenant: Tenant { id: member.tenant_id, slug: r.try_get(8)? },
-                    password_hash: r.try_get(9)?,
+                    tenant: Tenant { id: member.tenant_id, slug: r.try_get("slug")? },
+                    password_hash: r.try_get("password_hash")?,
                     member,
                 })
             })
@@ -251,10 +208,10 @@ pub async fn update(
                 disabled_at = CASE WHEN $5 THEN $6 ELSE disabled_at END
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(patch.name.as_deref())
-        .bind(patch.role.map(Role::as_str))
+        .bind(patch.role)
         .bind(disabled_at.is_some())
         .bind(disabled_at.flatten())
         .execute(&mut *c)
@@ -283,8 +240,8 @@ pub async fn set_password(
             "UPDATE members SET password_hash = $3, invite_hash = NULL, invite_expires_at = NULL
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(password_hash)
         .execute(&mut *c)
         .await?
@@ -308,8 +265,8 @@ pub async fn set_invite(
             "UPDATE members SET invite_hash = $3, invite_expires_at = $4
              WHERE tenant_id = $1 AND id = $2",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(format!("{}.{}", invite.0, invite.1))
         .bind(invite.2)
         .execute(&mut *c)
@@ -337,9 +294,13 @@ pub async fn find_invite(db: &Db, invite_id: &str) -> Result<Option<(MemberRow, 
             .fetch_optional(c)
             .await?
             .map(|r| -> Result<_> {
-                let stored: String = r.try_get(8)?;
+                let stored: String = r.try_get("invite_hash")?;
                 let hash = stored.split_once('.').map(|(_, h)| h.to_owned()).unwrap_or_default();
-                Ok((r.member(0)?, hash, r.try_get::<Option<Millis>, _>(9)?.unwrap_or(0)))
+                Ok((
+                    MemberRow::from_row(&r)?,
+                    hash,
+                    r.try_get::<Option<Millis>, _>("invite_expires_at")?.unwrap_or(0),
+                ))
             })
             .transpose()
     })
@@ -376,8 +337,8 @@ pub async fn create_session(
              VALUES ($1, $2, $3, $4, $5, $5)",
         )
         .bind(id)
-        .bind(tenant.to_string())
-        .bind(member.to_string())
+        .bind(tenant)
+        .bind(member)
         .bind(secret_hash)
         .bind(now)
         .execute(&mut *c)
@@ -390,7 +351,8 @@ pub async fn create_session(
 pub async fn session(db: &Db, id: &str) -> Result<Option<SessionRow>> {
     let cols = prefixed("m");
     let sql = format!(
-        "SELECT {cols}, t.slug, s.secret_hash, s.created_at, s.last_seen_at
+        "SELECT {cols}, t.slug, s.secret_hash, s.created_at AS session_created_at,
+            s.last_seen_at AS session_last_seen_at
          FROM member_sessions s
          JOIN members m ON m.tenant_id = s.tenant_id AND m.id = s.member_id
          JOIN tenants t ON t.id = s.tenant_id
@@ -402,13 +364,13 @@ pub async fn session(db: &Db, id: &str) -> Result<Option<SessionRow>> {
             .fetch_optional(c)
             .await?
             .map(|r| -> Result<_> {
-                let member = r.member(0)?;
+                let member = MemberRow::from_row(&r)?;
                 Ok(SessionRow {
                     id: id.to_owned(),
-                    tenant: Tenant { id: member.tenant_id, slug: r.try_get(8)? },
-                    secret_hash: r.try_get(9)?,
-                    created_at: r.try_get(10)?,
-                    last_seen_at: r.try_get(11)?,
+                    tenant: Tenant { id: member.tenant_id, slug: r.try_get("slug")? },
+                    secret_hash: r.try_get("secret_hash")?,
+                    created_at: r.try_get("session_created_at")?,
+                    last_seen_at: r.try_get("session_last_seen_at")?,
                     member,
                 })
             })
@@ -453,8 +415,8 @@ pub async fn revoke_sessions(
             "UPDATE member_sessions SET revoked_at = $3
              WHERE tenant_id = $1 AND member_id = $2 AND revoked_at IS NULL",
         )
-        .bind(tenant.to_string())
-        .bind(member.to_string())
+        .bind(tenant)
+        .bind(member)
         .bind(now)
         .execute(&mut *c)
         .await?;

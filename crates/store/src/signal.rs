@@ -4,9 +4,7 @@ use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::{DirectiveId, NewSignal, SignalId, TenantId};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::Row;
-
-use crate::{Db, Result, StoreError, Tx, corrupt, on_db, on_tx};
+use crate::{Db, JsonText, Result, StoreError, Tx, on_db, on_tx};
 
 /// What recording a signal did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,19 +56,19 @@ pub(crate) fn insert_json_rows(k: &str) -> String {
 pub async fn insert(tx: &mut Tx, tenant: TenantId, s: &NewSignal) -> Result<Recorded> {
     let id = SignalId::new();
     let now = now_ms();
-    let inserted: Option<String> = on_tx!(tx, c => {
+    let inserted: Option<SignalId> = on_tx!(tx, c => {
         sqlx::query_scalar(
             "INSERT INTO signals (tenant_id, id, type, subject, payload, dedupe_key, caused_by, occurred_at, recorded_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(s.signal_type.as_str())
         .bind(s.subject.as_str())
         .bind(s.payload.to_string())
         .bind(&s.dedupe_key)
-        .bind(s.caused_by.map(|d| d.to_string()))
+        .bind(s.caused_by)
         .bind(s.occurred_at)
         .bind(now)
         .fetch_optional(&mut *c)
@@ -83,31 +81,33 @@ pub async fn insert(tx: &mut Tx, tenant: TenantId, s: &NewSignal) -> Result<Reco
             recorded_at: now,
         });
     }
-    let (existing, recorded_at): (String, i64) = on_tx!(tx, c => {
+    let (existing, recorded_at): (SignalId, i64) = on_tx!(tx, c => {
         sqlx::query_as("SELECT id, recorded_at FROM signals WHERE tenant_id = $1 AND dedupe_key = $2")
-            .bind(tenant.to_string())
+            .bind(tenant)
             .bind(&s.dedupe_key)
             .fetch_one(&mut *c)
             .await?
     });
     Ok(Recorded {
-        id: existing.parse().map_err(corrupt)?,
+        id: existing,
         duplicate: true,
         recorded_at,
     })
 }
 
 /// A stored signal.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SignalRow {
     /// Its id.
     pub id: SignalId,
     /// Its type.
     #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
     pub signal_type: String,
     /// What it is about.
     pub subject: String,
     /// Its payload.
+    #[sqlx(try_from = "JsonText<Value>")]
     pub payload: Value,
     /// Its dedupe key.
     pub dedupe_key: String,
@@ -124,37 +124,16 @@ pub struct SignalRow {
 pub(crate) const COLUMNS: &str =
     "id, type, subject, payload, dedupe_key, caused_by, occurred_at, recorded_at";
 
-macro_rules! decode {
-    ($r:expr) => {{
-        let r = $r;
-        SignalRow {
-            id: r.try_get::<String, _>(0)?.parse().map_err(corrupt)?,
-            signal_type: r.try_get(1)?,
-            subject: r.try_get(2)?,
-            payload: serde_json::from_str(&r.try_get::<String, _>(3)?).map_err(corrupt)?,
-            dedupe_key: r.try_get(4)?,
-            caused_by: r
-                .try_get::<Option<String>, _>(5)?
-                .map(|s| s.parse())
-                .transpose()
-                .map_err(corrupt)?,
-            occurred_at: r.try_get(6)?,
-            recorded_at: r.try_get(7)?,
-        }
-    }};
-}
-
 /// Reads one signal.
 pub async fn get(db: &Db, tenant: TenantId, id: SignalId) -> Result<SignalRow> {
     let sql = format!("SELECT {COLUMNS} FROM signals WHERE tenant_id = $1 AND id = $2");
     on_db!(db, c => {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
-            .bind(id.to_string())
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
             .fetch_optional(c)
             .await?
-            .ok_or(StoreError::not_found("signal"))?;
-        Ok(decode!(&row))
+            .ok_or(StoreError::not_found("signal"))
     })
 }
 
@@ -164,12 +143,11 @@ pub async fn list_by_subject(db: &Db, tenant: TenantId, subject: &str) -> Result
         "SELECT {COLUMNS} FROM signals WHERE tenant_id = $1 AND subject = $2 ORDER BY recorded_at, id LIMIT 10000"
     );
     on_db!(db, c => {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .bind(subject)
             .fetch_all(c)
-            .await?;
-        rows.iter().map(|r| Ok(decode!(r))).collect()
+            .await?)
     })
 }
 
@@ -209,8 +187,8 @@ pub async fn page_for_replay(
          ORDER BY recorded_at, id LIMIT $8"
     );
     on_db!(db, c => {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .bind(f.signal_type.as_deref())
             .bind(f.subject.as_deref())
             .bind(f.since)
@@ -219,7 +197,6 @@ pub async fn page_for_replay(
             .bind(after.map(|a| a.1.to_string()).unwrap_or_default())
             .bind(limit)
             .fetch_all(c)
-            .await?;
-        rows.iter().map(|r| Ok(decode!(r))).collect()
+            .await?)
     })
 }

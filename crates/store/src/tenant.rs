@@ -5,13 +5,13 @@ use fleetprompt_core::secret::{IssuedToken, issue_admin_token, verify_secret};
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::{MemberId, TenantId, TokenId};
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
-use crate::member::{MemberRow, RowLike};
-use crate::{Db, Result, StoreError, Tx, corrupt, is_unique_violation, on_db, on_tx};
+use crate::member::MemberRow;
+use crate::{Db, Result, StoreError, Tx, is_unique_violation, on_db, on_tx};
 
 /// A tenant.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Tenant {
     /// Its id.
     pub id: TenantId,
@@ -45,7 +45,7 @@ pub async fn create(tx: &mut Tx, slug: &str) -> Result<(Tenant, IssuedToken)> {
     let now = now_ms();
     on_tx!(tx, c => {
         sqlx::query("INSERT INTO tenants (id, slug, created_at) VALUES ($1, $2, $3)")
-            .bind(tenant.id.to_string())
+            .bind(tenant.id)
             .bind(slug)
             .bind(now)
             .execute(&mut *c)
@@ -67,8 +67,8 @@ pub async fn add_token(tx: &mut Tx, tenant: TenantId, label: &str) -> Result<Iss
         sqlx::query(
             "INSERT INTO admin_tokens (tenant_id, id, secret_hash, label, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(tenant.to_string())
-        .bind(token.id.to_string())
+        .bind(tenant)
+        .bind(token.id)
         .bind(&token.secret_hash)
         .bind(label)
         .bind(now_ms())
@@ -80,49 +80,33 @@ pub async fn add_token(tx: &mut Tx, tenant: TenantId, label: &str) -> Result<Iss
 
 /// Finds a tenant by slug.
 pub async fn find_by_slug(db: &Db, slug: &str) -> Result<Tenant> {
-    let row: Option<(String, String)> = on_db!(db, c => {
+    let row: Option<Tenant> = on_db!(db, c => {
         sqlx::query_as("SELECT id, slug FROM tenants WHERE slug = $1")
             .bind(slug)
             .fetch_optional(c)
             .await?
     });
-    let (id, slug) = row.ok_or(StoreError::not_found("tenant"))?;
-    Ok(Tenant {
-        id: id.parse().map_err(corrupt)?,
-        slug,
-    })
+    row.ok_or(StoreError::not_found("tenant"))
 }
 
 /// Finds a tenant by id.
 pub async fn find_by_id(db: &Db, id: TenantId) -> Result<Tenant> {
-    let row: Option<(String, String)> = on_db!(db, c => {
+    let row: Option<Tenant> = on_db!(db, c => {
         sqlx::query_as("SELECT id, slug FROM tenants WHERE id = $1")
-            .bind(id.to_string())
+            .bind(id)
             .fetch_optional(c)
             .await?
     });
-    let (id, slug) = row.ok_or(StoreError::not_found("tenant"))?;
-    Ok(Tenant {
-        id: id.parse().map_err(corrupt)?,
-        slug,
-    })
+    row.ok_or(StoreError::not_found("tenant"))
 }
 
 /// Lists every tenant.
 pub async fn list(db: &Db) -> Result<Vec<Tenant>> {
-    let rows: Vec<(String, String)> = on_db!(db, c => {
+    Ok(on_db!(db, c => {
         sqlx::query_as("SELECT id, slug FROM tenants ORDER BY slug")
             .fetch_all(c)
             .await?
-    });
-    rows.into_iter()
-        .map(|(id, slug)| {
-            Ok(Tenant {
-                id: id.parse().map_err(corrupt)?,
-                slug,
-            })
-        })
-        .collect()
+    }))
 }
 
 /// Who an admin token speaks for: its tenant and, for a member's personal
@@ -141,8 +125,11 @@ pub struct TokenOwner {
 /// in constant time. `None` for an unknown, revoked or wrong token alike,
 /// and for a personal token whose member is disabled.
 pub async fn authenticate(db: &Db, token_id: TokenId, secret: &str) -> Result<Option<TokenOwner>> {
+    // The member's columns keep their names (for `MemberRow`); the
+    // token's and tenant's are named apart from them.
     let sql = format!(
-        "SELECT t.id, t.slug, k.secret_hash, k.last_used_at, k.member_id, {}
+        "SELECT t.id AS token_tenant_id, t.slug, k.secret_hash, k.last_used_at,
+            k.member_id AS token_member_id, {}
          FROM admin_tokens k JOIN tenants t ON t.id = k.tenant_id
          LEFT JOIN members m ON m.tenant_id = k.tenant_id AND m.id = k.member_id
          WHERE k.id = $1 AND k.revoked_at IS NULL",
@@ -150,17 +137,18 @@ pub async fn authenticate(db: &Db, token_id: TokenId, secret: &str) -> Result<Op
     );
     let row = on_db!(db, c => {
         sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(token_id.to_string())
+        .bind(token_id)
         .fetch_optional(c)
         .await?
         .map(|r| -> Result<_> {
-            let member_id: Option<String> = r.try_get(4)?;
+            let member_id: Option<MemberId> = r.try_get("token_member_id")?;
             let member = match member_id {
-                Some(_) => Some(r.member(5)?),
+                Some(_) => Some(MemberRow::from_row(&r)?),
                 None => None,
             };
-            Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?,
-                r.try_get::<Option<Millis>, _>(3)?, member))
+            Ok((r.try_get::<TenantId, _>("token_tenant_id")?, r.try_get::<String, _>("slug")?,
+                r.try_get::<String, _>("secret_hash")?, r.try_get::<Option<Millis>, _>("last_used_at")?,
+                member))
         })
         .transpose()?
     });
@@ -176,10 +164,7 @@ pub async fn authenticate(db: &Db, token_id: TokenId, secret: &str) -> Result<Op
         return Ok(None);
     }
     Ok(Some(TokenOwner {
-        tenant: Tenant {
-            id: id.parse().map_err(corrupt)?,
-            slug,
-        },
+        tenant: Tenant { id, slug },
         member,
         last_used_at,
     }))
@@ -189,7 +174,7 @@ pub async fn authenticate(db: &Db, token_id: TokenId, secret: &str) -> Result<Op
 pub async fn touch_token(tx: &mut Tx, token_id: TokenId, now: Millis) -> Result<()> {
     on_tx!(tx, c => {
         sqlx::query("UPDATE admin_tokens SET last_used_at = $2 WHERE id = $1")
-            .bind(token_id.to_string())
+            .bind(token_id)
             .bind(now)
             .execute(&mut *c)
             .await?;
@@ -232,12 +217,12 @@ pub async fn add_member_token(
             "INSERT INTO admin_tokens (tenant_id, id, secret_hash, label, created_at, member_id)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(tenant.to_string())
-        .bind(token.id.to_string())
+        .bind(tenant)
+        .bind(token.id)
         .bind(&token.secret_hash)
         .bind(name)
         .bind(now_ms())
-        .bind(member.to_string())
+        .bind(member)
         .execute(&mut *c)
         .await?;
     });
@@ -253,29 +238,26 @@ pub async fn list_tokens(
 ) -> Result<Vec<TokenRow>> {
     let member = member.map(|m| m.to_string());
     on_db!(db, c => {
-        sqlx::query(
+        Ok(sqlx::query_as::<_, (TokenId, String, Option<MemberId>, Millis, Option<Millis>, Option<Millis>)>(
             "SELECT id, label, member_id, created_at, last_used_at, revoked_at FROM admin_tokens
              WHERE tenant_id = $1 AND (($2 = '' AND member_id IS NULL) OR member_id = $2)
              ORDER BY created_at DESC, id DESC",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(member.unwrap_or_default())
         .fetch_all(c)
         .await?
-        .iter()
-        .map(|r| -> Result<TokenRow> {
-            let id: TokenId = r.try_get::<String, _>(0)?.parse().map_err(corrupt)?;
-            Ok(TokenRow {
-                prefix: format!("{}{id}", fleetprompt_core::secret::ADMIN_TOKEN_PREFIX),
-                id,
-                name: r.try_get(1)?,
-                member_id: r.try_get::<Option<String>, _>(2)?.map(|m| m.parse()).transpose().map_err(corrupt)?,
-                created_at: r.try_get(3)?,
-                last_used_at: r.try_get(4)?,
-                revoked_at: r.try_get(5)?,
-            })
+        .into_iter()
+        .map(|(id, name, member_id, created_at, last_used_at, revoked_at)| TokenRow {
+            prefix: format!("{}{id}", fleetprompt_core::secret::ADMIN_TOKEN_PREFIX),
+            id,
+            name,
+            member_id,
+            created_at,
+            last_used_at,
+            revoked_at,
         })
-        .collect()
+        .collect())
     })
 }
 
@@ -294,8 +276,8 @@ pub async fn revoke_token(
             "UPDATE admin_tokens SET revoked_at = $4
              WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND ($3 = '' OR member_id = $3)",
         )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
+        .bind(tenant)
+        .bind(id)
         .bind(owner.unwrap_or_default())
         .bind(now)
         .execute(&mut *c)
@@ -317,7 +299,7 @@ pub async fn rotate_token(
             "UPDATE admin_tokens SET revoked_at = $2
              WHERE tenant_id = $1 AND member_id IS NULL AND revoked_at IS NULL",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(now)
         .execute(&mut *c)
         .await?

@@ -4,9 +4,7 @@
 use fleetprompt_core::TenantId;
 use fleetprompt_core::time::{Millis, to_rfc3339};
 use serde::{Serialize, Serializer};
-use sqlx::Row;
-
-use crate::directive::{ATTEMPT_COLUMNS, AttemptRow, DirectiveRow, decode, decode_attempt};
+use crate::directive::{ATTEMPT_COLUMNS, AttemptRow, DirectiveRow};
 use crate::evaluation::EvaluationRow;
 use crate::signal::{SignalRow, list_by_subject};
 use crate::{Db, Result, corrupt, on_db};
@@ -62,7 +60,7 @@ impl Entry {
 /// are about it, and every attempt, in causal and time order.
 pub async fn for_subject(db: &Db, tenant: TenantId, subject: &str) -> Result<Vec<Entry>> {
     let signals = list_by_subject(db, tenant, subject).await?;
-    let signal_ids: Vec<String> = signals.iter().map(|s| s.id.to_string()).collect();
+    let signal_ids: Vec<_> = signals.iter().map(|s| s.id).collect();
     let directives: Vec<DirectiveRow> = on_db!(db, c => {
         // SQLite and PostgreSQL share no array syntax, so the cause set is
         // passed as JSON text and expanded on each side.
@@ -78,15 +76,14 @@ pub async fn for_subject(db: &Db, tenant: TenantId, subject: &str) -> Result<Vec
                 crate::directive::COLUMNS
             ),
         };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .bind(subject)
             .bind(serde_json::to_string(&signal_ids).map_err(corrupt)?)
             .fetch_all(c)
-            .await?;
-        rows.iter().map(|r| Ok(decode!(r))).collect::<Result<Vec<_>>>()?
+            .await?
     });
-    let directive_ids: Vec<String> = directives.iter().map(|d| d.id.to_string()).collect();
+    let directive_ids: Vec<_> = directives.iter().map(|d| d.id).collect();
     let attempts: Vec<AttemptRow> = on_db!(db, c => {
         let sql = match db.backend() {
             crate::Backend::Sqlite => format!(
@@ -98,12 +95,11 @@ pub async fn for_subject(db: &Db, tenant: TenantId, subject: &str) -> Result<Vec
                  AND directive_id IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY finished_at"
             ),
         };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .bind(serde_json::to_string(&directive_ids).map_err(corrupt)?)
             .fetch_all(c)
-            .await?;
-        rows.iter().map(|r| Ok(decode_attempt!(r))).collect::<Result<Vec<_>>>()?
+            .await?
     });
     let evaluations = crate::evaluation::list_by_subject(db, tenant, subject).await?;
     let mut entries: Vec<Entry> = signals

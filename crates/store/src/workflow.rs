@@ -8,12 +8,12 @@
 
 use fleetprompt_core::time::Millis;
 use fleetprompt_core::{Origin, TenantId};
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
-use crate::{Db, Result, Tx, corrupt, on_db, on_tx};
+use crate::{Db, JsonText, Result, Tx, corrupt, on_db, on_tx};
 
 /// The live version of one published file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct WorkflowFileRow {
     /// Its name (`escalation.toml`), unique per tenant.
     pub name: String,
@@ -24,6 +24,7 @@ pub struct WorkflowFileRow {
     /// 1 for the first publish, one more for each publish or delete since.
     pub version: i64,
     /// Who published this version.
+    #[sqlx(try_from = "JsonText<Origin>")]
     pub actor: Origin,
     /// When.
     pub published_at: Millis,
@@ -39,7 +40,7 @@ pub struct PublishedFile {
 }
 
 /// One entry of a file's history.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct WorkflowVersionRow {
     /// Its number, counting publishes and deletes.
     pub version: i64,
@@ -48,6 +49,7 @@ pub struct WorkflowVersionRow {
     /// SHA-256 of the text published; `None` for a delete.
     pub sha256: Option<String>,
     /// Who.
+    #[sqlx(try_from = "JsonText<Origin>")]
     pub actor: Origin,
     /// When.
     pub at: Millis,
@@ -74,20 +76,6 @@ pub async fn revision(db: &Db) -> Result<i64> {
 
 const COLUMNS: &str = "f.name, f.body, f.sha256, f.version, f.actor, f.published_at";
 
-macro_rules! decode {
-    ($r:expr) => {{
-        let r = $r;
-        WorkflowFileRow {
-            name: r.try_get(0)?,
-            body: r.try_get(1)?,
-            sha256: r.try_get(2)?,
-            version: r.try_get(3)?,
-            actor: serde_json::from_str(&r.try_get::<String, _>(4)?).map_err(corrupt)?,
-            published_at: r.try_get(5)?,
-        }
-    }};
-}
-
 /// Every tenant's published files, by tenant slug and then name.
 pub async fn all_published(db: &Db) -> Result<Vec<PublishedFile>> {
     let sql = format!(
@@ -99,8 +87,8 @@ pub async fn all_published(db: &Db) -> Result<Vec<PublishedFile>> {
         rows.iter()
             .map(|r| {
                 Ok(PublishedFile {
-                    file: decode!(r),
-                    tenant_slug: r.try_get(6)?,
+                    file: WorkflowFileRow::from_row(r)?,
+                    tenant_slug: r.try_get("slug")?,
                 })
             })
             .collect()
@@ -112,11 +100,10 @@ pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<WorkflowFileRow>> {
     let sql =
         format!("SELECT {COLUMNS} FROM workflow_files f WHERE f.tenant_id = $1 ORDER BY f.name");
     on_db!(db, c => {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .fetch_all(c)
-            .await?;
-        rows.iter().map(|r| Ok(decode!(r))).collect()
+            .await?)
     })
 }
 
@@ -126,7 +113,7 @@ pub async fn list(db: &Db, tenant: TenantId) -> Result<Vec<WorkflowFileRow>> {
 pub async fn lock(tx: &mut Tx, tenant: TenantId) -> Result<()> {
     if let crate::db::TxInner::Postgres(t) = tx.inner_mut() {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('workflow_files:' || $1))")
-            .bind(tenant.to_string())
+            .bind(tenant)
             .execute(&mut **t)
             .await?;
     }
@@ -138,11 +125,10 @@ pub async fn list_in(tx: &mut Tx, tenant: TenantId) -> Result<Vec<WorkflowFileRo
     let sql =
         format!("SELECT {COLUMNS} FROM workflow_files f WHERE f.tenant_id = $1 ORDER BY f.name");
     on_tx!(tx, c => {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .fetch_all(&mut *c)
-            .await?;
-        rows.iter().map(|r| Ok(decode!(r))).collect()
+            .await?)
     })
 }
 
@@ -151,37 +137,25 @@ pub async fn get(db: &Db, tenant: TenantId, name: &str) -> Result<Option<Workflo
     let sql =
         format!("SELECT {COLUMNS} FROM workflow_files f WHERE f.tenant_id = $1 AND f.name = $2");
     on_db!(db, c => {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.to_string())
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
             .bind(name)
             .fetch_optional(c)
-            .await?;
-        row.map(|r| Ok(decode!(&r))).transpose()
+            .await?)
     })
 }
 
 /// A file's history, oldest first; empty when it was never published.
 pub async fn history(db: &Db, tenant: TenantId, name: &str) -> Result<Vec<WorkflowVersionRow>> {
     on_db!(db, c => {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT version, action, sha256, actor, at FROM workflow_file_versions
              WHERE tenant_id = $1 AND name = $2 ORDER BY version",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(name)
         .fetch_all(c)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(WorkflowVersionRow {
-                    version: r.try_get(0)?,
-                    action: r.try_get(1)?,
-                    sha256: r.try_get(2)?,
-                    actor: serde_json::from_str(&r.try_get::<String, _>(3)?).map_err(corrupt)?,
-                    at: r.try_get(4)?,
-                })
-            })
-            .collect()
+        .await?)
     })
 }
 
@@ -191,7 +165,7 @@ async fn next_version(tx: &mut Tx, tenant: TenantId, name: &str) -> Result<i64> 
         let n: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(version) FROM workflow_file_versions WHERE tenant_id = $1 AND name = $2",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(name)
         .fetch_one(&mut *c)
         .await?;
@@ -219,7 +193,7 @@ async fn record_version(
             "INSERT INTO workflow_file_versions (tenant_id, name, version, action, body, sha256, actor, at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(name)
         .bind(version)
         .bind(action)
@@ -246,7 +220,7 @@ pub async fn publish(
 ) -> Result<Published> {
     let live: Option<(String, i64)> = on_tx!(tx, c => {
         sqlx::query_as("SELECT sha256, version FROM workflow_files WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant.to_string())
+            .bind(tenant)
             .bind(name)
             .fetch_optional(&mut *c)
             .await?
@@ -266,7 +240,7 @@ pub async fn publish(
              ON CONFLICT (tenant_id, name) DO UPDATE SET body = excluded.body, sha256 = excluded.sha256,
                  version = excluded.version, actor = excluded.actor, published_at = excluded.published_at",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(name)
         .bind(body)
         .bind(sha256)
@@ -294,7 +268,7 @@ pub async fn delete(
         sqlx::query_scalar(
             "DELETE FROM workflow_files WHERE tenant_id = $1 AND name = $2 RETURNING sha256",
         )
-        .bind(tenant.to_string())
+        .bind(tenant)
         .bind(name)
         .fetch_optional(&mut *c)
         .await?
