@@ -1,10 +1,10 @@
 //! Outbound destinations. Their configuration is stored sealed; only a
 //! redacted summary is readable without the master key.
 
+use crate::{Db, JsonText, Result, StoreError, Tx, is_unique_violation, on_db, on_tx};
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::{DestinationId, TenantId};
 use serde_json::Value;
-use crate::{Db, JsonText, Result, StoreError, Tx, is_unique_violation, on_db, on_tx};
 
 /// A destination as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -4,6 +4,7 @@
 //! transaction is all it takes to schedule work, so a state change and the
 //! work that follows from it commit together.
 
+use crate::{Db, JsonText, Result, StoreError, Tx, corrupt, on_db, on_tx};
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::{
     AttemptOutcome, DirectiveId, DirectiveKind, DirectiveStatus, Origin, RetryPolicy, SignalId,
@@ -11,7 +12,6 @@ use fleetprompt_core::{
 };
 use serde::Serialize;
 use serde_json::Value;
-use crate::{Db, JsonText, Result, StoreError, Tx, corrupt, on_db, on_tx};
 
 /// A directive about to be created.
 #[derive(Debug, Clone)]
@@ -221,7 +221,6 @@ pub(crate) const COLUMNS: &str =
     "id, kind, args, dedupe_key, subject, status, attempts, max_attempts, retry_policy,
     next_attempt_at, last_error, result, origin, caused_by, created_at, updated_at, finished_at";
 
-
 /// Reads one directive.
 pub async fn get(db: &Db, tenant: TenantId, id: DirectiveId) -> Result<DirectiveRow> {
     let sql = format!("SELECT {COLUMNS} FROM directives WHERE tenant_id = $1 AND id = $2");
@@ -330,7 +329,6 @@ pub struct AttemptRow {
 }
 
 pub(crate) const ATTEMPT_COLUMNS: &str = "directive_id, number, worker, started_at, finished_at, outcome, error, http_status, external_ref";
-
 
 /// A directive's attempts in order.
 pub async fn attempts(db: &Db, tenant: TenantId, id: DirectiveId) -> Result<Vec<AttemptRow>> {

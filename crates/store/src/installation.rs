@@ -3,10 +3,10 @@
 //! `uninstalled`) and every row of the package's own tables, so installing
 //! again restores the tenant's data.
 
+use crate::{Db, JsonText, Result, Tx, on_db, on_tx};
 use fleetprompt_core::TenantId;
 use fleetprompt_core::time::{Millis, now_ms};
 use serde_json::Value;
-use crate::{Db, JsonText, Result, Tx, on_db, on_tx};
 
 /// Whether a tenant has a package now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -26,7 +26,6 @@ impl Status {
             Self::Uninstalled => "uninstalled",
         }
     }
-
 }
 
 impl std::str::FromStr for Status {

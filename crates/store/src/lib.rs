@@ -185,10 +185,12 @@ where
     Option<&'r str>: sqlx::Decode<'r, DB>,
 {
     fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        Ok(Self(match <Option<&'r str> as sqlx::Decode<'r, DB>>::decode(value)? {
-            Some(text) => serde_json::from_str(text)?,
-            None => T::deserialize(serde_json::Value::Null)?,
-        }))
+        Ok(Self(
+            match <Option<&'r str> as sqlx::Decode<'r, DB>>::decode(value)? {
+                Some(text) => serde_json::from_str(text)?,
+                None => T::deserialize(serde_json::Value::Null)?,
+            },
+        ))
     }
 }
 

@@ -1,10 +1,10 @@
 //! Recording and reading signals.
 
+use crate::{Db, JsonText, Result, StoreError, Tx, on_db, on_tx};
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::{DirectiveId, NewSignal, SignalId, TenantId};
 use serde::Serialize;
 use serde_json::Value;
-use crate::{Db, JsonText, Result, StoreError, Tx, on_db, on_tx};
 
 /// What recording a signal did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,13 +1,13 @@
 //! A subject's audit timeline: signal -> directive -> attempts -> result
 //! signal, in causal and time order.
 
-use fleetprompt_core::TenantId;
-use fleetprompt_core::time::{Millis, to_rfc3339};
-use serde::{Serialize, Serializer};
 use crate::directive::{ATTEMPT_COLUMNS, AttemptRow, DirectiveRow};
 use crate::evaluation::EvaluationRow;
 use crate::signal::{SignalRow, list_by_subject};
 use crate::{Db, Result, corrupt, on_db};
+use fleetprompt_core::TenantId;
+use fleetprompt_core::time::{Millis, to_rfc3339};
+use serde::{Serialize, Serializer};
 
 pub(crate) fn ser_ms<S: Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&to_rfc3339(*ms))

@@ -43,9 +43,7 @@ macro_rules! text_column {
         where
             &'r str: ::sqlx::Decode<'r, DB>,
         {
-            fn decode(
-                value: DB::ValueRef<'r>,
-            ) -> Result<Self, ::sqlx::error::BoxDynError> {
+            fn decode(value: DB::ValueRef<'r>) -> Result<Self, ::sqlx::error::BoxDynError> {
                 let s = <&'r str as ::sqlx::Decode<'r, DB>>::decode(value)?;
                 Ok(s.parse::<$ty>()?)
             }
