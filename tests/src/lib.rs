@@ -194,6 +194,19 @@ impl TestDb {
         }
     }
 
+    /// Runs a statement that returns no rows (e.g. to damage a stored
+    /// value on purpose); returns how many rows it changed.
+    pub async fn execute(&self, sql: &str) -> anyhow::Result<u64> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        Ok(if self.pg_name.is_some() {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await?;
+            sqlx::query(sql).execute(&mut c).await?.rows_affected()
+        } else {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.url).await?;
+            sqlx::query(sql).execute(&mut c).await?.rows_affected()
+        })
+    }
+
     /// Runs a query returning one text column; returns its values.
     pub async fn strings(&self, sql: &str) -> anyhow::Result<Vec<String>> {
         if self.pg_name.is_some() {

@@ -7,18 +7,22 @@
 //!   touches (a visitor's batch, an operator's reply) commits last;
 //! - the statistics pass analyzes a growing PostgreSQL table when it first
 //!   holds a hundred rows and again each time it has doubled, and not
-//!   otherwise.
+//!   otherwise;
+//! - a stored value that does not decode (an id of another type, an
+//!   unknown status, JSON that does not parse) is a corrupt record, on
+//!   every read that meets it (a list, a claim), never a wrong value or a
+//!   panic.
 
 use std::time::Duration;
 
 use fleetprompt_core::id::{ConversationId, SiteId, VisitorId};
 use fleetprompt_core::time::now_ms;
 use fleetprompt_core::{DirectiveId, DirectiveKind, Origin, RetryPolicy, TenantId};
-use fleetprompt_store::Db;
 use fleetprompt_store::db::Durability;
 use fleetprompt_store::directive::{self, NewDirective};
 use fleetprompt_store::queue;
 use fleetprompt_store::webchat::{batch, conversation};
+use fleetprompt_store::{Db, StoreError};
 use fleetprompt_system_tests::{Backend, TestDb, both_backends};
 use serde_json::json;
 
@@ -26,6 +30,7 @@ both_backends!(
     a_lease_holds_its_directive_until_it_ends,
     a_claim_shares_its_batch_and_keeps_destinations_in_their_room,
     a_conversation_touch_never_moves_back,
+    a_value_that_does_not_decode_is_corrupt,
 );
 
 const LEASE_MS: i64 = 60_000;
@@ -458,4 +463,88 @@ async fn statistics_follow_growth_only() {
         "the table was not analyzed again once it had doubled"
     );
     db.close().await;
+}
+
+async fn a_value_that_does_not_decode_is_corrupt(backend: Backend) {
+    let (test_db, db) = open(backend).await;
+    let tenant = new_tenant(&db).await;
+    let ids = due_directives(&db, tenant, 1).await;
+    let id = ids[0];
+    // Undamaged, the row reads back as written.
+    let row = directive::get(&db, tenant, id).await.unwrap();
+    assert_eq!(row.id, id);
+    assert_eq!(row.args, json!({}));
+
+    // An id of another type (a signal's prefix) where a directive id is
+    // stored: the row no longer decodes, whether listed or claimed.
+    let signal_id = fleetprompt_core::SignalId::new();
+    let damage = |sql: String| {
+        let test_db = &test_db;
+        async move { assert_eq!(test_db.execute(&sql).await.unwrap(), 1, "{sql}") }
+    };
+    damage(format!(
+        "UPDATE directives SET id = '{signal_id}' WHERE id = '{id}'"
+    ))
+    .await;
+    let m = corrupt(
+        "a list",
+        directive::list(&db, tenant, None, 10)
+            .await
+            .map(|r| r.len()),
+    );
+    assert!(m.contains("invalid directive id"), "{m}");
+    let m = corrupt(
+        "a claim",
+        queue::claim(&db, "w1", LEASE_MS, 10, queue::ClaimShape::EARLIEST)
+            .await
+            .map(|c| c.len()),
+    );
+    assert!(m.contains("invalid directive id"), "{m}");
+    // The failed claim wrote nothing: its transaction rolled back.
+    assert_eq!(
+        test_db
+            .scalar("SELECT COUNT(*) FROM directives WHERE status = 'pending'")
+            .await
+            .unwrap(),
+        1
+    );
+
+    // The id restored, an unknown status, then arguments that are not JSON.
+    damage(format!(
+        "UPDATE directives SET id = '{id}', status = 'lost' WHERE id = '{signal_id}'"
+    ))
+    .await;
+    let m = corrupt("a get", directive::get(&db, tenant, id).await.map(|r| r.id));
+    assert!(m.contains("unknown status"), "{m}");
+    damage(format!(
+        "UPDATE directives SET status = 'pending', args = '{{not json' WHERE id = '{id}'"
+    ))
+    .await;
+    corrupt("a get", directive::get(&db, tenant, id).await.map(|r| r.id));
+    corrupt(
+        "a claim",
+        queue::claim(&db, "w1", LEASE_MS, 10, queue::ClaimShape::EARLIEST)
+            .await
+            .map(|c| c.len()),
+    );
+
+    // Repaired, it reads and claims again.
+    damage(format!(
+        "UPDATE directives SET args = '{{}}' WHERE id = '{id}'"
+    ))
+    .await;
+    let claimed = queue::claim(&db, "w1", LEASE_MS, 10, queue::ClaimShape::EARLIEST)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].tenant, claimed[0].id), (tenant, id));
+    db.close().await;
+}
+
+/// The message of a corrupt record, which `r` must be.
+fn corrupt<T: std::fmt::Debug>(what: &str, r: Result<T, StoreError>) -> String {
+    match r {
+        Err(StoreError::Corrupt(m)) => m,
+        other => panic!("{what}: expected a corrupt record, got {other:?}"),
+    }
 }
