@@ -29,7 +29,9 @@
 //! - [`evaluation`]: rule evaluations (why a rule did or did not act).
 //! - [`health`]: outages told apart, the breaker, readiness.
 //! - [`installation`]: which packages a tenant has installed (or uninstalled).
-//! - [`queue`]: claiming due directives, completing attempts, reaping leases.
+//! - [`queue`]: claiming due directives, completing attempts, reaping leases
+//!   (the claim and completion of each backend in `queue/sqlite.rs` and
+//!   `queue/postgres.rs`).
 //! - [`retention`]: pruning what has aged out (`fleetprompt prune`).
 //! - [`timeline`]: a subject's causal history.
 //! - [`webchat`]: the website chat package's sites, conversations, messages.
