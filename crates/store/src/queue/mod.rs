@@ -37,7 +37,7 @@ trait Dialect {
     /// Claims up to `limit` due directives of `lane` for `worker`, leased
     /// until `now + lease_ms` ([`claim`], [`claim_edge`]).
     async fn claim(
-        c: &mut Self::Conn,
+        conn: &mut Self::Conn,
         lane: Lane<'_>,
         worker: &str,
         lease_ms: i64,
@@ -46,7 +46,11 @@ trait Dialect {
     ) -> Result<Vec<Claimed>>;
 
     /// Writes `batch` ([`complete`]); per completion, whether it applied.
-    async fn complete(c: &mut Self::Conn, batch: &[Completion], now: Millis) -> Result<Vec<bool>>;
+    async fn complete(
+        conn: &mut Self::Conn,
+        batch: &[Completion],
+        now: Millis,
+    ) -> Result<Vec<bool>>;
 }
 
 /// A directive claimed for one attempt.

@@ -17,7 +17,7 @@ impl Dialect for Sqlite {
     type Conn = SqliteConnection;
 
     async fn claim(
-        c: &mut SqliteConnection,
+        conn: &mut SqliteConnection,
         lane: Lane<'_>,
         worker: &str,
         lease_ms: i64,
@@ -101,11 +101,11 @@ impl Dialect for Sqlite {
                     .bind(connector)
             }
         };
-        Ok(q.fetch_all(&mut *c).await?)
+        Ok(q.fetch_all(&mut *conn).await?)
     }
 
     async fn complete(
-        c: &mut SqliteConnection,
+        conn: &mut SqliteConnection,
         batch: &[Completion],
         now: Millis,
     ) -> Result<Vec<bool>> {
@@ -140,7 +140,7 @@ impl Dialect for Sqlite {
         )
         .bind(updates)
         .bind(now)
-        .fetch_all(&mut *c)
+        .fetch_all(&mut *conn)
         .await?;
         let applied = applied_of(batch, rows.into_iter().collect());
         let done: Vec<&Completion> = batch
@@ -184,7 +184,7 @@ impl Dialect for Sqlite {
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(attempts)
                 .bind(signals)
-                .execute(&mut *c)
+                .execute(&mut *conn)
                 .await?;
         }
         Ok(applied)
