@@ -18,8 +18,8 @@ use fleetprompt_store::Db;
 use fleetprompt_store::db::Durability;
 use fleetprompt_store::directive::{self, NewDirective};
 use fleetprompt_store::queue;
-use fleetprompt_store::webchat::{batch, conversation};
 use fleetprompt_system_tests::{Backend, TestDb, both_backends};
+use fleetprompt_webchat::store::{batch, conversation};
 use serde_json::json;
 
 both_backends!(

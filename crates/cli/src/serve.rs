@@ -195,6 +195,9 @@ pub fn install_metrics(
         .install_recorder()
         .context("installing the metrics recorder")?;
     fleetprompt_engine::metrics::describe();
+    for p in crate::packages() {
+        p.describe_metrics();
+    }
     fleetprompt_store::health::describe();
     fleetprompt_server::ops::describe();
     fleetprompt_server::widget::describe();
@@ -289,7 +292,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         allowed_internal = %allowed.join(","),
         "outbound requests reach public addresses only, plus the allowed internal ranges"
     );
-    let engine = Engine::new(db.clone(), key, config);
+    let engine = Engine::new(db.clone(), key, config, crate::packages());
     fleetprompt_engine::metrics::register_known(&engine.handlers().kinds());
     // The queue and connector gauges hold the database's values from the
     // first scrape, not only after the first upkeep pass.
@@ -329,7 +332,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             catch_up,
             stop_rx.clone(),
         ));
-        tasks.spawn(fleetprompt_engine::webchat::sweep::run(
+        tasks.spawn(fleetprompt_webchat::sweep::run(
             engine.clone(),
             Duration::from_millis(args.webchat_sweep_ms.max(100)),
             stop_rx.clone(),

@@ -243,8 +243,10 @@ async fn on_install(
     tenant: TenantId,
     m: &Manifest,
 ) -> Result<(), EngineError> {
-    if m.slug == crate::webchat::PACKAGE {
-        crate::webchat::site::on_install(engine, tx, tenant).await?;
+    for p in engine.packages() {
+        if Manifest::parse(p.manifest()).is_ok_and(|own| own.slug == m.slug) {
+            p.on_install(engine, tx, tenant).await?;
+        }
     }
     Ok(())
 }
@@ -252,7 +254,7 @@ async fn on_install(
 /// Installs `package` inside `tx` if the tenant has no installation of it
 /// (a site registered before any install). Refuses when the tenant has
 /// uninstalled it: that is the tenant's choice, not to be undone in passing.
-pub(crate) async fn ensure(
+pub async fn ensure(
     engine: &Engine,
     tx: &mut Tx,
     tenant: TenantId,

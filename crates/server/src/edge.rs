@@ -141,7 +141,7 @@ async fn inbound(
     Edge(connector): Edge,
     ApiJson(b): ApiJson<InboundBody>,
 ) -> Result<Json<Value>, ApiError> {
-    use fleetprompt_engine::webchat::email::{InboundEmail, InboundOutcome, receive_reply};
+    use fleetprompt_webchat::email::{InboundEmail, InboundOutcome, receive_reply};
     let outcome = receive_reply(
         &s.engine,
         &connector,

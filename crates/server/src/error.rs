@@ -197,9 +197,9 @@ impl From<fleetprompt_store::StoreError> for ApiError {
     }
 }
 
-impl From<fleetprompt_engine::webchat::WebchatError> for ApiError {
-    fn from(e: fleetprompt_engine::webchat::WebchatError) -> Self {
-        use fleetprompt_engine::webchat::WebchatError as W;
+impl From<fleetprompt_webchat::WebchatError> for ApiError {
+    fn from(e: fleetprompt_webchat::WebchatError) -> Self {
+        use fleetprompt_webchat::WebchatError as W;
         match e {
             W::Unauthorized(m) => Self::InvalidToken(m),
             W::Forbidden(m) => Self::Forbidden(m),

@@ -26,7 +26,6 @@
 //! - [`queue`]: claiming due directives, completing attempts, reaping leases.
 //! - [`retention`]: pruning what has aged out (`fleetprompt prune`).
 //! - [`timeline`]: a subject's causal history.
-//! - [`webchat`]: the website chat package's sites, conversations, messages.
 //! - [`workflow`]: rule files tenants publish, with their history.
 
 pub mod cron;
@@ -47,7 +46,6 @@ pub mod signal;
 pub mod statistics;
 pub mod tenant;
 pub mod timeline;
-pub mod webchat;
 pub mod workflow;
 
 pub use db::{Backend, Db, Tx};

@@ -10,6 +10,10 @@
 //!   so a statement shared by both backends is written once (numbered `$n`
 //!   parameters work on both). The driver's pools and transactions stay
 //!   behind these two macros.
+//! - [`TxInner`] is a transaction's connection per backend, for what one
+//!   backend alone does (PostgreSQL's advisory locks, a statement written
+//!   differently for each): match on it, and keep each backend's SQL in a
+//!   function (or file) of its own.
 //! - [`json_rows`] and [`json_array`] bind a batch of rows as one JSON
 //!   parameter; [`signal_row`] and [`insert_signal_rows`] write a batch of
 //!   signals that way, in the caller's transaction.
@@ -28,6 +32,7 @@ use fleetprompt_core::{NewSignal, SignalId, TenantId};
 use serde::Serializer;
 use serde_json::Value;
 
+pub use crate::db::TxInner;
 pub use crate::{Backend, Db, Tx, corrupt, is_unique_violation, json_array, json_rows};
 
 /// A new signal as one row of the JSON array [`insert_signal_rows`] reads.

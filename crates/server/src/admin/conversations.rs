@@ -10,9 +10,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use fleetprompt_core::id::{ConversationId, MemberId, SiteId};
 use fleetprompt_engine::DirectiveRequest;
-use fleetprompt_engine::webchat::conversation as actions;
 use fleetprompt_store::StoreError;
-use fleetprompt_store::webchat::{conversation, escalation, identity, message};
+use fleetprompt_webchat::conversation as actions;
+use fleetprompt_webchat::store::{conversation, escalation, identity, message};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -278,7 +278,7 @@ async fn approve_draft(
     Path((id, draft_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
-    let row = fleetprompt_engine::webchat::assist::approve_draft(
+    let row = fleetprompt_webchat::assist::approve_draft(
         &s.engine,
         admin.tenant.id,
         id,
@@ -297,7 +297,7 @@ async fn discard_draft(
     Path((id, draft_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let draft = fleetprompt_engine::webchat::assist::discard_draft(
+    let draft = fleetprompt_webchat::assist::discard_draft(
         &s.engine,
         admin.tenant.id,
         id,

@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use fleetprompt_core::id::SiteId;
 use fleetprompt_core::{DirectiveId, DirectiveStatus};
-use fleetprompt_engine::webchat::site::{self, RegisterRequest, SiteView};
-use fleetprompt_store::webchat::site::SiteRow;
+use fleetprompt_webchat::site::{self, RegisterRequest, SiteView};
+use fleetprompt_webchat::store::site::SiteRow;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -124,7 +124,7 @@ async fn list(
     admin: Admin,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let rows = fleetprompt_store::webchat::site::list(s.engine.db(), admin.tenant.id).await?;
+    let rows = fleetprompt_webchat::store::site::list(s.engine.db(), admin.tenant.id).await?;
     let sites: Vec<Value> = rows.iter().map(|r| view(r, &headers)).collect();
     Ok(Json(json!({ "sites": sites })))
 }
@@ -256,7 +256,6 @@ async fn test_message(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let report =
-        fleetprompt_engine::webchat::verify::test_message(&s.engine, admin.tenant.id, id, WAIT)
-            .await?;
+        fleetprompt_webchat::verify::test_message(&s.engine, admin.tenant.id, id, WAIT).await?;
     Ok(Json(report))
 }

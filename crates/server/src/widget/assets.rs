@@ -116,7 +116,7 @@ async fn hashed(Path(file): Path<String>, headers: HeaderMap) -> Response {
 
 /// The demo page, for the demo tenant's first site.
 async fn demo(State(s): State<AppState>) -> Response {
-    use fleetprompt_engine::webchat::demo::DEMO_TENANT;
+    use fleetprompt_webchat::demo::DEMO_TENANT;
     let db = s.engine.db();
     let Ok(tenant) = fleetprompt_store::tenant::find_by_slug(db, DEMO_TENANT).await else {
         return (
@@ -125,7 +125,7 @@ async fn demo(State(s): State<AppState>) -> Response {
         )
             .into_response();
     };
-    let site = match fleetprompt_store::webchat::site::list(db, tenant.id).await {
+    let site = match fleetprompt_webchat::store::site::list(db, tenant.id).await {
         Ok(sites) => sites.into_iter().next(),
         Err(e) => {
             tracing::warn!(error = %e, "reading the demo site failed");

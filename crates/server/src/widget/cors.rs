@@ -4,7 +4,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use fleetprompt_engine::webchat::session::{origin_allowed, site_by_key};
+use fleetprompt_webchat::session::{origin_allowed, site_by_key};
 
 use crate::AppState;
 use crate::error::ApiError;

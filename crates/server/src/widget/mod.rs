@@ -23,9 +23,9 @@ pub mod stream;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
-use fleetprompt_core::webchat::token::Claims;
-use fleetprompt_engine::webchat::WebchatError;
-use fleetprompt_store::webchat::site::SiteRow;
+use fleetprompt_webchat::WebchatError;
+use fleetprompt_webchat::store::site::SiteRow;
+use fleetprompt_webchat::types::token::Claims;
 use metrics::{Unit, counter, describe_counter};
 
 use crate::AppState;
@@ -132,7 +132,7 @@ pub(crate) async fn authenticate(
             rejected("token");
             ApiError::InvalidToken("a valid widget token is required (Authorization: Bearer fpw_…)")
         })?;
-    fleetprompt_engine::webchat::session::authenticate(&s.engine, token, origin(headers))
+    fleetprompt_webchat::session::authenticate(&s.engine, token, origin(headers))
         .await
         .map_err(refuse)
 }

@@ -27,7 +27,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use fleetprompt_core::id::{SiteId, VisitorId};
 use fleetprompt_core::time::now_ms;
-use fleetprompt_engine::webchat::live::hub;
+use fleetprompt_webchat::live::hub;
 use futures::Stream;
 use tokio::sync::{oneshot, watch};
 
