@@ -243,13 +243,13 @@ pub trait Handler: Send + Sync + 'static {
 
     /// A second pair of result signals, recorded and routed with the first
     /// in the completion's transaction: `email.send` ends its escalation
-    /// too (`webchat.escalation.notified` / `.failed`).
+    /// too (a package's `<noun>.notified` / `.failed`).
     fn also_result_signals(&self) -> Option<ResultSignals> {
         None
     }
 
     /// A signal recorded (not routed) in the transaction that creates a
-    /// directive of this kind, e.g. `webchat.escalation.created`.
+    /// directive of this kind, e.g. a package's `<noun>.created`.
     fn created_signal(&self) -> Option<&'static str> {
         None
     }

@@ -158,7 +158,7 @@ impl<'de> Deserialize<'de> for PayloadField {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignalSpec {
-    /// `webchat.message.received` …
+    /// `<package>.message.received` …
     #[serde(rename = "type")]
     pub signal_type: String,
     /// What it means.
@@ -189,7 +189,7 @@ pub struct FieldSpec {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectiveSpec {
-    /// `webchat.reply_send` …
+    /// `<package>.reply_send` …
     pub kind: String,
     /// What it does.
     pub description: String,

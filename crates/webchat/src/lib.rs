@@ -17,6 +17,8 @@
 //!   sqlx), on the store's package API ([`fleetprompt_store::package`]).
 //! - This file: [`Webchat`] (the package's state: its site cache and
 //!   ingest queue), [`package`] and the package's metrics.
+//! - [`http`]: its routes (public widget API, admin routes, edge inbound)
+//!   through the server's package hook.
 //! - [`error`]: this package's error enum.
 //! - [`settings`]: a site's widget settings, with defaults and limits.
 //! - [`site`]: what installing the package sets up (the IP-hash key);
@@ -48,6 +50,7 @@ pub mod email;
 pub mod error;
 pub mod escalation;
 pub mod handlers;
+pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod outbound;

@@ -15,12 +15,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
 
-use crate::AppState;
-use crate::extract::Path;
+use fleetprompt_server::AppState;
+use fleetprompt_server::extract::Path;
 
 /// The widget's source, as shipped.
-pub const WIDGET_JS: &str = include_str!("../../../../widget/widget.js");
-const DEMO_HTML: &str = include_str!("../../../../widget/demo.html");
+pub const WIDGET_JS: &str = include_str!("../../../../../widget/widget.js");
+const DEMO_HTML: &str = include_str!("../../../../../widget/demo.html");
 
 struct Asset {
     hash: String,
@@ -109,14 +109,14 @@ async fn stable(headers: HeaderMap) -> Response {
 
 async fn hashed(Path(file): Path<String>, headers: HeaderMap) -> Response {
     if file != format!("{}.js", WIDGET.hash) {
-        return crate::error::ApiError::NotFound("script".into()).into_response();
+        return fleetprompt_server::error::ApiError::NotFound("script".into()).into_response();
     }
     script(&headers, "public, max-age=31536000, immutable")
 }
 
 /// The demo page, for the demo tenant's first site.
 async fn demo(State(s): State<AppState>) -> Response {
-    use fleetprompt_webchat::demo::DEMO_TENANT;
+    use crate::demo::DEMO_TENANT;
     let db = s.engine.db();
     let Ok(tenant) = fleetprompt_store::tenant::find_by_slug(db, DEMO_TENANT).await else {
         return (
@@ -125,7 +125,7 @@ async fn demo(State(s): State<AppState>) -> Response {
         )
             .into_response();
     };
-    let site = match fleetprompt_webchat::store::site::list(db, tenant.id).await {
+    let site = match crate::store::site::list(db, tenant.id).await {
         Ok(sites) => sites.into_iter().next(),
         Err(e) => {
             tracing::warn!(error = %e, "reading the demo site failed");

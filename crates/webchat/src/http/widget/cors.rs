@@ -1,13 +1,13 @@
 //! CORS for the widget API: granted only to the origins a site allows.
 
+use crate::session::{origin_allowed, site_by_key};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use fleetprompt_webchat::session::{origin_allowed, site_by_key};
 
-use crate::AppState;
-use crate::error::ApiError;
+use fleetprompt_server::AppState;
+use fleetprompt_server::error::ApiError;
 
 fn site_key(req: &Request) -> Option<String> {
     req.uri().query()?.split('&').find_map(|kv| {

@@ -20,16 +20,16 @@ mod cors;
 pub mod limit;
 pub mod stream;
 
+use crate::WebchatError;
+use crate::store::site::SiteRow;
+use crate::types::token::Claims;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
-use fleetprompt_webchat::WebchatError;
-use fleetprompt_webchat::store::site::SiteRow;
-use fleetprompt_webchat::types::token::Claims;
 use metrics::{Unit, counter, describe_counter};
 
-use crate::AppState;
-use crate::error::ApiError;
+use fleetprompt_server::AppState;
+use fleetprompt_server::error::ApiError;
 
 /// Widget requests refused, by reason.
 pub const REJECTED: &str = "fleetprompt_widget_rejected_total";
@@ -100,13 +100,14 @@ pub(crate) fn refuse(e: WebchatError) -> ApiError {
 /// Largest widget request body; messages have their own, smaller limit.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// The widget API, the script and the demo page.
-pub fn router(state: &AppState) -> Router<AppState> {
+/// The widget API, the script and the demo page; live streams are held in
+/// `streams`.
+pub fn router(state: &AppState, streams: std::sync::Arc<stream::Streams>) -> Router<AppState> {
     Router::new()
         .merge(api::router())
-        .merge(stream::router())
+        .merge(stream::router().layer(axum::Extension(streams)))
         // Inside the CORS layer, which answers preflights (OPTIONS) itself.
-        .method_not_allowed_fallback(crate::method_not_allowed)
+        .method_not_allowed_fallback(fleetprompt_server::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -132,7 +133,7 @@ pub(crate) async fn authenticate(
             rejected("token");
             ApiError::InvalidToken("a valid widget token is required (Authorization: Bearer fpw_…)")
         })?;
-    fleetprompt_webchat::session::authenticate(&s.engine, token, origin(headers))
+    crate::session::authenticate(&s.engine, token, origin(headers))
         .await
         .map_err(refuse)
 }

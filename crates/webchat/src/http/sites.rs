@@ -4,26 +4,26 @@
 
 use std::time::Duration;
 
-use super::routing::{get, post};
+use crate::site::{self, RegisterRequest, SiteView};
+use crate::store::site::SiteRow;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use fleetprompt_core::id::SiteId;
 use fleetprompt_core::{DirectiveId, DirectiveStatus};
-use fleetprompt_webchat::site::{self, RegisterRequest, SiteView};
-use fleetprompt_webchat::store::site::SiteRow;
+use fleetprompt_server::admin::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson, OptionalJson, Path};
+use fleetprompt_server::AppState;
+use fleetprompt_server::error::ApiError;
+use fleetprompt_server::extract::{Admin, ApiJson, OptionalJson, Path};
 
 /// How long the API waits for a site directive before answering 202.
 const WAIT: Duration = Duration::from_secs(10);
 
-pub(super) fn router() -> super::Routes {
-    super::Routes::new()
+pub(super) fn router() -> fleetprompt_server::admin::Routes {
+    fleetprompt_server::admin::Routes::new()
         .route("/sites", post(register).get(list))
         .route("/sites/{id}", get(show).patch(update))
         .route("/sites/{id}/rotate_secret", post(rotate))
@@ -124,7 +124,7 @@ async fn list(
     admin: Admin,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let rows = fleetprompt_webchat::store::site::list(s.engine.db(), admin.tenant.id).await?;
+    let rows = crate::store::site::list(s.engine.db(), admin.tenant.id).await?;
     let sites: Vec<Value> = rows.iter().map(|r| view(r, &headers)).collect();
     Ok(Json(json!({ "sites": sites })))
 }
@@ -255,7 +255,6 @@ async fn test_message(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let report =
-        fleetprompt_webchat::verify::test_message(&s.engine, admin.tenant.id, id, WAIT).await?;
+    let report = crate::verify::test_message(&s.engine, admin.tenant.id, id, WAIT).await?;
     Ok(Json(report))
 }

@@ -20,6 +20,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::live::hub;
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -27,13 +29,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use fleetprompt_core::id::{SiteId, VisitorId};
 use fleetprompt_core::time::now_ms;
-use fleetprompt_webchat::live::hub;
 use futures::Stream;
 use tokio::sync::{oneshot, watch};
 
 use super::{authenticate, rejected};
-use crate::AppState;
-use crate::error::ApiError;
+use fleetprompt_server::AppState;
+use fleetprompt_server::error::ApiError;
 
 /// Live streams a visitor may hold by default; a new one closes the oldest.
 pub const STREAMS_PER_VISITOR: usize = 3;
@@ -189,10 +190,11 @@ fn last_event(why: End) -> Event {
 
 async fn stream(
     State(s): State<AppState>,
+    Extension(streams): Extension<Arc<Streams>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let (site, claims) = authenticate(&s, &headers).await?;
-    let mut slot = s.streams.open(site.id, claims.visitor).ok_or_else(|| {
+    let mut slot = streams.open(site.id, claims.visitor).ok_or_else(|| {
         rejected("streams_site");
         ApiError::TooManyRequests(5)
     })?;

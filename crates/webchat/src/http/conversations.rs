@@ -4,24 +4,33 @@
 //! too, with the caller as their origin), and review, approve or discard
 //! reply drafts.
 
-use super::routing::{get, post};
+use crate::conversation as actions;
+use crate::store::{conversation, escalation, identity, message};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use fleetprompt_core::id::{ConversationId, MemberId, SiteId};
 use fleetprompt_engine::DirectiveRequest;
+use fleetprompt_server::admin::routing::{get, post};
 use fleetprompt_store::StoreError;
-use fleetprompt_webchat::conversation as actions;
-use fleetprompt_webchat::store::{conversation, escalation, identity, message};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson, Path, Query};
+use fleetprompt_server::AppState;
+use fleetprompt_server::error::ApiError;
+use fleetprompt_server::extract::{Admin, ApiJson, Path, Query};
 
-pub(super) fn router() -> super::Routes {
-    super::Routes::new()
+/// What agents may do here: read and answer conversations (every `POST`
+/// under a conversation: reply, drafts, escalate, close, reopen, assign).
+const AGENT_ALLOWED: &[(&str, &str)] = &[
+    ("GET", "/conversations"),
+    ("GET", "/conversations/*"),
+    ("POST", "/conversations/*"),
+];
+
+pub(super) fn router() -> fleetprompt_server::admin::Routes {
+    fleetprompt_server::admin::Routes::new()
+        .allow_agents(AGENT_ALLOWED)
         .route("/conversations", get(list))
         .route("/conversations/{id}", get(show))
         .route("/conversations/{id}/reply", post(send_reply))
@@ -278,14 +287,9 @@ async fn approve_draft(
     Path((id, draft_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
-    let row = fleetprompt_webchat::assist::approve_draft(
-        &s.engine,
-        admin.tenant.id,
-        id,
-        &draft_id,
-        admin.origin(),
-    )
-    .await?;
+    let row =
+        crate::assist::approve_draft(&s.engine, admin.tenant.id, id, &draft_id, admin.origin())
+            .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "directive": row }))))
 }
 
@@ -297,7 +301,7 @@ async fn discard_draft(
     Path((id, draft_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let draft = fleetprompt_webchat::assist::discard_draft(
+    let draft = crate::assist::discard_draft(
         &s.engine,
         admin.tenant.id,
         id,

@@ -1,7 +1,7 @@
 //! Rate limits in fixed one-minute windows, in this process's memory.
 //!
 //! Messages are counted per visitor, per client address (a keyed hash, see
-//! [`crate::client::ClientAddr::limit_key`]) and per site, in that order,
+//! [`fleetprompt_server::client::ClientAddr::limit_key`]) and per site, in that order,
 //! so a refusal by a narrower limit does not spend a wider one: a flood
 //! from one address stops at its own share and leaves the site's budget to
 //! everyone else. New visitors are counted per address at bootstrap, and

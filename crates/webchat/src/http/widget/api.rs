@@ -1,27 +1,27 @@
 //! Bootstrap, messages, history, contact capture and closing.
 
+use crate::WebchatError;
+use crate::ingest::{self, Incoming};
+use crate::reply::widget_view;
+use crate::session::{self, Client, Presented};
+use crate::settings::SiteSettings;
+use crate::store::site::SiteRow;
+use crate::types::pow::Solution;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use axum::{Json, Router};
 use fleetprompt_core::id::MessageId;
 use fleetprompt_core::time::{now_ms, to_rfc3339};
-use fleetprompt_webchat::WebchatError;
-use fleetprompt_webchat::ingest::{self, Incoming};
-use fleetprompt_webchat::reply::widget_view;
-use fleetprompt_webchat::session::{self, Client, Presented};
-use fleetprompt_webchat::settings::SiteSettings;
-use fleetprompt_webchat::store::site::SiteRow;
-use fleetprompt_webchat::types::pow::Solution;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::limit::limiter;
 use super::{authenticate, origin, refuse, rejected};
-use crate::AppState;
-use crate::client::ClientAddr;
-use crate::error::ApiError;
-use crate::extract::{ApiJson, Query};
+use fleetprompt_server::AppState;
+use fleetprompt_server::client::ClientAddr;
+use fleetprompt_server::error::ApiError;
+use fleetprompt_server::extract::{ApiJson, Query};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
