@@ -9,9 +9,10 @@
 //! # Layout
 //! - [`widget`]: the public widget API, its CORS, limits, live stream and
 //!   assets.
-//! - [`sites`]: `/admin/v1/sites…`.
-//! - [`conversations`]: `/admin/v1/conversations…` (agents may call these).
-//! - [`edge`]: `/edge/v1/inbound`.
+//! - [`sites`]: the sites' admin routes, `/admin/v1/sites…`.
+//! - [`conversations`]: the conversations' admin routes,
+//!   `/admin/v1/conversations…` (agents may call these).
+//! - [`edge`]: the reply emails Edge Connectors report, `/edge/v1/inbound`.
 
 pub mod conversations;
 pub mod edge;

@@ -12,7 +12,7 @@
 //! stay good as the tables grow: see [`fleetprompt_store::statistics`]).
 //!
 //! What differs per backend (the lookups, and how the writes are put
-//! together into one statement) is in [`sqlite`] and [`postgres`], one
+//! together into one statement) is in `sqlite.rs` and `postgres.rs`, one
 //! function pair each: `find` and `write_statement`.
 
 use fleetprompt_core::id::{ConversationId, MessageId};
@@ -81,10 +81,10 @@ pub async fn lock_and_find(
             .map(|(v, c)| json!([v.tenant, v.site, v.visitor, c])),
     );
     let found: Vec<FoundRow> = match tx.inner_mut() {
-        TxInner::Sqlite(t) => sqlite::find(&mut **t, &sends_json, &visitors_json).await?,
+        TxInner::Sqlite(t) => sqlite::find(t, &sends_json, &visitors_json).await?,
         TxInner::Postgres(t) => {
             let locks: Vec<String> = visitors.iter().map(VisitorKey::lock_name).collect();
-            postgres::find(&mut **t, &locks, &sends_json, &visitors_json).await?
+            postgres::find(t, &locks, &sends_json, &visitors_json).await?
         }
     };
     let mut out = Found {
