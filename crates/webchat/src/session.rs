@@ -10,7 +10,9 @@ use crate::types::pow;
 use crate::types::token::{self, Claims, Unverified};
 use crate::types::visitor::{hash_ip, reduce_user_agent};
 use fleetprompt_core::id::VisitorId;
-use fleetprompt_core::secret::{issue_visitor_secret, verify_secret};
+use fleetprompt_core::secret::verify_secret;
+
+use crate::types::visitor::issue_visitor_secret;
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_store::StoreError;
 

@@ -58,9 +58,34 @@ pub fn reduce_user_agent(ua: &str) -> Agent {
 
 pub use fleetprompt_core::member::check_email;
 
+/// Prefix of visitor secrets, which the widget keeps to return as the same
+/// visitor (recognisable in a leak scan like every token we issue).
+pub const VISITOR_SECRET_PREFIX: &str = "fpv_";
+
+/// A new visitor secret, `fpv_<random>`, and the hash that is stored.
+pub fn issue_visitor_secret() -> (String, String) {
+    let secret = format!(
+        "{VISITOR_SECRET_PREFIX}{}",
+        fleetprompt_core::secret::random_token(24)
+    );
+    let hash = fleetprompt_core::secret::hash_secret(&secret);
+    (secret, hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn visitor_secrets_verify_against_their_hash_only() {
+        let (secret, hash) = issue_visitor_secret();
+        assert!(secret.starts_with("fpv_"));
+        assert!(fleetprompt_core::secret::verify_secret(&secret, &hash));
+        assert!(!fleetprompt_core::secret::verify_secret(
+            &issue_visitor_secret().0,
+            &hash
+        ));
+    }
 
     #[test]
     fn ip_hashes_are_keyed() {
