@@ -243,12 +243,10 @@ async fn on_install(
     tenant: TenantId,
     m: &Manifest,
 ) -> Result<(), EngineError> {
-    for p in engine.packages() {
-        if Manifest::parse(p.manifest()).is_ok_and(|own| own.slug == m.slug) {
-            p.on_install(engine, tx, tenant).await?;
-        }
+    match engine.package(&m.slug) {
+        Some(p) => p.on_install(engine, tx, tenant).await,
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Installs `package` inside `tx` if the tenant has no installation of it

@@ -115,8 +115,8 @@ pub struct Engine {
     slugs: std::sync::RwLock<std::collections::HashMap<TenantId, String>>,
     /// This engine, for the background tasks it starts on first use.
     me: std::sync::Weak<Engine>,
-    /// The packages this engine runs.
-    packages: Vec<Arc<dyn package::Package>>,
+    /// The packages this engine runs, by slug.
+    packages: Vec<(String, Arc<dyn package::Package>)>,
     /// The packages' state objects ([`package::Package::state`]).
     package_states: Vec<Arc<dyn std::any::Any + Send + Sync>>,
     /// Destinations (and names that are none) as routing and handlers read them.
@@ -154,6 +154,14 @@ impl Engine {
         package::load(&packages).unwrap_or_else(|e| panic!("package manifest: {e}"));
         let handlers = package::handlers(&packages);
         let package_states = packages.iter().filter_map(|p| p.state()).collect();
+        let packages = packages
+            .into_iter()
+            .map(|p| {
+                let m = package::Manifest::parse(p.manifest())
+                    .unwrap_or_else(|e| panic!("package manifest: {e}"));
+                (m.slug, p)
+            })
+            .collect();
         let http = fleetprompt_connectors::Outbound::new(
             config.connect_timeout,
             config.http_timeout,
@@ -183,9 +191,11 @@ impl Engine {
         self.me.clone()
     }
 
-    /// The packages this engine runs.
-    pub fn packages(&self) -> &[Arc<dyn package::Package>] {
-        &self.packages
+    /// The package `slug`, if this engine runs it.
+    pub fn package(&self, slug: &str) -> Option<&Arc<dyn package::Package>> {
+        self.packages
+            .iter()
+            .find_map(|(s, p)| (s == slug).then_some(p))
     }
 
     /// The state object of type `T` a package gave
