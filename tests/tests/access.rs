@@ -43,7 +43,10 @@ async fn an_agent_is_refused_on_every_admin_route(backend: Backend) {
     let token = v["token"]["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("fpa_"), "{v}");
 
-    let table = fleetprompt_server::admin::table();
+    // The binary's table: the platform's routes and website chat's.
+    let table = fleetprompt_server::admin::table(&[std::sync::Arc::new(
+        fleetprompt_webchat::http::WebchatHttp::default(),
+    )]);
     let admin_only: Vec<_> = table.iter().filter(|r| r.role == Role::Admin).collect();
     // The table is the router's: it holds the settings routes, and more
     // than a handful of them.

@@ -21,9 +21,9 @@ use fleetprompt_core::{DirectiveId, DirectiveKind, Origin, RetryPolicy, TenantId
 use fleetprompt_store::db::Durability;
 use fleetprompt_store::directive::{self, NewDirective};
 use fleetprompt_store::queue;
-use fleetprompt_store::webchat::{batch, conversation};
 use fleetprompt_store::{Db, StoreError};
 use fleetprompt_system_tests::{Backend, TestDb, both_backends};
+use fleetprompt_webchat::store::{batch, conversation};
 use serde_json::json;
 
 both_backends!(

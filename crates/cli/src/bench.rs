@@ -215,7 +215,12 @@ async fn start_worker(
     watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
 ) {
-    let engine = Engine::new(db.clone(), MasterKey::generate(), engine_config(args, db));
+    let engine = Engine::new(
+        db.clone(),
+        MasterKey::generate(),
+        engine_config(args, db),
+        crate::packages(),
+    );
     let (stop, stop_rx) = watch::channel(false);
     let handle = tokio::spawn(fleetprompt_engine::worker::supervise(
         engine.clone(),

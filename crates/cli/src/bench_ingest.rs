@@ -413,7 +413,7 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
         latencies.sort();
     }
     let (_, peak_rss) = memory_kib(server.pid);
-    let mean_batch = mean_of(&http, &url, fleetprompt_engine::metrics::INGEST_BATCH).await?;
+    let mean_batch = mean_of(&http, &url, fleetprompt_webchat::INGEST_BATCH).await?;
 
     // Every accepted message persisted exactly once.
     let expected = warmed_up + accepted + latencies.len();
@@ -421,7 +421,7 @@ pub async fn run(common: &Common, args: IngestArgs) -> anyhow::Result<()> {
     let tenant_id: fleetprompt_core::TenantId =
         tenant["tenant_id"].as_str().context("tenant id")?.parse()?;
     let (messages, signals) =
-        fleetprompt_store::webchat::message::count_with_signals(&db, tenant_id).await?;
+        fleetprompt_webchat::store::message::count_with_signals(&db, tenant_id).await?;
     let directives =
         fleetprompt_store::directive::count_of_rule(&db, tenant_id, "bench.follow-up").await?;
     if [messages, signals, directives] != [expected as i64; 3] {

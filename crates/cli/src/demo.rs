@@ -17,7 +17,7 @@ pub async fn setup(engine: &Engine, common: &Common, local: SocketAddr) {
         origins.push(format!("http://localhost:{}", local.port()));
         origins.push(format!("http://127.0.0.1:{}", local.port()));
     }
-    match fleetprompt_engine::webchat::demo::ensure(engine, &origins).await {
+    match fleetprompt_webchat::demo::ensure(engine, &origins).await {
         Ok(demo) => {
             if let Some(token) = demo.admin_token {
                 let path = common.data_dir.join("demo-admin-token");

@@ -31,6 +31,7 @@ mod workflows;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use fleetprompt_engine::package::{self, Package};
 use settings::Common;
 
 #[derive(Parser)]
@@ -336,7 +337,8 @@ async fn tenant_engine(
         outbound: common.outbound_policy(),
         ..Default::default()
     };
-    let engine = fleetprompt_engine::Engine::new(db.clone(), common.master_key()?, config);
+    let engine =
+        fleetprompt_engine::Engine::new(db.clone(), common.master_key()?, config, packages());
     Ok((db, tenant, engine))
 }
 
@@ -424,7 +426,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 engine.clone(),
                 stop_rx,
             ));
-            let report = fleetprompt_engine::webchat::verify::test_message(
+            let report = fleetprompt_webchat::verify::test_message(
                 &engine,
                 t.id,
                 site,
@@ -670,4 +672,17 @@ async fn edge_connector(
             Ok(())
         }
     }
+}
+
+/// The packages this binary runs, in the order the engine registers them.
+pub(crate) fn packages() -> Vec<std::sync::Arc<dyn Package>> {
+    vec![fleetprompt_webchat::package()]
+}
+
+/// Every handler this binary runs, the packages' with the platform's, with
+/// the packages' manifests loaded (for commands that need no engine).
+pub(crate) fn handler_registry() -> fleetprompt_engine::HandlerRegistry {
+    let packages = packages();
+    package::load(&packages).unwrap_or_else(|e| panic!("package manifest: {e}"));
+    package::handlers(&packages)
 }

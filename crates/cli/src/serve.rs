@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use fleetprompt_engine::{Engine, EngineConfig};
 use fleetprompt_server::AppState;
+use fleetprompt_server::package::HttpPackage;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use metrics_util::MetricKindMask;
 use tokio::sync::watch;
@@ -105,10 +106,10 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETPROMPT_ADMIN_BODY_LIMIT_KIB", default_value_t = fleetprompt_server::admin::BODY_LIMIT / 1024)]
     pub admin_body_limit_kib: usize,
     /// Live widget streams per visitor; a new one closes the oldest.
-    #[arg(long, env = "FLEETPROMPT_STREAMS_PER_VISITOR", default_value_t = fleetprompt_server::widget::stream::STREAMS_PER_VISITOR)]
+    #[arg(long, env = "FLEETPROMPT_STREAMS_PER_VISITOR", default_value_t = fleetprompt_webchat::http::widget::stream::STREAMS_PER_VISITOR)]
     pub streams_per_visitor: usize,
     /// Live widget streams per site; past it new ones are answered 429.
-    #[arg(long, env = "FLEETPROMPT_STREAMS_PER_SITE", default_value_t = fleetprompt_server::widget::stream::STREAMS_PER_SITE)]
+    #[arg(long, env = "FLEETPROMPT_STREAMS_PER_SITE", default_value_t = fleetprompt_webchat::http::widget::stream::STREAMS_PER_SITE)]
     pub streams_per_site: usize,
     /// Seconds a signed-in session may go unused before it expires.
     #[arg(long, env = "FLEETPROMPT_SESSION_IDLE_SECS", default_value_t = 12 * 3600)]
@@ -178,6 +179,7 @@ impl ServeArgs {
 /// alert until the process restarts.
 pub fn install_metrics(
     refresh: Duration,
+    http: &[std::sync::Arc<dyn HttpPackage>],
 ) -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .idle_timeout(MetricKindMask::GAUGE, Some(refresh * 12))
@@ -195,9 +197,14 @@ pub fn install_metrics(
         .install_recorder()
         .context("installing the metrics recorder")?;
     fleetprompt_engine::metrics::describe();
+    for p in crate::packages() {
+        p.describe_metrics();
+    }
     fleetprompt_store::health::describe();
     fleetprompt_server::ops::describe();
-    fleetprompt_server::widget::describe();
+    for p in http {
+        p.describe_metrics();
+    }
     fleetprompt_server::listen::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
@@ -224,7 +231,13 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         outbound: common.outbound_policy(),
         ..args.engine_config()?
     };
-    let metrics = install_metrics(config.reap_interval)?;
+    // The packages' HTTP side: their routes, and their live streams, which
+    // the server ends when it stops accepting.
+    let http: Vec<std::sync::Arc<dyn HttpPackage>> = vec![fleetprompt_webchat::http::http(
+        args.streams_per_visitor,
+        args.streams_per_site,
+    )];
+    let metrics = install_metrics(config.reap_interval, &http)?;
     let key = common.master_key()?;
 
     // Listen first, so /healthz and /readyz answer while the database is
@@ -241,10 +254,6 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let gate = fleetprompt_server::startup::Gate::default();
-    let streams = std::sync::Arc::new(fleetprompt_server::widget::stream::Streams::new(
-        args.streams_per_visitor,
-        args.streams_per_site,
-    ));
     let limits = fleetprompt_server::listen::Limits {
         header_timeout: Duration::from_secs(args.header_timeout_secs),
         max_connections: fit_connections(args.max_connections, files),
@@ -254,7 +263,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         listener,
         gate.clone(),
         limits,
-        streams.clone(),
+        http.clone(),
         async move {
             let _ = http_stop.wait_for(|stop| *stop).await;
         },
@@ -289,7 +298,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
         allowed_internal = %allowed.join(","),
         "outbound requests reach public addresses only, plus the allowed internal ranges"
     );
-    let engine = Engine::new(db.clone(), key, config);
+    let engine = Engine::new(db.clone(), key, config, crate::packages());
     fleetprompt_engine::metrics::register_known(&engine.handlers().kinds());
     // The queue and connector gauges hold the database's values from the
     // first scrape, not only after the first upkeep pass.
@@ -329,7 +338,7 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
             catch_up,
             stop_rx.clone(),
         ));
-        tasks.spawn(fleetprompt_engine::webchat::sweep::run(
+        tasks.spawn(fleetprompt_webchat::sweep::run(
             engine.clone(),
             Duration::from_millis(args.webchat_sweep_ms.max(100)),
             stop_rx.clone(),
@@ -357,13 +366,15 @@ pub async fn run(common: &Common, args: ServeArgs) -> anyhow::Result<()> {
     if !trusted_proxies.is_empty() {
         tracing::info!(proxies = ?args.trusted_proxies, "client addresses are taken from these proxies' forwarding headers");
     }
-    gate.open(AppState {
-        engine: engine.clone(),
-        metrics,
-        trusted_proxies: std::sync::Arc::new(trusted_proxies),
-        streams,
-        admin_body_limit: args.admin_body_limit_kib.max(1) * 1024,
-    });
+    gate.open(
+        AppState {
+            engine: engine.clone(),
+            metrics,
+            trusted_proxies: std::sync::Arc::new(trusted_proxies),
+            admin_body_limit: args.admin_body_limit_kib.max(1) * 1024,
+        },
+        &http,
+    );
     let mut stopped = stop_rx.clone();
     // Once stopping, the server ends too, and that end is ours: a stop can
     // be seen first through the server's end (it watches the same signal),

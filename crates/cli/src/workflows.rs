@@ -103,7 +103,7 @@ pub struct ReplayArgs {
 }
 
 fn check_options() -> CheckOptions {
-    let registry = std::sync::Arc::new(fleetprompt_engine::handlers::platform());
+    let registry = std::sync::Arc::new(crate::handler_registry());
     CheckOptions {
         known_kinds: Some(registry.kinds().into_iter().map(str::to_owned).collect()),
         destinations: None,
@@ -129,9 +129,7 @@ pub async fn run(common: &Common, cmd: WorkflowsCommand) -> anyhow::Result<bool>
             Ok(set) => {
                 // Warnings do not fail the check: a signal posted through
                 // the admin API may carry a type no code records.
-                let known = fleetprompt_engine::handlers::signal_types(
-                    &fleetprompt_engine::handlers::platform(),
-                );
+                let known = fleetprompt_engine::handlers::signal_types(&crate::handler_registry());
                 let warnings = set.unknown_signal_types(&known);
                 for w in &warnings {
                     eprintln!("{w}");

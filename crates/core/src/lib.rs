@@ -13,7 +13,6 @@
 //! - [`secret`]: AEAD sealing of secrets at rest, admin tokens, sessions
 //!   and passwords, and their constant-time verification.
 //! - [`time`]: the one clock representation (milliseconds since the epoch).
-//! - [`webchat`]: widget tokens, origin allowlists and visitor data reduction.
 
 pub mod credential;
 pub mod directive;
@@ -23,7 +22,6 @@ pub mod retry;
 pub mod secret;
 pub mod signal;
 pub mod time;
-pub mod webchat;
 
 pub use directive::{AttemptOutcome, DirectiveKind, DirectiveStatus, Origin, Runner};
 pub use id::{DestinationId, DirectiveId, EdgeConnectorId, MemberId, SignalId, TenantId, TokenId};

@@ -67,6 +67,28 @@ pub fn normalize_email(email: &str) -> Result<String, ValidationError> {
     }
 }
 
+/// Checks an email address well enough to catch typos: one `@`, a local
+/// part, a dotted domain, no spaces, at most 254 characters.
+pub fn check_email(email: &str) -> Result<(), &'static str> {
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be an email address like ada@example.com");
+    }
+    let (local, domain) = email.split_once('@').ok_or("must contain @")?;
+    let ok = !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && !domain.contains(['(', ')', '<', '>', ',', ';', ':', '[', ']', '"', '\\']);
+    if ok {
+        Ok(())
+    } else {
+        Err("must be an email address like ada@example.com")
+    }
+}
+
 /// A member's display name: 1 to 200 characters, no control characters.
 pub fn check_name(name: &str) -> Result<String, ValidationError> {
     let n = name.trim();

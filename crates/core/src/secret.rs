@@ -175,17 +175,6 @@ pub fn parse_admin_token(token: &str) -> Option<(TokenId, &str)> {
     Some((id.parse().ok()?, secret))
 }
 
-/// Prefix of visitor secrets, which the widget keeps to return as the same
-/// visitor (recognisable in a leak scan like every token we issue).
-pub const VISITOR_SECRET_PREFIX: &str = "fpv_";
-
-/// A new visitor secret, `fpv_<random>`, and the hash that is stored.
-pub fn issue_visitor_secret() -> (String, String) {
-    let secret = format!("{VISITOR_SECRET_PREFIX}{}", random_token(24));
-    let hash = hash_secret(&secret);
-    (secret, hash)
-}
-
 /// Prefix of Edge Connector tokens: another prefix than admin tokens, so
 /// neither can be mistaken for the other and a leak scan tells them apart.
 pub const EDGE_TOKEN_PREFIX: &str = "fpe_";
@@ -331,14 +320,6 @@ mod tests {
         assert_eq!(key.derive("a"), key.derive("a"));
         assert_ne!(key.derive("a"), key.derive("b"));
         assert_ne!(key.derive("a"), MasterKey::generate().derive("a"));
-    }
-
-    #[test]
-    fn visitor_secrets_verify_against_their_hash_only() {
-        let (secret, hash) = issue_visitor_secret();
-        assert!(secret.starts_with("fpv_"));
-        assert!(verify_secret(&secret, &hash));
-        assert!(!verify_secret(&issue_visitor_secret().0, &hash));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Signals: persisted, replayable facts (`webchat.message.received` …).
+//! Signals: persisted, replayable facts (`directive.failed`, a package's `<package>.<noun>.<verb>` …).
 
 use std::fmt;
 
@@ -33,10 +33,10 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ValidationError {
     }
 }
 
-/// A dotted, lowercase name such as `webchat.message.received`.
+/// A dotted, lowercase name such as `directive.failed`.
 ///
 /// Used for signal types and directive kinds alike: both are matched by
-/// rules, so both keep to a shape that rule wildcards (`webchat.*`) can rely on.
+/// rules, so both keep to a shape that rule wildcards (`directive.*`) can rely on.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SignalType(String);
@@ -55,7 +55,7 @@ pub(crate) fn check_dotted_name(field: &'static str, s: &str) -> Result<(), Vali
     if !ok {
         return Err(invalid(
             field,
-            "must be dot-separated segments of [a-z0-9_], e.g. webchat.message.received",
+            "must be dot-separated segments of [a-z0-9_], e.g. directive.failed",
         ));
     }
     Ok(())
@@ -310,10 +310,10 @@ mod tests {
 
     #[test]
     fn signal_types_are_dotted_lowercase() {
-        assert!(SignalType::parse("webchat.message.received").is_ok());
+        assert!(SignalType::parse("shop.order.placed").is_ok());
         assert!(SignalType::parse("directive.succeeded").is_ok());
-        assert!(SignalType::parse("Webchat.Message").is_err());
-        assert!(SignalType::parse("webchat..x").is_err());
+        assert!(SignalType::parse("Shop.Order").is_err());
+        assert!(SignalType::parse("shop..x").is_err());
         assert!(SignalType::parse("").is_err());
         assert!(SignalType::parse("a b").is_err());
     }

@@ -1,6 +1,7 @@
-//! Configuration (sites, destinations) as hot paths read it: a widget
-//! message needs its site, and routing a message checks the destinations its
-//! rules name, so reading them from the database each time would cost
+//! Configuration as hot paths read it (destinations here; a package's
+//! records, such as website chat's sites, in its own crate): a public
+//! request needs its package's record, and routing checks the destinations
+//! its rules name, so reading them from the database each time would cost
 //! queries per message. A cached record is used only while no configuration
 //! has changed since it was read ([`Db::config_generation`]: bumped by a
 //! commit that changes a site or destination in this process, and on
@@ -30,7 +31,7 @@ struct Entry<V> {
 }
 
 /// Records by key, each good while configuration is unchanged.
-pub(crate) struct Fresh<K, V> {
+pub struct Fresh<K, V> {
     map: RwLock<HashMap<K, Entry<V>>>,
 }
 
@@ -44,7 +45,7 @@ impl<K, V> Default for Fresh<K, V> {
 
 impl<K: Hash + Eq, V: Clone> Fresh<K, V> {
     /// The record under `key`, if it is still good.
-    pub(crate) fn get(&self, db: &Db, key: &K) -> Option<V> {
+    pub fn get(&self, db: &Db, key: &K) -> Option<V> {
         let generation = db.config_generation();
         let map = self.map.read().expect("config cache");
         let e = map.get(key)?;
@@ -54,7 +55,7 @@ impl<K: Hash + Eq, V: Clone> Fresh<K, V> {
     /// Keeps a record read under `generation`, which the caller takes
     /// before reading, so a change committed during the read leaves the
     /// entry already stale.
-    pub(crate) fn keep(&self, key: K, value: V, generation: u64) {
+    pub fn keep(&self, key: K, value: V, generation: u64) {
         let mut map = self.map.write().expect("config cache");
         if map.len() >= CAPACITY {
             map.clear();

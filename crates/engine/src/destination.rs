@@ -96,7 +96,7 @@ pub fn email_address(mailbox: &str) -> Option<String> {
     if name.contains(['<', '>', '\r', '\n']) {
         return None;
     }
-    fleetprompt_core::webchat::visitor::check_email(addr.trim()).ok()?;
+    fleetprompt_core::member::check_email(addr.trim()).ok()?;
     Some(addr.trim().to_ascii_lowercase())
 }
 

@@ -141,7 +141,8 @@ pub struct EdgeTask {
     pub lease_until: Millis,
 }
 
-pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
+/// A request field that does not hold, as a validation error.
+pub fn invalid(field: &'static str, reason: impl Into<String>) -> EngineError {
     EngineError::Validation(ValidationError::Invalid {
         field,
         reason: reason.into(),

@@ -243,16 +243,16 @@ async fn on_install(
     tenant: TenantId,
     m: &Manifest,
 ) -> Result<(), EngineError> {
-    if m.slug == crate::webchat::PACKAGE {
-        crate::webchat::site::on_install(engine, tx, tenant).await?;
+    match engine.package(&m.slug) {
+        Some(p) => p.on_install(engine, tx, tenant).await,
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Installs `package` inside `tx` if the tenant has no installation of it
 /// (a site registered before any install). Refuses when the tenant has
 /// uninstalled it: that is the tenant's choice, not to be undone in passing.
-pub(crate) async fn ensure(
+pub async fn ensure(
     engine: &Engine,
     tx: &mut Tx,
     tenant: TenantId,

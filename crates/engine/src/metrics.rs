@@ -32,10 +32,6 @@ pub const OLDEST_PENDING_AGE: &str = "fleetprompt_directive_oldest_pending_age_s
 pub const CLAIM_BATCH: &str = "fleetprompt_directive_claim_batch_size";
 /// Completions written per transaction.
 pub const COMPLETE_BATCH: &str = "fleetprompt_directive_complete_batch_size";
-/// Visitor messages written per ingest transaction.
-pub const INGEST_BATCH: &str = "fleetprompt_webchat_ingest_batch_size";
-/// Ingest batches that failed and were written message by message.
-pub const INGEST_FALLBACKS: &str = "fleetprompt_webchat_ingest_batch_fallbacks_total";
 /// Leases that expired (a worker vanished mid-attempt).
 pub const LEASES_EXPIRED: &str = "fleetprompt_directive_leases_expired_total";
 /// Workflow rule reloads, by result.
@@ -147,16 +143,6 @@ pub fn describe() {
         Unit::Count,
         "Completions written per transaction."
     );
-    describe_histogram!(
-        INGEST_BATCH,
-        Unit::Count,
-        "Visitor messages written per ingest transaction (group commit)."
-    );
-    describe_counter!(
-        INGEST_FALLBACKS,
-        Unit::Count,
-        "Ingest batches that failed as a whole and were written message by message."
-    );
     describe_counter!(
         LEASES_EXPIRED,
         Unit::Count,
@@ -221,27 +207,40 @@ pub fn register_known(kinds: &[&str]) {
         counter!(WORKFLOW_RELOADS, "result" => result).absolute(0);
     }
     counter!(SIGNALS_RECORDED, "type" => "custom").absolute(0);
-    counter!(INGEST_FALLBACKS).absolute(0);
-    for h in [CLAIM_BATCH, COMPLETE_BATCH, INGEST_BATCH] {
+    for h in [CLAIM_BATCH, COMPLETE_BATCH] {
         let _ = histogram!(h);
     }
 }
 
-const PLATFORM_NAMESPACES: &[&str] = &["webchat.", "directive.", "email.", "cron.", "workflow."];
+const PLATFORM_NAMESPACES: &[&str] = &["directive.", "email.", "cron.", "workflow."];
 
+/// A signal type as its label value: kept when it is in the platform's
+/// namespaces or a loaded package's (the first segment of any signal type
+/// its manifest lists), `custom` otherwise.
 fn bounded_type(t: &str) -> &str {
-    if PLATFORM_NAMESPACES.iter().any(|p| t.starts_with(p)) && t.len() <= 64 {
+    let packaged = || {
+        crate::package::all().iter().any(|m| {
+            m.signals.iter().any(|s| {
+                s.signal_type.split_once('.').is_some_and(|(ns, _)| {
+                    t.len() > ns.len() && t.starts_with(ns) && t.as_bytes()[ns.len()] == b'.'
+                })
+            })
+        })
+    };
+    if (PLATFORM_NAMESPACES.iter().any(|p| t.starts_with(p)) || packaged()) && t.len() <= 64 {
         t
     } else {
         "custom"
     }
 }
 
-pub(crate) fn signal_recorded(signal_type: &str) {
+/// Counts a recorded signal (by type, bounded).
+pub fn signal_recorded(signal_type: &str) {
     counter!(SIGNALS_RECORDED, "type" => bounded_type(signal_type).to_owned()).increment(1);
 }
 
-pub(crate) fn directive_created(kind: &str) {
+/// Counts a created directive (by kind).
+pub fn directive_created(kind: &str) {
     counter!(DIRECTIVES_CREATED, "kind" => kind.to_owned()).increment(1);
 }
 
@@ -270,14 +269,6 @@ pub(crate) fn claimed(n: usize) {
 
 pub(crate) fn completed_batch(n: usize) {
     histogram!(COMPLETE_BATCH).record(n as f64);
-}
-
-pub(crate) fn ingest_batch(n: usize) {
-    histogram!(INGEST_BATCH).record(n as f64);
-}
-
-pub(crate) fn ingest_fallback() {
-    counter!(INGEST_FALLBACKS).increment(1);
 }
 
 pub(crate) fn lease_expired(kind: &str) {
@@ -314,6 +305,7 @@ pub(crate) fn edge_tasks(event: &'static str, n: usize) {
     counter!(EDGE_TASKS, "event" => event).increment(n as u64);
 }
 
-pub(crate) fn inbound_email(outcome: &'static str) {
+/// Counts a reply email an Edge Connector reported, by outcome.
+pub fn inbound_email(outcome: &'static str) {
     counter!(INBOUND_EMAILS, "outcome" => outcome).increment(1);
 }

@@ -2,20 +2,81 @@
 //! signal types it emits, the directive kinds it provides, its default
 //! workflow files, its settings schema and the destination kinds it uses.
 //!
-//! A manifest is a TOML file beside the package's code, embedded with
-//! `include_str!` and parsed once, at first use (start-up reads it for the
-//! handler registry and the rule check). A new package adds its manifest to
-//! [`MANIFESTS`]; its unit tests then hold it to the code.
+//! A package is a crate of its own (`crates/<package>`) that implements
+//! [`Package`]: the engine asks it, once at start, for its manifest (a TOML
+//! file beside the package's code, embedded with `include_str!`), its
+//! directive handlers, its default rules, and what installing it sets up.
+//! The binary passes the packages to [`Engine::new`](crate::Engine::new);
+//! the platform crates name none of them. A package's unit tests hold its
+//! manifest to its code (see [`check`]).
 
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use fleetprompt_core::TenantId;
 use fleetprompt_core::signal::ValidationError;
+use fleetprompt_store::Tx;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Every package's manifest, as embedded.
-const MANIFESTS: &[&str] = &[include_str!("webchat/package.toml")];
+use crate::{Engine, EngineError, HandlerRegistry};
+
+/// What the engine asks of a package at start. Nothing here is about one
+/// package in particular: a second package implements the same.
+pub trait Package: Send + Sync + 'static {
+    /// Its manifest, as TOML text (see `docs/packages.md`).
+    fn manifest(&self) -> &'static str;
+
+    /// Registers its directive handlers, each under a kind its manifest
+    /// lists. Handlers that need the package's state hold an `Arc` of it.
+    fn register(&self, handlers: &mut HandlerRegistry);
+
+    /// Its state object, which its code reaches again through
+    /// [`Engine::package_state`](crate::Engine::package_state) (from HTTP
+    /// handlers, say). `None` for a package without one.
+    fn state(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        None
+    }
+
+    /// What installing it for `tenant` sets up, in the install's
+    /// transaction (also when an install happens in passing).
+    fn on_install<'a>(
+        &'a self,
+        engine: &'a Engine,
+        tx: &'a mut Tx,
+        tenant: TenantId,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Its default rule files as shipped: `(file name, TOML text)`. The
+    /// names are its manifest's `workflows`; the files themselves are
+    /// deployed to the workflows directory.
+    fn default_rules(&self) -> &'static [(&'static str, &'static str)];
+
+    /// Describes its metrics (and registers their zero series); called
+    /// once, at start.
+    fn describe_metrics(&self) {}
+}
+
+/// The manifests of the packages this process runs, set once by
+/// [`load`].
+static MANIFESTS: OnceLock<Vec<Manifest>> = OnceLock::new();
+
+/// Parses and keeps the manifests of `packages` for [`all`], [`get`] and
+/// [`of_kind`]; the first call in a process decides (one binary runs one
+/// set of packages), later calls change nothing.
+pub fn load(packages: &[Arc<dyn Package>]) -> Result<(), String> {
+    if MANIFESTS.get().is_some() {
+        return Ok(());
+    }
+    let parsed = packages
+        .iter()
+        .map(|p| Manifest::parse(p.manifest()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let _ = MANIFESTS.set(parsed);
+    Ok(())
+}
 
 /// What kind of work a package does, for the catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -97,7 +158,7 @@ impl<'de> Deserialize<'de> for PayloadField {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignalSpec {
-    /// `webchat.message.received` …
+    /// `<package>.message.received` …
     #[serde(rename = "type")]
     pub signal_type: String,
     /// What it means.
@@ -128,7 +189,7 @@ pub struct FieldSpec {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectiveSpec {
-    /// `webchat.reply_send` …
+    /// `<package>.reply_send` …
     pub kind: String,
     /// What it does.
     pub description: String,
@@ -268,16 +329,18 @@ impl Manifest {
     }
 }
 
-/// Every package the platform ships, parsed once. A manifest that does not
-/// parse is a bug of this build, caught by the unit tests.
+/// The platform's handlers and those `packages` register.
+pub fn handlers(packages: &[Arc<dyn Package>]) -> HandlerRegistry {
+    let mut r = crate::handlers::platform();
+    for p in packages {
+        p.register(&mut r);
+    }
+    r
+}
+
+/// Every package this process runs (none until [`load`]).
 pub fn all() -> &'static [Manifest] {
-    static ALL: OnceLock<Vec<Manifest>> = OnceLock::new();
-    ALL.get_or_init(|| {
-        MANIFESTS
-            .iter()
-            .map(|t| Manifest::parse(t).unwrap_or_else(|e| panic!("package manifest: {e}")))
-            .collect()
-    })
+    MANIFESTS.get().map(Vec::as_slice).unwrap_or_default()
 }
 
 /// The package `slug`.
@@ -297,38 +360,38 @@ pub fn signal_types() -> impl Iterator<Item = &'static str> {
         .flat_map(|m| m.signals.iter().map(|s| s.signal_type.as_str()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+/// Checks that hold a package's manifest to its code, for its unit tests
+/// (and the platform's own): they panic with what drifted.
+pub mod check {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use super::{Manifest, Package};
+    use crate::HandlerRegistry;
 
     /// The kinds no package provides: the platform's own.
-    const PLATFORM_KINDS: &[&str] = &["noop", "webhook.post"];
+    pub const PLATFORM_KINDS: &[&str] = &["noop", "webhook.post"];
 
-    #[test]
-    fn every_manifest_parses() {
-        assert_eq!(all().len(), MANIFESTS.len());
-        let chat = get(crate::webchat::PACKAGE).expect("website chat's slug");
-        assert_eq!(chat.category, Category::CustomerService);
-        assert_eq!(chat.workflows, ["website_chat.toml"]);
+    /// The platform's handlers and `packages`' (as the engine builds them).
+    pub fn registry(packages: &[Arc<dyn Package>]) -> HandlerRegistry {
+        super::handlers(packages)
     }
 
     /// The manifests and the handler registry name the same kinds: every
     /// registered kind is the platform's or exactly one package's, and
     /// every kind a manifest lists is registered.
-    #[test]
-    fn manifest_kinds_are_the_registered_kinds() {
-        let registry = crate::handlers::platform();
+    pub fn kinds_are_registered(manifests: &[Manifest], registry: &HandlerRegistry) {
         let registered: BTreeSet<&str> = registry.kinds().into_iter().collect();
         for kind in &registered {
-            let owners = all().iter().filter(|m| m.provides(kind)).count();
+            let owners = manifests.iter().filter(|m| m.provides(kind)).count();
             if PLATFORM_KINDS.contains(kind) {
                 assert_eq!(owners, 0, "{kind} is the platform's, not a package's");
             } else {
                 assert_eq!(owners, 1, "{kind} is registered: add it to one manifest");
             }
         }
-        for m in all() {
+        for m in manifests {
             for d in &m.directives {
                 assert!(
                     registered.contains(d.kind.as_str()),
@@ -340,16 +403,18 @@ mod tests {
         }
     }
 
-    /// A package's signals are exactly what its code records and what its
-    /// handlers' results and creations record, beyond the platform's own
-    /// `directive.*`.
-    #[test]
-    fn manifest_signals_are_what_the_code_records() {
-        let registry = crate::handlers::platform();
-        let listed: BTreeSet<&str> = signal_types().collect();
+    /// A package's signals are exactly what its code (the sources under
+    /// `sources`) records and what its handlers' results and creations
+    /// record, beyond the platform's own `directive.*`.
+    pub fn signals_are_recorded(manifest: &Manifest, registry: &HandlerRegistry, sources: &Path) {
+        let listed: BTreeSet<&str> = manifest
+            .signals
+            .iter()
+            .map(|s| s.signal_type.as_str())
+            .collect();
         let mut expected: BTreeSet<&str> = BTreeSet::new();
         for kind in registry.kinds() {
-            if of_kind(kind).is_none() {
+            if !manifest.provides(kind) {
                 continue;
             }
             let h = registry.get(kind).expect("registered");
@@ -364,28 +429,40 @@ mod tests {
             assert!(listed.contains(t), "a package handler records {t}: list it");
         }
         // What the package's code records by name is checked by
-        // `handlers::tests::every_signal_the_code_records_is_known`, which
-        // reads the sources against this same list; here, that nothing is
-        // listed that neither the handlers nor the sources record.
-        let sources = recorded_in_sources();
+        // [`recorded_signals_are_known`]; here, that nothing is listed that
+        // neither the handlers nor the sources record.
+        let sources = recorded_in_sources(sources);
         for t in &listed {
             assert!(
-                expected.contains(t) || sources.contains(*t),
+                expected.contains(t) || sources.iter().any(|(_, s)| s == t),
                 "{t} is in a manifest, but no code records it"
             );
         }
     }
 
-    /// Signal type literals passed to `NewSignal::new(` or `signal_of(`
-    /// anywhere in the engine's sources.
-    fn recorded_in_sources() -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        let mut pending = vec![std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src"
-        ))];
+    /// Every signal type the code under `sources` records by name (the
+    /// first argument of `NewSignal::new(` or ingest's `signal_of(`, when
+    /// it is a string literal) is in `known`, so the lists cannot silently
+    /// fall behind the code. Returns how many it found.
+    pub fn recorded_signals_are_known(known: &BTreeSet<String>, sources: &Path) -> usize {
+        let found = recorded_in_sources(sources);
+        for (path, name) in &found {
+            assert!(
+                known.contains(name),
+                "{} records {name:?}: add it to its package's manifest (or RECORDED_SIGNALS)",
+                path.display()
+            );
+        }
+        found.len()
+    }
+
+    /// Signal type literals passed to `NewSignal::new(` or `signal_of(` in
+    /// the `.rs` files under `dir`, with the file each is in.
+    fn recorded_in_sources(dir: &Path) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
         while let Some(dir) = pending.pop() {
-            for entry in std::fs::read_dir(&dir).expect("engine sources") {
+            for entry in std::fs::read_dir(&dir).expect("sources") {
                 let path = entry.expect("entry").path();
                 if path.is_dir() {
                     pending.push(path);
@@ -398,14 +475,35 @@ mod tests {
                 for call in ["NewSignal::new(", "signal_of("] {
                     for (at, _) in text.match_indices(call) {
                         let rest = text[at + call.len()..].trim_start();
-                        if let Some(literal) = rest.strip_prefix('"') {
-                            out.insert(literal.split('"').next().unwrap_or_default().to_owned());
+                        let Some(literal) = rest.strip_prefix('"') else {
+                            continue;
+                        };
+                        let name = literal.split('"').next().unwrap_or_default();
+                        // Not a call at all (these checks' own needles).
+                        if !name.contains('.') || name.contains(' ') {
+                            continue;
                         }
+                        out.push((path.clone(), name.to_owned()));
                     }
                 }
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// With no package, the registry holds the platform's kinds alone.
+    #[test]
+    fn the_platform_registers_only_its_own_kinds() {
+        let registry = check::registry(&[]);
+        check::kinds_are_registered(&[], &registry);
+        let kinds: BTreeSet<&str> = registry.kinds().into_iter().collect();
+        assert_eq!(kinds, check::PLATFORM_KINDS.iter().copied().collect());
     }
 
     #[test]
@@ -454,34 +552,6 @@ mod tests {
             ..schema
         };
         assert!(open.check(&json!({ "brand": "A", "other": 1 })).is_ok());
-    }
-
-    #[test]
-    fn a_payload_field_may_be_optional() {
-        let m = get("website_chat").expect("website chat");
-        let received = m
-            .signals
-            .iter()
-            .find(|s| s.signal_type == "webchat.message.received")
-            .expect("listed");
-        assert_eq!(
-            received.fields["quiet_ms"],
-            PayloadField {
-                ty: FieldType::Integer,
-                optional: true
-            }
-        );
-        assert!(!received.fields["role"].optional);
-    }
-
-    #[test]
-    fn default_rules_are_told_from_tenant_overrides() {
-        let m = get("website_chat").expect("website chat");
-        assert!(m.owns_rule_file(std::path::Path::new("/srv/workflows/website_chat.toml")));
-        assert!(!m.owns_rule_file(std::path::Path::new(
-            "/srv/workflows/tenants/acme/website_chat.toml"
-        )));
-        assert!(!m.owns_rule_file(std::path::Path::new("/srv/workflows/mine.toml")));
     }
 
     #[test]

@@ -517,7 +517,7 @@ pub(crate) fn completion_of(
 
 /// The signal that reports a directive's end, caused by the directive:
 /// `directive.succeeded` / `directive.failed`, or the kind's own pair when
-/// its handler names one (`webchat.escalation.notified` / `.failed` …).
+/// its handler names one (a package's `<noun>.notified` / `.failed` …).
 pub(crate) fn result_signal(
     engine: &Engine,
     d: &Claimed,

@@ -19,13 +19,18 @@ use crate::extract::{ApiJson, Edge, Path};
 /// Largest request body a connector sends (results carry short error texts).
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// Every edge route.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/heartbeat", post(heartbeat))
-        .route("/tasks/claim", post(claim))
-        .route("/tasks/{id}/result", post(result))
-        .route("/inbound", post(inbound))
+/// Every edge route, the platform's and `packages`' (a package's answer to
+/// what a connector reports, such as a reply email).
+pub fn router(packages: &[std::sync::Arc<dyn crate::package::HttpPackage>]) -> Router<AppState> {
+    packages
+        .iter()
+        .fold(
+            Router::new()
+                .route("/heartbeat", post(heartbeat))
+                .route("/tasks/claim", post(claim))
+                .route("/tasks/{id}/result", post(result)),
+            |r, p| r.merge(p.edge_routes()),
+        )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
@@ -118,52 +123,4 @@ async fn result(
     Ok(Json(
         json!({ "id": id, "status": row.status, "attempts": row.attempts }),
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InboundBody {
-    /// The reply's `Message-ID`: the same email reported twice is one.
-    message_id: String,
-    /// The ids it answers (`dir_…` of our `Message-ID`s, `conv_…` of our
-    /// thread ids), from its `In-Reply-To` and `References`.
-    references: Vec<String>,
-    /// The sender's address.
-    from: String,
-    /// The reply's own words (quotes and signature stripped).
-    text: String,
-}
-
-/// A reply email the connector found in its mailbox. The tenant is the
-/// connector's; the conversation is the one the answered email is about.
-async fn inbound(
-    State(s): State<AppState>,
-    Edge(connector): Edge,
-    ApiJson(b): ApiJson<InboundBody>,
-) -> Result<Json<Value>, ApiError> {
-    use fleetprompt_engine::webchat::email::{InboundEmail, InboundOutcome, receive_reply};
-    let outcome = receive_reply(
-        &s.engine,
-        &connector,
-        InboundEmail {
-            message_id: b.message_id,
-            references: b.references,
-            from: b.from,
-            text: b.text,
-        },
-    )
-    .await?;
-    Ok(Json(match outcome {
-        InboundOutcome::Recorded {
-            conversation,
-            known_sender,
-            duplicate,
-        } => json!({
-            "recorded": true,
-            "conversation_id": conversation,
-            "known_sender": known_sender,
-            "duplicate": duplicate,
-        }),
-        InboundOutcome::Ignored(reason) => json!({ "recorded": false, "reason": reason }),
-    }))
 }

@@ -197,24 +197,6 @@ impl From<fleetprompt_store::StoreError> for ApiError {
     }
 }
 
-impl From<fleetprompt_engine::webchat::WebchatError> for ApiError {
-    fn from(e: fleetprompt_engine::webchat::WebchatError) -> Self {
-        use fleetprompt_engine::webchat::WebchatError as W;
-        match e {
-            W::Unauthorized(m) => Self::InvalidToken(m),
-            W::Forbidden(m) => Self::Forbidden(m),
-            W::NotFound(what) => Self::NotFound(what),
-            W::TooLarge { .. } => Self::MessageTooLarge(e.to_string()),
-            W::RateLimited(secs) => Self::TooManyRequests(secs),
-            W::ChallengeRequired => Self::Challenge("challenge_required", e.to_string()),
-            W::ChallengeFailed(_) => Self::Challenge("challenge_failed", e.to_string()),
-            W::VersionConflict { .. } => Self::Conflict("version_conflict", e.to_string()),
-            W::Invalid(v) => v.into(),
-            W::Engine(e) => e.into(),
-        }
-    }
-}
-
 impl From<fleetprompt_engine::access::SignInError> for ApiError {
     fn from(e: fleetprompt_engine::access::SignInError) -> Self {
         use fleetprompt_engine::access::SignInError as S;

@@ -280,11 +280,13 @@ impl FromRequestParts<AppState> for Admin {
             return Err(ApiError::Unauthorized);
         };
         // No matched path means no route of the table: admin only.
+        let allowed = parts.extensions.get::<crate::admin::AgentAllowed>();
         let needed = parts
             .extensions
             .get::<MatchedPath>()
-            .map_or(Role::Admin, |p| {
-                crate::admin::required_role(&parts.method, p.as_str())
+            .map_or(Role::Admin, |p| match allowed {
+                Some(a) => a.role(&parts.method, p.as_str()),
+                None => crate::admin::required_role(&parts.method, p.as_str()),
             });
         if caller.role < needed {
             return Err(ApiError::Forbidden(format!(

@@ -11,7 +11,8 @@
 //! - [`edge`]: `/edge/v1/*`, what Edge Connectors call with their own token.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the HTTP metrics layer.
 //! - [`startup`]: serving health while the process waits for the database.
-//! - [`widget`]: `/v1/widget/*`, `/widget.js` and `/demo`.
+//! - [`package`]: what a package adds to the application
+//!   ([`HttpPackage`](package::HttpPackage): public, admin and edge routes).
 
 pub mod admin;
 pub mod client;
@@ -20,8 +21,8 @@ pub mod error;
 pub mod extract;
 pub mod listen;
 pub mod ops;
+pub mod package;
 pub mod startup;
-pub mod widget;
 
 use std::sync::Arc;
 
@@ -38,8 +39,6 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` are believed.
     pub trusted_proxies: Arc<client::TrustedProxies>,
-    /// The widget's live streams: their caps, and their end at shutdown.
-    pub streams: Arc<widget::stream::Streams>,
     /// Largest admin request body, in bytes ([`admin::BODY_LIMIT`] by default).
     pub admin_body_limit: usize,
 }
@@ -47,17 +46,21 @@ pub struct AppState {
 /// The largest body any route reads unless its router sets its own.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// The whole HTTP application. Unknown routes and wrong methods answer
-/// JSON errors like every handler, from one fallback each.
-pub fn app(state: AppState) -> Router {
+/// The whole HTTP application, with the routes of `packages`. Unknown
+/// routes and wrong methods answer JSON errors like every handler, from one
+/// fallback each.
+pub fn app(state: AppState, packages: &[Arc<dyn package::HttpPackage>]) -> Router {
+    let public = packages
+        .iter()
+        .fold(Router::new(), |r, p| r.merge(p.public_routes(&state)));
     Router::new()
         .merge(ops::router())
-        .nest("/admin/v1", admin::router(state.admin_body_limit))
-        .nest("/edge/v1", edge::router())
-        .merge(widget::router(&state))
+        .nest("/admin/v1", admin::router(state.admin_body_limit, packages))
+        .nest("/edge/v1", edge::router(packages))
+        .merge(public)
         // After every route is added: it applies to the routes present
-        // (the widget's own is set inside its CORS layer, so preflights
-        // still reach that layer).
+        // (a package's public routes may set their own inside their
+        // layers, so that preflights still reach a CORS layer).
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { error::ApiError::NotFound("route".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
@@ -65,7 +68,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The answer to a known route with a method it does not have.
-pub(crate) async fn method_not_allowed() -> error::ApiError {
+/// The answer to a known route with a method it does not have (for a
+/// package's routes that set their own fallback).
+pub async fn method_not_allowed() -> error::ApiError {
     error::ApiError::MethodNotAllowed
 }

@@ -9,7 +9,7 @@
 //! - At most `max_connections` are open at once. At the cap the loop stops
 //!   accepting (new connections wait in the kernel's backlog) and says so in
 //!   the log, at most every ten seconds, and in a counter.
-//! - On shutdown it stops accepting, ends the widget's live streams with a
+//! - On shutdown it stops accepting, ends the packages' live streams with a
 //!   reconnect event, and lets hyper finish the requests in flight; the
 //!   caller bounds how long that may take (its drain deadline).
 

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::error::ApiError;
+use crate::package::HttpPackage;
 use crate::{AppState, app};
 
 /// The application once the engine is ready; until then, the start-up
@@ -24,9 +25,10 @@ use crate::{AppState, app};
 pub struct Gate(Arc<OnceLock<Router>>);
 
 impl Gate {
-    /// Opens the gate: from now on every request goes to the application.
-    pub fn open(&self, state: AppState) {
-        let _ = self.0.set(app(state));
+    /// Opens the gate: from now on every request goes to the application
+    /// (with the routes of `packages`).
+    pub fn open(&self, state: AppState, packages: &[Arc<dyn HttpPackage>]) {
+        let _ = self.0.set(app(state, packages));
     }
 
     /// The router that serves through the gate.
@@ -59,17 +61,20 @@ fn starting(path: &str) -> Response {
 
 /// Serves through `gate` on `listener`, with the listener's connection
 /// discipline ([`crate::listen`]), until `shutdown` resolves; then stops
-/// accepting, ends the widget's live streams with a reconnect event, and
-/// returns once the requests in flight have finished.
+/// accepting, tells `packages` ([`HttpPackage::on_stop`]: their live
+/// streams end with a reconnect event), and returns once the requests in
+/// flight have finished.
 pub async fn serve(
     listener: TcpListener,
     gate: Gate,
     limits: crate::listen::Limits,
-    streams: Arc<crate::widget::stream::Streams>,
+    packages: Vec<Arc<dyn HttpPackage>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::listen::serve(listener, gate.router(), &limits, shutdown, move || {
-        streams.stop_all()
+        for p in &packages {
+            p.on_stop();
+        }
     })
     .await
 }

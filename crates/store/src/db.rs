@@ -97,9 +97,11 @@ impl OwnPool {
     }
 }
 
-/// The reading side of a [`Db`], for [`on_db!`](crate::on_db). Inside
-/// the store only: the driver's pools never leave it.
-pub(crate) enum Reader<'a> {
+/// The reading side of a [`Db`], for [`on_db!`](crate::on_db): the
+/// store's own modules and package store modules ([`crate::package`])
+/// name it only through that macro.
+#[doc(hidden)]
+pub enum Reader<'a> {
     Sqlite(&'a SqlitePool),
     Postgres(&'a PgPool),
 }
@@ -244,7 +246,8 @@ impl Db {
 
     /// The pool reads go to; fails at once while the database is known
     /// to be unreachable, instead of waiting out the pool's timeout.
-    pub(crate) fn reader(&self) -> Result<Reader<'_>> {
+    #[doc(hidden)]
+    pub fn reader(&self) -> Result<Reader<'_>> {
         self.0.health.check()?;
         Ok(match &self.0.pools {
             Pools::Sqlite { reader, .. } => Reader::Sqlite(reader),
@@ -528,9 +531,10 @@ async fn notify_loop(pool: PgPool, wake: Arc<Notify>) {
     }
 }
 
-/// A transaction's connection, for [`on_tx!`](crate::on_tx). Inside the
-/// store only.
-pub(crate) enum TxInner {
+/// A transaction's connection, for [`on_tx!`](crate::on_tx): named only
+/// through that macro (see [`crate::package`]).
+#[doc(hidden)]
+pub enum TxInner {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
 }
@@ -547,7 +551,8 @@ pub struct Tx {
 }
 
 impl Tx {
-    pub(crate) fn inner_mut(&mut self) -> &mut TxInner {
+    #[doc(hidden)]
+    pub fn inner_mut(&mut self) -> &mut TxInner {
         &mut self.inner
     }
 
@@ -563,8 +568,10 @@ impl Tx {
         self.wake = true;
     }
 
-    /// Marks that this transaction changed a site or a destination.
-    pub(crate) async fn mark_config_changed(&mut self) -> Result<()> {
+    /// Marks that this transaction changed cached configuration (a
+    /// destination, or a package's record such as a site): once it commits,
+    /// caches of it here and (PostgreSQL) on the other nodes are stale.
+    pub async fn mark_config_changed(&mut self) -> Result<()> {
         if !self.config {
             self.config = true;
             if let TxInner::Postgres(t) = &mut self.inner {

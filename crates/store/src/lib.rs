@@ -19,6 +19,7 @@
 //! - [`db`]: connecting, pragmas, the backend enum, transactions, wake-ups.
 //! - [`migrate`]: the embedded, checksummed migrations.
 //! - [`notice`]: LISTEN/NOTIFY between nodes (PostgreSQL).
+//! - [`package`]: what a package's own store module builds on.
 //! - [`tenant`]: tenants and admin tokens (the tenant's and members' own).
 //! - [`member`]: members of a tenant and their browser sessions.
 //! - [`destination`]: outbound destinations, sealed at rest.
@@ -34,7 +35,6 @@
 //!   `queue/postgres.rs`).
 //! - [`retention`]: pruning what has aged out (`fleetprompt prune`).
 //! - [`timeline`]: a subject's causal history.
-//! - [`webchat`]: the website chat package's sites, conversations, messages.
 //! - [`workflow`]: rule files tenants publish, with their history.
 
 pub mod cron;
@@ -48,13 +48,13 @@ pub mod installation;
 pub mod member;
 pub mod migrate;
 pub mod notice;
+pub mod package;
 pub mod queue;
 pub mod retention;
 pub mod signal;
 pub mod statistics;
 pub mod tenant;
 pub mod timeline;
-pub mod webchat;
 pub mod workflow;
 
 pub use db::{Backend, Db, Tx};
@@ -156,7 +156,8 @@ impl StoreError {
 /// Result alias of this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+/// A stored value that does not decode (a bug or a hand edit).
+pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
@@ -226,7 +227,7 @@ json_text!(
 /// `->>` parses again (an eighth of the writer's time on ingest), while
 /// `jsonb_each` parses the batch once and hands rows over in its binary
 /// form.
-pub(crate) fn json_rows(backend: Backend, n: u8) -> String {
+pub fn json_rows(backend: Backend, n: u8) -> String {
     match backend {
         Backend::Sqlite => format!("jsonb_each(${n}) AS k"),
         Backend::Postgres => format!(
@@ -236,19 +237,20 @@ pub(crate) fn json_rows(backend: Backend, n: u8) -> String {
 }
 
 /// Rows as the JSON text [`json_rows`] reads.
-pub(crate) fn json_array(rows: impl Iterator<Item = serde_json::Value>) -> String {
+pub fn json_array(rows: impl Iterator<Item = serde_json::Value>) -> String {
     serde_json::Value::from(rows.collect::<Vec<_>>()).to_string()
 }
 
 /// Whether an error is a unique-constraint violation.
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
 /// Runs the same code against whichever backend a [`Db`] reads from.
 /// The body is compiled once per backend, with `$c` bound to that pool.
+/// Used by the store's modules and by package store modules (see
+/// [`package`]); the caller's crate names sqlx for the body.
 #[macro_export]
-#[doc(hidden)]
 macro_rules! on_db {
     ($db:expr, $c:ident => $body:expr) => {
         match $db.reader()? {
@@ -259,8 +261,8 @@ macro_rules! on_db {
 }
 
 /// Runs the same code against a [`Tx`]'s connection, whichever backend it is.
+/// Used like [`on_db!`].
 #[macro_export]
-#[doc(hidden)]
 macro_rules! on_tx {
     ($tx:expr, $c:ident => $body:expr) => {
         match $tx.inner_mut() {

@@ -8,7 +8,6 @@
 //! extractor; the system tests walk the table to prove that an agent is
 //! refused on every admin-only route.
 
-mod conversations;
 mod destinations;
 mod directives;
 mod edge_connectors;
@@ -17,7 +16,6 @@ mod members;
 mod packages;
 mod session;
 mod signals;
-mod sites;
 mod timeline;
 mod tokens;
 mod workflows;
@@ -37,15 +35,13 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Where the admin routes are mounted.
 pub const PREFIX: &str = "/admin/v1";
 
-/// What agents may do; every other admin route needs an admin, including
-/// any route not named here. A `*` at the end of a path matches the rest.
-/// Agents read and answer conversations (every `POST` under a
-/// conversation: reply, drafts, escalate, close, reopen, assign), read the
-/// timeline and directives, and manage their own session and tokens.
+/// What agents may do among the platform's routes; every other admin route
+/// needs an admin, including any route not named here or by a package
+/// ([`Routes::allow_agents`]). A `*` at the end of a path matches the
+/// rest. Agents read the timeline and directives, and manage their own
+/// session and tokens (and, through a package, what it lets them: website
+/// chat's agents read and answer conversations).
 const AGENT_ALLOWED: &[(&str, &str)] = &[
-    ("GET", "/conversations"),
-    ("GET", "/conversations/*"),
-    ("POST", "/conversations/*"),
     ("GET", "/timeline"),
     ("GET", "/directives"),
     ("GET", "/directives/{id}"),
@@ -59,19 +55,36 @@ const AGENT_ALLOWED: &[(&str, &str)] = &[
     ("DELETE", "/tokens/{id}"),
 ];
 
-/// The role a route needs: [`Role::Agent`] for what [`AGENT_ALLOWED`]
-/// names, [`Role::Admin`] for everything else. `path` is the route's
-/// pattern (`/sites/{id}`), with or without the [`PREFIX`].
+/// The role a route of the platform's needs: [`Role::Agent`] for what
+/// [`AGENT_ALLOWED`] names, [`Role::Admin`] for everything else. `path` is
+/// the route's pattern (`/destinations/{id}`), with or without the
+/// [`PREFIX`]. A package's routes may allow agents more
+/// ([`AgentAllowed::role`]).
 pub fn required_role(method: &Method, path: &str) -> Role {
-    let path = path.strip_prefix(PREFIX).unwrap_or(path);
-    let allowed = AGENT_ALLOWED.iter().any(|(m, p)| {
-        *m == method.as_str()
-            && match p.strip_suffix('*') {
-                Some(prefix) => path.starts_with(prefix),
-                None => path == *p,
-            }
-    });
-    if allowed { Role::Agent } else { Role::Admin }
+    AgentAllowed::default().role(method, path)
+}
+
+/// What agents may do: the platform's [`AGENT_ALLOWED`] and what the
+/// packages' admin routes allow them ([`Routes::allow_agents`]). The admin
+/// router carries it as a request extension for the
+/// [`Admin`](crate::extract::Admin) extractor.
+#[derive(Debug, Clone, Default)]
+pub struct AgentAllowed(Vec<(&'static str, &'static str)>);
+
+impl AgentAllowed {
+    /// The role a route needs: [`Role::Agent`] for what the platform or a
+    /// package allows agents, [`Role::Admin`] for everything else.
+    pub fn role(&self, method: &Method, path: &str) -> Role {
+        let path = path.strip_prefix(PREFIX).unwrap_or(path);
+        let allowed = AGENT_ALLOWED.iter().chain(&self.0).any(|(m, p)| {
+            *m == method.as_str()
+                && match p.strip_suffix('*') {
+                    Some(prefix) => path.starts_with(prefix),
+                    None => path == *p,
+                }
+        });
+        if allowed { Role::Agent } else { Role::Admin }
+    }
 }
 
 /// One admin route and the role it needs.
@@ -85,11 +98,13 @@ pub struct AdminRoute {
     pub role: Role,
 }
 
-/// The admin router under construction, and the table of its routes.
+/// The admin router under construction, the table of its routes, and
+/// what of them agents may call.
 #[derive(Default)]
 pub struct Routes {
     router: Router<AppState>,
     table: Vec<(Method, String)>,
+    agents: Vec<(&'static str, &'static str)>,
 }
 
 impl Routes {
@@ -107,10 +122,18 @@ impl Routes {
         self
     }
 
+    /// Lets agents call what `allowed` names (method, path pattern; a
+    /// `*` at the end matches the rest); every other route needs an admin.
+    pub fn allow_agents(mut self, allowed: &[(&'static str, &'static str)]) -> Self {
+        self.agents.extend_from_slice(allowed);
+        self
+    }
+
     /// Adds every route of `other`.
     pub fn merge(mut self, other: Routes) -> Self {
         self.router = self.router.merge(other.router);
         self.table.extend(other.table);
+        self.agents.extend(other.agents);
         self
     }
 }
@@ -166,8 +189,8 @@ pub mod routing {
     method!(delete, DELETE);
 }
 
-fn all() -> Routes {
-    Routes::new()
+fn all(packages: &[std::sync::Arc<dyn crate::package::HttpPackage>]) -> Routes {
+    let platform = Routes::new()
         .merge(destinations::router())
         .merge(directives::router())
         .merge(edge_connectors::router())
@@ -175,26 +198,36 @@ fn all() -> Routes {
         .merge(timeline::router())
         .merge(installations::router())
         .merge(packages::router())
-        .merge(sites::router())
-        .merge(conversations::router())
         .merge(workflows::router())
         .merge(members::router())
         .merge(tokens::router())
-        .merge(session::router())
+        .merge(session::router());
+    packages
+        .iter()
+        .fold(platform, |all, p| all.merge(p.admin_routes()))
 }
 
-/// Every admin route, reading bodies of at most `body_limit` bytes.
-pub fn router(body_limit: usize) -> Router<AppState> {
-    all().router.layer(DefaultBodyLimit::max(body_limit))
+/// Every admin route, the platform's and `packages`', reading bodies of at
+/// most `body_limit` bytes.
+pub fn router(
+    body_limit: usize,
+    packages: &[std::sync::Arc<dyn crate::package::HttpPackage>],
+) -> Router<AppState> {
+    let all = all(packages);
+    all.router
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(AgentAllowed(all.agents)))
 }
 
-/// Every admin route with the role it needs, in the order they were added.
-pub fn table() -> Vec<AdminRoute> {
-    all()
-        .table
+/// Every admin route, the platform's and `packages`', with the role it
+/// needs, in the order they were added.
+pub fn table(packages: &[std::sync::Arc<dyn crate::package::HttpPackage>]) -> Vec<AdminRoute> {
+    let all = all(packages);
+    let allowed = AgentAllowed(all.agents);
+    all.table
         .into_iter()
         .map(|(method, path)| AdminRoute {
-            role: required_role(&method, &path),
+            role: allowed.role(&method, &path),
             method: method.to_string(),
             path: format!("{PREFIX}{path}"),
         })
@@ -206,8 +239,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn settings_need_an_admin_and_conversations_an_agent() {
-        let table = table();
+    fn settings_need_an_admin_and_the_timeline_an_agent() {
+        let table = table(&[]);
         let role = |m: &str, p: &str| {
             table
                 .iter()
@@ -215,19 +248,22 @@ mod tests {
                 .unwrap_or_else(|| panic!("{m} {p} is not an admin route"))
                 .role
         };
-        assert_eq!(role("GET", "/conversations"), Role::Agent);
-        assert_eq!(role("POST", "/conversations/{id}/reply"), Role::Agent);
         assert_eq!(role("GET", "/timeline"), Role::Agent);
-        assert_eq!(role("POST", "/sites"), Role::Admin);
-        assert_eq!(role("GET", "/sites"), Role::Admin);
         assert_eq!(role("POST", "/destinations"), Role::Admin);
         assert_eq!(role("POST", "/directives"), Role::Admin);
         assert_eq!(role("POST", "/members"), Role::Admin);
         // An unknown route needs an admin.
         assert_eq!(required_role(&Method::PUT, "/packages/x"), Role::Admin);
+        // What a package allows agents is its routes' alone.
+        let allowed = AgentAllowed(vec![("POST", "/things/*")]);
         assert_eq!(
-            required_role(&Method::POST, "/admin/v1/conversations/{id}/close"),
+            allowed.role(&Method::POST, "/admin/v1/things/{id}/close"),
             Role::Agent
+        );
+        assert_eq!(allowed.role(&Method::DELETE, "/things/{id}"), Role::Admin);
+        assert_eq!(
+            required_role(&Method::POST, "/things/{id}/close"),
+            Role::Admin
         );
     }
 }

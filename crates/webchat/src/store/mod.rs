@@ -1,0 +1,24 @@
+//! The website chat package's tables. Every function takes the
+//! [`TenantId`](fleetprompt_core::TenantId) first, except the two lookups that
+//! find a tenant: a site by its public widget key, and the idle sweep.
+//!
+//! # Layout
+//! - [`installation`]: the tenant's IP-hash key (the installation itself is
+//!   the platform's [`fleetprompt_store::installation`]).
+//! - [`site`]: sites, their allowlists, settings and sealed signing secrets.
+//! - [`identity`]: what is kept about a visitor (reduced), and the hash of
+//!   their visitor secret.
+//! - [`challenge`]: proof-of-work challenges already spent.
+//! - [`conversation`]: conversations and the idle sweep.
+//! - [`message`]: visitor, assistant and agent messages.
+//! - [`batch`]: a batch of visitor messages written together (group commit).
+//! - [`escalation`]: Mattermost threads per conversation and reply drafts.
+
+pub mod batch;
+pub mod challenge;
+pub mod conversation;
+pub mod escalation;
+pub mod identity;
+pub mod installation;
+pub mod message;
+pub mod site;
