@@ -12,9 +12,11 @@
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics` and the HTTP metrics layer.
 //! - [`startup`]: serving health while the process waits for the database.
 //! - [`widget`]: `/v1/widget/*`, `/widget.js` and `/demo`.
+//! - [`console`]: `/console/*`, the operator console (HTML).
 
 pub mod admin;
 pub mod client;
+pub mod console;
 pub mod edge;
 pub mod error;
 pub mod extract;
@@ -55,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/admin/v1", admin::router(state.admin_body_limit))
         .nest("/edge/v1", edge::router())
         .merge(widget::router(&state))
+        .nest(console::PREFIX, console::router())
         // After every route is added: it applies to the routes present
         // (the widget's own is set inside its CORS layer, so preflights
         // still reach that layer).

@@ -15,7 +15,7 @@ use super::routing::{get, post};
 use crate::AppState;
 use crate::client::ClientAddr;
 use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson, SESSION_COOKIE};
+use crate::extract::{Admin, ApiJson};
 
 pub(super) fn router() -> super::Routes {
     super::Routes::new()
@@ -35,16 +35,7 @@ struct SignInBody {
 }
 
 fn cookie(s: &AppState, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if s.engine.public_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let c = format!(
-        "{SESSION_COOKIE}={value}; Path={}; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-        super::PREFIX
-    );
-    HeaderValue::from_str(&c).expect("a cookie of URL-safe characters")
+    crate::extract::session_set_cookie(&s.engine, value, max_age)
 }
 
 fn caller_json(admin: &Admin, csrf: Option<String>) -> Value {

@@ -1,0 +1,29 @@
+//! `/console`: the console's home, a short overview of where to go.
+
+use axum::Router;
+use axum::routing::get;
+use maud::{Markup, html};
+
+use super::{Member, NAV, page};
+use crate::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/", get(home))
+}
+
+async fn home(m: Member) -> Markup {
+    page(
+        &m,
+        "",
+        "Home",
+        html! {
+            h1 { "Welcome, " (m.member.name) }
+            p { "You are signed in to " strong { (m.tenant.slug) } " as " (m.member.role) "." }
+            ul class="cards" {
+                @for item in NAV.iter().filter(|i| !i.admin_only || m.is_admin()) {
+                    li { a href=(item.href) { (item.label) } }
+                }
+            }
+        },
+    )
+}
