@@ -135,7 +135,17 @@ pub async fn send_message(
         page_url,
         spam_score: super::spam::score(site.id, m.content, now_ms()),
     };
-    engine.ingest_queue().submit(engine, job).await
+    let tenant = site.tenant;
+    let site_id = site.id;
+    let accepted = engine.ingest_queue().submit(engine, job).await?;
+    if !accepted.duplicate {
+        // After the commit: an open inbox hears of the message.
+        super::live::hub().publish_tenant(
+            tenant,
+            &super::live::InboxEvent::message(accepted.conversation_id, site_id, "visitor"),
+        );
+    }
+    Ok(accepted)
 }
 
 /// A validated message waiting for its group commit.

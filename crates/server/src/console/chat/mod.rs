@@ -1,13 +1,106 @@
 //! The website chat's console pages: the inbox, a conversation with its
-//! timeline, and sites. Built only on the console's `pub` foundation and
-//! the engine's public API, so the folder can move into the website chat
-//! package's own crate.
+//! audit timeline and actions, and sites. Built only on the console's `pub`
+//! foundation ([`crate::console`]) and the engine's and store's public API,
+//! so this folder can move into the website chat package's own crate.
+//!
+//! # Layout
+//! - [`inbox`]: `/console/conversations`, filters, search, unread marks.
+//! - [`conversation`]: `/console/conversations/{id}` and its actions.
+//! - [`timeline`]: the audit timeline and its causal chain, as HTML.
+//! - [`live`]: `/console/live`, the tenant's feed over SSE.
+//! - [`sites`]: `/console/sites`: register, edit, snippet, verify.
+
+pub mod conversation;
+pub mod inbox;
+pub mod live;
+pub mod sites;
+pub mod timeline;
 
 use axum::Router;
+use fleetprompt_core::time::{Millis, to_rfc3339};
+use maud::{Markup, html};
 
 use crate::AppState;
 
 /// The website chat's console routes, relative to `/console`.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(inbox::router())
+        .merge(conversation::router())
+        .merge(live::router())
+        .merge(sites::router())
+}
+
+/// A time, readable, in UTC, with its machine form.
+pub fn when(ms: Millis) -> Markup {
+    let iso = to_rfc3339(ms);
+    let shown = format!(
+        "{} UTC",
+        iso.replace('T', " ")
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('Z')
+    );
+    html! { time datetime=(iso) { (shown) } }
+}
+
+/// A status as a badge (its colour comes from `s-<status>`).
+pub fn badge(status: &str) -> Markup {
+    html! { span class={ "badge s-" (status) } { (status) } }
+}
+
+/// An email with its local part masked (`a•••@example.com`), for sites
+/// whose members may not see who the visitors are.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}•••@{domain}")
+        }
+        None => "•••".into(),
+    }
+}
+
+/// How the console names a visitor: their name, else their email, else
+/// "Visitor <short id>"; masked unless the site lets members see them.
+pub fn visitor_label(
+    name: Option<&str>,
+    email: Option<&str>,
+    visitor_id: &str,
+    show_details: bool,
+) -> String {
+    let short: String = visitor_id.chars().rev().take(6).collect::<String>();
+    let short: String = short.chars().rev().collect();
+    match (name, email, show_details) {
+        (Some(n), _, true) if !n.trim().is_empty() => n.to_owned(),
+        (_, Some(e), true) => e.to_owned(),
+        (_, Some(e), false) => mask_email(e),
+        _ => format!("Visitor {short}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visitors_are_named_and_masked_as_the_site_allows() {
+        assert_eq!(
+            visitor_label(Some("Ann"), Some("ann@x.test"), "vis_1", true),
+            "Ann"
+        );
+        assert_eq!(
+            visitor_label(None, Some("ann@x.test"), "vis_1", true),
+            "ann@x.test"
+        );
+        assert_eq!(
+            visitor_label(Some("Ann"), Some("ann@x.test"), "vis_1", false),
+            "a•••@x.test"
+        );
+        assert_eq!(
+            visitor_label(None, None, "vis_abcdef123", true),
+            "Visitor def123"
+        );
+    }
 }
