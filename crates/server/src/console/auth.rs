@@ -92,10 +92,13 @@ impl Member {
 /// Where to come back to after signing in: this request's path and query,
 /// for a GET under the console only.
 fn next_of(parts: &Parts) -> String {
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map_or("/console", |p| p.as_str());
+    // Inside the nested console router the URI lacks its prefix; the
+    // original one has it.
+    let uri = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(&parts.uri, |o| &o.0);
+    let pq = uri.path_and_query().map_or("/console", |p| p.as_str());
     if parts.method == axum::http::Method::GET && pq.starts_with(super::PREFIX) {
         pq.to_owned()
     } else {
