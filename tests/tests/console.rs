@@ -352,6 +352,32 @@ async fn tenants_are_kept_apart(backend: Backend) {
     }
     let inbox = g.get("/console/conversations?status=all").await;
     assert!(!inbox.body.contains(&conv), "globex's inbox lists acme's");
+    // Globex's live feed hears nothing of acme's messages; acme's does.
+    let feed = |b: &Browser| {
+        app.http
+            .get(format!("{}/console/live", app.server.url))
+            .header("cookie", b.cookie_header())
+            .send()
+    };
+    let mut gf = feed(&g).await.unwrap();
+    let mut af = feed(&a).await.unwrap();
+    say(&app, &token, "Anyone there?").await;
+    let mut heard = String::new();
+    while !heard.contains(&conv) {
+        let c = tokio::time::timeout(Duration::from_secs(10), af.chunk())
+            .await
+            .expect("acme's feed hears it")
+            .unwrap()
+            .unwrap();
+        heard.push_str(&String::from_utf8_lossy(&c));
+    }
+    let mut other = String::new();
+    while let Ok(Ok(Some(c))) = tokio::time::timeout(Duration::from_millis(1500), gf.chunk()).await
+    {
+        other.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(other.contains("event: ready"), "{other}");
+    assert!(!other.contains(&conv), "{other}");
     // Acme's session cookie with globex's CSRF value (or its own) gets
     // nothing of globex: it is acme's session, whatever it is sent with.
     let mixed = Browser::new(&app.server.url);
@@ -372,14 +398,15 @@ async fn tenants_are_kept_apart(backend: Backend) {
     );
     let home = mixed.get("/console").await;
     assert!(home.body.contains("acme") && !home.body.contains("globex"));
-    // Nothing reached the visitor.
-    assert_eq!(
-        history(&app, &token).await["messages"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    // Nothing reached the visitor: their two messages, no reply.
+    let h = history(&app, &token).await;
+    let roles: Vec<&str> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["visitor", "visitor"], "{h}");
 }
 
 async fn signing_out_kills_the_session(backend: Backend) {
@@ -565,7 +592,197 @@ async fn notes_replies_and_the_live_feed(backend: Backend) {
     );
 }
 
+/// The invite link's page sets a password and signs in, once.
+async fn an_invite_sets_a_password_and_signs_in(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let out = fleetprompt_system_tests::cli(
+        &app.db,
+        &[
+            "user",
+            "add",
+            "--tenant",
+            "acme",
+            "--email",
+            "bo@example.com",
+            "--name",
+            "Bo",
+            "--role",
+            "admin",
+            "--invite",
+            "--json",
+        ],
+    )
+    .await
+    .unwrap();
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let invite = v["invite_token"].as_str().unwrap().to_owned();
+    assert!(
+        v["invite_link"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/console/invite#{invite}")),
+        "{v}"
+    );
+    let b = Browser::new(&app.server.url);
+    let page = b.get("/console/invite").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let form = page
+        .forms()
+        .into_iter()
+        .find(|f| f.action == "/console/invite")
+        .unwrap();
+    let password = "a long new password";
+    let r = b
+        .submit(
+            &form,
+            &[
+                ("csrf_token", "forged"),
+                ("invite", &invite),
+                ("password", password),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = b
+        .submit(&form, &[("invite", &invite), ("password", password)])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(b.get("/console").await.body.contains("Bo"));
+    // Once only; the password it set signs in.
+    let again = Browser::new(&app.server.url);
+    let form = again
+        .get("/console/invite")
+        .await
+        .forms()
+        .into_iter()
+        .find(|f| f.action == "/console/invite")
+        .unwrap();
+    let r = again
+        .submit(
+            &form,
+            &[("invite", &invite), ("password", "another long password")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(r.body.contains("not valid"), "{}", r.body);
+    let r = again.sign_in("bo@example.com", password).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+}
+
+/// On SQLite, `serve` adds a demo console member and leaves its sign-in
+/// in `<data dir>/demo-console-login`, readable by its owner only.
+async fn the_demo_has_a_console_member(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let path = app.db.dir.join("demo-console-login");
+    if backend == Backend::Postgres {
+        assert!(!path.exists());
+        return;
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let b = Browser::new(&app.server.url);
+    let r = b.sign_in(&field("email"), &field("password")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let home = b.get("/console").await;
+    assert!(
+        home.body.contains("demo") && home.body.contains("admin"),
+        "{}",
+        home.body
+    );
+    let demo = reqwest::get(format!("{}/demo", app.server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        demo.contains("href=\"/console\""),
+        "the demo page links the console"
+    );
+}
+
+/// A failed escalation shows its error in plain words, and an admin
+/// retries it from the conversation's page.
+async fn an_admin_retries_a_failed_escalation(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = add_member(&app.db, "acme", "ann@example.com", "Ann", "admin")
+        .await
+        .unwrap();
+    let mm = fleetprompt_system_tests::Recorder::start().await;
+    mm.script("/hooks/x", [fleetprompt_system_tests::Reply::status(400)]);
+    let (s, v) = app
+        .post(
+            "/admin/v1/destinations",
+            serde_json::json!({ "name": "team", "kind": "mattermost", "webhook_url": format!("{}/hooks/x", mm.url) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (conv, _, _) = conversation(&app).await;
+    let b = signed_in(&app, &ann).await;
+    let page = b.get(&format!("/console/conversations/{conv}")).await;
+    let esc = page
+        .forms()
+        .into_iter()
+        .find(|f| f.action.ends_with("/escalate"))
+        .unwrap();
+    assert!(page.body.contains("Escalate to Mattermost"));
+    let r = b.submit(&esc, &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let failed = wait_until(
+        "the failed escalation",
+        Duration::from_secs(15),
+        async || {
+            let p = b.get(&format!("/console/conversations/{conv}")).await;
+            p.body.contains("s-failed\">failed").then_some(p)
+        },
+    )
+    .await;
+    assert!(
+        failed.body.contains("The destination refused the request")
+            || failed.body.contains("It failed"),
+        "{}",
+        failed.body
+    );
+    let retry = failed
+        .forms()
+        .into_iter()
+        .find(|f| f.action.ends_with("/retry"))
+        .expect("a Retry button for the admin");
+    let r = b.submit(&retry, &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    wait_until(
+        "the retried escalation",
+        Duration::from_secs(15),
+        async || {
+            let e = timeline(&app, &conv).await;
+            let d = directives_of(&e, "webchat.escalate_to_mattermost");
+            (d.len() == 1 && d[0]["status"] == "succeeded").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        mm.received("/hooks/x").len(),
+        2,
+        "one refused post, one delivered"
+    );
+}
+
 both_backends!(
+    an_invite_sets_a_password_and_signs_in,
+    the_demo_has_a_console_member,
+    an_admin_retries_a_failed_escalation,
     sign_in_refuses_wrong_passwords_forged_csrf_and_throttles,
     every_console_form_checks_csrf,
     an_agent_sees_no_admin_pages_or_actions,
