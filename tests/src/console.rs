@@ -21,6 +21,8 @@ pub struct Page {
     pub content_type: String,
     /// Its `Retry-After`, if any.
     pub retry_after: Option<String>,
+    /// Its `Content-Security-Policy`, if any.
+    pub csp: Option<String>,
     /// The body.
     pub body: String,
 }
@@ -206,6 +208,7 @@ impl Browser {
             location: h("location"),
             content_type: h("content-type").unwrap_or_default(),
             retry_after: h("retry-after"),
+            csp: h("content-security-policy"),
             set_cookies,
             body: r.text().await.unwrap_or_default(),
         }

@@ -451,6 +451,13 @@ async fn errors_are_html_pages_and_the_api_keeps_json(backend: Backend) {
         .await
         .unwrap();
     let b = signed_in(&app, &ann).await;
+    // Pages allow only their own origin's scripts and are never framed.
+    let home = b.get("/console").await;
+    let csp = home.csp.expect("a Content-Security-Policy");
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     let r: Page = b.get("/console/no-such-page").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(
