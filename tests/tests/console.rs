@@ -786,7 +786,112 @@ async fn an_admin_retries_a_failed_escalation(backend: Backend) {
     );
 }
 
+/// The FAQ the drafts come from (several entries, so that a question is
+/// matched against the others too).
+const FAQ: &str = r#"
+[[faq]]
+question = "What are your opening hours?"
+answer = "We are open from 9:00 to 17:00."
+
+[[faq]]
+question = "How do I reset my password?"
+answer = "Use the 'Forgot password' link on the sign-in page."
+
+[[faq]]
+question = "Do you ship internationally?"
+answer = "Yes, we ship to 30 countries."
+"#;
+
+/// FAQ drafts on the conversation page: approve one as it is, send
+/// another edited (the operator's words go, the draft is set aside),
+/// discard a third; a discarded draft never reaches the visitor.
+async fn drafts_are_approved_edited_or_discarded(backend: Backend) {
+    let app = fleetprompt_system_tests::webchat::spawn_with_rules(backend, &[], |dir| {
+        std::fs::create_dir_all(dir.join("tenants/acme/knowledge")).unwrap();
+        std::fs::copy(
+            fleetprompt_system_tests::webchat::SHIPPED_RULES,
+            dir.join("website_chat.toml"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("tenants/acme/knowledge/faq.toml"), FAQ).unwrap();
+    })
+    .await;
+    let ann = add_member(&app.db, "acme", "ann@example.com", "Ann", "admin")
+        .await
+        .unwrap();
+    let site = site(&app).await;
+    let key = site["public_key"].as_str().unwrap().to_owned();
+    let b = signed_in(&app, &ann).await;
+    let mut outcomes = Vec::new();
+    for (how, edit) in [
+        ("send", None),
+        ("send", Some("We open at nine.")),
+        ("discard", None),
+    ] {
+        let token = visitor(&app, &key).await;
+        let conv = say(&app, &token, "when are you open on mondays?").await;
+        let page = wait_until("a draft on the page", Duration::from_secs(15), async || {
+            let p = b.get(&format!("/console/conversations/{conv}")).await;
+            p.body.contains("Approve and send").then_some(p)
+        })
+        .await;
+        assert!(page.body.contains("9:00 to 17:00"), "{}", page.body);
+        let form = page
+            .forms()
+            .into_iter()
+            .find(|f| f.action.ends_with("/send"))
+            .unwrap();
+        let r = if how == "discard" {
+            let mut f = form.clone();
+            f.action = f.action.replace("/send", "/discard");
+            b.submit(&f, &[]).await
+        } else {
+            match edit {
+                Some(text) => b.submit(&form, &[("content", text)]).await,
+                None => b.submit(&form, &[]).await,
+            }
+        };
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        assert!(
+            !b.get(&format!("/console/conversations/{conv}"))
+                .await
+                .body
+                .contains("Approve and send"),
+            "the draft is no longer pending"
+        );
+        outcomes.push((conv, token));
+    }
+    let replies = async |token: &str, n: usize| {
+        wait_until(
+            "the visitor's history",
+            Duration::from_secs(10),
+            async || {
+                let h = history(&app, token).await;
+                let agent: Vec<String> = h["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|m| m["role"] != "visitor")
+                    .map(|m| m["content"].as_str().unwrap().to_owned())
+                    .collect();
+                (agent.len() == n).then_some(agent)
+            },
+        )
+        .await
+    };
+    assert_eq!(
+        replies(&outcomes[0].1, 1).await,
+        ["We are open from 9:00 to 17:00."]
+    );
+    assert_eq!(replies(&outcomes[1].1, 1).await, ["We open at nine."]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(replies(&outcomes[2].1, 0).await.is_empty());
+    let e = timeline(&app, &outcomes[2].0).await;
+    assert_eq!(signals_of(&e, "webchat.draft.discarded").len(), 1);
+}
+
 both_backends!(
+    drafts_are_approved_edited_or_discarded,
     an_invite_sets_a_password_and_signs_in,
     the_demo_has_a_console_member,
     an_admin_retries_a_failed_escalation,
