@@ -62,6 +62,10 @@
   }
   poll();
 
+  // With several API nodes a message may arrive on another node, whose
+  // live feed this page does not hear: the inbox also refreshes now and then.
+  if ($("#inbox") && !/[?&]after=/.test(location.search)) { setInterval(refresh, 20000); }
+
   // The tenant's live feed: new messages, over SSE with the session cookie.
   var inbox = $("#inbox");
   var convo = location.pathname.match(/^\/console\/conversations\/([^\/]+)$/);

@@ -890,7 +890,53 @@ async fn drafts_are_approved_edited_or_discarded(backend: Backend) {
     assert_eq!(signals_of(&e, "webchat.draft.discarded").len(), 1);
 }
 
+/// The inbox shows 50 conversations, newest activity first, and links
+/// the older ones; every conversation is on exactly one page.
+async fn the_inbox_pages_through_older_conversations(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = add_member(&app.db, "acme", "ann@example.com", "Ann", "admin")
+        .await
+        .unwrap();
+    let site = site(&app).await;
+    let key = site["public_key"].as_str().unwrap().to_owned();
+    let mut convs = Vec::new();
+    for i in 0..55 {
+        let token = visitor(&app, &key).await;
+        convs.push(say(&app, &token, &format!("question number {i}")).await);
+    }
+    let b = signed_in(&app, &ann).await;
+    let ids = |p: &Page| -> Vec<String> {
+        p.body
+            .split("data-id=\"")
+            .skip(1)
+            .map(|x| x.split('"').next().unwrap().to_owned())
+            .collect()
+    };
+    let first = b.get("/console/conversations").await;
+    let page1 = ids(&first);
+    assert_eq!(page1.len(), 50);
+    assert_eq!(page1[0], convs[54], "newest first");
+    let older = first
+        .body
+        .split("href=\"")
+        .find(|x| x.starts_with("/console/conversations?") && x.contains("after="))
+        .and_then(|x| x.split('"').next())
+        .expect("a link to older conversations")
+        .replace("&amp;", "&");
+    let second = b.get(&older).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    let page2 = ids(&second);
+    assert_eq!(page2.len(), 5, "{page2:?}");
+    let mut all: Vec<String> = page1.into_iter().chain(page2).collect();
+    all.sort();
+    let mut want = convs.clone();
+    want.sort();
+    assert_eq!(all, want);
+    assert!(!second.body.contains("after="), "no page after the last");
+}
+
 both_backends!(
+    the_inbox_pages_through_older_conversations,
     drafts_are_approved_edited_or_discarded,
     an_invite_sets_a_password_and_signs_in,
     the_demo_has_a_console_member,

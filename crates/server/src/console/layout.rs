@@ -93,6 +93,27 @@ pub fn page_with(m: Option<&Member>, active: &str, title: &str, body: Markup) ->
     }
 }
 
+/// A time, readable, in UTC, with its machine form (`<time datetime>`).
+pub fn when(ms: fleetprompt_core::time::Millis) -> Markup {
+    let iso = fleetprompt_core::time::to_rfc3339(ms);
+    let shown = format!(
+        "{} UTC",
+        iso.replace('T', " ")
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('Z')
+    );
+    html! { time datetime=(iso) { (shown) } }
+}
+
+/// A status as a badge; its colour comes from the class `s-<status>` of
+/// the style sheet (open, active, succeeded, done: green; pending,
+/// running, closed, disabled: amber; failed, cancelled, error: red).
+pub fn badge(status: &str) -> Markup {
+    html! { span class={ "badge s-" (status) } { (status) } }
+}
+
 /// A `303 See Other` to `to` (a console path).
 pub fn redirect(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();

@@ -13,6 +13,7 @@
 //!   error page (or the sign-in redirect), never the API's JSON.
 //! - [`flash`]: a one-time message for the next page after a redirect.
 //! - [`NAV`]: the navigation entries.
+//! - [`when`], [`badge`]: a time and a status, as every page shows them.
 //!
 //! Pages are grouped one file per noun; the website chat's pages live in
 //! [`chat`] with their own router, built only on these `pub` items and the
@@ -28,7 +29,9 @@ mod login;
 
 pub use auth::{CsrfForm, Member, csrf_field, login_csrf_check, login_csrf_token};
 pub use error::ConsoleError;
-pub use layout::{NAV, NavItem, flash, page, page_with, redirect, redirect_with_flash};
+pub use layout::{
+    NAV, NavItem, badge, flash, page, page_with, redirect, redirect_with_flash, when,
+};
 
 use axum::Router;
 use axum::http::Uri;

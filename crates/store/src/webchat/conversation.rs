@@ -287,6 +287,9 @@ pub struct InboxQuery<'a> {
     /// Conversations whose visitor's email or name, or any message,
     /// contains this text (case-insensitive).
     pub search: Option<&'a str>,
+    /// Only conversations after this one in the inbox's order (older):
+    /// the last row of the page before, by its last message's time and id.
+    pub after: Option<(Millis, ConversationId)>,
     /// Most rows.
     pub limit: i64,
 }
@@ -329,6 +332,9 @@ pub async fn inbox(db: &Db, tenant: TenantId, q: &InboxQuery<'_>) -> Result<Vec<
              OR EXISTS (SELECT 1 FROM website_chat_messages s
                  WHERE s.tenant_id = c.tenant_id AND s.conversation_id = c.id
                    AND lower(s.content) LIKE $7 ESCAPE '\\'))
+           AND ($8 IS NULL OR c.last_message_minute < $8
+             OR (c.last_message_minute = $8 AND (c.last_message_at < $9
+               OR (c.last_message_at = $9 AND c.id < $10))))
          ORDER BY c.last_message_minute DESC, c.last_message_at DESC, c.id DESC LIMIT $4",
         cols.join(", ")
     );
@@ -346,6 +352,9 @@ pub async fn inbox(db: &Db, tenant: TenantId, q: &InboxQuery<'_>) -> Result<Vec<
             .bind(which)
             .bind(member)
             .bind(pattern)
+            .bind(q.after.map(|(at, _)| at - at % 60_000))
+            .bind(q.after.map(|(at, _)| at))
+            .bind(q.after.map(|(_, id)| id.to_string()))
             .fetch_all(c)
             .await?;
         rows.iter()

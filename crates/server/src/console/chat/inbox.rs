@@ -36,6 +36,8 @@ struct Filters {
     /// `any` (default), `mine` or `unassigned`.
     assignee: Option<String>,
     q: Option<String>,
+    /// The page after the row `<last message ms>.<conversation id>`.
+    after: Option<String>,
 }
 
 /// Whether the site lets members see who its visitors are.
@@ -93,6 +95,17 @@ async fn inbox(
             "The search must be at most 200 characters of text.".into(),
         ));
     }
+    let after = match f.after.as_deref().filter(|a| !a.is_empty()) {
+        None => None,
+        Some(a) => {
+            let bad = || ConsoleError::BadRequest("That page of the inbox does not exist.".into());
+            let (at, id) = a.split_once('.').ok_or_else(bad)?;
+            Some((
+                at.parse::<i64>().map_err(|_| bad())?,
+                id.parse().map_err(|_| bad())?,
+            ))
+        }
+    };
     let rows = conversation::inbox(
         db,
         m.tenant.id,
@@ -105,6 +118,7 @@ async fn inbox(
             },
             assignee,
             search: q,
+            after,
             limit: PAGE,
         },
     )
@@ -151,6 +165,18 @@ async fn inbox(
         p class="hint" { "Keys: " kbd { "j" } " / " kbd { "k" } " move, " kbd { "Enter" } " opens, " kbd { "/" } " searches." }
         p id="live-status" class="hint" role="status" aria-live="polite" {}
         (list(&rows, &sites))
+        @if rows.len() as i64 == PAGE {
+            @if let Some(last) = rows.last() {
+                @let next = serde_urlencoded::to_string([
+                    ("site", selected_site.as_str()),
+                    ("status", status),
+                    ("assignee", assignee_value),
+                    ("q", q.unwrap_or_default()),
+                    ("after", &format!("{}.{}", last.conversation.last_message_at, last.conversation.id)),
+                ]).unwrap_or_default();
+                p { a href={ "/console/conversations?" (next) } { "Older conversations →" } }
+            }
+        }
     };
     Ok(page(&m, "/console/conversations", "Inbox", body))
 }

@@ -17,10 +17,9 @@ pub mod sites;
 pub mod timeline;
 
 use axum::Router;
-use fleetprompt_core::time::{Millis, to_rfc3339};
-use maud::{Markup, html};
 
 use crate::AppState;
+pub use crate::console::{badge, when};
 
 /// The website chat's console routes, relative to `/console`.
 pub fn router() -> Router<AppState> {
@@ -29,25 +28,6 @@ pub fn router() -> Router<AppState> {
         .merge(conversation::router())
         .merge(live::router())
         .merge(sites::router())
-}
-
-/// A time, readable, in UTC, with its machine form.
-pub fn when(ms: Millis) -> Markup {
-    let iso = to_rfc3339(ms);
-    let shown = format!(
-        "{} UTC",
-        iso.replace('T', " ")
-            .split('.')
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches('Z')
-    );
-    html! { time datetime=(iso) { (shown) } }
-}
-
-/// A status as a badge (its colour comes from `s-<status>`).
-pub fn badge(status: &str) -> Markup {
-    html! { span class={ "badge s-" (status) } { (status) } }
 }
 
 /// An email with its local part masked (`a•••@example.com`), for sites
