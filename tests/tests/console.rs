@@ -110,6 +110,34 @@ async fn sign_in_refuses_wrong_passwords_forged_csrf_and_throttles(backend: Back
     );
     assert!(b.cookie("fleetprompt_session").is_none());
 
+    // Signing in never sends the browser to another site.
+    for next in ["https://evil.example/", "//evil.example/x", "/admin/v1/me"] {
+        let b2 = Browser::new(&app.server.url);
+        let login = b2
+            .get(&format!(
+                "/console/login?next={}",
+                next.replace('/', "%2F").replace(':', "%3A")
+            ))
+            .await;
+        let form = login
+            .forms()
+            .into_iter()
+            .find(|f| f.action == "/console/login")
+            .unwrap();
+        let r = b2
+            .submit(
+                &form,
+                &[
+                    ("email", &ann.email),
+                    ("password", &ann.password),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        assert_eq!(r.location.as_deref(), Some("/console"), "next={next}");
+    }
+
     // The right one signs in, with the cookie the admin API uses too.
     let r = b.sign_in(&ann.email, &ann.password).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
@@ -121,6 +149,16 @@ async fn sign_in_refuses_wrong_passwords_forged_csrf_and_throttles(backend: Back
     for part in ["HttpOnly", "SameSite=Lax", "Path=/;"] {
         assert!(set.contains(part), "{set}");
     }
+    // An earlier release's cookie (Path=/admin) is cleared beside it.
+    assert!(
+        r.set_cookies
+            .iter()
+            .any(|c| c.starts_with("fleetprompt_session=;")
+                && c.contains("Path=/admin")
+                && c.contains("Max-Age=0")),
+        "{:?}",
+        r.set_cookies
+    );
     let home = b.get("/console").await;
     assert_eq!(home.status, StatusCode::OK);
     assert!(home.body.contains("Ann Admin"), "{}", home.body);

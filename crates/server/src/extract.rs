@@ -252,6 +252,12 @@ pub fn session_set_cookie(
     axum::http::HeaderValue::from_str(&c).expect("a cookie of URL-safe characters")
 }
 
+/// Clears a session cookie of an earlier release, which was set with
+/// `Path=/admin`: a browser would send it before the current one on admin
+/// routes. Sent beside every sign-in and sign-out.
+pub const LEGACY_SESSION_COOKIE_CLEAR: &str =
+    "fleetprompt_session=; Path=/admin; HttpOnly; SameSite=Lax; Max-Age=0";
+
 /// The header that carries a session's CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 

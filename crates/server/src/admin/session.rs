@@ -72,6 +72,10 @@ async fn sign_in(
     let max_age = s.engine.config().access.session_max_age.as_secs();
     let mut headers = HeaderMap::new();
     headers.insert(header::SET_COOKIE, cookie(&s, &signed.cookie, max_age));
+    headers.append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(crate::extract::LEGACY_SESSION_COOKIE_CLEAR),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let body = json!({
         "tenant": signed.tenant,
@@ -100,5 +104,9 @@ async fn sign_out(State(s): State<AppState>, admin: Admin) -> Result<Response, A
     access::sign_out(&s.engine, id).await?;
     let mut headers = HeaderMap::new();
     headers.insert(header::SET_COOKIE, cookie(&s, "", 0));
+    headers.append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(crate::extract::LEGACY_SESSION_COOKIE_CLEAR),
+    );
     Ok((StatusCode::NO_CONTENT, headers).into_response())
 }

@@ -176,6 +176,10 @@ fn session_response(s: &AppState, signed: &SignedIn, to: &str) -> Response {
         header::SET_COOKIE,
         session_set_cookie(&s.engine, &signed.cookie, max_age),
     );
+    h.append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(crate::extract::LEGACY_SESSION_COOKIE_CLEAR),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -254,6 +258,10 @@ async fn logout(
     let mut resp = redirect("/console/login?signed_out=1");
     resp.headers_mut()
         .append(header::SET_COOKIE, session_set_cookie(&s.engine, "", 0));
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(crate::extract::LEGACY_SESSION_COOKIE_CLEAR),
+    );
     Ok(resp)
 }
 
