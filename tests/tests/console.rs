@@ -522,6 +522,27 @@ async fn errors_are_html_pages_and_the_api_keeps_json(backend: Backend) {
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.content_type.starts_with("text/css"));
     assert!(b.get("/console/assets/console.0000.css").await.status == StatusCode::NOT_FOUND);
+
+    // Uninstalling the website chat package takes its pages away; installing
+    // it again brings them back.
+    assert_eq!(b.get("/console/conversations").await.status, StatusCode::OK);
+    let (s, v) =
+        fleetprompt_system_tests::packages::install(&app, "website_chat", serde_json::json!({}))
+            .await;
+    assert!(s.is_success(), "{v}");
+    let (s, v) = fleetprompt_system_tests::packages::uninstall(&app, "website_chat").await;
+    assert!(s.is_success(), "{v}");
+    for path in ["/console/conversations", "/console/sites"] {
+        let r = b.get(path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(r.body.contains("not installed"), "{}", r.body);
+    }
+    assert_eq!(b.get("/console").await.status, StatusCode::OK);
+    let (s, v) =
+        fleetprompt_system_tests::packages::install(&app, "website_chat", serde_json::json!({}))
+            .await;
+    assert!(s.is_success(), "{v}");
+    assert_eq!(b.get("/console/conversations").await.status, StatusCode::OK);
 }
 
 /// A note stays with members; a reply reaches the visitor; the live feed

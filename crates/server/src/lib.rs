@@ -57,7 +57,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/admin/v1", admin::router(state.admin_body_limit))
         .nest("/edge/v1", edge::router())
         .merge(widget::router(&state))
-        .nest(console::PREFIX, console::router())
+        .nest(console::PREFIX, console::router(&state))
         // After every route is added: it applies to the routes present
         // (the widget's own is set inside its CORS layer, so preflights
         // still reach that layer).

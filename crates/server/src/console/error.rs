@@ -20,6 +20,10 @@ pub enum ConsoleError {
     /// 404: no such page or record for this tenant.
     #[error("{0} not found")]
     NotFound(String),
+    /// 404 with its own explanation, shown as it is (e.g. the pages of a
+    /// package the tenant has not installed).
+    #[error("{0}")]
+    Missing(String),
     /// 403: the member's role does not allow this.
     #[error("{0}")]
     Forbidden(String),
@@ -68,7 +72,7 @@ impl ConsoleError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::SignIn { .. } => StatusCode::SEE_OTHER,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::Missing(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) | Self::Csrf => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -47,12 +47,12 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// The console's routes, to be nested at [`PREFIX`]. Unknown routes under
 /// it are an HTML 404 page, wrong methods an HTML 405.
-pub fn router() -> Router<AppState> {
+pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(home::router())
         .merge(login::router())
         .merge(assets::router())
-        .merge(chat::router())
+        .merge(chat::router(state))
         .method_not_allowed_fallback(|| async { ConsoleError::MethodNotAllowed })
         .fallback(not_found)
         .layer(axum::middleware::from_fn(layout::flash_layer))

@@ -21,13 +21,49 @@ use axum::Router;
 use crate::AppState;
 pub use crate::console::{badge, when};
 
-/// The website chat's console routes, relative to `/console`.
-pub fn router() -> Router<AppState> {
+/// The website chat's console routes, relative to `/console`. For a tenant
+/// that has uninstalled the package they answer 404: its pages go with it.
+pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(inbox::router())
         .merge(conversation::router())
         .merge(live::router())
         .merge(sites::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            installed,
+        ))
+}
+
+/// Lets a request through when the member's tenant has the package (or
+/// there is no session yet: the page itself sends a stranger to sign in).
+async fn installed(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::extract::FromRequestParts;
+    use axum::response::IntoResponse;
+    let (mut parts, body) = req.into_parts();
+    if let Ok(m) = crate::console::Member::from_request_parts(&mut parts, &s).await {
+        match s
+            .engine
+            .package_uninstalled(m.tenant.id, fleetprompt_engine::webchat::PACKAGE)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                return crate::console::ConsoleError::Missing(
+                    "The website chat package is not installed for this tenant, so its pages are not here. An admin can install it again (POST /admin/v1/installations)."
+                        .into(),
+                )
+                .into_response();
+            }
+            Err(e) => return crate::console::ConsoleError::from(e).into_response(),
+        }
+    }
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// An email with its local part masked (`a•••@example.com`), for sites
