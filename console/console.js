@@ -41,6 +41,12 @@
         if (!html) { return; }
         var doc = new DOMParser().parseFromString(html, "text/html");
         $all("[data-refresh]").forEach(function (old) {
+          // Never under the operator's hands: a region being typed in (a
+          // draft being edited) keeps its text until it is left.
+          var a = document.activeElement;
+          var busy = (a && old.contains(a) && /^(TEXTAREA|INPUT|SELECT)$/.test(a.tagName)) ||
+            $all("textarea", old).some(function (t) { return t.value !== t.defaultValue; });
+          if (busy) { return; }
           var fresh = doc.getElementById(old.id);
           if (fresh) { old.replaceWith(document.importNode(fresh, true)); }
         });

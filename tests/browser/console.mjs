@@ -113,6 +113,11 @@ try {
   await op.waitForURL(`${FP}/console/conversations/${conv}`);
   await vis.locator("#fleetprompt-chat .m.agent", { hasText: "Hi! An operator here." }).waitFor({ timeout: 15000 });
   result.reply_seen = true;
+  // Its progress shows in place, without reloading: the page polls while
+  // the reply's directive is pending or running.
+  await op.evaluate(() => { window.__stayed = true; });
+  await op.locator('#activity li[data-status="done"]', { hasText: "Reply by operator" }).first().waitFor({ timeout: 15000 });
+  result.reply_progress_in_place = await op.evaluate(() => window.__stayed === true);
 
   // Escalate to Mattermost: the rule escalated already, so the button finds
   // that escalation; the timeline shows its attempt and result.

@@ -371,6 +371,7 @@ async fn console_works_in_a_real_browser() {
     );
     assert_eq!(r["unread"], true, "{r}");
     assert_eq!(r["reply_seen"], true, "{r}");
+    assert_eq!(r["reply_progress_in_place"], true, "{r}");
     assert!(
         r["escalation_attempt"]
             .as_str()
