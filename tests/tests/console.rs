@@ -525,7 +525,9 @@ async fn errors_are_html_pages_and_the_api_keeps_json(backend: Backend) {
 
     // Uninstalling the website chat package takes its pages away; installing
     // it again brings them back.
-    assert_eq!(b.get("/console/conversations").await.status, StatusCode::OK);
+    let inbox = b.get("/console/conversations").await;
+    assert_eq!(inbox.status, StatusCode::OK);
+    assert!(inbox.body.contains("href=\"/console/conversations\""));
     let (s, v) =
         fleetprompt_system_tests::packages::install(&app, "website_chat", serde_json::json!({}))
             .await;
@@ -537,12 +539,19 @@ async fn errors_are_html_pages_and_the_api_keeps_json(backend: Backend) {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
         assert!(r.body.contains("not installed"), "{}", r.body);
     }
-    assert_eq!(b.get("/console").await.status, StatusCode::OK);
+    let home = b.get("/console").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(
+        !home.body.contains("href=\"/console/conversations\""),
+        "no Inbox in the nav without the package"
+    );
     let (s, v) =
         fleetprompt_system_tests::packages::install(&app, "website_chat", serde_json::json!({}))
             .await;
     assert!(s.is_success(), "{v}");
-    assert_eq!(b.get("/console/conversations").await.status, StatusCode::OK);
+    let inbox = b.get("/console/conversations").await;
+    assert_eq!(inbox.status, StatusCode::OK);
+    assert!(inbox.body.contains("href=\"/console/conversations\""));
 }
 
 /// A note stays with members; a reply reaches the visitor; the live feed

@@ -49,6 +49,9 @@ pub struct Member {
     /// A one-time message left by the previous request (see
     /// [`flash`](super::flash)), shown by [`page`](super::page).
     pub flash: Option<String>,
+    /// The packages of [`PACKAGE_PAGES`](super::layout::PACKAGE_PAGES) the
+    /// tenant has uninstalled (their nav entries are hidden).
+    pub uninstalled: Vec<String>,
     caller: Caller,
     session_id: String,
 }
@@ -133,7 +136,19 @@ impl FromRequestParts<AppState> for Member {
                 next: next_of(parts),
             });
         };
+        let mut uninstalled = Vec::new();
+        for (_, pkg) in super::layout::PACKAGE_PAGES {
+            if !uninstalled.iter().any(|u| u == pkg)
+                && state
+                    .engine
+                    .package_uninstalled(caller.tenant.id, pkg)
+                    .await?
+            {
+                uninstalled.push((*pkg).to_owned());
+            }
+        }
         let m = Member {
+            uninstalled,
             tenant: caller.tenant.clone(),
             member,
             csrf: access::session_csrf(&state.engine, &session_id),

@@ -20,7 +20,7 @@ async fn home(m: Member) -> Markup {
             h1 { "Welcome, " (m.member.name) }
             p { "You are signed in to " strong { (m.tenant.slug) } " as " (m.member.role) "." }
             ul class="cards" {
-                @for item in NAV.iter().filter(|i| !i.admin_only || m.is_admin()) {
+                @for item in NAV.iter().filter(|i| super::layout::shows(&m, i)) {
                     li { a href=(item.href) { (item.label) } }
                 }
             }

@@ -35,6 +35,23 @@ pub const NAV: &[NavItem] = &[
     },
 ];
 
+/// Pages that belong to a package, by path prefix: their nav entries are
+/// hidden for a tenant that has uninstalled the package (whose pages then
+/// answer 404).
+pub const PACKAGE_PAGES: &[(&str, &str)] = &[
+    ("/console/conversations", "website_chat"),
+    ("/console/sites", "website_chat"),
+];
+
+/// Whether `m` sees the nav entry `item`: its role allows it, and its
+/// package (if any) is not uninstalled for the member's tenant.
+pub fn shows(m: &Member, item: &NavItem) -> bool {
+    (!item.admin_only || m.is_admin())
+        && !PACKAGE_PAGES.iter().any(|(prefix, pkg)| {
+            item.href.starts_with(prefix) && m.uninstalled.iter().any(|u| u == pkg)
+        })
+}
+
 /// A full console page for a signed-in member: header with the tenant and
 /// the member, the navigation (`active` is the [`NavItem::href`] to mark
 /// as the current page), a skip link, the flash message if any, and `body`
@@ -62,7 +79,7 @@ pub fn page_with(m: Option<&Member>, active: &str, title: &str, body: Markup) ->
                     @if let Some(m) = m {
                         nav aria-label="Console" {
                             ul {
-                                @for item in NAV.iter().filter(|i| !i.admin_only || m.is_admin()) {
+                                @for item in NAV.iter().filter(|i| shows(m, i)) {
                                     li {
                                         @if item.href == active {
                                             a href=(item.href) aria-current="page" { (item.label) }

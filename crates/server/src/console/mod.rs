@@ -30,7 +30,7 @@ mod login;
 pub use auth::{CsrfForm, Member, csrf_field, login_csrf_check, login_csrf_token};
 pub use error::ConsoleError;
 pub use layout::{
-    NAV, NavItem, badge, flash, page, page_with, redirect, redirect_with_flash, when,
+    NAV, NavItem, PACKAGE_PAGES, badge, flash, page, page_with, redirect, redirect_with_flash, when,
 };
 
 use axum::Router;

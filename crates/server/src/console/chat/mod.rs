@@ -45,22 +45,17 @@ async fn installed(
     use axum::extract::FromRequestParts;
     use axum::response::IntoResponse;
     let (mut parts, body) = req.into_parts();
-    if let Ok(m) = crate::console::Member::from_request_parts(&mut parts, &s).await {
-        match s
-            .engine
-            .package_uninstalled(m.tenant.id, fleetprompt_engine::webchat::PACKAGE)
-            .await
-        {
-            Ok(false) => {}
-            Ok(true) => {
-                return crate::console::ConsoleError::Missing(
-                    "The website chat package is not installed for this tenant, so its pages are not here. An admin can install it again (POST /admin/v1/installations)."
-                        .into(),
-                )
-                .into_response();
-            }
-            Err(e) => return crate::console::ConsoleError::from(e).into_response(),
-        }
+    // The member knows which packages their tenant has uninstalled.
+    if let Ok(m) = crate::console::Member::from_request_parts(&mut parts, &s).await
+        && m.uninstalled
+            .iter()
+            .any(|p| p == fleetprompt_engine::webchat::PACKAGE)
+    {
+        return crate::console::ConsoleError::Missing(
+            "The website chat package is not installed for this tenant, so its pages are not here. An admin can install it again (POST /admin/v1/installations)."
+                .into(),
+        )
+        .into_response();
     }
     next.run(axum::extract::Request::from_parts(parts, body))
         .await
