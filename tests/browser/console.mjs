@@ -185,6 +185,10 @@ try {
   await op.goto(`${FP}/console/conversations?status=all`);
   result.phone_overflow = await op.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   await axe(op, "inbox_phone");
+  await op.goto(`${FP}/console/conversations/${conv}`);
+  result.phone_overflow_conversation = await op.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await op.goto(`${FP}/console/sites`);
+  result.phone_overflow_sites = await op.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
 } finally {
   await browser.close();
 }
