@@ -399,7 +399,11 @@ async fn console_works_in_a_real_browser() {
     );
     assert_eq!(r["new_site_message"], true, "{r}");
     assert_eq!(r["verify"], "Verification succeeded", "{r}");
-    for k in ["phone_overflow", "phone_overflow_conversation", "phone_overflow_sites"] {
+    for k in [
+        "phone_overflow",
+        "phone_overflow_conversation",
+        "phone_overflow_sites",
+    ] {
         assert!(r[k].as_i64().unwrap() <= 0, "{k}: {r}");
     }
     assert_eq!(r["page_errors"], json!([]), "{r}");
