@@ -41,6 +41,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub mod access;
+pub mod console;
 pub mod lifecycle;
 pub mod packages;
 pub mod rules_api;

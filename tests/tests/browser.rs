@@ -205,3 +205,228 @@ async fn widget_works_in_a_real_browser() {
             .contains(&format!("/console/conversations/{conv}"))
     );
 }
+
+/// The operator console in a real browser (`tests/browser/console.mjs`):
+/// sign in; a visitor's message through the widget on another origin
+/// appears in the open inbox live; the reply reaches the visitor; Escalate
+/// to Mattermost shows the attempt and result on the timeline, and the one
+/// post's deep link opens the conversation after sign-in; a site
+/// registered in the console gets a snippet that works on its origin;
+/// Verify installation succeeds; axe finds no serious or critical
+/// violation on the console's pages or the widget. Screenshots go to
+/// `target/console-*.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_works_in_a_real_browser() {
+    use std::sync::{Arc, Mutex};
+
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: apt-get install -y chromium"
+    );
+    let dir = repo_root().join("tests/browser");
+    if !dir.join("node_modules/@axe-core/playwright").exists() {
+        let ok = tokio::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .await
+            .expect("npm")
+            .success();
+        assert!(ok, "npm ci in tests/browser failed");
+    }
+    let workflows = repo_root().join("workflows");
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &["--workflows", workflows.to_str().unwrap()],
+    )
+    .await;
+    let admin = fleetprompt_system_tests::access::add_member(
+        &app.db,
+        "acme",
+        "ops@acme.test",
+        "Olive Ops",
+        "admin",
+    )
+    .await
+    .unwrap();
+    let mm = Recorder::start().await;
+    let (s, v) = app
+        .post(
+            "/admin/v1/destinations",
+            json!({ "name": "mattermost", "kind": "mattermost", "webhook_url": format!("{}/hooks/e2e", mm.url) }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // The first site, registered over the API, and its page.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host_url = format!("http://{}", listener.local_addr().unwrap());
+    let (s, site) = app
+        .post(
+            "/admin/v1/sites",
+            json!({ "domains": [host_url], "settings": { "title": "Acme help" } }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{site}");
+    let key = site["public_key"].as_str().unwrap().to_owned();
+    let page = |embed: &str| {
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=utf-8><title>Shop</title></head>\
+             <body><main><h1>A shop</h1><p>Our products.</p></main>{embed}</body></html>"
+        )
+    };
+    let html = page(&format!(
+        "<script async src=\"{}/widget.js\" data-site-key=\"{key}\"></script>",
+        app.server.url
+    ));
+    let posts = mm.clone();
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(move || async move { Html(html) }))
+        .route(
+            "/mm-posts",
+            axum::routing::get(move || {
+                let posts = posts.clone();
+                async move {
+                    let texts: Vec<Value> = posts
+                        .received("/hooks/e2e")
+                        .into_iter()
+                        .map(|r| r.body["text"].clone())
+                        .collect();
+                    axum::Json(json!({ "texts": texts }))
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+
+    // The second origin: its page embeds whatever snippet the console gave.
+    let embed = Arc::new(Mutex::new(String::new()));
+    let new_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let new_host = format!("http://{}", new_listener.local_addr().unwrap());
+    let new_router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get({
+                let embed = embed.clone();
+                move || {
+                    let body = page(&embed.lock().unwrap());
+                    async move { Html(body) }
+                }
+            }),
+        )
+        .route(
+            "/snippet",
+            axum::routing::post({
+                let embed = embed.clone();
+                move |body: String| async move {
+                    // Only a script tag is taken: the snippet and nothing else.
+                    if body.starts_with("<script async src=") && body.ends_with("</script>") {
+                        *embed.lock().unwrap() = body;
+                        StatusCode::NO_CONTENT
+                    } else {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(new_listener, new_router).await;
+    });
+
+    let shots = repo_root().join("target");
+    let out = tokio::process::Command::new("node")
+        .arg("console.mjs")
+        .current_dir(&dir)
+        .env("FP_URL", &app.server.url)
+        .env("HOST_URL", &host_url)
+        .env("NEW_HOST_URL", &new_host)
+        .env("EMAIL", &admin.email)
+        .env("PASSWORD", &admin.password)
+        .env("MM_POSTS_URL", format!("{host_url}/mm-posts"))
+        .env("SHOT_DIR", &shots)
+        .env("CHROMIUM", &chromium)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "console.mjs failed:\n{stdout}\n{}\nserver log: {}",
+        String::from_utf8_lossy(&out.stderr),
+        app.server.log_path.display()
+    );
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("JSON result");
+    println!("{r:#}");
+    assert!(
+        r["signed_in"].as_str().unwrap().contains("Olive Ops"),
+        "{r}"
+    );
+    assert_eq!(
+        r["inbox_live"], true,
+        "the message arrived without a reload: {r}"
+    );
+    assert_eq!(r["unread"], true, "{r}");
+    assert_eq!(r["reply_seen"], true, "{r}");
+    assert_eq!(r["reply_progress_in_place"], true, "{r}");
+    assert!(
+        r["escalation_attempt"]
+            .as_str()
+            .unwrap()
+            .contains("succeeded"),
+        "{r}"
+    );
+    assert!(r["escalation_result"].as_u64().unwrap() >= 1, "{r}");
+    assert!(
+        r["chain"].as_u64().unwrap() >= 1,
+        "the causal view nests: {r}"
+    );
+    assert_eq!(r["mattermost_posts"], 1, "{r}");
+    assert_eq!(r["deep_link"], true, "{r}");
+    assert!(
+        r["register_flash"].as_str().unwrap().contains("done"),
+        "{r}"
+    );
+    assert!(
+        r["snippet"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}/widget.js", app.server.url)),
+        "{r}"
+    );
+    assert_eq!(r["new_site_message"], true, "{r}");
+    assert_eq!(r["verify"], "Verification succeeded", "{r}");
+    for k in [
+        "phone_overflow",
+        "phone_overflow_conversation",
+        "phone_overflow_sites",
+    ] {
+        assert!(r[k].as_i64().unwrap() <= 0, "{k}: {r}");
+    }
+    assert_eq!(r["page_errors"], json!([]), "{r}");
+    for (page, violations) in r["axe"].as_object().unwrap() {
+        assert_eq!(violations, &json!([]), "axe on {page}: {violations}");
+    }
+    assert!(r["axe"].as_object().unwrap().len() >= 7, "{r}");
+    for shot in [
+        "console-inbox.png",
+        "console-conversation.png",
+        "console-sites.png",
+    ] {
+        assert!(shots.join(shot).exists(), "{shot}");
+    }
+    // The conversation, as the API sees it: the operator's reply, from
+    // the console, by name.
+    let conv = r["conversation_id"].as_str().unwrap();
+    let (_, v) = app.get(&format!("/admin/v1/conversations/{conv}")).await;
+    let roles: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["visitor", "agent"], "{v}");
+}

@@ -87,7 +87,8 @@ pub const RETRY_UNAVAILABLE_SECS: u64 = 2;
 pub const RETRY_STORAGE_FULL_SECS: u64 = 5;
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The HTTP status and the error code of the body.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),

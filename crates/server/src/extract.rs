@@ -230,6 +230,34 @@ pub struct Admin {
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "fleetprompt_session";
 
+/// Where the session cookie is sent: the whole origin, so that the admin
+/// API (`/admin/v1`) and the console (`/console`) both receive it.
+pub const SESSION_COOKIE_PATH: &str = "/";
+
+/// The `Set-Cookie` value of a session: HttpOnly, SameSite=Lax, and Secure
+/// when the public URL is https. `max_age` 0 with an empty value clears it.
+pub fn session_set_cookie(
+    engine: &fleetprompt_engine::Engine,
+    value: &str,
+    max_age: u64,
+) -> axum::http::HeaderValue {
+    let secure = if engine.public_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let c = format!(
+        "{SESSION_COOKIE}={value}; Path={SESSION_COOKIE_PATH}; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    );
+    axum::http::HeaderValue::from_str(&c).expect("a cookie of URL-safe characters")
+}
+
+/// Clears a session cookie of an earlier release, which was set with
+/// `Path=/admin`: a browser would send it before the current one on admin
+/// routes. Sent beside every sign-in and sign-out.
+pub const LEGACY_SESSION_COOKIE_CLEAR: &str =
+    "fleetprompt_session=; Path=/admin; HttpOnly; SameSite=Lax; Max-Age=0";
+
 /// The header that carries a session's CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 

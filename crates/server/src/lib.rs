@@ -3,6 +3,7 @@
 //! mapped to HTTP in one place, [`error::ApiError`].
 //!
 //! # Layout
+//! - [`asset`]: embedded static files, content-hashed and gzipped once.
 //! - [`listen`]: the accept loop (header timeout, connection cap, drain).
 //! - [`error`]: the API error enum and its JSON body.
 //! - [`extract`]: JSON bodies with JSON errors, and admin authentication.
@@ -13,9 +14,13 @@
 //! - [`startup`]: serving health while the process waits for the database.
 //! - [`package`]: what a package adds to the application
 //!   ([`HttpPackage`](package::HttpPackage): public, admin and edge routes).
+//! - [`console`]: `/console/*`, the operator console (HTML); packages add
+//!   their pages through [`HttpPackage`](package::HttpPackage).
 
 pub mod admin;
+pub mod asset;
 pub mod client;
+pub mod console;
 pub mod edge;
 pub mod error;
 pub mod extract;
@@ -58,6 +63,7 @@ pub fn app(state: AppState, packages: &[Arc<dyn package::HttpPackage>]) -> Route
         .nest("/admin/v1", admin::router(state.admin_body_limit, packages))
         .nest("/edge/v1", edge::router(packages))
         .merge(public)
+        .nest(console::PREFIX, console::router(&state, packages))
         // After every route is added: it applies to the routes present
         // (a package's public routes may set their own inside their
         // layers, so that preflights still reach a CORS layer).

@@ -36,6 +36,21 @@ pub trait HttpPackage: Send + Sync + 'static {
         Router::new()
     }
 
+    /// Its console pages, relative to `/console`, built on the console's
+    /// foundation ([`crate::console`]: the member extractor, CSRF-checked
+    /// forms, the page layout).
+    fn console_routes(&self, state: &AppState) -> Router<AppState> {
+        let _ = state;
+        Router::new()
+    }
+
+    /// Its console pages' navigation entries (each naming the package, so
+    /// they are hidden for a tenant that has uninstalled it); they come
+    /// before the platform's.
+    fn console_nav(&self) -> &'static [crate::console::NavItem] {
+        &[]
+    }
+
     /// The server stops accepting: end long-lived responses (live
     /// streams) now, so the drain is not held up by them.
     fn on_stop(&self) {}

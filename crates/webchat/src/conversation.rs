@@ -127,6 +127,91 @@ pub async fn escalate(
     })
 }
 
+/// Who wrote an operator's reply, as the message records it: the member
+/// (id and name) or the token.
+pub fn reply_author(origin: &Origin) -> Value {
+    match origin {
+        Origin::Member {
+            member_id, name, ..
+        } => json!({ "kind": "operator", "member_id": member_id, "name": name }),
+        Origin::Api { token_id } => json!({ "kind": "operator", "token_id": token_id }),
+        other => json!({ "kind": "operator", "actor": other.actor() }),
+    }
+}
+
+/// Sends an operator's reply: the `webchat.reply_send` directive (so the
+/// timeline says who replied, and when), with a key of its own per call,
+/// since an operator may well send the same words twice. The admin API and
+/// the console both reply through here.
+pub async fn reply(
+    engine: &Engine,
+    tenant: TenantId,
+    id: ConversationId,
+    content: &str,
+    origin: Origin,
+) -> Result<DirectiveRow, WebchatError> {
+    conversation(engine, tenant, id).await?;
+    let key = format!("webchat_reply_send:{tenant}:{id}:{}", DirectiveId::new());
+    let req = DirectiveRequest {
+        kind: "webchat.reply_send".into(),
+        args: json!({
+            "conversation_id": id,
+            "content": content,
+            "role": "agent",
+            "author": reply_author(&origin),
+        }),
+        dedupe_key: key,
+        max_attempts: None,
+        subject: Some(conversation_subject(id)),
+        delay_ms: None,
+        backoff: Default::default(),
+    };
+    let (_, row) = engine.create_directive(tenant, req, origin).await?;
+    Ok(row)
+}
+
+/// The longest private note, in bytes.
+pub const NOTE_MAX_BYTES: usize = 8 * 1024;
+
+/// Adds a private note to a conversation: a `webchat.note.added` signal on
+/// its timeline, for members only. It is never stored as a message, so it
+/// never reaches the visitor (no widget view reads signals).
+pub async fn add_note(
+    engine: &Engine,
+    tenant: TenantId,
+    id: ConversationId,
+    content: &str,
+    origin: Origin,
+) -> Result<fleetprompt_core::SignalId, WebchatError> {
+    conversation(engine, tenant, id).await?;
+    let content = content.trim();
+    if content.is_empty() {
+        return Err(invalid("content", "may not be empty"));
+    }
+    if content.len() > NOTE_MAX_BYTES {
+        return Err(invalid(
+            "content",
+            format!("may be at most {NOTE_MAX_BYTES} bytes"),
+        ));
+    }
+    let s = fleetprompt_core::NewSignal::new(
+        "webchat.note.added",
+        &conversation_subject(id),
+        super::ingest::with_content(
+            json!({
+                "conversation_id": id,
+                "author": reply_author(&origin),
+                "actor": origin.actor(),
+            }),
+            content,
+        ),
+        format!("webchat_note:{tenant}:{id}:{}", DirectiveId::new()),
+        now_ms(),
+    )?;
+    let recorded = engine.record_signal(tenant, s).await?;
+    Ok(recorded.id)
+}
+
 /// A directive about conversation `id`, with a key of its own: the same
 /// action may be taken again (closed, reopened, closed).
 fn action(kind: &str, id: ConversationId, tenant: TenantId, args: Value) -> DirectiveRequest {

@@ -135,10 +135,20 @@ pub async fn send_message(
         page_url,
         spam_score: crate::spam::score(site.id, m.content, now_ms()),
     };
-    crate::Webchat::of(engine)
+    let tenant = site.tenant;
+    let site_id = site.id;
+    let accepted = crate::Webchat::of(engine)
         .ingest_queue(engine)
         .submit(engine, job)
-        .await
+        .await?;
+    if !accepted.duplicate {
+        // After the commit: an open inbox hears of the message.
+        crate::live::hub().publish_tenant(
+            tenant,
+            &crate::live::InboxEvent::message(accepted.conversation_id, site_id, "visitor"),
+        );
+    }
+    Ok(accepted)
 }
 
 /// A validated message waiting for its group commit.

@@ -44,6 +44,7 @@
 //! - [`demo`]: the demo tenant and site of the embedded setup.
 
 pub mod assist;
+pub mod console;
 pub mod conversation;
 pub mod demo;
 pub mod email;

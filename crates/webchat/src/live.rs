@@ -5,6 +5,10 @@
 //! visitor (rather than per conversation) also carries the replies of a
 //! conversation that opens after the stream connected.
 //!
+//! The same hub carries each tenant's inbox feed ([`Hub::subscribe_tenant`],
+//! [`Hub::publish_tenant`]): one small event per new message, so an
+//! operator's open inbox or conversation shows it without reloading.
+//!
 //! The hub is process-wide so that anything that stores an agent or
 //! assistant message (the admin API, a directive handler on a worker) can
 //! publish without threading a handle through. It reaches only streams
@@ -48,6 +52,43 @@ fn key(tenant: TenantId, site: SiteId, visitor: VisitorId) -> String {
     format!("{tenant}:{site}:{visitor}")
 }
 
+/// The key of a tenant's inbox feed (visitor keys have three parts).
+fn tenant_key(tenant: TenantId) -> String {
+    format!("inbox:{tenant}")
+}
+
+/// What an inbox hears: a conversation got a message. It carries ids and
+/// the author's role only; a page fetches what it shows with the member's
+/// own session.
+#[derive(Debug, Clone, Serialize)]
+pub struct InboxEvent {
+    /// Always `message`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The conversation.
+    pub conversation_id: fleetprompt_core::id::ConversationId,
+    /// Its site.
+    pub site_id: SiteId,
+    /// Who wrote it: `visitor`, `agent` or `assistant`.
+    pub role: String,
+}
+
+impl InboxEvent {
+    /// A new message in `conversation_id`.
+    pub fn message(
+        conversation_id: fleetprompt_core::id::ConversationId,
+        site_id: SiteId,
+        role: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: "message",
+            conversation_id,
+            site_id,
+            role: role.into(),
+        }
+    }
+}
+
 impl Hub {
     /// Subscribes to a visitor's events.
     pub fn subscribe(
@@ -80,6 +121,33 @@ impl Hub {
         let map = self.channels.lock().expect("hub lock");
         map.get(&key(tenant, site, visitor))
             .and_then(|tx| tx.send(event).ok())
+            .unwrap_or(0)
+    }
+
+    /// Subscribes to a tenant's inbox feed: an [`InboxEvent`] for every new
+    /// message of any of its conversations, as JSON.
+    pub fn subscribe_tenant(&'static self, tenant: TenantId) -> Subscription {
+        let k = tenant_key(tenant);
+        let mut map = self.channels.lock().expect("hub lock");
+        let rx = map
+            .entry(k.clone())
+            .or_insert_with(|| broadcast::channel(CAPACITY).0)
+            .subscribe();
+        Subscription {
+            hub: self,
+            key: k,
+            rx,
+        }
+    }
+
+    /// Sends an event to a tenant's connected inboxes; returns how many.
+    pub fn publish_tenant(&self, tenant: TenantId, event: &InboxEvent) -> usize {
+        let map = self.channels.lock().expect("hub lock");
+        map.get(&tenant_key(tenant))
+            .and_then(|tx| {
+                tx.send(LiveEvent(serde_json::to_value(event).unwrap_or_default()))
+                    .ok()
+            })
             .unwrap_or(0)
     }
 
@@ -141,5 +209,18 @@ mod tests {
         assert_eq!(sub.recv().await.unwrap().0["n"], 1);
         drop(sub);
         assert_eq!(hub().channels(), before);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_feed_hears_only_its_tenant() {
+        let (t, other) = (TenantId::new(), TenantId::new());
+        let mut sub = hub().subscribe_tenant(t);
+        let c = fleetprompt_core::id::ConversationId::new();
+        let e = InboxEvent::message(c, SiteId::new(), "visitor");
+        assert_eq!(hub().publish_tenant(other, &e), 0);
+        assert_eq!(hub().publish_tenant(t, &e), 1);
+        let got = sub.recv().await.unwrap().0;
+        assert_eq!(got["type"], "message");
+        assert_eq!(got["conversation_id"], c.to_string());
     }
 }

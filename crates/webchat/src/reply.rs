@@ -111,5 +111,9 @@ pub async fn reply(
         conv.visitor_id,
         LiveEvent(widget_view(&row)),
     );
+    hub().publish_tenant(
+        tenant,
+        &super::live::InboxEvent::message(id, conv.site_id, row.role.as_str()),
+    );
     Ok(Some(row))
 }

@@ -67,6 +67,10 @@ pub struct SiteSettings {
     /// Whether notifications (Mattermost) may show the visitor's name and
     /// email. Off by default: a channel is often wider than the team.
     pub notify_contact: bool,
+    /// Whether the console shows members the visitor's name, email,
+    /// browser and system. Off, members see them masked (the PII setting
+    /// of a site whose operators should not see who the visitors are).
+    pub show_visitor_details: bool,
 }
 
 impl Default for SiteSettings {
@@ -88,6 +92,7 @@ impl Default for SiteSettings {
             idle_timeout_secs: 1800,
             token_ttl_secs: 900,
             notify_contact: false,
+            show_visitor_details: true,
         }
     }
 }

@@ -15,7 +15,7 @@ use super::routing::{get, post};
 use crate::AppState;
 use crate::client::ClientAddr;
 use crate::error::ApiError;
-use crate::extract::{Admin, ApiJson, SESSION_COOKIE};
+use crate::extract::{Admin, ApiJson};
 
 pub(super) fn router() -> super::Routes {
     super::Routes::new()
@@ -35,16 +35,7 @@ struct SignInBody {
 }
 
 fn cookie(s: &AppState, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if s.engine.public_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let c = format!(
-        "{SESSION_COOKIE}={value}; Path={}; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-        super::PREFIX
-    );
-    HeaderValue::from_str(&c).expect("a cookie of URL-safe characters")
+    crate::extract::session_set_cookie(&s.engine, value, max_age)
 }
 
 fn caller_json(admin: &Admin, csrf: Option<String>) -> Value {
@@ -81,6 +72,10 @@ async fn sign_in(
     let max_age = s.engine.config().access.session_max_age.as_secs();
     let mut headers = HeaderMap::new();
     headers.insert(header::SET_COOKIE, cookie(&s, &signed.cookie, max_age));
+    headers.append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(crate::extract::LEGACY_SESSION_COOKIE_CLEAR),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let body = json!({
         "tenant": signed.tenant,
@@ -109,5 +104,9 @@ async fn sign_out(State(s): State<AppState>, admin: Admin) -> Result<Response, A
     access::sign_out(&s.engine, id).await?;
     let mut headers = HeaderMap::new();
     headers.insert(header::SET_COOKIE, cookie(&s, "", 0));
+    headers.append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(crate::extract::LEGACY_SESSION_COOKIE_CLEAR),
+    );
     Ok((StatusCode::NO_CONTENT, headers).into_response())
 }

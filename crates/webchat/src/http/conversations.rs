@@ -10,7 +10,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use fleetprompt_core::id::{ConversationId, MemberId, SiteId};
-use fleetprompt_engine::DirectiveRequest;
 use fleetprompt_server::admin::routing::{get, post};
 use fleetprompt_store::StoreError;
 use serde::Deserialize;
@@ -47,20 +46,6 @@ pub(super) fn router() -> fleetprompt_server::admin::Routes {
             "/conversations/{id}/drafts/{draft_id}/discard",
             post(discard_draft),
         )
-}
-
-/// Who wrote an operator's reply, as the message records it: the member
-/// (id and name) or the token.
-fn author(origin: &fleetprompt_core::Origin) -> Value {
-    match origin {
-        fleetprompt_core::Origin::Member {
-            member_id, name, ..
-        } => json!({ "kind": "operator", "member_id": member_id, "name": name }),
-        fleetprompt_core::Origin::Api { token_id } => {
-            json!({ "kind": "operator", "token_id": token_id })
-        }
-        other => json!({ "kind": "operator", "actor": other.actor() }),
-    }
 }
 
 fn parse_id(id: &str) -> Result<ConversationId, ApiError> {
@@ -145,37 +130,7 @@ async fn send_reply(
     ApiJson(b): ApiJson<ReplyBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = parse_id(&id)?;
-    conversation::get(s.engine.db(), admin.tenant.id, id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound { .. } => ApiError::NotFound("conversation".into()),
-            other => other.into(),
-        })?;
-    let origin = admin.origin();
-    // A fresh key per call: an operator may well send the same words twice.
-    let key = format!(
-        "webchat_reply_send:{}:{id}:{}",
-        admin.tenant.id,
-        fleetprompt_core::DirectiveId::new()
-    );
-    let req = DirectiveRequest {
-        kind: "webchat.reply_send".into(),
-        args: json!({
-            "conversation_id": id,
-            "content": b.content,
-            "role": "agent",
-            "author": author(&origin),
-        }),
-        dedupe_key: key,
-        max_attempts: None,
-        subject: Some(format!("conversation:{id}")),
-        delay_ms: None,
-        backoff: Default::default(),
-    };
-    let (_, row) = s
-        .engine
-        .create_directive(admin.tenant.id, req, origin)
-        .await?;
+    let row = actions::reply(&s.engine, admin.tenant.id, id, &b.content, admin.origin()).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "directive": row }))))
 }
 

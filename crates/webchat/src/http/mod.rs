@@ -94,6 +94,14 @@ impl HttpPackage for WebchatHttp {
         edge::router()
     }
 
+    fn console_routes(&self, state: &AppState) -> Router<AppState> {
+        crate::console::router(state, self.streams.clone())
+    }
+
+    fn console_nav(&self) -> &'static [fleetprompt_server::console::NavItem] {
+        crate::console::NAV
+    }
+
     fn on_stop(&self) {
         self.streams.stop_all();
     }

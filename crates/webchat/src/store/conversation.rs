@@ -259,6 +259,123 @@ pub async fn list(
     })
 }
 
+/// One row of the console's inbox: a conversation, who the visitor said
+/// they are, and its last message (role and the start of its text).
+#[derive(Debug, Clone, Serialize)]
+pub struct InboxRow {
+    /// The conversation.
+    pub conversation: ConversationRow,
+    /// The visitor's name, if given.
+    pub visitor_name: Option<String>,
+    /// The visitor's email, if given.
+    pub visitor_email: Option<String>,
+    /// Who wrote the last message: `visitor`, `agent` or `assistant`.
+    pub last_role: Option<String>,
+    /// The start of the last message (at most 160 characters).
+    pub last_text: Option<String>,
+}
+
+/// What an inbox page shows.
+#[derive(Debug, Clone, Default)]
+pub struct InboxQuery<'a> {
+    /// One site only.
+    pub site: Option<SiteId>,
+    /// `open` or `ended` only.
+    pub status: Option<&'a str>,
+    /// Whose.
+    pub assignee: Assignee,
+    /// Conversations whose visitor's email or name, or any message,
+    /// contains this text (case-insensitive).
+    pub search: Option<&'a str>,
+    /// Only conversations after this one in the inbox's order (older):
+    /// the last row of the page before, by its last message's time and id.
+    pub after: Option<(Millis, ConversationId)>,
+    /// Most rows.
+    pub limit: i64,
+}
+
+/// The pattern of a case-insensitive "contains" match, `\` escaping.
+fn contains_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for ch in text.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
+}
+
+/// A tenant's inbox, most recently active first: the same order and
+/// indexes as [`list`] (newest activity first, with a LIMIT), each row
+/// with its visitor's contact and its last message, read by the primary
+/// key and the messages' `(tenant_id, conversation_id, id)` index.
+pub async fn inbox(db: &Db, tenant: TenantId, q: &InboxQuery<'_>) -> Result<Vec<InboxRow>> {
+    let (which, member) = match q.assignee {
+        Assignee::Any => (0_i32, None),
+        Assignee::Nobody => (1, None),
+        Assignee::Member(m) => (2, Some(m.to_string())),
+    };
+    let cols: Vec<String> = COLUMNS.split(", ").map(|c| format!("c.{c}")).collect();
+    let sql = format!(
+        "SELECT {}, i.name, i.email,
+           (SELECT m.role || ':' || substr(m.content, 1, 160) FROM website_chat_messages m
+             WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id ORDER BY m.id DESC LIMIT 1)
+         FROM website_chat_conversations c
+         LEFT JOIN website_chat_identities i
+           ON i.tenant_id = c.tenant_id AND i.site_id = c.site_id AND i.visitor_id = c.visitor_id
+         WHERE c.tenant_id = $1 AND ($2 IS NULL OR c.site_id = $2) AND ($3 IS NULL OR c.status = $3)
+           AND ($5 = 0 OR ($5 = 1 AND c.assignee IS NULL) OR ($5 = 2 AND c.assignee = $6))
+           AND ($7 IS NULL OR lower(i.email) LIKE $7 ESCAPE '\\' OR lower(i.name) LIKE $7 ESCAPE '\\'
+             OR EXISTS (SELECT 1 FROM website_chat_messages s
+                 WHERE s.tenant_id = c.tenant_id AND s.conversation_id = c.id
+                   AND lower(s.content) LIKE $7 ESCAPE '\\'))
+           AND ($8 IS NULL OR c.last_message_minute < $8
+             OR (c.last_message_minute = $8 AND (c.last_message_at < $9
+               OR (c.last_message_at = $9 AND c.id < $10))))
+         ORDER BY c.last_message_minute DESC, c.last_message_at DESC, c.id DESC LIMIT $4",
+        cols.join(", ")
+    );
+    let pattern = q
+        .search
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(contains_pattern);
+    on_db!(db, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(q.site.map(|s| s.to_string()))
+            .bind(q.status)
+            .bind(q.limit.clamp(1, 500))
+            .bind(which)
+            .bind(member)
+            .bind(pattern)
+            .bind(q.after.map(|(at, _)| at - at % 60_000))
+            .bind(q.after.map(|(at, _)| at))
+            .bind(q.after.map(|(_, id)| id.to_string()))
+            .fetch_all(c)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let last: Option<String> = r.try_get(12)?;
+                let (last_role, last_text) = match last.as_deref().and_then(|l| l.split_once(':')) {
+                    Some((role, text)) => (Some(role.to_owned()), Some(text.to_owned())),
+                    None => (None, None),
+                };
+                Ok(InboxRow {
+                    conversation: decode!(r, 0),
+                    visitor_name: r.try_get(10)?,
+                    visitor_email: r.try_get(11)?,
+                    last_role,
+                    last_text,
+                })
+            })
+            .collect()
+    })
+}
+
 /// Reads one conversation inside a transaction.
 pub async fn get_tx(tx: &mut Tx, tenant: TenantId, id: ConversationId) -> Result<ConversationRow> {
     let sql = format!(

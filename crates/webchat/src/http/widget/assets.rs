@@ -5,7 +5,6 @@
 //! the exact content and is cached for a year. Both are served gzipped to
 //! clients that accept it, compressed once at first use.
 
-use std::io::Write;
 use std::sync::LazyLock;
 
 use axum::Router;
@@ -13,40 +12,26 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use sha2::{Digest, Sha256};
 
 use fleetprompt_server::AppState;
+use fleetprompt_server::asset::{Asset, IMMUTABLE};
 use fleetprompt_server::extract::Path;
 
 /// The widget's source, as shipped.
 pub const WIDGET_JS: &str = include_str!("../../../../../widget/widget.js");
 const DEMO_HTML: &str = include_str!("../../../../../widget/demo.html");
 
-struct Asset {
-    hash: String,
-    gzip: Vec<u8>,
-}
-
-static WIDGET: LazyLock<Asset> = LazyLock::new(|| Asset {
-    hash: hex::encode(&Sha256::digest(WIDGET_JS.as_bytes())[..8]),
-    gzip: gzip(WIDGET_JS.as_bytes()),
-});
-
-/// Gzip at the best level: done once, served many times.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(data).expect("writing to memory cannot fail");
-    enc.finish().expect("writing to memory cannot fail")
-}
+static WIDGET: LazyLock<Asset> =
+    LazyLock::new(|| Asset::new(WIDGET_JS, "text/javascript; charset=utf-8"));
 
 /// The content-addressed path of the current widget script.
 pub fn widget_path() -> String {
-    format!("/widget/{}.js", WIDGET.hash)
+    format!("/widget/{}.js", WIDGET.hash())
 }
 
 /// The widget's size gzipped, in bytes (its budget is 15 KB).
 pub fn widget_gzip_bytes() -> usize {
-    WIDGET.gzip.len()
+    WIDGET.gzip_len()
 }
 
 pub(super) fn router() -> Router<AppState> {
@@ -56,49 +41,12 @@ pub(super) fn router() -> Router<AppState> {
         .route("/demo", get(demo))
 }
 
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")))
-}
-
 fn script(headers: &HeaderMap, cache: &'static str) -> Response {
-    let etag = format!("\"{}\"", WIDGET.hash);
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == etag)
-    {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
-    }
-    let mut resp = if accepts_gzip(headers) {
-        let mut r = WIDGET.gzip.clone().into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        r
-    } else {
-        WIDGET_JS.into_response()
-    };
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/javascript; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    h.insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag).expect("hex is a valid header value"),
-    );
+    let mut resp = WIDGET.respond(headers, cache);
     // Any page may load the script; what it can do is decided per request.
-    h.insert(
+    resp.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
     );
     resp
 }
@@ -108,10 +56,10 @@ async fn stable(headers: HeaderMap) -> Response {
 }
 
 async fn hashed(Path(file): Path<String>, headers: HeaderMap) -> Response {
-    if file != format!("{}.js", WIDGET.hash) {
+    if file != format!("{}.js", WIDGET.hash()) {
         return fleetprompt_server::error::ApiError::NotFound("script".into()).into_response();
     }
-    script(&headers, "public, max-age=31536000, immutable")
+    script(&headers, IMMUTABLE)
 }
 
 /// The demo page, for the demo tenant's first site.

@@ -93,6 +93,12 @@ impl Streams {
         self.stopping.send_replace(true);
     }
 
+    /// Turns true when the process is stopping: any other long-lived
+    /// stream (the console's live feed) ends then too.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
     /// Streams open now.
     pub fn count(&self) -> usize {
         self.open.lock().expect("streams lock").sites.values().sum()
