@@ -33,6 +33,37 @@ pub const NAV: &[NavItem] = &[
         label: "Sites",
         admin_only: true,
     },
+    // The platform's pages.
+    NavItem {
+        href: "/console/directives",
+        label: "Directives",
+        admin_only: false,
+    },
+    NavItem {
+        href: "/console/rules",
+        label: "Rules",
+        admin_only: true,
+    },
+    NavItem {
+        href: "/console/destinations",
+        label: "Destinations",
+        admin_only: true,
+    },
+    NavItem {
+        href: "/console/packages",
+        label: "Packages",
+        admin_only: true,
+    },
+    NavItem {
+        href: "/console/members",
+        label: "Members",
+        admin_only: true,
+    },
+    NavItem {
+        href: "/console/tokens",
+        label: "API tokens",
+        admin_only: false,
+    },
 ];
 
 /// A full console page for a signed-in member: header with the tenant and

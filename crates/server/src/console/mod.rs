@@ -26,6 +26,16 @@ mod home;
 mod layout;
 mod login;
 
+// The platform's pages (one file per noun) and what they share.
+mod destinations;
+mod directives;
+mod members;
+mod packages;
+mod rules;
+mod timing;
+mod tokens;
+mod ui;
+
 pub use auth::{CsrfForm, Member, csrf_field, login_csrf_check, login_csrf_token};
 pub use error::ConsoleError;
 pub use layout::{NAV, NavItem, flash, page, page_with, redirect, redirect_with_flash};
@@ -50,10 +60,18 @@ pub fn router() -> Router<AppState> {
         .merge(login::router())
         .merge(assets::router())
         .merge(chat::router())
+        // The platform's pages.
+        .merge(packages::router())
+        .merge(destinations::router())
+        .merge(members::router())
+        .merge(tokens::router())
+        .merge(rules::router())
+        .merge(directives::router())
         .method_not_allowed_fallback(|| async { ConsoleError::MethodNotAllowed })
         .fallback(not_found)
         .layer(axum::middleware::from_fn(layout::flash_layer))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(timing::server_timing))
 }
 
 async fn not_found(uri: Uri) -> Response {
