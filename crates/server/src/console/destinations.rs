@@ -378,8 +378,8 @@ async fn render(
                             @for d in &views {
                                 tr id=(format!("destination-{}", d.name)) {
                                     th scope="row" { (d.name) }
-                                    td { (kind_of(&d.kind).map_or(d.kind.as_str(), |k| k.label)) }
-                                    td { (summary(d)) }
+                                    td data-label="Kind" { (kind_of(&d.kind).map_or(d.kind.as_str(), |k| k.label)) }
+                                    td data-label="Settings" { (summary(d)) }
                                     td class="row-actions" {
                                         a class="button" href=(format!("{HREF}/{}/edit", d.name)) { "Edit" span class="visually-hidden" { " " (d.name) } }
                                         " "

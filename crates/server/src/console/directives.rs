@@ -85,13 +85,13 @@ fn row(m: &Member, d: &DirectiveRow, back: &str) -> Markup {
     html! {
         tr id=(format!("directive-{}", d.id)) {
             td { code class="id" { (d.id) } br; span class="hint" { (when(d.created_at)) } }
-            td { code { (d.kind) } }
-            td { span class=(format!("badge s-{status}")) { (label) } }
-            td { (d.attempts) " / " (d.max_attempts)
+            td data-label="Kind" { code { (d.kind) } }
+            td data-label="Status" { span class=(format!("badge s-{status}")) { (label) } }
+            td data-label="Attempts" { (d.attempts) " / " (d.max_attempts)
                 @if d.status == DirectiveStatus::Pending && d.attempts > 0 { br; span class="hint" { "next " (when(d.next_attempt_at)) } }
                 @if let Some(f) = d.finished_at { br; span class="hint" { "ended " (when_opt(Some(f), "")) } }
             }
-            td class="wrap" {
+            td class="wrap" data-label="Subject" {
                 @match d.subject.as_deref() {
                     Some(subj) => @match subject_link(subj) {
                         Some(href) => a href=(href) { (subj) },

@@ -73,7 +73,7 @@ async fn render(
                             @let you = m.id == me.member.id;
                             tr id=(format!("member-{}", m.id)) {
                                 th scope="row" { (m.name) @if you { " (you)" } br; span class="hint" { (m.email) } }
-                                td {
+                                td data-label="Role" {
                                     form method="post" action=(format!("{HREF}/{}/role", m.id)) class="inline-form" {
                                         (csrf_field(me))
                                         label for=(format!("role-{}", m.id)) class="visually-hidden" { "Role of " (m.name) }
@@ -85,8 +85,8 @@ async fn render(
                                         button type="submit" { "Change role" span class="visually-hidden" { " of " (m.name) } }
                                     }
                                 }
-                                td { span class=(format!("badge s-{class}")) { (label) } }
-                                td { (when(m.created_at)) }
+                                td data-label="State" { span class=(format!("badge s-{class}")) { (label) } }
+                                td data-label="Added" { (when(m.created_at)) }
                                 td class="row-actions" {
                                     @if m.disabled_at.is_some() {
                                         form method="post" action=(format!("{HREF}/{}/enable", m.id)) class="inline" {

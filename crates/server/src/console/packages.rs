@@ -64,14 +64,14 @@ async fn render(s: &AppState, m: &Member, error: Option<&str>) -> Result<Markup,
                             @let category = serde_json::to_value(p.category).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
                             tr id=(format!("package-{}", p.slug)) {
                                 th scope="row" { (p.name) br; code { (p.slug) } }
-                                td { (category.replace('_', " ")) }
-                                td { (p.description) }
-                                td { (p.version)
+                                td data-label="Category" { (category.replace('_', " ")) }
+                                td data-label="Description" { (p.description) }
+                                td data-label="Version" { (p.version)
                                     @if let Some(i) = &p.installation { @if i.version != p.version {
                                         br; span class="hint" { "installed: " (i.version) }
                                     } }
                                 }
-                                td { span class=(format!("badge s-{}", if p.state == "installed" { "active" } else { "disabled" })) { (state_label(p.state)) } }
+                                td data-label="State" { span class=(format!("badge s-{}", if p.state == "installed" { "active" } else { "disabled" })) { (state_label(p.state)) } }
                                 td {
                                     @if p.state == "installed" {
                                         a class="button danger" href=(format!("{HREF}/{}/uninstall", p.slug)) { "Uninstall…" span class="visually-hidden" { " " (p.name) } }

@@ -105,6 +105,7 @@ async fn overview(State(s): State<AppState>, m: Member) -> Result<Markup, Consol
             }
             p { a class="button primary" href=(format!("{HREF}/new")) { "New file" } }
             h2 id="active" { "Active rules (" (summaries.len()) ")" }
+            @if summaries.is_empty() { p { "No rule is active for this tenant." } }
             div class="table-wrap" {
                 table aria-labelledby="active" {
                     thead { tr {
@@ -117,10 +118,10 @@ async fn overview(State(s): State<AppState>, m: Member) -> Result<Markup, Consol
                             tr {
                                 th scope="row" { code { (r.id) } @if !r.enabled { " " span class="badge s-disabled" { "disabled" } }
                                     @if let Some(d) = &r.description { br; span class="hint" { (d) } } }
-                                td { @if let Some(on) = &r.on { code { (on) } } @else if let Some(c) = &r.schedule { "schedule " code { (c) } } }
-                                td { @if r.directive_kinds.is_empty() { @if let Some(e) = &r.emits { "emits " code { (e) } } } @else { (r.directive_kinds.join(", ")) } }
-                                td class="wrap" { code { (source.split('@').next().unwrap_or_default()) } }
-                                td { code title=(r.file_hash) { (&r.file_hash[..12.min(r.file_hash.len())]) "…" } }
+                                td data-label="On" { @if let Some(on) = &r.on { code { (on) } } @else if let Some(c) = &r.schedule { "schedule " code { (c) } } }
+                                td data-label="Does" { @if r.directive_kinds.is_empty() { @if let Some(e) = &r.emits { "emits " code { (e) } } } @else { (r.directive_kinds.join(", ")) } }
+                                td class="wrap" data-label="Source" { code { (source.split('@').next().unwrap_or_default()) } }
+                                td data-label="File hash" { code title=(r.file_hash) { (&r.file_hash[..12.min(r.file_hash.len())]) "…" } }
                             }
                         }
                     }
@@ -195,6 +196,7 @@ fn counts_table(r: &BacktestReport) -> Markup {
                     th scope="col" { "Errors" } th scope="col" { "Would create" } th scope="col" { "Created (as it happened)" }
                 } }
                 tbody {
+                    @if ids.is_empty() { tr { td colspan="6" { "No rule acted on these signals, either way." } } }
                     @for id in ids {
                         @let c = r.rules.get(id).cloned().unwrap_or_default();
                         @let now = r.current.rules.get(id).map_or(0, |c| c.directives);

@@ -59,9 +59,9 @@ async fn render(
                             @for t in &live {
                                 tr id=(format!("token-{}", t.id)) {
                                     th scope="row" { (t.name) }
-                                    td { code { (t.prefix) "…" } }
-                                    td { (when(t.created_at)) }
-                                    td { (when_opt(t.last_used_at, "never")) }
+                                    td data-label="Prefix" { code { (t.prefix) "…" } }
+                                    td data-label="Created" { (when(t.created_at)) }
+                                    td data-label="Last used" { (when_opt(t.last_used_at, "never")) }
                                     td {
                                         form method="post" action=(format!("{HREF}/{}/revoke", t.id)) class="inline" {
                                             (csrf_field(m))
