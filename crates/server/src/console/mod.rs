@@ -56,17 +56,11 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 /// it are an HTML 404 page, wrong methods an HTML 405.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(platform_router())
         .merge(home::router())
         .merge(login::router())
         .merge(assets::router())
         .merge(chat::router())
-        // The platform's pages.
-        .merge(packages::router())
-        .merge(destinations::router())
-        .merge(members::router())
-        .merge(tokens::router())
-        .merge(rules::router())
-        .merge(directives::router())
         .method_not_allowed_fallback(|| async { ConsoleError::MethodNotAllowed })
         .fallback(not_found)
         .layer(axum::middleware::from_fn(layout::flash_layer))
@@ -77,4 +71,16 @@ pub fn router() -> Router<AppState> {
 async fn not_found(uri: Uri) -> Response {
     tracing::debug!(path = %uri.path(), "no console page");
     ConsoleError::NotFound("page".into()).into_response()
+}
+
+/// The platform's pages: packages, destinations, members, tokens, rules
+/// and directives.
+fn platform_router() -> Router<AppState> {
+    Router::new()
+        .merge(packages::router())
+        .merge(destinations::router())
+        .merge(members::router())
+        .merge(tokens::router())
+        .merge(rules::router())
+        .merge(directives::router())
 }
