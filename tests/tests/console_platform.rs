@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 struct Console {
     base: String,
     http: reqwest::Client,
-    cookies: Vec<(String, String)>,
+    /// Name, path and value: a cookie of the same name on another path
+    /// (one the server clears there) is another cookie, as in a browser.
+    cookies: Vec<(String, String, String)>,
     csrf: String,
 }
 
@@ -67,26 +69,33 @@ impl Console {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    fn cookie_header(&self, path: &str) -> String {
         self.cookies
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .filter(|(_, p, _)| path.starts_with(p.as_str()))
+            .map(|(k, _, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ")
     }
 
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let r = req
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .expect("request");
+        let req = req.build().expect("request");
+        let cookies = self.cookie_header(req.url().path());
+        let mut req = reqwest::RequestBuilder::from_parts(self.http.clone(), req);
+        if !cookies.is_empty() {
+            req = req.header("cookie", cookies);
+        }
+        let r = req.send().await.expect("request");
         for v in r.headers().get_all("set-cookie") {
-            let kv = v.to_str().unwrap().split(';').next().unwrap();
-            let (k, val) = kv.split_once('=').unwrap();
-            self.cookies.retain(|(n, _)| n != k);
+            let mut parts = v.to_str().unwrap().split(';');
+            let (k, val) = parts.next().unwrap().split_once('=').unwrap();
+            let path = parts
+                .find_map(|a| a.trim().strip_prefix("Path="))
+                .unwrap_or("/")
+                .to_owned();
+            self.cookies.retain(|(n, p, _)| !(n == k && *p == path));
             if !val.is_empty() {
-                self.cookies.push((k.to_owned(), val.to_owned()));
+                self.cookies.push((k.to_owned(), path, val.to_owned()));
             }
         }
         let location = r
@@ -137,10 +146,20 @@ impl Console {
                 ],
             )
             .await;
-        if p.status == 303 && p.location.as_deref() == Some("/console") {
-            let home = self.get("/console").await;
-            assert_eq!(home.status, 200, "{}", home.body);
-            self.csrf = csrf_in(&home.body).expect("the session's CSRF field");
+        // Signed in: the page it leads to (the console's home, or where
+        // that sends a member) holds the session's CSRF field.
+        let mut next = p.location.clone().filter(|_| p.status == 303);
+        for _ in 0..3 {
+            let Some(to) = next.take().filter(|to| !to.starts_with("/console/login")) else {
+                break;
+            };
+            let page = self.get(&to).await;
+            if page.status == 303 {
+                next = page.location;
+                continue;
+            }
+            assert_eq!(page.status, 200, "{to}: {}", page.body);
+            self.csrf = csrf_in(&page.body).expect("the session's CSRF field");
         }
         p
     }
