@@ -35,6 +35,8 @@ pub enum BenchCommand {
     Ingest(crate::bench_ingest::IngestArgs),
     /// From a visitor's message to the Mattermost post, with the shipped rules.
     Escalation(crate::bench_escalation::EscalationArgs),
+    /// The operator console with 10,000 conversations: server time of the inbox and of a long conversation, and a message's latency to an open inbox.
+    Console(crate::bench_console::ConsoleArgs),
 }
 
 /// Flags of `bench rules`.
@@ -81,6 +83,7 @@ pub async fn run(common: &Common, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rules(args) => rules(args),
         BenchCommand::Ingest(args) => crate::bench_ingest::run(common, args).await,
         BenchCommand::Escalation(args) => crate::bench_escalation::run(common, args).await,
+        BenchCommand::Console(args) => crate::bench_console::run(common, args).await,
     }
 }
 

@@ -10,6 +10,7 @@
 //! - `config.rs`: the configuration file and `config show`.
 //! - `serve.rs`: `serve` — the HTTP server and the directive worker.
 //! - `bench.rs`: `bench engine` — directive throughput and start latency.
+//! - `bench_console.rs`: `bench console` — the console's server time and live inbox latency.
 //! - `demo.rs`: the demo tenant and site that `serve` sets up for `/demo`.
 //! - `prune.rs`: `prune` — retention, deleting what has aged out.
 //!
@@ -20,6 +21,7 @@
 //! deliver email from next to a tenant's mail server (docs/edge-connector.md).
 
 mod bench;
+mod bench_console;
 mod bench_escalation;
 mod bench_ingest;
 mod config;

@@ -241,14 +241,45 @@ pub async fn list(
     status: Option<DirectiveStatus>,
     limit: i64,
 ) -> Result<Vec<DirectiveRow>> {
+    let filter = ListFilter {
+        status,
+        ..ListFilter::default()
+    };
+    list_page(db, tenant, &filter, limit).await
+}
+
+/// What a page of [`list_page`] holds: at most one status and one kind,
+/// and only directives older than `before` (the last id of the previous
+/// page), so pages stay stable while new directives arrive.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<DirectiveStatus>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only ids below this one (ids grow with time).
+    pub before: Option<DirectiveId>,
+}
+
+/// A page of a tenant's directives, newest first, read by keyset (the
+/// primary key's order), so a deep page costs what the first one does.
+pub async fn list_page(
+    db: &Db,
+    tenant: TenantId,
+    filter: &ListFilter,
+    limit: i64,
+) -> Result<Vec<DirectiveRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM directives WHERE tenant_id = $1 AND ($2 IS NULL OR status = $2)
-         ORDER BY id DESC LIMIT $3"
+         AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR id < $4)
+         ORDER BY id DESC LIMIT $5"
     );
     on_db!(db, c => {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(tenant)
-            .bind(status)
+            .bind(filter.status)
+            .bind(filter.kind.as_deref())
+            .bind(filter.before)
             .bind(limit)
             .fetch_all(c)
             .await?)

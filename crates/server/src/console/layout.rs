@@ -27,7 +27,44 @@ pub struct NavItem {
 /// The platform's own navigation entries, in order, after the packages'
 /// ([`crate::package::HttpPackage::console_nav`]). A new platform page adds
 /// its entry here.
-pub const NAV: &[NavItem] = &[];
+pub const NAV: &[NavItem] = &[
+    NavItem {
+        href: "/console/directives",
+        label: "Directives",
+        admin_only: false,
+        package: None,
+    },
+    NavItem {
+        href: "/console/rules",
+        label: "Rules",
+        admin_only: true,
+        package: None,
+    },
+    NavItem {
+        href: "/console/destinations",
+        label: "Destinations",
+        admin_only: true,
+        package: None,
+    },
+    NavItem {
+        href: "/console/packages",
+        label: "Packages",
+        admin_only: true,
+        package: None,
+    },
+    NavItem {
+        href: "/console/members",
+        label: "Members",
+        admin_only: true,
+        package: None,
+    },
+    NavItem {
+        href: "/console/tokens",
+        label: "API tokens",
+        admin_only: false,
+        package: None,
+    },
+];
 
 /// The whole navigation of this application: the packages' entries, then
 /// [`NAV`]. Set on the console's requests by [`super::router`], read by

@@ -27,6 +27,16 @@ mod home;
 mod layout;
 mod login;
 
+// The platform's pages (one file per noun) and what they share.
+mod destinations;
+mod directives;
+mod members;
+mod packages;
+mod rules;
+mod timing;
+mod tokens;
+mod ui;
+
 pub use auth::{CsrfForm, Member, csrf_field, login_csrf_check, login_csrf_token};
 pub use error::ConsoleError;
 pub use layout::{
@@ -58,6 +68,7 @@ pub fn router(state: &AppState, packages: &[std::sync::Arc<dyn HttpPackage>]) ->
     packages
         .iter()
         .fold(Router::new(), |r, p| r.merge(p.console_routes(state)))
+        .merge(platform_router())
         .merge(home::router())
         .merge(login::router())
         .merge(assets::router())
@@ -66,6 +77,7 @@ pub fn router(state: &AppState, packages: &[std::sync::Arc<dyn HttpPackage>]) ->
         .layer(axum::middleware::from_fn(layout::flash_layer))
         .layer(axum::middleware::from_fn(headers))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(timing::server_timing))
         .layer(axum::Extension(Nav(nav.into())))
 }
 
@@ -106,4 +118,16 @@ async fn headers(req: axum::extract::Request, next: axum::middleware::Next) -> R
 async fn not_found(uri: Uri) -> Response {
     tracing::debug!(path = %uri.path(), "no console page");
     ConsoleError::NotFound("page".into()).into_response()
+}
+
+/// The platform's pages: packages, destinations, members, tokens, rules
+/// and directives.
+fn platform_router() -> Router<AppState> {
+    Router::new()
+        .merge(packages::router())
+        .merge(destinations::router())
+        .merge(members::router())
+        .merge(tokens::router())
+        .merge(rules::router())
+        .merge(directives::router())
 }
