@@ -31,14 +31,15 @@ const HREF: &str = "/console/rules";
 const BACKTEST_DAYS: i64 = 7;
 
 const NEW_FILE: &str = r#"# A rule file of this tenant: see docs/workflows.md.
+# Each rule names the signal type it acts `on` (the packages' types are in
+# their manifests) and the directives it plans for it.
 [[rule]]
-id = "example.long-message"
-on = "webchat.message.received"
-when = 'size(signal.payload.content) > 2000'
+id = "example.after-a-failure"
+on = "directive.failed"
 
 [[rule.directive]]
 kind = "noop"
-dedupe_key = "long-message:{{ signal.id }}"
+dedupe_key = "after-failure:{{ signal.id }}"
 "#;
 
 pub(super) fn router() -> Router<AppState> {
