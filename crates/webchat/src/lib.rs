@@ -83,12 +83,12 @@ pub use error::WebchatError;
 pub const PACKAGE: &str = "website_chat";
 
 /// `conversation:<id>`: the subject of every conversation signal.
-pub fn conversation_subject(id: fleetprompt_core::id::ConversationId) -> String {
+pub fn conversation_subject(id: crate::types::id::ConversationId) -> String {
     format!("conversation:{id}")
 }
 
 /// `site:<id>`: the subject of site administration directives.
-pub fn site_subject(id: fleetprompt_core::id::SiteId) -> String {
+pub fn site_subject(id: crate::types::id::SiteId) -> String {
     format!("site:{id}")
 }
 
@@ -348,7 +348,7 @@ mod tests {
     fn a_missing_argument_is_named_with_its_path() {
         assert_eq!(
             err::<outbound::ReplySendArgs>(
-                json!({ "conversation_id": fleetprompt_core::id::ConversationId::new() })
+                json!({ "conversation_id": crate::types::id::ConversationId::new() })
             ),
             "args.content: missing field"
         );
@@ -361,7 +361,7 @@ mod tests {
             "args.to: must be an address or a list of addresses"
         );
         let role = err::<outbound::ReplySendArgs>(json!({
-            "conversation_id": fleetprompt_core::id::ConversationId::new(),
+            "conversation_id": crate::types::id::ConversationId::new(),
             "content": "hi",
             "role": "robot",
         }));
@@ -373,7 +373,7 @@ mod tests {
         assert!(conv.starts_with("args.conversation_id: "), "{conv}");
         for grace in [json!(1e12), json!(7 * 86_400 + 1), json!("1h")] {
             let e = err::<handlers::RotateSecretArgs>(json!({
-                "site_id": fleetprompt_core::id::SiteId::new(),
+                "site_id": crate::types::id::SiteId::new(),
                 "from_key_id": 1,
                 "grace_secs": grace,
             }));

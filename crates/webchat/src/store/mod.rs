@@ -22,3 +22,10 @@ pub mod identity;
 pub mod installation;
 pub mod message;
 pub mod site;
+
+// The package's ids as TEXT columns in their string form, read back with
+// their own parse, as the platform's ids are.
+fleetprompt_store::package::text_column!(crate::types::id::SiteId, |v| v.to_string());
+fleetprompt_store::package::text_column!(crate::types::id::ConversationId, |v| v.to_string());
+fleetprompt_store::package::text_column!(crate::types::id::MessageId, |v| v.to_string());
+fleetprompt_store::package::text_column!(crate::types::id::VisitorId, |v| v.to_string());
