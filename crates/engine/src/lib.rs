@@ -191,6 +191,11 @@ impl Engine {
         self.me.clone()
     }
 
+    /// The packages this engine runs, in the order it was given them.
+    pub fn packages(&self) -> impl Iterator<Item = &Arc<dyn package::Package>> {
+        self.packages.iter().map(|(_, p)| p)
+    }
+
     /// The package `slug`, if this engine runs it.
     pub fn package(&self, slug: &str) -> Option<&Arc<dyn package::Package>> {
         self.packages

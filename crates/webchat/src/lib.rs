@@ -171,6 +171,14 @@ impl Package for WebsiteChat {
         MANIFEST
     }
 
+    fn growing_tables(&self) -> &'static [&'static str] {
+        &["website_chat_conversations", "website_chat_messages"]
+    }
+
+    fn retention(&self) -> Option<&'static dyn fleetprompt_store::retention::PackageRetention> {
+        Some(&store::retention::RETENTION)
+    }
+
     fn register(&self, r: &mut HandlerRegistry) {
         use assist::ReplyGenerate;
         use conversation::{ConversationAssign, ConversationReopen};

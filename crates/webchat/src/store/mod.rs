@@ -13,6 +13,7 @@
 //! - [`message`]: visitor, assistant and agent messages.
 //! - [`batch`]: a batch of visitor messages written together (group commit).
 //! - [`escalation`]: Mattermost threads per conversation and reply drafts.
+//! - [`retention`]: the package's part of `fleetprompt prune`.
 
 pub mod batch;
 pub mod challenge;
@@ -21,6 +22,7 @@ pub mod escalation;
 pub mod identity;
 pub mod installation;
 pub mod message;
+pub mod retention;
 pub mod site;
 
 // The package's ids as TEXT columns in their string form, read back with
