@@ -266,7 +266,7 @@ impl SettingsSchema {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Its name in installations and URLs: `website_chat`.
+    /// Its name in installations and URLs (`snake_case`).
     pub slug: String,
     /// Its display name.
     pub name: String,

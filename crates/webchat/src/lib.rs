@@ -11,10 +11,12 @@
 //! # Layout
 //! - `package.toml` (beside `src/`): the manifest, read by the engine at
 //!   start ([`fleetprompt_engine::package`]).
-//! - [`types`]: the pure parts: widget tokens, origin allowlists, proof of
-//!   work, spam scoring, visitor data reduction (no I/O).
-//! - [`store`]: the package's tables (the only module here that names
-//!   sqlx), on the store's package API ([`fleetprompt_store::package`]).
+//! - [`types`]: the pure parts: its ids ([`types::id`]), widget tokens,
+//!   origin allowlists, proof of work, spam scoring, visitor data reduction
+//!   (no I/O).
+//! - [`store`]: the package's tables, its ids' column type and its part of
+//!   `fleetprompt prune` (the only module here that names sqlx), on the
+//!   store's package API ([`fleetprompt_store::package`]).
 //! - This file: [`Webchat`] (the package's state: its site cache and
 //!   ingest queue), [`package`] and the package's metrics.
 //! - [`http`]: its routes (public widget API, admin routes, edge inbound)
