@@ -269,7 +269,7 @@ fn fleetprompt_connectors_sign(
 /// it fails at the first attempt instead of using up the retry budget.
 async fn closing_a_missing_conversation_fails_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let missing = fleetprompt_core::id::ConversationId::new();
+    let missing = fleetprompt_webchat::types::id::ConversationId::new();
     let (s, v) = app
         .post(
             "/admin/v1/directives",

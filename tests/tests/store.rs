@@ -15,7 +15,6 @@
 
 use std::time::Duration;
 
-use fleetprompt_core::id::{ConversationId, SiteId, VisitorId};
 use fleetprompt_core::time::now_ms;
 use fleetprompt_core::{DirectiveId, DirectiveKind, Origin, RetryPolicy, TenantId};
 use fleetprompt_store::db::Durability;
@@ -24,6 +23,7 @@ use fleetprompt_store::queue;
 use fleetprompt_store::{Db, StoreError};
 use fleetprompt_system_tests::{Backend, TestDb, both_backends};
 use fleetprompt_webchat::store::{batch, conversation};
+use fleetprompt_webchat::types::id::{ConversationId, SiteId, VisitorId};
 use serde_json::json;
 
 both_backends!(

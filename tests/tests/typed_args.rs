@@ -48,7 +48,7 @@ async fn refused(app: &TestApp, kind: &str, args: Value) -> (StatusCode, String,
 
 async fn bad_arguments_are_refused_naming_the_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let conv = fleetprompt_core::id::ConversationId::new();
+    let conv = fleetprompt_webchat::types::id::ConversationId::new();
     let cases = [
         (
             "webhook.post",
@@ -164,7 +164,7 @@ async fn a_rule_whose_arguments_do_not_fit_is_an_error_on_the_timeline(backend: 
 /// does not exist fails the first attempt instead of being retried.
 async fn closing_a_missing_conversation_by_subject_fails_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let missing = fleetprompt_core::id::ConversationId::new();
+    let missing = fleetprompt_webchat::types::id::ConversationId::new();
     let (s, v) = app
         .post(
             "/admin/v1/directives",

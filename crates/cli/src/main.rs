@@ -412,7 +412,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             workflows,
             wait_secs,
         }) => {
-            let site: fleetprompt_core::id::SiteId = site
+            let site: fleetprompt_webchat::types::id::SiteId = site
                 .parse()
                 .with_context(|| format!("{site:?} is not a site id"))?;
             let (db, t, engine) = tenant_engine(&cli.common, &tenant).await?;

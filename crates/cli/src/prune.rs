@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use fleetprompt_store::retention::{self, Counts, Policy};
+use fleetprompt_store::retention::{self, Counts, PackageRetention, Policy};
 
 use crate::settings::Common;
 
@@ -55,28 +55,31 @@ pub async fn run(common: &Common, args: PruneArgs) -> anyhow::Result<()> {
         include_failed: args.include_failed,
         batch: args.batch,
     };
+    // The packages' tables go with the platform's, batch by batch.
+    let packages = crate::packages();
+    let parts: Vec<&dyn PackageRetention> = packages.iter().filter_map(|p| p.retention()).collect();
     let mut total = Counts::default();
     let mut per_tenant = Vec::new();
     for tenant in fleetprompt_store::tenant::list(&db).await? {
         let counts = if args.dry_run {
-            retention::count(&db, tenant.id, &policy).await?
+            retention::count(&db, tenant.id, &policy, &parts).await?
         } else {
             let mut counts = Counts::default();
             loop {
                 let mut tx = db.begin().await?;
-                let batch = retention::prune_batch(&mut tx, tenant.id, &policy)
+                let batch = retention::prune_batch(&mut tx, tenant.id, &policy, &parts)
                     .await
                     .with_context(|| format!("pruning tenant {}", tenant.slug))?;
                 tx.commit().await?;
-                counts.add(batch);
-                if batch == Counts::default() {
+                counts.add(&batch);
+                if batch.is_zero() {
                     break;
                 }
             }
             counts
         };
         tracing::info!(tenant = %tenant.slug, ?counts, dry_run = args.dry_run, "pruned");
-        total.add(counts);
+        total.add(&counts);
         per_tenant.push((tenant.slug, counts));
     }
     if args.json {
@@ -100,14 +103,14 @@ pub async fn run(common: &Common, args: PruneArgs) -> anyhow::Result<()> {
         } else {
             "deleted"
         };
+        let packages: String = total
+            .packages
+            .iter()
+            .map(|(kind, n)| format!(", {n} {kind}"))
+            .collect();
         println!(
-            "{verb}: {} directives ({} attempts), {} signals, {} rule evaluations, {} conversations ({} messages)",
-            total.directives,
-            total.attempts,
-            total.signals,
-            total.evaluations,
-            total.conversations,
-            total.messages
+            "{verb}: {} directives ({} attempts), {} signals, {} rule evaluations{packages}",
+            total.directives, total.attempts, total.signals, total.evaluations,
         );
     }
     Ok(())

@@ -4,14 +4,9 @@
 //! rendered as `<prefix>_<32 hex>`. Parsing rejects another type's prefix, so a
 //! directive id can never be passed where a signal id is expected.
 //!
-//! With the `sqlx` feature (the store's), every id is also a TEXT column
-//! in that string form, read back with the same parse (`id/sql.rs`).
-
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use uuid::Uuid;
+//! With the `sqlx` feature (the store's), every id here is also a TEXT
+//! column in that string form, read back with the same parse (`id/sql.rs`).
+//! A package defines its own ids with [`define_id!`](crate::define_id).
 
 #[cfg(feature = "sqlx")]
 mod sql;
@@ -26,11 +21,21 @@ pub struct IdError {
     pub value: String,
 }
 
-macro_rules! typed_id {
+/// Defines a newtype id with a typed prefix, for a package's own records:
+/// `define_id!(/// docs, WidgetId, "wid", "widget");` gives `WidgetId`,
+/// rendered as `wid_<32 hex>`, parsed back only with that prefix (else an
+/// [`IdError`] whose `expected` is `"widget"`), serialized in that form.
+///
+/// Everything it expands to is named through `$crate`, so the caller needs
+/// no dependency of its own on uuid or serde. A SQL column type is not
+/// part of it: a package gives its ids one in its store module, with
+/// `fleetprompt_store::package::text_column!`.
+#[macro_export]
+macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $noun:literal) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Uuid);
+        pub struct $name($crate::id::__private::Uuid);
 
         impl $name {
             /// The prefix of this id's string form, without the underscore.
@@ -38,43 +43,43 @@ macro_rules! typed_id {
 
             /// A new, time-ordered id.
             pub fn new() -> Self {
-                Self(Uuid::now_v7())
+                Self($crate::id::__private::Uuid::now_v7())
             }
 
             /// The underlying UUID.
-            pub fn uuid(&self) -> Uuid {
+            pub fn uuid(&self) -> $crate::id::__private::Uuid {
                 self.0
             }
 
             /// The id built from a UUID, e.g. one read back from storage.
-            pub fn from_uuid(uuid: Uuid) -> Self {
+            pub fn from_uuid(uuid: $crate::id::__private::Uuid) -> Self {
                 Self(uuid)
             }
         }
 
-        impl Default for $name {
+        impl ::std::default::Default for $name {
             fn default() -> Self {
                 Self::new()
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}_{}", $prefix, self.0.simple())
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::write!(f, "{}_{}", $prefix, self.0.simple())
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(self, f)
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Display::fmt(self, f)
             }
         }
 
-        impl FromStr for $name {
-            type Err = IdError;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::id::IdError;
 
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let err = || IdError {
+            fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
+                let err = || $crate::id::IdError {
                     expected: $noun,
                     value: s.chars().take(64).collect(),
                 };
@@ -85,25 +90,49 @@ macro_rules! typed_id {
                 if rest.len() != 32 {
                     return Err(err());
                 }
-                Uuid::try_parse(rest).map(Self).map_err(|_| err())
+                $crate::id::__private::Uuid::try_parse(rest)
+                    .map(Self)
+                    .map_err(|_| err())
             }
         }
 
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl $crate::id::__private::serde::Serialize for $name {
+            fn serialize<S: $crate::id::__private::serde::Serializer>(
+                &self,
+                s: S,
+            ) -> ::std::result::Result<S::Ok, S::Error> {
                 s.collect_str(self)
             }
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+        impl<'de> $crate::id::__private::serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::id::__private::serde::Deserializer<'de>>(
+                d: D,
+            ) -> ::std::result::Result<Self, D::Error> {
+                let s = <::std::string::String as $crate::id::__private::serde::Deserialize>::deserialize(d)?;
+                s.parse()
+                    .map_err(<D::Error as $crate::id::__private::serde::de::Error>::custom)
             }
         }
+    };
+}
+
+/// What [`define_id!`] expands to names, from the caller's crate.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use uuid::Uuid;
+}
+
+/// A platform id: [`define_id!`], and (with the `sqlx` feature) a TEXT
+/// column. The `cfg` lives here, not in the exported macro, where it would
+/// be read in the caller's crate.
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $noun:literal) => {
+        $crate::define_id!($(#[$doc])* $name, $prefix, $noun);
 
         #[cfg(feature = "sqlx")]
-        sql::text_column!($name, |v| v.to_string());
+        $crate::text_column!($name, |v| v.to_string());
     };
 }
 
@@ -135,23 +164,6 @@ typed_id!(
     /// An Edge Connector registered by a tenant (the public half of its token).
     EdgeConnectorId, "edge", "edge connector"
 );
-typed_id!(
-    /// A website registered for the chat widget.
-    SiteId, "site", "site"
-);
-typed_id!(
-    /// A chat conversation between a visitor and the tenant.
-    ConversationId, "conv", "conversation"
-);
-typed_id!(
-    /// One chat message (visitor, assistant or agent).
-    MessageId, "msg", "message"
-);
-typed_id!(
-    /// An anonymous website visitor, remembered by the widget.
-    VisitorId, "vis", "visitor"
-);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,8 @@
 //! layers above can trust a value by its type.
 //!
 //! # Layout
-//! - [`id`]: newtype ids with a typed prefix (`ten_…`, `sig_…`, `dir_…`, `dst_…`).
+//! - [`id`]: newtype ids with a typed prefix (`ten_…`, `sig_…`, `dir_…`, `dst_…`),
+//!   and [`define_id!`] for a package's own.
 //! - [`credential`]: finding (and redacting) credentials in free text.
 //! - [`signal`]: signal types, subjects, new signals and payload validation.
 //! - [`directive`]: directive kinds, statuses, origins, attempt outcomes.

@@ -57,6 +57,20 @@ pub trait Package: Send + Sync + 'static {
     /// Describes its metrics (and registers their zero series); called
     /// once, at start.
     fn describe_metrics(&self) {}
+
+    /// Its tables whose size follows traffic: the engine keeps their
+    /// planner statistics fresh with the platform's
+    /// ([`fleetprompt_store::statistics`]).
+    fn growing_tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Its part of `fleetprompt prune`, for a package whose tables keep
+    /// history that ages out: run with the platform's, in the same
+    /// transactions ([`fleetprompt_store::retention`]).
+    fn retention(&self) -> Option<&'static dyn fleetprompt_store::retention::PackageRetention> {
+        None
+    }
 }
 
 /// The manifests of the packages this process runs, set once by
@@ -252,7 +266,7 @@ impl SettingsSchema {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Its name in installations and URLs: `website_chat`.
+    /// Its name in installations and URLs (`snake_case`).
     pub slug: String,
     /// Its display name.
     pub name: String,

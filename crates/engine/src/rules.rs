@@ -504,7 +504,7 @@ mod tests {
                     "published:beta/b.toml:1:1: beta's",
                     "workflows/tenants/acme/x.toml:2:3: acme's on disk",
                     "workflows/tenants/beta/y.toml:2:3: beta's on disk",
-                    "workflows/website_chat.toml:4:5: the defaults'",
+                    "workflows/defaults.toml:4:5: the defaults'",
                 ]
                 .join("\n"),
             ),

@@ -108,6 +108,10 @@ const STATISTICS_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     let mut reap = tokio::time::interval(engine.config().reap_interval);
     let mut statistics = tokio::time::interval(STATISTICS_INTERVAL);
+    let growing: Vec<&'static str> = engine
+        .packages()
+        .flat_map(|p| p.growing_tables().iter().copied())
+        .collect();
     for tick in [&mut reap, &mut statistics] {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
@@ -120,7 +124,7 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
                 refresh_gauges(&engine).await;
             }
             _ = statistics.tick() => {
-                match fleetprompt_store::statistics::analyze_grown(engine.db()).await {
+                match fleetprompt_store::statistics::analyze_grown_with(engine.db(), &growing).await {
                     Ok(tables) if !tables.is_empty() => {
                         tracing::debug!(?tables, "analyzed tables that grew");
                     }

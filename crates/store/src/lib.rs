@@ -24,7 +24,8 @@
 //! - [`member`]: members of a tenant and their browser sessions.
 //! - [`destination`]: outbound destinations, sealed at rest.
 //! - [`signal`]: recording and reading signals.
-//! - [`statistics`]: planner statistics for the tables that grow (PostgreSQL).
+//! - [`statistics`]: planner statistics for the tables that grow, the
+//!   platform's and those the packages name (PostgreSQL).
 //! - [`directive`]: creating, reading, cancelling and re-driving directives.
 //! - [`edge`]: Edge Connectors, their tokens and heartbeats.
 //! - [`evaluation`]: rule evaluations (why a rule did or did not act).
@@ -33,7 +34,8 @@
 //! - [`queue`]: claiming due directives, completing attempts, reaping leases
 //!   (the claim and completion of each backend in `queue/sqlite.rs` and
 //!   `queue/postgres.rs`).
-//! - [`retention`]: pruning what has aged out (`fleetprompt prune`).
+//! - [`retention`]: pruning what has aged out (`fleetprompt prune`), with
+//!   each package's [`retention::PackageRetention`] for its own tables.
 //! - [`timeline`]: a subject's causal history.
 //! - [`workflow`]: rule files tenants publish, with their history.
 

@@ -19,6 +19,8 @@
 //!   signals that way, in the caller's transaction.
 //! - [`corrupt`] and [`is_unique_violation`] turn what the driver says into
 //!   [`StoreError`](crate::StoreError)s the layers above know.
+//! - [`text_column!`] gives a package's own ids (made with
+//!   `fleetprompt_core::define_id!`) their column type.
 //! - [`Tx::mark_config_changed`] marks a record that caches hold (a site)
 //!   as changed, here and on the other nodes.
 //! - [`ser_ms`] and [`ser_opt_ms`] serialize times as RFC 3339, as every
@@ -34,6 +36,11 @@ use serde_json::Value;
 
 pub use crate::db::TxInner;
 pub use crate::{Backend, Db, Tx, corrupt, is_unique_violation, json_array, json_rows};
+/// `text_column!(Type, |v| v.to_string())` makes a package's id (or any
+/// type with `FromStr`) a TEXT column of both backends, stored in its
+/// string form and decoded with its own parse, as the platform's ids are.
+/// Invoke it in the package's store module: it names `::sqlx`.
+pub use fleetprompt_core::text_column;
 
 /// A new signal as one row of the JSON array [`insert_signal_rows`] reads.
 pub fn signal_row(tenant: TenantId, id: SignalId, s: &NewSignal, recorded_at: Millis) -> Value {

@@ -6,26 +6,27 @@
 //!   with their attempts, by the time they finished;
 //! - signals, by the time they were recorded;
 //! - rule evaluations, by the time they ran;
-//! - ended website chat conversations with their messages, by the time they
-//!   ended.
+//! - what each package's [`PackageRetention`] deletes of its own tables,
+//!   in the same transactions, after the platform's rows.
 //!
 //! What never goes: pending or running directives, and anything one of them
 //! points at: the signal or directive in its `caused_by`, that signal's rule
-//! evaluations, and the conversation named by its `subject`.
+//! evaluations (and, kept by the package, the record named by its
+//! `subject`).
 //!
-//! Signals go by age alone otherwise: a message kept in an open (or
-//! protected) conversation may name a signal that was pruned. Its
-//! `signal_id` then points at nothing, which the timeline tolerates; keeping
-//! such signals would need an index on `website_chat_messages.signal_id`
-//! that nothing else uses.
+//! Signals go by age alone otherwise: a package's row kept for longer may
+//! name a signal that was pruned, and must tolerate that.
 //!
 //! Every batch is its own transaction, so a prune never holds locks for long
 //! and can be stopped and rerun at any time. Ids are UUIDv7 in their string
 //! form, so `id < prefix_<cutoff ms in hex>` bounds each scan to rows created
 //! before the cutoff and the primary key serves it.
 
+use std::collections::BTreeMap;
+
 use fleetprompt_core::TenantId;
 use fleetprompt_core::time::Millis;
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::db::TxInner;
@@ -43,7 +44,7 @@ pub struct Policy {
 }
 
 /// How many rows of each kind were (or, in a dry run, would be) deleted.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Counts {
     /// Finished directives.
     pub directives: u64,
@@ -53,27 +54,72 @@ pub struct Counts {
     pub signals: u64,
     /// Rule evaluations.
     pub evaluations: u64,
-    /// Ended conversations.
-    pub conversations: u64,
-    /// Their messages.
-    pub messages: u64,
+    /// The packages' kinds ([`PackageRetention::kinds`]), beside the
+    /// platform's in the serialized form.
+    #[serde(flatten)]
+    pub packages: BTreeMap<&'static str, u64>,
 }
 
 impl Counts {
-    /// Adds another tenant's counts.
-    pub fn add(&mut self, o: Counts) {
+    /// Adds another batch's or tenant's counts.
+    pub fn add(&mut self, o: &Counts) {
         self.directives += o.directives;
         self.attempts += o.attempts;
         self.signals += o.signals;
         self.evaluations += o.evaluations;
-        self.conversations += o.conversations;
-        self.messages += o.messages;
+        for (kind, n) in &o.packages {
+            *self.packages.entry(kind).or_default() += n;
+        }
+    }
+
+    /// Whether nothing was (or would be) deleted.
+    pub fn is_zero(&self) -> bool {
+        self.directives == 0
+            && self.attempts == 0
+            && self.signals == 0
+            && self.evaluations == 0
+            && self.packages.values().all(|n| *n == 0)
+    }
+
+    /// Records a package's counts, one per kind, in its kinds' order.
+    fn add_package(&mut self, package: &dyn PackageRetention, counts: &[u64]) {
+        for (kind, n) in package.kinds().iter().zip(counts) {
+            *self.packages.entry(kind).or_default() += n;
+        }
     }
 }
 
+/// A package's part of a prune: its own tables' rows that aged out, under
+/// the same [`Policy`]. Its store module holds the SQL; the binary hands
+/// the packages' parts to [`count`] and [`prune_batch`].
+pub trait PackageRetention: Send + Sync {
+    /// The kinds of rows it deletes, as they are reported (a plural noun),
+    /// in the order of the numbers its methods return.
+    fn kinds(&self) -> &'static [&'static str];
+
+    /// Counts, per kind, what a prune would delete for `tenant`.
+    fn count<'a>(
+        &'a self,
+        db: &'a Db,
+        tenant: TenantId,
+        p: &'a Policy,
+    ) -> BoxFuture<'a, Result<Vec<u64>>>;
+
+    /// Deletes one batch (at most `p.batch` rows of each kind it selects)
+    /// for `tenant` in the prune's transaction, after the platform's rows
+    /// of that batch. All zeros means it is done with the tenant.
+    fn prune_batch<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        tenant: TenantId,
+        p: &'a Policy,
+    ) -> BoxFuture<'a, Result<Vec<u64>>>;
+}
+
 /// The smallest id string, with `prefix`, of a UUIDv7 minted at `ms` or
-/// later: the first 12 hex digits of a UUIDv7 are its milliseconds.
-fn cut_id(prefix: &str, ms: Millis) -> String {
+/// later: the first 12 hex digits of a UUIDv7 are its milliseconds. A
+/// package's prune bounds its scans with it too.
+pub fn cut_id(prefix: &str, ms: Millis) -> String {
     let hex = format!("{:012x}", ms.clamp(0, 0xffff_ffff_ffff));
     if prefix.is_empty() {
         hex
@@ -133,20 +179,17 @@ macro_rules! old_evaluations {
         )
     };
 }
-macro_rules! old_conversations {
-    () => {
-        "x.tenant_id = $1 AND x.id < $3 AND x.status <> 'open'
-         AND x.ended_at IS NOT NULL AND x.ended_at < $2
-         AND NOT EXISTS (SELECT 1 FROM directives p WHERE p.tenant_id = x.tenant_id
-                         AND p.subject = 'conversation:' || x.id AND p.status IN ('pending', 'running'))"
-    };
-}
-
-/// Counts what a prune would delete for `tenant`, deleting nothing.
-pub async fn count(db: &Db, tenant: TenantId, p: &Policy) -> Result<Counts> {
+/// Counts what a prune would delete for `tenant`, the platform's rows and
+/// then each of `packages`', deleting nothing.
+pub async fn count(
+    db: &Db,
+    tenant: TenantId,
+    p: &Policy,
+    packages: &[&dyn PackageRetention],
+) -> Result<Counts> {
     let t = tenant.to_string();
     // (query, id prefix, whether it takes $4)
-    let queries: [(&'static str, &str, bool); 6] = [
+    let queries: [(&'static str, &str, bool); 4] = [
         (
             concat!(
                 "SELECT COUNT(*) FROM directives x WHERE ",
@@ -177,25 +220,8 @@ pub async fn count(db: &Db, tenant: TenantId, p: &Policy) -> Result<Counts> {
             "",
             false,
         ),
-        (
-            concat!(
-                "SELECT COUNT(*) FROM website_chat_conversations x WHERE ",
-                old_conversations!()
-            ),
-            "conv",
-            false,
-        ),
-        (
-            concat!(
-                "SELECT COUNT(*) FROM website_chat_messages m JOIN website_chat_conversations x
-                   ON x.tenant_id = m.tenant_id AND x.id = m.conversation_id WHERE ",
-                old_conversations!()
-            ),
-            "conv",
-            false,
-        ),
     ];
-    let mut n = [0u64; 6];
+    let mut n = [0u64; 4];
     for (i, (sql, prefix, status)) in queries.into_iter().enumerate() {
         let v: i64 = on_db!(db, c => {
             let mut q = sqlx::query_scalar(sql)
@@ -209,19 +235,29 @@ pub async fn count(db: &Db, tenant: TenantId, p: &Policy) -> Result<Counts> {
         });
         n[i] = v.max(0) as u64;
     }
-    Ok(Counts {
+    let mut counts = Counts {
         directives: n[0],
         attempts: n[1],
         signals: n[2],
         evaluations: n[3],
-        conversations: n[4],
-        messages: n[5],
-    })
+        packages: BTreeMap::new(),
+    };
+    for package in packages {
+        let n = package.count(db, tenant, p).await?;
+        counts.add_package(*package, &n);
+    }
+    Ok(counts)
 }
 
-/// Deletes one batch of each kind for `tenant`. Returns what it deleted;
-/// all zeros means the tenant is done.
-pub async fn prune_batch(tx: &mut Tx, tenant: TenantId, p: &Policy) -> Result<Counts> {
+/// Deletes one batch of each kind for `tenant`, the platform's and then
+/// each of `packages`', in `tx`. Returns what it deleted; all zeros
+/// ([`Counts::is_zero`]) means the tenant is done.
+pub async fn prune_batch(
+    tx: &mut Tx,
+    tenant: TenantId,
+    p: &Policy,
+    packages: &[&dyn PackageRetention],
+) -> Result<Counts> {
     let t = tenant.to_string();
     let mut out = Counts::default();
 
@@ -278,23 +314,9 @@ pub async fn prune_batch(tx: &mut Tx, tenant: TenantId, p: &Policy) -> Result<Co
         .rows_affected()
     });
 
-    let convs: Vec<String> = on_tx!(tx, c => {
-        sqlx::query_scalar(concat!(
-            "DELETE FROM website_chat_conversations WHERE tenant_id = $1 AND status <> 'open'
-               AND id IN (SELECT x.id FROM website_chat_conversations x WHERE ",
-            old_conversations!(),
-            " ORDER BY x.id LIMIT $4) RETURNING id"
-        ))
-        .bind(&t)
-        .bind(p.cutoff)
-        .bind(cut_id("conv", p.cutoff))
-        .bind(p.batch)
-        .fetch_all(&mut *c)
-        .await?
-    });
-    out.conversations = convs.len() as u64;
-    if !convs.is_empty() {
-        out.messages = delete_children(tx, Child::Messages, &t, &convs).await?;
+    for package in packages {
+        let n = package.prune_batch(tx, tenant, p).await?;
+        out.add_package(*package, &n);
     }
     Ok(out)
 }
@@ -304,8 +326,6 @@ pub async fn prune_batch(tx: &mut Tx, tenant: TenantId, p: &Policy) -> Result<Co
 enum Child {
     /// A directive's attempts.
     Attempts,
-    /// A conversation's messages.
-    Messages,
 }
 
 /// Deletes the children of `parents`. The statements differ by backend
@@ -322,9 +342,6 @@ async fn delete_children(
             Child::Attempts => {
                 "DELETE FROM directive_attempts WHERE tenant_id = $1 AND directive_id = ANY($2)"
             }
-            Child::Messages => {
-                "DELETE FROM website_chat_messages WHERE tenant_id = $1 AND conversation_id = ANY($2)"
-            }
         })
         .bind(tenant)
         .bind(parents)
@@ -335,10 +352,6 @@ async fn delete_children(
             Child::Attempts => {
                 "DELETE FROM directive_attempts WHERE tenant_id = $1
                    AND directive_id IN (SELECT value FROM json_each($2))"
-            }
-            Child::Messages => {
-                "DELETE FROM website_chat_messages WHERE tenant_id = $1
-                   AND conversation_id IN (SELECT value FROM json_each($2))"
             }
         })
         .bind(tenant)

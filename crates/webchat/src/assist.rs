@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use crate::store::escalation::{self, DraftRow};
 use crate::store::message::{self, Role};
+use crate::types::id::ConversationId;
 use fleetprompt_connectors::llm::{self, ChatMessage};
-use fleetprompt_core::id::ConversationId;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_core::{DirectiveId, DirectiveKind, NewSignal, Origin, RetryPolicy, TenantId};
 use fleetprompt_store::directive::{self, DirectiveRow, NewDirective};

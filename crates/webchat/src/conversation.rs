@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use crate::store::conversation::{self as store_conv, ConversationRow};
-use fleetprompt_core::id::{ConversationId, MemberId};
+use crate::types::id::ConversationId;
+use fleetprompt_core::id::MemberId;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_core::{DirectiveId, Origin, TenantId};
 use fleetprompt_store::StoreError;

@@ -6,7 +6,7 @@
 //! anything, and it is the platform's own fixture, not an admin's change.
 
 use crate::store::site::{self as store_site, SiteRow};
-use fleetprompt_core::id::SiteId;
+use crate::types::id::SiteId;
 use fleetprompt_core::secret::random_token;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_store::StoreError;

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use crate::store::{conversation, message};
-use fleetprompt_core::id::ConversationId;
+use crate::types::id::ConversationId;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_core::{DirectiveId, DirectiveKind, NewSignal, Origin, RetryPolicy, TenantId};
 use fleetprompt_store::StoreError;

@@ -12,9 +12,9 @@
 use std::sync::Arc;
 
 use crate::store::{conversation, escalation, identity, message};
+use crate::types::id::ConversationId;
 use fleetprompt_connectors::mattermost::{self, ApiPost, PostOutcome};
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::ConversationId;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_store::StoreError;
 use fleetprompt_store::queue::Claimed;

@@ -7,8 +7,8 @@
 //! rotates once.
 
 use crate::store::site as store_site;
+use crate::types::id::SiteId;
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::SiteId;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_store::StoreError;
 use fleetprompt_store::queue::Claimed;

@@ -11,10 +11,12 @@
 //! # Layout
 //! - `package.toml` (beside `src/`): the manifest, read by the engine at
 //!   start ([`fleetprompt_engine::package`]).
-//! - [`types`]: the pure parts: widget tokens, origin allowlists, proof of
-//!   work, spam scoring, visitor data reduction (no I/O).
-//! - [`store`]: the package's tables (the only module here that names
-//!   sqlx), on the store's package API ([`fleetprompt_store::package`]).
+//! - [`types`]: the pure parts: its ids ([`types::id`]), widget tokens,
+//!   origin allowlists, proof of work, spam scoring, visitor data reduction
+//!   (no I/O).
+//! - [`store`]: the package's tables, its ids' column type and its part of
+//!   `fleetprompt prune` (the only module here that names sqlx), on the
+//!   store's package API ([`fleetprompt_store::package`]).
 //! - This file: [`Webchat`] (the package's state: its site cache and
 //!   ingest queue), [`package`] and the package's metrics.
 //! - [`http`]: its routes (public widget API, admin routes, edge inbound)
@@ -83,12 +85,12 @@ pub use error::WebchatError;
 pub const PACKAGE: &str = "website_chat";
 
 /// `conversation:<id>`: the subject of every conversation signal.
-pub fn conversation_subject(id: fleetprompt_core::id::ConversationId) -> String {
+pub fn conversation_subject(id: crate::types::id::ConversationId) -> String {
     format!("conversation:{id}")
 }
 
 /// `site:<id>`: the subject of site administration directives.
-pub fn site_subject(id: fleetprompt_core::id::SiteId) -> String {
+pub fn site_subject(id: crate::types::id::SiteId) -> String {
     format!("site:{id}")
 }
 
@@ -169,6 +171,14 @@ struct WebsiteChat {
 impl Package for WebsiteChat {
     fn manifest(&self) -> &'static str {
         MANIFEST
+    }
+
+    fn growing_tables(&self) -> &'static [&'static str] {
+        &["website_chat_conversations", "website_chat_messages"]
+    }
+
+    fn retention(&self) -> Option<&'static dyn fleetprompt_store::retention::PackageRetention> {
+        Some(&store::retention::RETENTION)
     }
 
     fn register(&self, r: &mut HandlerRegistry) {
@@ -348,7 +358,7 @@ mod tests {
     fn a_missing_argument_is_named_with_its_path() {
         assert_eq!(
             err::<outbound::ReplySendArgs>(
-                json!({ "conversation_id": fleetprompt_core::id::ConversationId::new() })
+                json!({ "conversation_id": crate::types::id::ConversationId::new() })
             ),
             "args.content: missing field"
         );
@@ -361,7 +371,7 @@ mod tests {
             "args.to: must be an address or a list of addresses"
         );
         let role = err::<outbound::ReplySendArgs>(json!({
-            "conversation_id": fleetprompt_core::id::ConversationId::new(),
+            "conversation_id": crate::types::id::ConversationId::new(),
             "content": "hi",
             "role": "robot",
         }));
@@ -373,7 +383,7 @@ mod tests {
         assert!(conv.starts_with("args.conversation_id: "), "{conv}");
         for grace in [json!(1e12), json!(7 * 86_400 + 1), json!("1h")] {
             let e = err::<handlers::RotateSecretArgs>(json!({
-                "site_id": fleetprompt_core::id::SiteId::new(),
+                "site_id": crate::types::id::SiteId::new(),
                 "from_key_id": 1,
                 "grace_secs": grace,
             }));

@@ -20,8 +20,8 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
+use crate::types::id::{SiteId, VisitorId};
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::{SiteId, VisitorId};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -66,7 +66,7 @@ pub struct InboxEvent {
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// The conversation.
-    pub conversation_id: fleetprompt_core::id::ConversationId,
+    pub conversation_id: crate::types::id::ConversationId,
     /// Its site.
     pub site_id: SiteId,
     /// Who wrote it: `visitor`, `agent` or `assistant`.
@@ -76,7 +76,7 @@ pub struct InboxEvent {
 impl InboxEvent {
     /// A new message in `conversation_id`.
     pub fn message(
-        conversation_id: fleetprompt_core::id::ConversationId,
+        conversation_id: crate::types::id::ConversationId,
         site_id: SiteId,
         role: impl Into<String>,
     ) -> Self {
@@ -215,7 +215,7 @@ mod tests {
     async fn a_tenant_feed_hears_only_its_tenant() {
         let (t, other) = (TenantId::new(), TenantId::new());
         let mut sub = hub().subscribe_tenant(t);
-        let c = fleetprompt_core::id::ConversationId::new();
+        let c = crate::types::id::ConversationId::new();
         let e = InboxEvent::message(c, SiteId::new(), "visitor");
         assert_eq!(hub().publish_tenant(other, &e), 0);
         assert_eq!(hub().publish_tenant(t, &e), 1);

@@ -2,8 +2,8 @@
 
 use crate::store::conversation;
 use crate::store::message::Role;
+use crate::types::id::ConversationId;
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::ConversationId;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_store::queue::Claimed;
 use futures::FutureExt;

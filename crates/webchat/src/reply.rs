@@ -5,7 +5,7 @@
 
 use crate::store::conversation;
 use crate::store::message::{self, MessageRow, Role};
-use fleetprompt_core::id::{ConversationId, MessageId};
+use crate::types::id::{ConversationId, MessageId};
 use fleetprompt_core::time::{now_ms, to_rfc3339};
 use fleetprompt_core::{NewSignal, TenantId};
 use serde_json::json;

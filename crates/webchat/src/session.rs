@@ -5,11 +5,11 @@
 
 use crate::store::site::SiteRow;
 use crate::store::{challenge, identity, installation};
+use crate::types::id::VisitorId;
 use crate::types::origin::{Origin as WebOrigin, is_allowed};
 use crate::types::pow;
 use crate::types::token::{self, Claims, Unverified};
 use crate::types::visitor::{hash_ip, reduce_user_agent};
-use fleetprompt_core::id::VisitorId;
 use fleetprompt_core::secret::verify_secret;
 
 use crate::types::visitor::issue_visitor_secret;

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::store::installation;
 use crate::store::site::{self as store_site, SiteRow};
+use crate::types::id::SiteId;
 use crate::types::origin::Origin as WebOrigin;
-use fleetprompt_core::id::SiteId;
 use fleetprompt_core::secret::{MasterKey, random_token};
 use fleetprompt_core::time::{Millis, now_ms, to_rfc3339};
 use fleetprompt_core::{DirectiveId, Origin, TenantId};

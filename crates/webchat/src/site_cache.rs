@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use crate::store::site::{self as store_site, SiteRow};
+use crate::types::id::SiteId;
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::SiteId;
 use fleetprompt_store::{Db, Result};
 
 use fleetprompt_engine::cache::Fresh;

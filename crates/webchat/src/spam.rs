@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{LazyLock, Mutex};
 
-use fleetprompt_core::id::SiteId;
+use crate::types::id::SiteId;
 use fleetprompt_core::time::Millis;
 
 const WINDOW_MS: Millis = 600_000;

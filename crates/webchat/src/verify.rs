@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::types::id::{SiteId, VisitorId};
 use crate::types::token::Claims;
 use fleetprompt_core::DirectiveId;
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::{SiteId, VisitorId};
 use fleetprompt_core::time::now_ms;
 use fleetprompt_store::directive;
 use fleetprompt_store::signal;

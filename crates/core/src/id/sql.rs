@@ -10,6 +10,12 @@
 /// every database whose `str` is text (SQLite, PostgreSQL, and `Any` over
 /// them), plus PostgreSQL arrays (`$1::text[]`). `$text` turns a `&$ty` into
 /// something that encodes as text; decoding uses `$ty`'s `FromStr`.
+///
+/// Exported (hidden) for the store to re-export to package store modules
+/// (`fleetprompt_store::package::text_column!`); it names `::sqlx`, which
+/// resolves in the crate that invokes it.
+#[macro_export]
+#[doc(hidden)]
 macro_rules! text_column {
     ($ty:ty, |$v:ident| $text:expr) => {
         impl<DB: ::sqlx::Database> ::sqlx::Type<DB> for $ty
@@ -60,8 +66,6 @@ macro_rules! text_column {
         }
     };
 }
-pub(crate) use text_column;
-
-text_column!(crate::DirectiveStatus, |v| v.as_str());
-text_column!(crate::AttemptOutcome, |v| v.as_str());
-text_column!(crate::member::Role, |v| v.as_str());
+crate::text_column!(crate::DirectiveStatus, |v| v.as_str());
+crate::text_column!(crate::AttemptOutcome, |v| v.as_str());
+crate::text_column!(crate::member::Role, |v| v.as_str());

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use crate::settings::SiteSettings;
 use crate::store::conversation::{self, Assignee, InboxQuery, InboxRow};
 use crate::store::site::SiteRow;
+use crate::types::id::SiteId;
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::routing::get;
-use fleetprompt_core::id::SiteId;
 use maud::{Markup, html};
 use serde::Deserialize;
 

@@ -6,10 +6,11 @@
 
 use crate::conversation as actions;
 use crate::store::{conversation, escalation, identity, message};
+use crate::types::id::{ConversationId, SiteId};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use fleetprompt_core::id::{ConversationId, MemberId, SiteId};
+use fleetprompt_core::id::MemberId;
 use fleetprompt_server::admin::routing::{get, post};
 use fleetprompt_store::StoreError;
 use serde::Deserialize;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crate::site::{self, RegisterRequest, SiteView};
 use crate::store::site::SiteRow;
+use crate::types::id::SiteId;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use fleetprompt_core::id::SiteId;
 use fleetprompt_core::{DirectiveId, DirectiveStatus};
 use fleetprompt_server::admin::routing::{get, post};
 use serde::Deserialize;

@@ -1,8 +1,9 @@
 //! Conversations: opened by a visitor's first message, ended by the visitor
 //! or by the idle sweep.
 
+use crate::types::id::{ConversationId, SiteId, VisitorId};
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::{ConversationId, MemberId, SiteId, VisitorId};
+use fleetprompt_core::id::MemberId;
 use fleetprompt_core::time::Millis;
 use serde::Serialize;
 use sqlx::Row;

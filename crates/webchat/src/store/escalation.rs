@@ -1,8 +1,8 @@
 //! Escalation state: the Mattermost thread of a conversation (REST mode)
 //! and reply drafts waiting for an operator.
 
+use crate::types::id::ConversationId;
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::ConversationId;
 use fleetprompt_core::time::Millis;
 use serde::Serialize;
 use serde_json::Value;

@@ -1,8 +1,8 @@
 //! What is kept about a visitor: reduced agent, keyed IP hash, and the
 //! contact details they chose to give.
 
+use crate::types::id::{SiteId, VisitorId};
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::{SiteId, VisitorId};
 use fleetprompt_core::time::Millis;
 use serde::Serialize;
 use sqlx::Row;

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::types::id::{ConversationId, MessageId, SiteId, VisitorId};
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::{ConversationId, MessageId, SiteId, VisitorId};
 use fleetprompt_core::time::Millis;
 use serde::Serialize;
 use sqlx::Row;

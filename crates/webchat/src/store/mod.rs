@@ -13,6 +13,7 @@
 //! - [`message`]: visitor, assistant and agent messages.
 //! - [`batch`]: a batch of visitor messages written together (group commit).
 //! - [`escalation`]: Mattermost threads per conversation and reply drafts.
+//! - [`retention`]: the package's part of `fleetprompt prune`.
 
 pub mod batch;
 pub mod challenge;
@@ -21,4 +22,12 @@ pub mod escalation;
 pub mod identity;
 pub mod installation;
 pub mod message;
+pub mod retention;
 pub mod site;
+
+// The package's ids as TEXT columns in their string form, read back with
+// their own parse, as the platform's ids are.
+fleetprompt_store::package::text_column!(crate::types::id::SiteId, |v| v.to_string());
+fleetprompt_store::package::text_column!(crate::types::id::ConversationId, |v| v.to_string());
+fleetprompt_store::package::text_column!(crate::types::id::MessageId, |v| v.to_string());
+fleetprompt_store::package::text_column!(crate::types::id::VisitorId, |v| v.to_string());

@@ -1,7 +1,7 @@
 //! Sites: where a widget may run, its settings, and its signing secrets.
 
+use crate::types::id::SiteId;
 use fleetprompt_core::TenantId;
-use fleetprompt_core::id::SiteId;
 use fleetprompt_core::time::{Millis, now_ms};
 use serde_json::Value;
 use sqlx::Row;

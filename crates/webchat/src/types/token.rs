@@ -11,7 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use fleetprompt_core::id::{SiteId, TenantId, VisitorId};
+use crate::types::id::{SiteId, VisitorId};
+use fleetprompt_core::id::TenantId;
 use fleetprompt_core::time::Millis;
 
 /// Prefix of widget tokens, so they are recognisable in a leak scan.

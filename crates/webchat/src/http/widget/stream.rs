@@ -21,13 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::live::hub;
+use crate::types::id::{SiteId, VisitorId};
 use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use fleetprompt_core::id::{SiteId, VisitorId};
 use fleetprompt_core::time::now_ms;
 use futures::Stream;
 use tokio::sync::{oneshot, watch};

@@ -15,7 +15,7 @@
 //! together into one statement) is in `sqlite.rs` and `postgres.rs`, one
 //! function pair each: `find` and `write_statement`.
 
-use fleetprompt_core::id::{ConversationId, MessageId};
+use crate::types::id::{ConversationId, MessageId};
 use fleetprompt_core::time::Millis;
 use fleetprompt_core::{NewSignal, SignalId, TenantId};
 use serde_json::json;
