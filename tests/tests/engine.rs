@@ -38,7 +38,15 @@ async fn signal_dedupe(backend: Backend) {
     assert_eq!(s2, StatusCode::OK, "{v2}");
     assert_eq!(v2["id"], v1["id"]);
     assert_eq!(v2["duplicate"], true);
-    let n = app.db.scalar("SELECT COUNT(*) FROM signals").await.unwrap();
+    // This tenant's: the demo tenant of an embedded database has its own.
+    let n = app
+        .db
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM signals WHERE tenant_id = '{}'",
+            app.tenant.id
+        ))
+        .await
+        .unwrap();
     assert_eq!(n, 1);
 }
 
@@ -101,7 +109,13 @@ async fn signal_validation(backend: Backend) {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "bad_request");
     assert_eq!(
-        app.db.scalar("SELECT COUNT(*) FROM signals").await.unwrap(),
+        app.db
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM signals WHERE tenant_id = '{}'",
+                app.tenant.id
+            ))
+            .await
+            .unwrap(),
         0,
         "nothing refused was written"
     );
