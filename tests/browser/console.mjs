@@ -180,6 +180,60 @@ try {
   await op.goto(`${FP}/console/sites`);
   await op.screenshot({ path: `${SHOTS}/console-sites.png`, fullPage: true });
 
+  // The rules editor: a file with an error shows it at its line; fixed, the
+  // backtest shows counts; published, it acts on the next visitor message.
+  await op.goto(`${FP}/console/rules`);
+  await axe(op, "rules");
+  await op.locator("a", { hasText: "New file" }).click();
+  await op.waitForURL(`${FP}/console/rules/new`);
+  await axe(op, "rules_new");
+  await op.locator("#rule-name").fill("refunds.toml");
+  await op.locator("#rule-body").fill("[[rule]]\nid = \"e2e.refund\"\non = 'webchat.message.received\n");
+  await op.locator("button[value=check]").click();
+  await op.locator("#rule-problems").waitFor({ timeout: 15000 });
+  result.rule_problem = await op.locator("#rule-problems li").first().innerText();
+  const marked = op.locator("#rule-result ol.code li.bad mark");
+  result.rule_marked_visible = await marked.isVisible();
+  result.rule_marked_line = await op.locator("#rule-result ol.code li.bad").first().getAttribute("value");
+  await axe(op, "rules_problems");
+  await op.screenshot({ path: `${SHOTS}/console-rules.png`, fullPage: true });
+  await op.locator("#rule-body").fill([
+    "[[rule]]",
+    'id = "e2e.refund"',
+    'on = "webchat.message.received"',
+    "when = 'signal.payload.role == \"visitor\" && signal.payload.content.contains(\"refund\")'",
+    "",
+    "[[rule.directive]]",
+    'kind = "noop"',
+    'dedupe_key = "e2e-refund:{{ signal.id }}"',
+    "",
+  ].join("\n"));
+  await op.locator("button[value=check]").click();
+  result.rule_valid = await op.locator("#rule-result .flash").innerText();
+  await op.locator("button[value=backtest]").click();
+  await op.locator("#backtest-rules").waitFor({ timeout: 15000 });
+  result.backtest_signals = await op.locator("#rule-result p strong").first().innerText();
+  await axe(op, "rules_backtest");
+  await op.locator("button[value=publish]").click();
+  await op.waitForURL(`${FP}/console/rules/files/refunds.toml`);
+  result.rule_published = await op.locator(".flash").innerText();
+  await say(nv, "Can I get a refund?");
+  await op.goto(`${FP}/console/directives?kind=noop`);
+  await until("the published rule's directive", async () => {
+    if (await op.locator("#main table tbody tr", { hasText: "noop" }).count()) return true;
+    await op.reload();
+    return false;
+  });
+  result.rule_took_effect = await op.locator("#main table tbody tr", { hasText: "noop" }).count();
+  await axe(op, "directives");
+
+  // The other platform pages, for axe.
+  for (const [name, path] of [["home", "/console"], ["destinations", "/console/destinations"],
+    ["packages", "/console/packages"], ["members", "/console/members"], ["tokens", "/console/tokens"]]) {
+    await op.goto(`${FP}${path}`);
+    await axe(op, name);
+  }
+
   // A phone's width: the inbox still fits (no sideways scrolling).
   await op.setViewportSize({ width: 390, height: 844 });
   await op.goto(`${FP}/console/conversations?status=all`);

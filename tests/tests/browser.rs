@@ -212,8 +212,10 @@ async fn widget_works_in_a_real_browser() {
 /// to Mattermost shows the attempt and result on the timeline, and the one
 /// post's deep link opens the conversation after sign-in; a site
 /// registered in the console gets a snippet that works on its origin;
-/// Verify installation succeeds; axe finds no serious or critical
-/// violation on the console's pages or the widget. Screenshots go to
+/// Verify installation succeeds; a rule file with an error shows it at its
+/// line, and fixed it backtests with counts, publishes and acts on the next
+/// visitor message; axe finds no serious or critical violation on the
+/// console's pages or the widget. Screenshots go to
 /// `target/console-*.png`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_works_in_a_real_browser() {
@@ -411,10 +413,58 @@ async fn console_works_in_a_real_browser() {
         assert_eq!(violations, &json!([]), "axe on {page}: {violations}");
     }
     assert!(r["axe"].as_object().unwrap().len() >= 7, "{r}");
+    for page in [
+        "login",
+        "home",
+        "rules",
+        "rules_new",
+        "rules_problems",
+        "rules_backtest",
+        "directives",
+        "destinations",
+        "packages",
+        "members",
+        "tokens",
+    ] {
+        assert!(r["axe"].get(page).is_some(), "axe ran on {page}: {r}");
+    }
+    // The rules editor: the error at its file, line and column, the line
+    // marked; the backtest's counts; the published rule in force.
+    let problem = r["rule_problem"].as_str().unwrap();
+    assert!(problem.starts_with("refunds.toml:3:"), "{r}");
+    let col = problem["refunds.toml:3:".len()..]
+        .split(':')
+        .next()
+        .unwrap();
+    assert!(col.parse::<u32>().is_ok(), "{r}");
+    assert_eq!(r["rule_marked_visible"], true, "{r}");
+    assert_eq!(r["rule_marked_line"], "3", "{r}");
+    assert!(
+        r["rule_valid"].as_str().unwrap().contains("e2e.refund"),
+        "{r}"
+    );
+    let signals: u64 = r["backtest_signals"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .expect("a count");
+    assert!(
+        signals >= 1,
+        "the visitors' messages are in the window: {r}"
+    );
+    assert!(
+        r["rule_published"]
+            .as_str()
+            .unwrap()
+            .contains("Published refunds.toml"),
+        "{r}"
+    );
+    assert!(r["rule_took_effect"].as_u64().unwrap() >= 1, "{r}");
     for shot in [
         "console-inbox.png",
         "console-conversation.png",
         "console-sites.png",
+        "console-rules.png",
     ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }
