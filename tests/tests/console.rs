@@ -1003,9 +1003,69 @@ async fn the_inbox_pages_through_older_conversations(backend: Backend) {
     assert!(!second.body.contains("after="), "no page after the last");
 }
 
+/// The tenant's FAQ answers are saved replies: choosing one fills the reply
+/// box (by the page's own GET form, so it works without script), and
+/// sending it reaches the visitor; an unknown choice fills nothing.
+async fn saved_replies_fill_the_reply_box(backend: Backend) {
+    let app = fleetprompt_system_tests::webchat::spawn_with_rules(backend, &[], |dir| {
+        std::fs::create_dir_all(dir.join("tenants/acme/knowledge")).unwrap();
+        std::fs::write(dir.join("tenants/acme/knowledge/faq.toml"), FAQ).unwrap();
+    })
+    .await;
+    let ann = add_member(&app.db, "acme", "ann@example.com", "Ann", "agent")
+        .await
+        .unwrap();
+    let site = site(&app).await;
+    let key = site["public_key"].as_str().unwrap().to_owned();
+    let b = signed_in(&app, &ann).await;
+    let token = visitor(&app, &key).await;
+    let conv = say(&app, &token, "do you ship to Norway?").await;
+    let page = b.get(&format!("/console/conversations/{conv}")).await;
+    assert!(page.body.contains("Saved reply"), "{}", page.body);
+    assert!(page.body.contains("Do you ship internationally?"));
+    assert!(!page.body.contains("30 countries.</textarea>"));
+    let junk = b
+        .get(&format!("/console/conversations/{conv}?insert=9"))
+        .await;
+    assert_eq!(junk.status, StatusCode::OK);
+    assert!(!junk.body.contains("30 countries.</textarea>"));
+    let filled = b
+        .get(&format!("/console/conversations/{conv}?insert=2"))
+        .await;
+    assert!(
+        filled
+            .body
+            .contains(">Yes, we ship to 30 countries.</textarea>"),
+        "{}",
+        filled.body
+    );
+    let form = filled
+        .forms()
+        .into_iter()
+        .find(|f| f.action.ends_with("/reply"))
+        .unwrap();
+    let r = b.submit(&form, &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    wait_until(
+        "the reply in the visitor's history",
+        Duration::from_secs(10),
+        async || {
+            let h = history(&app, &token).await;
+            h["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["role"] == "agent" && m["content"] == "Yes, we ship to 30 countries.")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 both_backends!(
     the_inbox_pages_through_older_conversations,
     drafts_are_approved_edited_or_discarded,
+    saved_replies_fill_the_reply_box,
     an_invite_sets_a_password_and_signs_in,
     the_demo_has_a_console_member,
     an_admin_retries_a_failed_escalation,

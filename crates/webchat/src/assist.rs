@@ -141,6 +141,19 @@ pub fn best_faq(entries: &[FaqEntry], query: &str) -> Option<(usize, f64)> {
     best
 }
 
+/// The tenant's FAQ entries, which operators insert as saved replies; none
+/// when the tenant has no FAQ file, or one too large or that does not
+/// parse (a draft from it reports why).
+pub fn saved_replies(engine: &Engine, slug: &str) -> Vec<FaqEntry> {
+    let Some(path) = tenant_file(engine, slug, "faq.toml") else {
+        return Vec::new();
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.len() <= MAX_KNOWLEDGE => parse_faq(&text).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 fn tenant_file(engine: &Engine, slug: &str, name: &str) -> Option<PathBuf> {
     let dir = engine.rules().status().dir?;
     Some(dir.join("tenants").join(slug).join("knowledge").join(name))

@@ -119,12 +119,30 @@ fn status_words(d: &DirectiveRow) -> &'static str {
     }
 }
 
+/// What the conversation page's address may ask for.
+#[derive(Debug, Default, Deserialize)]
+struct ShowQuery {
+    /// The saved reply (an FAQ entry, by position) to put in the reply box.
+    insert: Option<usize>,
+}
+
 async fn show(
     State(s): State<AppState>,
     m: Member,
     Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Markup, ConsoleError> {
+    // A query that does not parse inserts nothing: the page still opens.
+    let query: ShowQuery = query
+        .and_then(|q| serde_urlencoded::from_str(&q).ok())
+        .unwrap_or_default();
     let conv = load(&s, &m, &id).await?;
+    let saved = crate::assist::saved_replies(&s.engine, &m.tenant.slug);
+    let inserted = query
+        .insert
+        .and_then(|i| saved.get(i))
+        .map(|e| e.answer.as_str())
+        .unwrap_or_default();
     let db = s.engine.db();
     let tenant = m.tenant.id;
     let messages = message::list(db, tenant, conv.id, None, 1000).await?;
@@ -231,10 +249,21 @@ async fn show(
                 }
                 section aria-labelledby="h-reply" {
                     h2 id="h-reply" { "Reply" }
+                    @if !saved.is_empty() {
+                        form method="get" action=(url(cid)) class="stack" {
+                            label for="saved" { "Saved reply" }
+                            select id="saved" name="insert" {
+                                @for (i, e) in saved.iter().enumerate() {
+                                    option value=(i) selected[query.insert == Some(i)] { (e.question) }
+                                }
+                            }
+                            button type="submit" { "Insert into the reply" }
+                        }
+                    }
                     form method="post" action={ (url(cid)) "/reply" } class="stack" {
                         (csrf_field(&m))
                         label for="reply" { "Reply to the visitor" }
-                        textarea id="reply" name="content" required rows="4" {}
+                        textarea id="reply" name="content" required rows="4" { (inserted) }
                         button type="submit" class="primary" { "Send reply" }
                     }
                     form method="post" action={ (url(cid)) "/note" } class="stack" {
