@@ -819,8 +819,11 @@ async fn an_admin_retries_a_failed_escalation(backend: Backend) {
         "the failed escalation",
         Duration::from_secs(15),
         async || {
+            // The attempt's badge may show before the directive itself
+            // is marked failed (and offers Retry): wait for both.
             let p = b.get(&format!("/console/conversations/{conv}")).await;
-            p.body.contains("s-failed\">failed").then_some(p)
+            let retryable = p.forms().iter().any(|f| f.action.ends_with("/retry"));
+            (p.body.contains("s-failed\">failed") && retryable).then_some(p)
         },
     )
     .await;
