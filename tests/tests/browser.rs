@@ -35,15 +35,19 @@ fn repo_root() -> PathBuf {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn widget_works_in_a_real_browser() {
+/// Debian's Chromium (or `$CHROMIUM`) and `tests/browser` with its npm
+/// packages, installed by `npm ci` when one is missing.
+async fn browser_tools() -> (String, PathBuf) {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
         "{chromium} is missing: apt-get install -y chromium"
     );
     let dir = repo_root().join("tests/browser");
-    if !dir.join("node_modules/playwright-core").exists() {
+    let installed = ["playwright-core", "@axe-core/playwright"]
+        .iter()
+        .all(|m| dir.join("node_modules").join(m).exists());
+    if !installed {
         let ok = tokio::process::Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir)
@@ -53,6 +57,12 @@ async fn widget_works_in_a_real_browser() {
             .success();
         assert!(ok, "npm ci in tests/browser failed");
     }
+    (chromium, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widget_works_in_a_real_browser() {
+    let (chromium, dir) = browser_tools().await;
 
     // The shipped website_chat rules, and a Mattermost stand-in.
     let workflows = repo_root().join("workflows");
@@ -221,22 +231,7 @@ async fn widget_works_in_a_real_browser() {
 async fn console_works_in_a_real_browser() {
     use std::sync::{Arc, Mutex};
 
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: apt-get install -y chromium"
-    );
-    let dir = repo_root().join("tests/browser");
-    if !dir.join("node_modules/@axe-core/playwright").exists() {
-        let ok = tokio::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .await
-            .expect("npm")
-            .success();
-        assert!(ok, "npm ci in tests/browser failed");
-    }
+    let (chromium, dir) = browser_tools().await;
     let workflows = repo_root().join("workflows");
     let app = TestApp::spawn_with(
         Backend::Sqlite,
