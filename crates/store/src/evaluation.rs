@@ -5,6 +5,7 @@ use fleetprompt_core::{SignalId, TenantId};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::timeline::Span;
 use crate::{Db, Result, Tx, on_db, on_tx};
 
 /// One rule's verdict on one signal.
@@ -61,19 +62,24 @@ pub async fn insert_many(tx: &mut Tx, rows: &[(TenantId, EvaluationRow)]) -> Res
     Ok(())
 }
 
-/// A subject's evaluations in time order.
+/// A subject's evaluations within `span`, in time order.
 pub async fn list_by_subject(
     db: &Db,
     tenant: TenantId,
     subject: &str,
+    span: Span,
 ) -> Result<Vec<EvaluationRow>> {
     on_db!(db, c => {
         Ok(sqlx::query_as(
             "SELECT signal_id, subject, rule_id, file_hash, outcome, detail, evaluated_at FROM rule_evaluations
-             WHERE tenant_id = $1 AND subject = $2 ORDER BY evaluated_at, id LIMIT 10000",
+             WHERE tenant_id = $1 AND subject = $2
+               AND ($3 IS NULL OR evaluated_at >= $3) AND ($4 IS NULL OR evaluated_at < $4)
+             ORDER BY evaluated_at, id LIMIT 10000",
         )
         .bind(tenant)
         .bind(subject)
+        .bind(span.from)
+        .bind(span.until)
         .fetch_all(c)
         .await?)
     })

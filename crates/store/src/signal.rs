@@ -1,5 +1,6 @@
 //! Recording and reading signals.
 
+use crate::timeline::Span;
 use crate::{Db, JsonText, Result, StoreError, Tx, on_db, on_tx};
 use fleetprompt_core::time::{Millis, now_ms};
 use fleetprompt_core::{DirectiveId, NewSignal, SignalId, TenantId};
@@ -137,15 +138,33 @@ pub async fn get(db: &Db, tenant: TenantId, id: SignalId) -> Result<SignalRow> {
     })
 }
 
-/// A subject's signals in the order they were recorded.
-pub async fn list_by_subject(db: &Db, tenant: TenantId, subject: &str) -> Result<Vec<SignalRow>> {
+/// A subject's signals recorded within `span`, in the order they were
+/// recorded.
+pub async fn list_by_subject(
+    db: &Db,
+    tenant: TenantId,
+    subject: &str,
+    span: Span,
+) -> Result<Vec<SignalRow>> {
+    // SQLite keeps no statistics here (the engine analyzes PostgreSQL
+    // only), and without them it takes the tenant's time index, which spares
+    // the sort but reads every signal of the tenant; the subject's index
+    // reads this subject's alone.
+    let table = match db.backend() {
+        crate::Backend::Sqlite => "signals INDEXED BY signals_by_subject",
+        crate::Backend::Postgres => "signals",
+    };
     let sql = format!(
-        "SELECT {COLUMNS} FROM signals WHERE tenant_id = $1 AND subject = $2 ORDER BY recorded_at, id LIMIT 10000"
+        "SELECT {COLUMNS} FROM {table} WHERE tenant_id = $1 AND subject = $2
+           AND ($3 IS NULL OR recorded_at >= $3) AND ($4 IS NULL OR recorded_at < $4)
+         ORDER BY recorded_at, id LIMIT 10000"
     );
     on_db!(db, c => {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(tenant)
             .bind(subject)
+            .bind(span.from)
+            .bind(span.until)
             .fetch_all(c)
             .await?)
     })

@@ -56,30 +56,65 @@ impl Entry {
     }
 }
 
+/// A stretch of time, `from` inclusive and `until` exclusive; `None` leaves
+/// that end open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    /// The first millisecond in it.
+    pub from: Option<Millis>,
+    /// The first millisecond after it.
+    pub until: Option<Millis>,
+}
+
+impl Span {
+    /// All of time.
+    pub const ALL: Self = Self {
+        from: None,
+        until: None,
+    };
+}
+
 /// The timeline of `subject`: its signals, the directives they caused or that
 /// are about it, and every attempt, in causal and time order.
 pub async fn for_subject(db: &Db, tenant: TenantId, subject: &str) -> Result<Vec<Entry>> {
-    let signals = list_by_subject(db, tenant, subject).await?;
+    within(db, tenant, subject, Span::ALL).await
+}
+
+/// The part of `subject`'s timeline that happened within `span`: its
+/// signals and rule verdicts recorded then, the directives created then or
+/// caused by those signals, and every attempt of those directives (an
+/// attempt may end after the span: it belongs to its directive).
+pub async fn within(db: &Db, tenant: TenantId, subject: &str, span: Span) -> Result<Vec<Entry>> {
+    let signals = list_by_subject(db, tenant, subject, span).await?;
     let signal_ids: Vec<_> = signals.iter().map(|s| s.id).collect();
     let directives: Vec<DirectiveRow> = on_db!(db, c => {
         // SQLite and PostgreSQL share no array syntax, so the cause set is
-        // passed as JSON text and expanded on each side.
+        // passed as JSON text and expanded on each side. Two selects, one
+        // per index: with an OR, SQLite reads every directive of the tenant.
         let sql = match db.backend() {
             crate::Backend::Sqlite => format!(
-                "SELECT {} FROM directives WHERE tenant_id = $1 AND (subject = $2
-                 OR caused_by IN (SELECT value FROM json_each($3))) ORDER BY created_at, id LIMIT 10000",
-                crate::directive::COLUMNS
+                "SELECT {c} FROM directives WHERE tenant_id = $1 AND subject = $2
+                   AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at < $5)
+                 UNION SELECT {c} FROM directives WHERE tenant_id = $1
+                   AND caused_by IN (SELECT value FROM json_each($3))
+                 ORDER BY created_at, id LIMIT 10000",
+                c = crate::directive::COLUMNS
             ),
             crate::Backend::Postgres => format!(
-                "SELECT {} FROM directives WHERE tenant_id = $1 AND (subject = $2
-                 OR caused_by IN (SELECT jsonb_array_elements_text($3::jsonb))) ORDER BY created_at, id LIMIT 10000",
-                crate::directive::COLUMNS
+                "SELECT {c} FROM directives WHERE tenant_id = $1 AND subject = $2
+                   AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at < $5)
+                 UNION SELECT {c} FROM directives WHERE tenant_id = $1
+                   AND caused_by IN (SELECT jsonb_array_elements_text($3::jsonb))
+                 ORDER BY created_at, id LIMIT 10000",
+                c = crate::directive::COLUMNS
             ),
         };
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(tenant)
             .bind(subject)
             .bind(serde_json::to_string(&signal_ids).map_err(corrupt)?)
+            .bind(span.from)
+            .bind(span.until)
             .fetch_all(c)
             .await?
     });
@@ -101,7 +136,7 @@ pub async fn for_subject(db: &Db, tenant: TenantId, subject: &str) -> Result<Vec
             .fetch_all(c)
             .await?
     });
-    let evaluations = crate::evaluation::list_by_subject(db, tenant, subject).await?;
+    let evaluations = crate::evaluation::list_by_subject(db, tenant, subject, span).await?;
     let mut entries: Vec<Entry> = signals
         .into_iter()
         .map(Entry::Signal)

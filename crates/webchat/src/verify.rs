@@ -10,6 +10,7 @@ use fleetprompt_core::TenantId;
 use fleetprompt_core::time::now_ms;
 use fleetprompt_store::directive;
 use fleetprompt_store::signal;
+use fleetprompt_store::timeline::Span;
 use serde_json::{Value, json};
 
 use crate::conversation_subject;
@@ -55,7 +56,7 @@ pub async fn test_message(
     )
     .await?;
     let subject = conversation_subject(accepted.conversation_id);
-    let signals = signal::list_by_subject(engine.db(), tenant, &subject).await?;
+    let signals = signal::list_by_subject(engine.db(), tenant, &subject, Span::ALL).await?;
     let received = signals
         .iter()
         .find(|s| s.signal_type == "webchat.message.received")

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fleetprompt_core::{DirectiveStatus, Origin};
+use fleetprompt_core::{DirectiveId, DirectiveStatus, Origin, SignalId};
 use fleetprompt_store::directive::{AttemptRow, DirectiveRow};
 use fleetprompt_store::evaluation::EvaluationRow;
 use fleetprompt_store::signal::SignalRow;
@@ -56,12 +56,12 @@ pub fn plain_error(e: &str) -> String {
     format!("{why}: {e}")
 }
 
-fn signal_who(s: &SignalRow, directives: &HashMap<String, &DirectiveRow>) -> String {
+fn signal_who(s: &SignalRow, directives: &HashMap<DirectiveId, &DirectiveRow>) -> String {
     let p = &s.payload;
     if let Some(name) = p.pointer("/author/name").and_then(Value::as_str) {
         return format!("operator {name}");
     }
-    if let Some(d) = s.caused_by.and_then(|d| directives.get(&d.to_string())) {
+    if let Some(d) = s.caused_by.and_then(|d| directives.get(&d)) {
         return format!("result of {} ({})", d.kind, origin_label(&d.origin));
     }
     match p.get("role").and_then(Value::as_str) {
@@ -140,10 +140,10 @@ fn rule_line(r: &EvaluationRow) -> Markup {
 
 /// The timeline in time order.
 pub fn in_order(entries: &[Entry], v: &View<'_>) -> Markup {
-    let directives: HashMap<String, &DirectiveRow> = entries
+    let directives: HashMap<DirectiveId, &DirectiveRow> = entries
         .iter()
         .filter_map(|e| match e {
-            Entry::Directive(d) => Some((d.id.to_string(), d)),
+            Entry::Directive(d) => Some((d.id, d)),
             _ => None,
         })
         .collect();
@@ -165,7 +165,7 @@ pub fn in_order(entries: &[Entry], v: &View<'_>) -> Markup {
                         }
                         Entry::Attempt(a) => {
                             (when(a.finished_at)) " "
-                            (attempt_line(a, directives.get(&a.directive_id.to_string()).map_or("", |d| d.kind.as_str())))
+                            (attempt_line(a, directives.get(&a.directive_id).map_or("", |d| d.kind.as_str())))
                         }
                     }
                 }
@@ -177,47 +177,57 @@ pub fn in_order(entries: &[Entry], v: &View<'_>) -> Markup {
 /// The causal chain: each signal with the rules that judged it, the
 /// directives it caused, their attempts and the signals they recorded.
 pub fn chain(entries: &[Entry], v: &View<'_>) -> Markup {
-    let mut signals = Vec::new();
-    let mut rules: HashMap<String, Vec<&EvaluationRow>> = HashMap::new();
-    let mut directives = Vec::new();
-    let mut attempts: HashMap<String, Vec<&AttemptRow>> = HashMap::new();
-    for e in entries {
-        match e {
-            Entry::Signal(s) => signals.push(s),
-            Entry::Rule(r) => rules.entry(r.signal_id.to_string()).or_default().push(r),
-            Entry::Directive(d) => directives.push(d),
-            Entry::Attempt(a) => attempts
-                .entry(a.directive_id.to_string())
-                .or_default()
-                .push(a),
-        }
-    }
-    let signal_ids: HashSet<String> = signals.iter().map(|s| s.id.to_string()).collect();
-    let directive_ids: HashSet<String> = directives.iter().map(|d| d.id.to_string()).collect();
-    let c = Chain {
-        signals: &signals,
-        rules: &rules,
-        directives: &directives,
-        attempts: &attempts,
+    let mut c = Chain {
+        rules: HashMap::new(),
+        caused_directives: HashMap::new(),
+        attempts: HashMap::new(),
+        results: HashMap::new(),
         view: v,
     };
+    let mut signal_ids = HashSet::new();
+    let mut directive_ids = HashSet::new();
+    for e in entries {
+        match e {
+            Entry::Signal(s) => {
+                signal_ids.insert(s.id);
+                if let Some(d) = s.caused_by {
+                    c.results.entry(d).or_default().push(s);
+                }
+            }
+            Entry::Rule(r) => c.rules.entry(r.signal_id).or_default().push(r),
+            Entry::Directive(d) => {
+                directive_ids.insert(d.id);
+                if let Some(s) = d.caused_by {
+                    c.caused_directives.entry(s).or_default().push(d);
+                }
+            }
+            Entry::Attempt(a) => c.attempts.entry(a.directive_id).or_default().push(a),
+        }
+    }
     html! {
         ul class="chain" {
-            @for s in signals.iter().filter(|s| s.caused_by.is_none_or(|d| !directive_ids.contains(&d.to_string()))) {
-                (c.signal(s, 0))
+            @for e in entries {
+                @match e {
+                    Entry::Signal(s) if s.caused_by.is_none_or(|d| !directive_ids.contains(&d)) => { (c.signal(s, 0)) }
+                    _ => {}
+                }
             }
-            @for d in directives.iter().filter(|d| d.caused_by.is_none_or(|s| !signal_ids.contains(&s.to_string()))) {
-                (c.directive(d, 0))
+            @for e in entries {
+                @match e {
+                    Entry::Directive(d) if d.caused_by.is_none_or(|s| !signal_ids.contains(&s)) => { (c.directive(d, 0)) }
+                    _ => {}
+                }
             }
         }
     }
 }
 
+/// The timeline's entries by what caused them, each looked up once.
 struct Chain<'a> {
-    signals: &'a [&'a SignalRow],
-    rules: &'a HashMap<String, Vec<&'a EvaluationRow>>,
-    directives: &'a [&'a DirectiveRow],
-    attempts: &'a HashMap<String, Vec<&'a AttemptRow>>,
+    rules: HashMap<SignalId, Vec<&'a EvaluationRow>>,
+    caused_directives: HashMap<SignalId, Vec<&'a DirectiveRow>>,
+    attempts: HashMap<DirectiveId, Vec<&'a AttemptRow>>,
+    results: HashMap<DirectiveId, Vec<&'a SignalRow>>,
     view: &'a View<'a>,
 }
 
@@ -226,23 +236,20 @@ const DEPTH: usize = 12;
 
 impl Chain<'_> {
     fn signal(&self, s: &SignalRow, depth: usize) -> Markup {
-        let id = s.id.to_string();
-        let caused: Vec<&&DirectiveRow> = self
-            .directives
-            .iter()
-            .filter(|d| d.caused_by.is_some_and(|c| c.to_string() == id))
-            .collect();
+        let rules = self.rules.get(&s.id).map(Vec::as_slice).unwrap_or_default();
+        let caused = self
+            .caused_directives
+            .get(&s.id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         html! {
             li {
                 span class="kind" { (s.signal_type) } " " (when(s.recorded_at)) " "
                 span class="detail" { (signal_detail(s, self.view.show_details)) }
-                @if depth < DEPTH {
-                    @let rules = self.rules.get(&id).map(Vec::as_slice).unwrap_or_default();
-                    @if !rules.is_empty() || !caused.is_empty() {
-                        ul {
-                            @for r in rules { li { (rule_line(r)) } }
-                            @for d in &caused { (self.directive(d, depth + 1)) }
-                        }
+                @if depth < DEPTH && (!rules.is_empty() || !caused.is_empty()) {
+                    ul {
+                        @for r in rules { li { (rule_line(r)) } }
+                        @for d in caused { (self.directive(d, depth + 1)) }
                     }
                 }
             }
@@ -250,22 +257,24 @@ impl Chain<'_> {
     }
 
     fn directive(&self, d: &DirectiveRow, depth: usize) -> Markup {
-        let id = d.id.to_string();
-        let results: Vec<&&SignalRow> = self
-            .signals
-            .iter()
-            .filter(|s| s.caused_by.is_some_and(|c| c.to_string() == id))
-            .collect();
+        let attempts = self
+            .attempts
+            .get(&d.id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let results = self
+            .results
+            .get(&d.id)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         html! {
             li {
                 span class="kind" { "Directive " (d.kind) } " " (badge(d.status.as_str()))
                 span class="detail" { (directive_detail(d, self.view)) }
                 @if depth < DEPTH {
                     ul {
-                        @for a in self.attempts.get(&id).map(Vec::as_slice).unwrap_or_default() {
-                            li { (attempt_line(a, &d.kind)) }
-                        }
-                        @for s in &results { (self.signal(s, depth + 1)) }
+                        @for a in attempts { li { (attempt_line(a, &d.kind)) } }
+                        @for s in results { (self.signal(s, depth + 1)) }
                     }
                 }
             }

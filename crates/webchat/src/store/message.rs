@@ -149,6 +149,37 @@ pub async fn list(
     })
 }
 
+/// The newest `limit` messages of a conversation before the message
+/// `before` (all of them when `None`), oldest first, and whether older ones
+/// exist. Message ids sort by time, so this is one range of the index.
+pub async fn newest(
+    db: &Db,
+    tenant: TenantId,
+    conversation: ConversationId,
+    before: Option<MessageId>,
+    limit: i64,
+) -> Result<(Vec<MessageRow>, bool)> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM website_chat_messages
+         WHERE tenant_id = $1 AND conversation_id = $2 AND ($3 IS NULL OR id < $3)
+         ORDER BY id DESC LIMIT $4"
+    );
+    let mut rows: Vec<MessageRow> = on_db!(db, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant.to_string())
+            .bind(conversation.to_string())
+            .bind(before.map(|b| b.to_string()))
+            .bind(limit + 1)
+            .fetch_all(c)
+            .await?;
+        rows.iter().map(|r| Ok(decode!(r))).collect::<Result<Vec<_>>>()?
+    });
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit.max(0) as usize);
+    rows.reverse();
+    Ok((rows, more))
+}
+
 /// Counts a tenant's visitor messages and `webchat.message.received` signals
 /// (the bench checks they match what was accepted).
 pub async fn count_with_signals(db: &Db, tenant: TenantId) -> Result<(i64, i64)> {
