@@ -40,11 +40,13 @@ struct Filters {
     after: Option<String>,
 }
 
-/// Whether the site lets members see who its visitors are.
-pub fn shows_details(sites: &HashMap<SiteId, SiteRow>, site: SiteId) -> bool {
+/// The sites that hide who their visitors are from members.
+fn details_hidden(sites: &HashMap<SiteId, SiteRow>) -> Vec<SiteId> {
     sites
-        .get(&site)
-        .is_none_or(|s| SiteSettings::from_stored(&s.settings).show_visitor_details)
+        .values()
+        .filter(|s| !SiteSettings::from_stored(&s.settings).show_visitor_details)
+        .map(|s| s.id)
+        .collect()
 }
 
 /// A site's name in the console: its first domain, else its key.
@@ -106,6 +108,7 @@ async fn inbox(
             ))
         }
     };
+    let details_hidden = details_hidden(&sites);
     let rows = conversation::inbox(
         db,
         m.tenant.id,
@@ -118,6 +121,7 @@ async fn inbox(
             },
             assignee,
             search: q,
+            details_hidden: &details_hidden,
             after,
             limit: PAGE,
         },
@@ -164,7 +168,7 @@ async fn inbox(
         }
         p class="hint" { "Keys: " kbd { "j" } " / " kbd { "k" } " move, " kbd { "Enter" } " opens, " kbd { "/" } " searches." }
         p id="live-status" class="hint" role="status" aria-live="polite" {}
-        (list(&rows, &sites))
+        (list(&rows, &sites, &details_hidden))
         @if rows.len() as i64 == PAGE {
             @if let Some(last) = rows.last() {
                 @let next = serde_urlencoded::to_string([
@@ -182,7 +186,7 @@ async fn inbox(
 }
 
 /// The list itself (replaced in place when the live feed says so).
-fn list(rows: &[InboxRow], sites: &HashMap<SiteId, SiteRow>) -> Markup {
+fn list(rows: &[InboxRow], sites: &HashMap<SiteId, SiteRow>, details_hidden: &[SiteId]) -> Markup {
     html! {
         div id="inbox" data-live="inbox" data-refresh="inbox" {
             @if rows.is_empty() {
@@ -192,7 +196,7 @@ fn list(rows: &[InboxRow], sites: &HashMap<SiteId, SiteRow>) -> Markup {
                     @for r in rows {
                         @let c = &r.conversation;
                         @let unread = r.last_role.as_deref() == Some("visitor") && c.status == "open";
-                        @let who = visitor_label(r.visitor_name.as_deref(), r.visitor_email.as_deref(), &c.visitor_id.to_string(), shows_details(sites, c.site_id));
+                        @let who = visitor_label(r.visitor_name.as_deref(), r.visitor_email.as_deref(), &c.visitor_id.to_string(), !details_hidden.contains(&c.site_id));
                         li class=[unread.then_some("unread")] data-id=(c.id) {
                             a href={ "/console/conversations/" (c.id) } {
                                 span class="who-line" {

@@ -288,6 +288,10 @@ pub struct InboxQuery<'a> {
     /// Conversations whose visitor's email or name, or any message,
     /// contains this text (case-insensitive).
     pub search: Option<&'a str>,
+    /// Sites that hide their visitors' name and email from members: the
+    /// search does not look at those there, or a match would confirm what
+    /// the page masks. Message text is still searched.
+    pub details_hidden: &'a [SiteId],
     /// Only conversations after this one in the inbox's order (older):
     /// the last row of the page before, by its last message's time and id.
     pub after: Option<(Millis, ConversationId)>,
@@ -320,25 +324,42 @@ pub async fn inbox(db: &Db, tenant: TenantId, q: &InboxQuery<'_>) -> Result<Vec<
         Assignee::Member(m) => (2, Some(m.to_string())),
     };
     let cols: Vec<String> = COLUMNS.split(", ").map(|c| format!("c.{c}")).collect();
+    // The page's rows are chosen first and only then decorated with their
+    // visitor and last message: a LIMIT after a sort would otherwise look
+    // both up for every row sorted (all of a busy minute's conversations).
     let sql = format!(
-        "SELECT {}, i.name, i.email,
+        "WITH page AS (
+           SELECT {cols} FROM website_chat_conversations c
+           WHERE c.tenant_id = $1 AND ($2 IS NULL OR c.site_id = $2) AND ($3 IS NULL OR c.status = $3)
+             AND ($5 = 0 OR ($5 = 1 AND c.assignee IS NULL) OR ($5 = 2 AND c.assignee = $6))
+             AND ($7 IS NULL
+               OR (c.site_id NOT IN ({hidden}) AND EXISTS (SELECT 1 FROM website_chat_identities v
+                   WHERE v.tenant_id = c.tenant_id AND v.site_id = c.site_id AND v.visitor_id = c.visitor_id
+                     AND (lower(v.email) LIKE $7 ESCAPE '\\' OR lower(v.name) LIKE $7 ESCAPE '\\')))
+               OR EXISTS (SELECT 1 FROM website_chat_messages s
+                   WHERE s.tenant_id = c.tenant_id AND s.conversation_id = c.id
+                     AND lower(s.content) LIKE $7 ESCAPE '\\'))
+             AND ($8 IS NULL OR c.last_message_minute < $8
+               OR (c.last_message_minute = $8 AND (c.last_message_at < $9
+                 OR (c.last_message_at = $9 AND c.id < $10))))
+           ORDER BY c.last_message_minute DESC, c.last_message_at DESC, c.id DESC LIMIT $4
+         )
+         SELECT {cols}, i.name, i.email,
            (SELECT m.role || ':' || substr(m.content, 1, 160) FROM website_chat_messages m
-             WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id ORDER BY m.id DESC LIMIT 1)
-         FROM website_chat_conversations c
+             WHERE m.tenant_id = $1 AND m.conversation_id = c.id ORDER BY m.id DESC LIMIT 1)
+         FROM page c
          LEFT JOIN website_chat_identities i
-           ON i.tenant_id = c.tenant_id AND i.site_id = c.site_id AND i.visitor_id = c.visitor_id
-         WHERE c.tenant_id = $1 AND ($2 IS NULL OR c.site_id = $2) AND ($3 IS NULL OR c.status = $3)
-           AND ($5 = 0 OR ($5 = 1 AND c.assignee IS NULL) OR ($5 = 2 AND c.assignee = $6))
-           AND ($7 IS NULL OR lower(i.email) LIKE $7 ESCAPE '\\' OR lower(i.name) LIKE $7 ESCAPE '\\'
-             OR EXISTS (SELECT 1 FROM website_chat_messages s
-                 WHERE s.tenant_id = c.tenant_id AND s.conversation_id = c.id
-                   AND lower(s.content) LIKE $7 ESCAPE '\\'))
-           AND ($8 IS NULL OR c.last_message_minute < $8
-             OR (c.last_message_minute = $8 AND (c.last_message_at < $9
-               OR (c.last_message_at = $9 AND c.id < $10))))
-         ORDER BY c.last_message_minute DESC, c.last_message_at DESC, c.id DESC LIMIT $4",
-        cols.join(", ")
+           ON i.tenant_id = $1 AND i.site_id = c.site_id AND i.visitor_id = c.visitor_id
+         ORDER BY c.last_message_at DESC, c.id DESC",
+        cols = cols.join(", "),
+        // SQLite and PostgreSQL share no array syntax: the list is JSON text.
+        hidden = match db.backend() {
+            fleetprompt_store::Backend::Sqlite => "SELECT value FROM json_each($11)",
+            fleetprompt_store::Backend::Postgres => "SELECT jsonb_array_elements_text($11::jsonb)",
+        }
     );
+    let hidden: Vec<String> = q.details_hidden.iter().map(SiteId::to_string).collect();
+    let hidden = serde_json::to_string(&hidden).map_err(corrupt)?;
     let pattern = q
         .search
         .map(str::trim)
@@ -356,6 +377,7 @@ pub async fn inbox(db: &Db, tenant: TenantId, q: &InboxQuery<'_>) -> Result<Vec<
             .bind(q.after.map(|(at, _)| at - at % 60_000))
             .bind(q.after.map(|(at, _)| at))
             .bind(q.after.map(|(_, id)| id.to_string()))
+            .bind(hidden)
             .fetch_all(c)
             .await?;
         rows.iter()
