@@ -28,6 +28,23 @@
     });
   });
 
+  // A saved reply goes into the reply box where the cursor is, without a
+  // reload (the form alone reloads the page with the reply box filled in).
+  $all("form[data-insert-into]").forEach(function (f) {
+    f.addEventListener("submit", function (ev) {
+      var box = document.getElementById(f.getAttribute("data-insert-into"));
+      var opt = $("select", f).selectedOptions[0];
+      if (!box || !opt || !opt.hasAttribute("data-text")) { return; }
+      ev.preventDefault();
+      var text = opt.getAttribute("data-text");
+      var at = box.selectionStart, end = box.selectionEnd;
+      box.value = box.value.slice(0, at) + text + box.value.slice(end);
+      box.focus();
+      box.setSelectionRange(at + text.length, at + text.length);
+      say("Inserted \u201c" + opt.textContent + "\u201d into the reply.");
+    });
+  });
+
   // Regions marked data-refresh are fetched again (the same page, with the
   // member's session) and swapped in place: the live inbox, a conversation's
   // messages, its actions' progress and its timeline.

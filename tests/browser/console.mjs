@@ -227,6 +227,23 @@ try {
   result.rule_took_effect = await op.locator("#main table tbody tr", { hasText: "noop" }).count();
   await axe(op, "directives");
 
+  // Saved replies: one added on its page goes into a conversation's reply
+  // box where the cursor is, without a reload.
+  await op.goto(`${FP}/console/saved-replies`);
+  await op.locator("#title-new").fill("Opening hours");
+  await op.locator("#content-new").fill("We answer from 9 to 5, Monday to Friday.");
+  await op.locator("button", { hasText: "Add saved reply" }).click();
+  await op.waitForURL(`${FP}/console/saved-replies`);
+  await axe(op, "saved_replies");
+  await op.goto(`${FP}/console/conversations/${conv}`);
+  await op.evaluate(() => { window.__stayed = true; });
+  await op.locator("#reply").fill("Hello. ");
+  await op.locator("#saved").selectOption({ label: "Opening hours" });
+  await op.locator("button", { hasText: "Insert into the reply" }).click();
+  result.saved_reply_inserted = await op.locator("#reply").inputValue();
+  result.saved_reply_in_place = await op.evaluate(() => window.__stayed === true);
+  result.saved_reply_focus = await op.evaluate(() => document.activeElement && document.activeElement.id);
+
   // The other platform pages, for axe.
   for (const [name, path] of [["home", "/console"], ["destinations", "/console/destinations"],
     ["packages", "/console/packages"], ["members", "/console/members"], ["tokens", "/console/tokens"]]) {

@@ -420,9 +420,17 @@ async fn console_works_in_a_real_browser() {
         "packages",
         "members",
         "tokens",
+        "saved_replies",
     ] {
         assert!(r["axe"].get(page).is_some(), "axe ran on {page}: {r}");
     }
+    // A saved reply goes where the cursor was, in place.
+    assert_eq!(
+        r["saved_reply_inserted"], "Hello. We answer from 9 to 5, Monday to Friday.",
+        "{r}"
+    );
+    assert_eq!(r["saved_reply_in_place"], true, "{r}");
+    assert_eq!(r["saved_reply_focus"], "reply", "{r}");
     // The rules editor: the error at its file, line and column, the line
     // marked; the backtest's counts; the published rule in force.
     let problem = r["rule_problem"].as_str().unwrap();

@@ -197,7 +197,14 @@ async fn every_console_form_checks_csrf(backend: Backend) {
         .unwrap();
     let (conv, site, token) = conversation(&app).await;
     let sid = site["site_id"].as_str().unwrap();
-    // A draft, so its forms are on the page too.
+    // A saved reply, so its edit and delete forms are on its page.
+    let (st, v) = app
+        .post(
+            "/admin/v1/saved-replies",
+            serde_json::json!({ "title": "Hello", "content": "Hi there." }),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
     let b = signed_in(&app, &ann).await;
     let mut forms = Vec::new();
     for path in [
@@ -205,6 +212,7 @@ async fn every_console_form_checks_csrf(backend: Backend) {
         format!("/console/conversations/{conv}"),
         "/console/sites".to_owned(),
         format!("/console/sites/{sid}"),
+        "/console/saved-replies".to_owned(),
     ] {
         let p = b.get(&path).await;
         assert_eq!(p.status, StatusCode::OK, "{path}: {}", p.body);
@@ -221,6 +229,8 @@ async fn every_console_form_checks_csrf(backend: Backend) {
         "/verify",
         "/rotate",
         "/disable",
+        "/console/saved-replies",
+        "/delete",
     ] {
         assert!(
             actions.iter().any(|a| a.ends_with(want)),
@@ -261,6 +271,9 @@ async fn every_console_form_checks_csrf(backend: Backend) {
     assert_eq!(b.get("/console").await.status, StatusCode::OK);
     let (_, v) = app.get("/admin/v1/sites").await;
     assert_eq!(v["sites"].as_array().unwrap().len(), 1, "{v}");
+    let (_, v) = app.get("/admin/v1/saved-replies").await;
+    assert_eq!(v["saved_replies"][0]["content"], "Hi there.", "{v}");
+    assert_eq!(v["saved_replies"].as_array().unwrap().len(), 1, "{v}");
 }
 
 async fn an_agent_sees_no_admin_pages_or_actions(backend: Backend) {
@@ -1028,12 +1041,12 @@ async fn saved_replies_fill_the_reply_box(backend: Backend) {
     assert!(page.body.contains("Do you ship internationally?"));
     assert!(!page.body.contains("30 countries.</textarea>"));
     let junk = b
-        .get(&format!("/console/conversations/{conv}?insert=9"))
+        .get(&format!("/console/conversations/{conv}?insert=faq:9"))
         .await;
     assert_eq!(junk.status, StatusCode::OK);
     assert!(!junk.body.contains("30 countries.</textarea>"));
     let filled = b
-        .get(&format!("/console/conversations/{conv}?insert=2"))
+        .get(&format!("/console/conversations/{conv}?insert=faq:2"))
         .await;
     assert!(
         filled
@@ -1065,7 +1078,328 @@ async fn saved_replies_fill_the_reply_box(backend: Backend) {
     .await;
 }
 
+/// The team's own saved replies: any member adds, edits and deletes them on
+/// their page; the conversation's picker lists them beside the FAQ, and
+/// choosing one fills the reply box. A taken title, an empty text or
+/// another tenant's id change nothing.
+async fn members_keep_their_own_saved_replies(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let agent = add_member(&app.db, "acme", "ag@example.com", "Ag", "agent")
+        .await
+        .unwrap();
+    let (conv, _, _) = conversation(&app).await;
+    let b = signed_in(&app, &agent).await;
+    let page = b.get("/console/saved-replies").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("No saved reply yet"));
+    let add = page
+        .forms()
+        .into_iter()
+        .find(|f| f.action == "/console/saved-replies")
+        .expect("the add form");
+    let r = b
+        .submit(
+            &add,
+            &[
+                ("title", "Parcel delay"),
+                (
+                    "content",
+                    "Sorry, parcels are late this week.\nThey will arrive.",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    // The same title again is a conflict; an empty text is refused.
+    let r = b
+        .submit(&add, &[("title", "Parcel delay"), ("content", "other")])
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.content_type.starts_with("text/html"));
+    let r = b
+        .submit(&add, &[("title", "Empty"), ("content", "  ")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let (_, v) = app.get("/admin/v1/saved-replies").await;
+    let rows = v["saved_replies"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    let id = rows[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(rows[0]["created_by"], agent.id.as_str());
+
+    // The conversation lists it, with its text for the script to insert,
+    // and the page's own form fills the reply box without script.
+    let page = b.get(&format!("/console/conversations/{conv}")).await;
+    assert!(
+        page.body.contains(&format!("value=\"{id}\"")),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("data-text=\"Sorry, parcels are late this week.\nThey will arrive.\"")
+    );
+    let filled = b
+        .get(&format!("/console/conversations/{conv}?insert={id}"))
+        .await;
+    assert!(
+        filled
+            .body
+            .contains(">Sorry, parcels are late this week.\nThey will arrive.</textarea>"),
+        "{}",
+        filled.body
+    );
+
+    // Edited on its page.
+    let page = b.get("/console/saved-replies").await;
+    let edit = page
+        .forms()
+        .into_iter()
+        .find(|f| f.action == format!("/console/saved-replies/{id}"))
+        .expect("the edit form");
+    let r = b
+        .submit(
+            &edit,
+            &[
+                ("title", "Late parcels"),
+                ("content", "They are on their way."),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = b.get("/console/saved-replies").await;
+    assert!(page.body.contains("Late parcels") && page.body.contains("They are on their way."));
+    assert!(!page.body.contains("Parcel delay"));
+
+    // Another tenant's member can neither see nor touch it.
+    create_tenant(&app.db, "globex").await.unwrap();
+    let other = add_member(&app.db, "globex", "g@example.com", "G", "admin")
+        .await
+        .unwrap();
+    let g = signed_in(&app, &other).await;
+    assert!(
+        !g.get("/console/saved-replies")
+            .await
+            .body
+            .contains("Late parcels")
+    );
+    let mine = g.get("/console/saved-replies").await;
+    let csrf = mine.csrf().unwrap();
+    let r = g
+        .post(
+            &format!("/console/saved-replies/{id}"),
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("title", "x"),
+                ("content", "y"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    let r = g
+        .post(
+            &format!("/console/saved-replies/{id}/delete"),
+            &[("csrf_token", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+
+    // Deleted by its tenant.
+    let page = b.get("/console/saved-replies").await;
+    let del = page
+        .forms()
+        .into_iter()
+        .find(|f| f.action == format!("/console/saved-replies/{id}/delete"))
+        .expect("the delete form");
+    let r = b.submit(&del, &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let (_, v) = app.get("/admin/v1/saved-replies").await;
+    assert_eq!(v["saved_replies"].as_array().unwrap().len(), 0, "{v}");
+    let page = b.get(&format!("/console/conversations/{conv}")).await;
+    assert!(!page.body.contains("They are on their way."));
+}
+
+/// On a site that hides who its visitors are, the inbox search does not
+/// match their email or name (it would confirm what the page masks), but
+/// still finds their words; where the site shows them, it matches both.
+async fn search_keeps_hidden_visitor_details_hidden(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = add_member(&app.db, "acme", "ann@example.com", "Ann", "agent")
+        .await
+        .unwrap();
+    let hidden = fleetprompt_system_tests::webchat::site_with(
+        &app,
+        serde_json::json!({
+            "domains": ["shop.example.com"],
+            "mode": "native",
+            "settings": { "show_visitor_details": false }
+        }),
+    )
+    .await;
+    let shown = fleetprompt_system_tests::webchat::site_with(
+        &app,
+        serde_json::json!({ "domains": ["blog.example.com"], "mode": "native" }),
+    )
+    .await;
+    let mut convs = Vec::new();
+    for (s, origin, email) in [
+        (&hidden, ORIGIN, "secret.person@example.org"),
+        (
+            &shown,
+            "https://blog.example.com",
+            "open.person@example.org",
+        ),
+    ] {
+        let key = s["public_key"].as_str().unwrap();
+        let r = app
+            .http
+            .post(format!(
+                "{}/v1/widget/bootstrap?site_key={key}",
+                app.server.url
+            ))
+            .header("origin", origin)
+            .json(&serde_json::json!({ "site_key": key }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let v: Value = r.json().await.unwrap();
+        let token = v["token"].as_str().unwrap().to_owned();
+        let r = app
+            .http
+            .post(format!("{}/v1/widget/messages", app.server.url))
+            .header("origin", origin)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "client_message_id": uuid::Uuid::now_v7(), "content": "kumquat order" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let v: Value = r.json().await.unwrap();
+        convs.push(v["conversation_id"].as_str().unwrap().to_owned());
+        let r = app
+            .http
+            .post(format!("{}/v1/widget/contact", app.server.url))
+            .header("origin", origin)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "email": email, "name": email.split('@').next().unwrap() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let b = signed_in(&app, &ann).await;
+    wait_until(
+        "both visitors' emails stored",
+        Duration::from_secs(10),
+        async || {
+            b.get("/console/conversations?q=open.person")
+                .await
+                .body
+                .contains(&convs[1])
+                .then_some(())
+        },
+    )
+    .await;
+    // Give the hidden site's contact the same time to land, then search.
+    wait_until(
+        "the hidden visitor's contact captured",
+        Duration::from_secs(10),
+        async || {
+            (!signals_of(&timeline(&app, &convs[0]).await, "webchat.contact.captured").is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    for q in [
+        "secret.person",
+        "secret.person%40example.org",
+        "example.org",
+    ] {
+        let page = b.get(&format!("/console/conversations?q={q}")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(!page.body.contains(&convs[0]), "{q} matched a hidden email");
+    }
+    assert!(
+        b.get("/console/conversations?q=example.org")
+            .await
+            .body
+            .contains(&convs[1])
+    );
+    let words = b.get("/console/conversations?q=kumquat").await;
+    assert!(words.body.contains(&convs[0]) && words.body.contains(&convs[1]));
+    assert!(
+        !words.body.contains("secret.person"),
+        "the email is masked in the list"
+    );
+}
+
+/// A long conversation's page shows its newest messages and the timeline
+/// of the same stretch of time, and links the stretch before it; every
+/// message is on exactly one stretch.
+async fn a_long_conversation_pages_through_its_history(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = add_member(&app.db, "acme", "ann@example.com", "Ann", "agent")
+        .await
+        .unwrap();
+    let site = fleetprompt_system_tests::webchat::site_with(
+        &app,
+        serde_json::json!({
+            "domains": ["shop.example.com"],
+            "mode": "native",
+            "settings": { "rate_limit_visitor_per_min": 1000, "rate_limit_address_per_min": 1000 }
+        }),
+    )
+    .await;
+    let token = visitor(&app, site["public_key"].as_str().unwrap()).await;
+    let mut conv = String::new();
+    for i in 0..60 {
+        conv = say(&app, &token, &format!("line-{i:02}-end")).await;
+    }
+    let b = signed_in(&app, &ann).await;
+    let lines = |p: &Page| -> Vec<String> {
+        p.body
+            .split("<p>line-")
+            .skip(1)
+            .map(|x| x[..2].to_owned())
+            .collect()
+    };
+    let newest = b.get(&format!("/console/conversations/{conv}")).await;
+    assert_eq!(newest.status, StatusCode::OK);
+    let shown = lines(&newest);
+    assert_eq!(shown.len(), 50, "{shown:?}");
+    assert_eq!(shown.first().map(String::as_str), Some("10"));
+    assert_eq!(shown.last().map(String::as_str), Some("59"));
+    // The timeline beside them holds their signals, not the older ones'.
+    assert!(newest.body.contains("“line-10-end”"));
+    assert!(!newest.body.contains("“line-09-end”"));
+    let earlier = newest
+        .body
+        .split("href=\"")
+        .find(|x| x.contains("?before="))
+        .and_then(|x| x.split('"').next())
+        .expect("a link to earlier messages")
+        .to_owned();
+    let older = b.get(&earlier).await;
+    assert_eq!(older.status, StatusCode::OK, "{}", older.body);
+    let shown = lines(&older);
+    assert_eq!(
+        shown,
+        (0..10).map(|i| format!("{i:02}")).collect::<Vec<_>>()
+    );
+    assert!(older.body.contains("“line-09-end”") && older.body.contains("webchat.session.started"));
+    assert!(!older.body.contains("“line-10-end”"));
+    assert!(!older.body.contains("?before="), "nothing before the first");
+    assert!(older.body.contains("Newest messages"));
+    let bad = b
+        .get(&format!("/console/conversations/{conv}?before=nonsense"))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
 both_backends!(
+    members_keep_their_own_saved_replies,
+    search_keeps_hidden_visitor_details_hidden,
+    a_long_conversation_pages_through_its_history,
     the_inbox_pages_through_older_conversations,
     drafts_are_approved_edited_or_discarded,
     saved_replies_fill_the_reply_box,

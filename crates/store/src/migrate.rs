@@ -112,6 +112,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0016_installations.sql"),
         postgres: include_str!("../../../migrations/postgres/0016_installations.sql"),
     },
+    Migration {
+        version: 17,
+        name: "saved_replies",
+        sqlite: include_str!("../../../migrations/sqlite/0017_saved_replies.sql"),
+        postgres: include_str!("../../../migrations/postgres/0017_saved_replies.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

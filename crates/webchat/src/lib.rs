@@ -58,6 +58,7 @@ pub mod ingest;
 pub mod live;
 pub mod outbound;
 pub mod reply;
+pub mod saved_reply;
 pub mod session;
 pub mod settings;
 pub mod site;

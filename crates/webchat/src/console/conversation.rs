@@ -12,7 +12,7 @@ use crate::conversation as actions;
 use crate::settings::SiteSettings;
 use crate::store::conversation::ConversationRow;
 use crate::store::{conversation, escalation, identity, message};
-use crate::types::id::ConversationId;
+use crate::types::id::{ConversationId, MessageId};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -22,7 +22,7 @@ use fleetprompt_core::id::MemberId;
 use fleetprompt_core::{DirectiveId, Origin};
 use fleetprompt_store::StoreError;
 use fleetprompt_store::directive::DirectiveRow;
-use fleetprompt_store::timeline::Entry;
+use fleetprompt_store::timeline::{Entry, Span};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -122,8 +122,23 @@ fn status_words(d: &DirectiveRow) -> &'static str {
 /// What the conversation page's address may ask for.
 #[derive(Debug, Default, Deserialize)]
 struct ShowQuery {
-    /// The saved reply (an FAQ entry, by position) to put in the reply box.
-    insert: Option<usize>,
+    /// The saved reply to put in the reply box: a saved reply's id, or
+    /// `faq:<n>` for the FAQ's n-th answer.
+    insert: Option<String>,
+    /// An earlier stretch of the history: the messages before the message
+    /// `<created ms>.<message id>`, and the timeline before that time.
+    before: Option<String>,
+}
+
+/// Messages on one stretch of a conversation's page; the timeline shows the
+/// same stretch of time. Older stretches are a link away, so a long
+/// conversation's page stays as quick as a short one's.
+pub const WINDOW: i64 = 50;
+
+/// The `before` cursor: the time and id of the oldest message shown.
+fn parse_before(v: &str) -> Option<(i64, MessageId)> {
+    let (at, id) = v.split_once('.')?;
+    Some((at.parse().ok()?, id.parse().ok()?))
 }
 
 async fn show(
@@ -137,15 +152,43 @@ async fn show(
         .and_then(|q| serde_urlencoded::from_str(&q).ok())
         .unwrap_or_default();
     let conv = load(&s, &m, &id).await?;
-    let saved = crate::assist::saved_replies(&s.engine, &m.tenant.slug);
-    let inserted = query
-        .insert
-        .and_then(|i| saved.get(i))
-        .map(|e| e.answer.as_str())
-        .unwrap_or_default();
     let db = s.engine.db();
     let tenant = m.tenant.id;
-    let messages = message::list(db, tenant, conv.id, None, 1000).await?;
+    let faq = crate::assist::saved_replies(&s.engine, &m.tenant.slug);
+    let snippets = crate::saved_reply::list(&s.engine, tenant).await?;
+    let inserted = match query.insert.as_deref() {
+        Some(key) => match key.strip_prefix("faq:") {
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| faq.get(n))
+                .map(|e| e.answer.as_str()),
+            None => snippets
+                .iter()
+                .find(|r| r.id.to_string() == key)
+                .map(|r| r.content.as_str()),
+        },
+        None => None,
+    }
+    .unwrap_or_default();
+    let before = match query.before.as_deref().filter(|b| !b.is_empty()) {
+        None => None,
+        Some(b) => Some(parse_before(b).ok_or_else(|| {
+            ConsoleError::BadRequest("That stretch of the conversation does not exist.".into())
+        })?),
+    };
+    let (messages, earlier) =
+        message::newest(db, tenant, conv.id, before.map(|(_, id)| id), WINDOW).await?;
+    let span = Span {
+        from: earlier
+            .then(|| messages.first().map(|x| x.created_at))
+            .flatten(),
+        until: before.map(|(at, _)| at),
+    };
+    let earlier_link = earlier
+        .then(|| messages.first())
+        .flatten()
+        .map(|x| format!("{}?before={}.{}", url(conv.id), x.created_at, x.id));
     let visitor = identity::get(db, tenant, conv.site_id, conv.visitor_id).await?;
     let site = crate::store::site::get(db, tenant, conv.site_id).await.ok();
     let show_details = site
@@ -167,7 +210,7 @@ async fn show(
         .filter(|x| x.disabled_at.is_none())
         .collect();
     let subject = crate::conversation_subject(conv.id);
-    let entries = fleetprompt_store::timeline::for_subject(db, tenant, &subject).await?;
+    let entries = fleetprompt_store::timeline::within(db, tenant, &subject, span).await?;
     let who = visitor_label(
         visitor.as_ref().and_then(|v| v.name.as_deref()),
         visitor.as_ref().and_then(|v| v.email.as_deref()),
@@ -215,6 +258,7 @@ async fn show(
             div {
                 section aria-labelledby="h-messages" {
                     h2 id="h-messages" { "Messages" }
+                    (history_nav(cid, earlier_link.as_deref(), before.is_some()))
                     div id="messages" data-refresh="messages" {
                         ol class="messages" {
                             @for (_, item) in &items {
@@ -249,12 +293,25 @@ async fn show(
                 }
                 section aria-labelledby="h-reply" {
                     h2 id="h-reply" { "Reply" }
-                    @if !saved.is_empty() {
-                        form method="get" action=(url(cid)) class="stack" {
+                    @if !faq.is_empty() || !snippets.is_empty() {
+                        @let chosen = query.insert.as_deref().unwrap_or_default();
+                        form method="get" action=(url(cid)) class="stack" data-insert-into="reply" {
                             label for="saved" { "Saved reply" }
                             select id="saved" name="insert" {
-                                @for (i, e) in saved.iter().enumerate() {
-                                    option value=(i) selected[query.insert == Some(i)] { (e.question) }
+                                @if !snippets.is_empty() {
+                                    optgroup label="Saved replies" {
+                                        @for r in &snippets {
+                                            option value=(r.id) data-text=(r.content) selected[chosen == r.id.to_string()] { (r.title) }
+                                        }
+                                    }
+                                }
+                                @if !faq.is_empty() {
+                                    optgroup label="FAQ answers" {
+                                        @for (i, e) in faq.iter().enumerate() {
+                                            @let key = format!("faq:{i}");
+                                            option value=(key) data-text=(e.answer) selected[chosen == key] { (e.question) }
+                                        }
+                                    }
                                 }
                             }
                             button type="submit" { "Insert into the reply" }
@@ -368,6 +425,14 @@ async fn show(
         }
         section aria-labelledby="h-timeline" {
             h2 id="h-timeline" { "Timeline" }
+            @if span != Span::ALL {
+                p class="hint" {
+                    "What happened "
+                    @if let Some(f) = span.from { "from " (when(f)) " " }
+                    @if let Some(u) = span.until { "until " (when(u)) } @else { "until now" }
+                    ", beside the messages above."
+                }
+            }
             div id="timeline" data-refresh="timeline" {
                 (timeline::in_order(&entries, &view))
                 details {
@@ -383,6 +448,18 @@ async fn show(
         &format!("Conversation with {who}"),
         body,
     ))
+}
+
+/// Links to the stretch before this one and back to the newest.
+fn history_nav(cid: ConversationId, earlier: Option<&str>, past: bool) -> Markup {
+    html! {
+        @if earlier.is_some() || past {
+            nav class="actions" aria-label="Conversation history" {
+                @if let Some(href) = earlier { a href=(href) { "← Earlier messages and timeline" } }
+                @if past { a href=(url(cid)) { "Newest messages →" } }
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -9,10 +9,12 @@
 //! - [`timeline`]: the audit timeline and its causal chain, as HTML.
 //! - [`live`]: `/console/live`, the tenant's feed over SSE.
 //! - [`sites`]: `/console/sites`: register, edit, snippet, verify.
+//! - [`saved_replies`]: `/console/saved-replies`: the team's snippets.
 
 pub mod conversation;
 pub mod inbox;
 pub mod live;
+pub mod saved_replies;
 pub mod sites;
 pub mod timeline;
 
@@ -27,6 +29,12 @@ pub const NAV: &[NavItem] = &[
     NavItem {
         href: "/console/conversations",
         label: "Inbox",
+        admin_only: false,
+        package: Some(crate::PACKAGE),
+    },
+    NavItem {
+        href: "/console/saved-replies",
+        label: "Saved replies",
         admin_only: false,
         package: Some(crate::PACKAGE),
     },
@@ -55,6 +63,7 @@ pub fn router(
         .merge(conversation::router())
         .merge(live::router(streams))
         .merge(sites::router())
+        .merge(saved_replies::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             installed,

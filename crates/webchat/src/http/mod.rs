@@ -12,10 +12,13 @@
 //! - [`sites`]: the sites' admin routes, `/admin/v1/sites…`.
 //! - [`conversations`]: the conversations' admin routes,
 //!   `/admin/v1/conversations…` (agents may call these).
+//! - [`saved_replies`]: the team's saved replies, `/admin/v1/saved-replies…`
+//!   (agents may call these).
 //! - [`edge`]: the reply emails Edge Connectors report, `/edge/v1/inbound`.
 
 pub mod conversations;
 pub mod edge;
+pub mod saved_replies;
 pub mod sites;
 pub mod widget;
 
@@ -88,6 +91,7 @@ impl HttpPackage for WebchatHttp {
         Routes::new()
             .merge(sites::router())
             .merge(conversations::router())
+            .merge(saved_replies::router())
     }
 
     fn edge_routes(&self) -> Router<AppState> {
@@ -132,6 +136,8 @@ mod tests {
         assert_eq!(role("GET", "/conversations"), Role::Agent);
         assert_eq!(role("POST", "/conversations/{id}/reply"), Role::Agent);
         assert_eq!(role("POST", "/conversations/{id}/close"), Role::Agent);
+        assert_eq!(role("POST", "/saved-replies"), Role::Agent);
+        assert_eq!(role("DELETE", "/saved-replies/{id}"), Role::Agent);
         assert_eq!(role("GET", "/timeline"), Role::Agent);
         assert_eq!(role("POST", "/sites"), Role::Admin);
         assert_eq!(role("GET", "/sites"), Role::Admin);

@@ -13,6 +13,7 @@
 //! - [`message`]: visitor, assistant and agent messages.
 //! - [`batch`]: a batch of visitor messages written together (group commit).
 //! - [`escalation`]: Mattermost threads per conversation and reply drafts.
+//! - [`saved_reply`]: the tenant's saved replies (snippets for the reply box).
 //! - [`retention`]: the package's part of `fleetprompt prune`.
 
 pub mod batch;
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod installation;
 pub mod message;
 pub mod retention;
+pub mod saved_reply;
 pub mod site;
 
 // The package's ids as TEXT columns in their string form, read back with
@@ -31,3 +33,4 @@ fleetprompt_store::package::text_column!(crate::types::id::SiteId, |v| v.to_stri
 fleetprompt_store::package::text_column!(crate::types::id::ConversationId, |v| v.to_string());
 fleetprompt_store::package::text_column!(crate::types::id::MessageId, |v| v.to_string());
 fleetprompt_store::package::text_column!(crate::types::id::VisitorId, |v| v.to_string());
+fleetprompt_store::package::text_column!(crate::types::id::SavedReplyId, |v| v.to_string());

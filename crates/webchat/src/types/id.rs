@@ -19,6 +19,10 @@ fleetprompt_core::define_id!(
     /// An anonymous website visitor, remembered by the widget.
     VisitorId, "vis", "visitor"
 );
+fleetprompt_core::define_id!(
+    /// A tenant's saved reply: a snippet members insert into the reply box.
+    SavedReplyId, "srep", "saved reply"
+);
 
 #[cfg(test)]
 mod tests {
