@@ -1396,7 +1396,65 @@ async fn a_long_conversation_pages_through_its_history(backend: Backend) {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
+/// Unread marks are each member's own: opening a conversation clears its
+/// mark for that member alone, the visitor's next message sets it again,
+/// and an answer clears it for everyone.
+async fn unread_marks_are_each_members_own(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ann = add_member(&app.db, "acme", "ann@example.com", "Ann", "agent")
+        .await
+        .unwrap();
+    let bob = add_member(&app.db, "acme", "bob@example.com", "Bob", "agent")
+        .await
+        .unwrap();
+    let (conv, _, token) = conversation(&app).await;
+    let a = signed_in(&app, &ann).await;
+    let b = signed_in(&app, &bob).await;
+    let unread_for = async |who: &Browser| {
+        let p = who.get("/console/conversations").await;
+        assert!(
+            p.body.contains(&format!("data-id=\"{conv}\"")),
+            "{}",
+            p.body
+        );
+        p.body
+            .contains(&format!("<li class=\"unread\" data-id=\"{conv}\""))
+    };
+    assert!(unread_for(&a).await && unread_for(&b).await);
+    assert_eq!(
+        a.get(&format!("/console/conversations/{conv}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(!unread_for(&a).await, "read by Ann");
+    assert!(unread_for(&b).await, "still unread for Bob");
+    // Opening it again changes nothing; the visitor's next message does.
+    a.get(&format!("/console/conversations/{conv}")).await;
+    assert!(!unread_for(&a).await);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    say(&app, &token, "Any news?").await;
+    assert!(unread_for(&a).await, "unread again after the visitor wrote");
+    // Bob answers: it is nobody's to read any more.
+    let page = b.get(&format!("/console/conversations/{conv}")).await;
+    let form = page
+        .forms()
+        .into_iter()
+        .find(|f| f.action.ends_with("/reply"))
+        .unwrap();
+    let r = b.submit(&form, &[("content", "On its way.")]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    wait_until(
+        "the answer clears the mark",
+        Duration::from_secs(10),
+        async || (!unread_for(&a).await).then_some(()),
+    )
+    .await;
+    assert!(!unread_for(&b).await);
+}
+
 both_backends!(
+    unread_marks_are_each_members_own,
     members_keep_their_own_saved_replies,
     search_keeps_hidden_visitor_details_hidden,
     a_long_conversation_pages_through_its_history,

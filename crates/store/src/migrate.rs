@@ -118,6 +118,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0017_saved_replies.sql"),
         postgres: include_str!("../../../migrations/postgres/0017_saved_replies.sql"),
     },
+    Migration {
+        version: 18,
+        name: "conversation_reads",
+        sqlite: include_str!("../../../migrations/sqlite/0018_conversation_reads.sql"),
+        postgres: include_str!("../../../migrations/postgres/0018_conversation_reads.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleetprompt_migrations (

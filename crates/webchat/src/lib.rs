@@ -175,7 +175,15 @@ impl Package for WebsiteChat {
     }
 
     fn growing_tables(&self) -> &'static [&'static str] {
-        &["website_chat_conversations", "website_chat_messages"]
+        // Identities and read marks are joined to every inbox row: planned
+        // on a table that had no statistics yet, PostgreSQL hashed all of
+        // a tenant's visitors for a page of fifty.
+        &[
+            "website_chat_conversations",
+            "website_chat_messages",
+            "website_chat_identities",
+            "website_chat_reads",
+        ]
     }
 
     fn retention(&self) -> Option<&'static dyn fleetprompt_store::retention::PackageRetention> {

@@ -154,6 +154,7 @@ async fn show(
     let conv = load(&s, &m, &id).await?;
     let db = s.engine.db();
     let tenant = m.tenant.id;
+    actions::mark_read(&s.engine, tenant, m.member.id, &conv).await?;
     let faq = crate::assist::saved_replies(&s.engine, &m.tenant.slug);
     let snippets = crate::saved_reply::list(&s.engine, tenant).await?;
     let inserted = match query.insert.as_deref() {

@@ -1,6 +1,7 @@
 //! `/console/conversations`: the inbox. Conversations by site, status and
 //! assignee, newest activity first, with unread marks (the last message is
-//! the visitor's, still unanswered) and a search by the visitor's email,
+//! the visitor's, unanswered, and written after this member last opened the
+//! conversation) and a search by the visitor's email,
 //! name or any message's text. New messages arrive over the live feed
 //! ([`super::live`]), which makes the page fetch its list again.
 
@@ -122,6 +123,7 @@ async fn inbox(
             assignee,
             search: q,
             details_hidden: &details_hidden,
+            reader: Some(m.member.id),
             after,
             limit: PAGE,
         },
@@ -195,7 +197,7 @@ fn list(rows: &[InboxRow], sites: &HashMap<SiteId, SiteRow>, details_hidden: &[S
                 ul class="inbox" aria-label="Conversations" {
                     @for r in rows {
                         @let c = &r.conversation;
-                        @let unread = r.last_role.as_deref() == Some("visitor") && c.status == "open";
+                        @let unread = r.unread();
                         @let who = visitor_label(r.visitor_name.as_deref(), r.visitor_email.as_deref(), &c.visitor_id.to_string(), !details_hidden.contains(&c.site_id));
                         li class=[unread.then_some("unread")] data-id=(c.id) {
                             a href={ "/console/conversations/" (c.id) } {

@@ -274,6 +274,19 @@ pub struct InboxRow {
     pub last_role: Option<String>,
     /// The start of the last message (at most 160 characters).
     pub last_text: Option<String>,
+    /// When the member reading the inbox last opened the conversation.
+    pub read_at: Option<Millis>,
+}
+
+impl InboxRow {
+    /// Unread for the member reading the inbox: an open conversation whose
+    /// last message is the visitor's, written after they last opened it.
+    pub fn unread(&self) -> bool {
+        let c = &self.conversation;
+        c.status == "open"
+            && self.last_role.as_deref() == Some("visitor")
+            && self.read_at.is_none_or(|r| r < c.last_message_at)
+    }
 }
 
 /// What an inbox page shows.
@@ -292,6 +305,8 @@ pub struct InboxQuery<'a> {
     /// search does not look at those there, or a match would confirm what
     /// the page masks. Message text is still searched.
     pub details_hidden: &'a [SiteId],
+    /// The member reading the inbox, whose unread marks it shows.
+    pub reader: Option<MemberId>,
     /// Only conversations after this one in the inbox's order (older):
     /// the last row of the page before, by its last message's time and id.
     pub after: Option<(Millis, ConversationId)>,
@@ -347,9 +362,12 @@ pub async fn inbox(db: &Db, tenant: TenantId, q: &InboxQuery<'_>) -> Result<Vec<
          SELECT {cols}, i.name, i.email,
            (SELECT m.role || ':' || substr(m.content, 1, 160) FROM website_chat_messages m
              WHERE m.tenant_id = $1 AND m.conversation_id = c.id ORDER BY m.id DESC LIMIT 1)
+         , r.read_at
          FROM page c
          LEFT JOIN website_chat_identities i
            ON i.tenant_id = $1 AND i.site_id = c.site_id AND i.visitor_id = c.visitor_id
+         LEFT JOIN website_chat_reads r
+           ON r.tenant_id = $1 AND r.conversation_id = c.id AND r.member_id = $12
          ORDER BY c.last_message_at DESC, c.id DESC",
         cols = cols.join(", "),
         // SQLite and PostgreSQL share no array syntax: the list is JSON text.
@@ -378,6 +396,7 @@ pub async fn inbox(db: &Db, tenant: TenantId, q: &InboxQuery<'_>) -> Result<Vec<
             .bind(q.after.map(|(at, _)| at))
             .bind(q.after.map(|(_, id)| id.to_string()))
             .bind(hidden)
+            .bind(q.reader.map(|m| m.to_string()))
             .fetch_all(c)
             .await?;
         rows.iter()
@@ -393,6 +412,7 @@ pub async fn inbox(db: &Db, tenant: TenantId, q: &InboxQuery<'_>) -> Result<Vec<
                     visitor_email: r.try_get(11)?,
                     last_role,
                     last_text,
+                    read_at: r.try_get(13)?,
                 })
             })
             .collect()

@@ -13,6 +13,7 @@
 //! - [`message`]: visitor, assistant and agent messages.
 //! - [`batch`]: a batch of visitor messages written together (group commit).
 //! - [`escalation`]: Mattermost threads per conversation and reply drafts.
+//! - [`read`]: when each member last opened each conversation.
 //! - [`saved_reply`]: the tenant's saved replies (snippets for the reply box).
 //! - [`retention`]: the package's part of `fleetprompt prune`.
 
@@ -23,6 +24,7 @@ pub mod escalation;
 pub mod identity;
 pub mod installation;
 pub mod message;
+pub mod read;
 pub mod retention;
 pub mod saved_reply;
 pub mod site;

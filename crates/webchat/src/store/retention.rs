@@ -110,28 +110,35 @@ async fn prune_batch(tx: &mut Tx, tenant: TenantId, p: &Policy) -> Result<Vec<u6
     });
     let mut messages = 0;
     if !convs.is_empty() {
-        messages = delete_messages(tx, &t, &convs).await?;
+        messages = delete_of_conversations(tx, "website_chat_messages", &t, &convs).await?;
+        delete_of_conversations(tx, "website_chat_reads", &t, &convs).await?;
     }
     Ok(vec![convs.len() as u64, messages])
 }
 
-/// Deletes the messages of `conversations`. The statements differ by
+/// Deletes the rows of `table` (a name fixed in this module: messages or
+/// read marks) that belong to `conversations`. The statements differ by
 /// backend only in how a list is bound: a PostgreSQL array, or a JSON
 /// array that SQLite unpacks with `json_each`.
-async fn delete_messages(tx: &mut Tx, tenant: &str, conversations: &[String]) -> Result<u64> {
+async fn delete_of_conversations(
+    tx: &mut Tx,
+    table: &'static str,
+    tenant: &str,
+    conversations: &[String],
+) -> Result<u64> {
     let n = match tx.inner_mut() {
-        TxInner::Postgres(t) => sqlx::query(
-            "DELETE FROM website_chat_messages WHERE tenant_id = $1 AND conversation_id = ANY($2)",
-        )
+        TxInner::Postgres(t) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE tenant_id = $1 AND conversation_id = ANY($2)"
+        )))
         .bind(tenant)
         .bind(conversations)
         .execute(&mut **t)
         .await?
         .rows_affected(),
-        TxInner::Sqlite(t) => sqlx::query(
-            "DELETE FROM website_chat_messages WHERE tenant_id = $1
-               AND conversation_id IN (SELECT value FROM json_each($2))",
-        )
+        TxInner::Sqlite(t) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE tenant_id = $1
+               AND conversation_id IN (SELECT value FROM json_each($2))"
+        )))
         .bind(tenant)
         .bind(serde_json::to_string(conversations).map_err(corrupt)?)
         .execute(&mut **t)
