@@ -461,6 +461,28 @@ impl Handler for ConversationAssign {
     }
 }
 
+/// Records that `member` has seen `conv` as it was read: the inbox stops
+/// marking it unread for them until the visitor writes again. The mark is
+/// the conversation's last activity that the member was shown (not the
+/// clock), so a message that lands while the page loads stays unread.
+/// Nothing is written when there is nothing new since their last visit.
+pub async fn mark_read(
+    engine: &Engine,
+    tenant: TenantId,
+    member: MemberId,
+    conv: &ConversationRow,
+) -> Result<(), WebchatError> {
+    let db = engine.db();
+    let seen = crate::store::read::get(db, tenant, member, conv.id).await?;
+    if seen.is_some_and(|at| at >= conv.last_message_at) {
+        return Ok(());
+    }
+    let mut tx = db.begin().await?;
+    crate::store::read::mark(&mut tx, tenant, member, conv.id, conv.last_message_at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,26 +507,4 @@ mod tests {
             format!("webchat_mm_escalation:acme:{conv}:mattermost")
         );
     }
-}
-
-/// Records that `member` has seen `conv` as it was read: the inbox stops
-/// marking it unread for them until the visitor writes again. The mark is
-/// the conversation's last activity that the member was shown (not the
-/// clock), so a message that lands while the page loads stays unread.
-/// Nothing is written when there is nothing new since their last visit.
-pub async fn mark_read(
-    engine: &Engine,
-    tenant: TenantId,
-    member: MemberId,
-    conv: &ConversationRow,
-) -> Result<(), WebchatError> {
-    let db = engine.db();
-    let seen = crate::store::read::get(db, tenant, member, conv.id).await?;
-    if seen.is_some_and(|at| at >= conv.last_message_at) {
-        return Ok(());
-    }
-    let mut tx = db.begin().await?;
-    crate::store::read::mark(&mut tx, tenant, member, conv.id, conv.last_message_at).await?;
-    tx.commit().await?;
-    Ok(())
 }
