@@ -231,17 +231,18 @@ struct Chain<'a> {
     view: &'a View<'a>,
 }
 
+/// What one entry caused (or judged it), none when nothing did.
+fn under<'a, K: std::hash::Hash + Eq, V>(by: &'a HashMap<K, Vec<V>>, key: &K) -> &'a [V] {
+    by.get(key).map(Vec::as_slice).unwrap_or_default()
+}
+
 /// Deepest chain shown (a loop of rules cannot recurse forever).
 const DEPTH: usize = 12;
 
 impl Chain<'_> {
     fn signal(&self, s: &SignalRow, depth: usize) -> Markup {
-        let rules = self.rules.get(&s.id).map(Vec::as_slice).unwrap_or_default();
-        let caused = self
-            .caused_directives
-            .get(&s.id)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let rules = under(&self.rules, &s.id);
+        let caused = under(&self.caused_directives, &s.id);
         html! {
             li {
                 span class="kind" { (s.signal_type) } " " (when(s.recorded_at)) " "
@@ -257,16 +258,8 @@ impl Chain<'_> {
     }
 
     fn directive(&self, d: &DirectiveRow, depth: usize) -> Markup {
-        let attempts = self
-            .attempts
-            .get(&d.id)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let results = self
-            .results
-            .get(&d.id)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let attempts = under(&self.attempts, &d.id);
+        let results = under(&self.results, &d.id);
         html! {
             li {
                 span class="kind" { "Directive " (d.kind) } " " (badge(d.status.as_str()))
