@@ -62,12 +62,17 @@ pub async fn site_with(app: &TestApp, body: Value) -> Value {
 /// A widget bootstrap on the site with public key `key`, from [`ORIGIN`];
 /// the answer as it came.
 pub async fn bootstrap(app: &TestApp, key: &str) -> reqwest::Response {
+    bootstrap_from(app, ORIGIN, key).await
+}
+
+/// A widget bootstrap from the page origin `origin`.
+pub async fn bootstrap_from(app: &TestApp, origin: &str, key: &str) -> reqwest::Response {
     app.http
         .post(format!(
             "{}/v1/widget/bootstrap?site_key={key}",
             app.server.url
         ))
-        .header("origin", ORIGIN)
+        .header("origin", origin)
         .json(&json!({ "site_key": key }))
         .send()
         .await
@@ -76,16 +81,27 @@ pub async fn bootstrap(app: &TestApp, key: &str) -> reqwest::Response {
 
 /// A visitor's token on the site with public key `key`.
 pub async fn visitor(app: &TestApp, key: &str) -> String {
-    let v: Value = bootstrap(app, key).await.json().await.unwrap();
+    visitor_from(app, ORIGIN, key).await
+}
+
+/// A visitor's token on a page of `origin`.
+pub async fn visitor_from(app: &TestApp, origin: &str, key: &str) -> String {
+    let v: Value = bootstrap_from(app, origin, key).await.json().await.unwrap();
     v["token"].as_str().expect("token").to_owned()
 }
 
 /// Sends a visitor message; returns the conversation id.
 pub async fn say(app: &TestApp, token: &str, content: &str) -> String {
+    say_from(app, ORIGIN, token, content).await
+}
+
+/// Sends a visitor message from a page of `origin`; returns the
+/// conversation id.
+pub async fn say_from(app: &TestApp, origin: &str, token: &str, content: &str) -> String {
     let r = app
         .http
         .post(format!("{}/v1/widget/messages", app.server.url))
-        .header("origin", ORIGIN)
+        .header("origin", origin)
         .bearer_auth(token)
         .json(&json!({ "client_message_id": uuid::Uuid::now_v7().to_string(), "content": content }))
         .send()

@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use fleetprompt_system_tests::access::{Member, add_member};
 use fleetprompt_system_tests::console::{Browser, Page};
 use fleetprompt_system_tests::webchat::{
-    ORIGIN, directives_of, say, signals_of, site, timeline, visitor, wait_until,
+    ORIGIN, directives_of, say, say_from, signals_of, site, timeline, visitor, visitor_from,
+    wait_until,
 };
 use fleetprompt_system_tests::{Backend, TestApp, both_backends, create_tenant};
 use serde_json::Value;
@@ -1250,32 +1251,8 @@ async fn search_keeps_hidden_visitor_details_hidden(backend: Backend) {
         ),
     ] {
         let key = s["public_key"].as_str().unwrap();
-        let r = app
-            .http
-            .post(format!(
-                "{}/v1/widget/bootstrap?site_key={key}",
-                app.server.url
-            ))
-            .header("origin", origin)
-            .json(&serde_json::json!({ "site_key": key }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-        let v: Value = r.json().await.unwrap();
-        let token = v["token"].as_str().unwrap().to_owned();
-        let r = app
-            .http
-            .post(format!("{}/v1/widget/messages", app.server.url))
-            .header("origin", origin)
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "client_message_id": uuid::Uuid::now_v7(), "content": "kumquat order" }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-        let v: Value = r.json().await.unwrap();
-        convs.push(v["conversation_id"].as_str().unwrap().to_owned());
+        let token = visitor_from(&app, origin, key).await;
+        convs.push(say_from(&app, origin, &token, "kumquat order").await);
         let r = app
             .http
             .post(format!("{}/v1/widget/contact", app.server.url))
